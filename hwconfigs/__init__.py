@@ -1,0 +1,1 @@
+# Bundled hardware descriptions; installed as package data (pimsim.bundled.hwconfigs).

@@ -1,0 +1,3 @@
+from pimsim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Bundled data (hardware configs, model cards), installed from the top-level folders."""

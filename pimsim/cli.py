@@ -1,0 +1,211 @@
+"""The ``pimsim`` command line. ``main(argv) -> int`` so tests can call it directly."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from pimsim import __version__
+from pimsim.errors import PimsimError
+
+EXIT_INPUT = 2  # bad input: config, trace, flags
+EXIT_VIOLATION = 1  # the checker found protocol violations
+
+
+def _add_hw(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--hw", required=required, metavar="HW.yaml",
+                   help="hardware description: a path, or the name of a bundled one (e.g. gddr6-aim.yaml)")
+    _add_set(p)
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set dram.timing.nRCD=20 (repeatable)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pimsim", description="Cycle-accurate simulator of DRAM processing-in-memory for LLM token generation.")
+    parser.add_argument("--version", action="version", version=f"pimsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a hardware description and list every problem")
+    p.add_argument("hw", metavar="HW.yaml")
+    _add_set(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config", help="hardware descriptions")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    q = csub.add_parser("show", help="print the fully resolved hardware description")
+    q.add_argument("hw", metavar="HW.yaml")
+    q.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    _add_set(q)
+    q.set_defaults(func=cmd_config_show)
+    q = csub.add_parser("list", help="list the bundled hardware descriptions")
+    q.set_defaults(func=cmd_config_list)
+
+    p = sub.add_parser("trace", help="run or check DRAM command and request traces")
+    tsub = p.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
+    q = tsub.add_parser("run", help="simulate a command trace or a request trace")
+    q.add_argument("file", metavar="FILE", help="trace CSV: a path, or the name of a bundled trace")
+    _add_hw(q)
+    q.add_argument("--max-outstanding", type=_positive, default=None, metavar="N",
+                   help="request traces: at most N requests in flight (1 = each waits for the previous one's data)")
+    q.add_argument("--json", dest="json_out", metavar="OUT", help="write the full result as JSON to OUT ('-' for stdout)")
+    q.add_argument("--emit-commands", metavar="OUT.csv",
+                   help="write every issued command (kernel-added refreshes included) as a timed command trace")
+    q.set_defaults(func=cmd_trace_run)
+    q = tsub.add_parser("check", help="verify a timed command trace against the protocol")
+    q.add_argument("file", metavar="FILE")
+    _add_hw(q)
+    q.add_argument("--no-refresh-check", action="store_true", help="do not require periodic refresh")
+    q.set_defaults(func=cmd_trace_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PimsimError as exc:
+        print(f"pimsim: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args):
+    from pimsim.config import load_hardware
+
+    return load_hardware(args.hw, args.overrides)
+
+
+def cmd_validate(args) -> int:
+    hw = _load(args)
+    org = hw.dram.organization
+    print(f"{args.hw}: ok ({hw.name}: {hw.dram.standard}, {org.channels} channel(s), "
+          f"{org.capacity_bytes / 2**30:g} GiB)")
+    return 0
+
+
+def resolved_config(hw) -> dict:
+    data = hw.model_dump(mode="json")
+    org = hw.dram.organization
+    data["derived"] = {
+        "banks_per_channel": org.banks * org.ranks,
+        "access_bytes": org.access_bytes,
+        "row_bytes": org.row_bytes,
+        "accesses_per_row": org.accesses_per_row,
+        "capacity_bytes": org.capacity_bytes,
+        "peak_bandwidth_GBps": hw.dram.peak_bandwidth_Bps / 1e9,
+        "address_bits": hw.dram.field_bits(),
+    }
+    return data
+
+
+def cmd_config_show(args) -> int:
+    hw = _load(args)
+    data = resolved_config(hw)
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def cmd_config_list(args) -> int:
+    from pimsim.resources import bundled_names
+
+    for name in bundled_names("hwconfigs"):
+        print(name)
+    return 0
+
+
+def _trace_path(name: str) -> Path:
+    from pimsim.resources import resolve
+
+    return resolve(name, "workloads")
+
+
+def cmd_trace_run(args) -> int:
+    from pimsim.dram.compile import compile_standard
+    from pimsim.dram.simulate import run_command_trace, run_request_trace
+    from pimsim.report.text import trace_summary
+    from pimsim.trace.files import read_command_trace, read_request_trace, trace_kind, write_command_trace
+
+    hw = _load(args)
+    path = _trace_path(args.file)
+    compiled = compile_standard(hw)
+    kind = trace_kind(path)
+    started = time.perf_counter()
+    if kind == "commands":
+        if args.max_outstanding is not None:
+            raise PimsimError("--max-outstanding applies to request traces; this is a command trace")
+        trace = read_command_trace(path, compiled)
+        result = run_command_trace(compiled, trace, record=bool(args.emit_commands))
+    else:
+        trace = read_request_trace(path, hw.dram.organization.capacity_bytes)
+        result = run_request_trace(compiled, trace, args.max_outstanding, record=bool(args.emit_commands))
+    elapsed = time.perf_counter() - started
+    out = result.summary()
+    out["peak_bandwidth_GBps"] = hw.dram.peak_bandwidth_Bps / 1e9
+    out["input"] = {"path": str(path), "kind": f"{kind[:-1]} trace", "entries": len(trace),
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    out["config"] = resolved_config(hw)
+    out["pimsim_version"] = __version__
+    out["host"] = {"wall_clock_s": elapsed}  # kept apart: the only field that differs between reruns
+    if args.emit_commands:
+        write_command_trace(args.emit_commands, compiled, result.record)
+    if args.json_out == "-":
+        print(json.dumps(out, indent=2))
+    else:
+        print(trace_summary(out))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def cmd_trace_check(args) -> int:
+    from pimsim.dram.checker import check, issued_from_trace
+    from pimsim.dram.compile import compile_standard
+    from pimsim.trace.files import read_command_trace, trace_kind
+
+    hw = _load(args)
+    path = _trace_path(args.file)
+    compiled = compile_standard(hw)
+    if trace_kind(path) != "commands":
+        raise PimsimError(f"{path}: trace check needs a command trace with a cycle column, not a request trace")
+    trace = read_command_trace(path, compiled)
+    if not trace.has_cycles:
+        raise PimsimError(f"{path}: trace check needs a leading 'cycle' column (when each command issued)")
+    violations = check(compiled, issued_from_trace(compiled, trace),
+                       check_refresh=False if args.no_refresh_check else None)
+    if violations:
+        for v in violations[:50]:
+            print(v)
+        more = " (first 50 shown)" if len(violations) > 50 else ""
+        print(f"{path}: {len(violations)} protocol violation(s){more}", file=sys.stderr)
+        return EXIT_VIOLATION
+    print(f"{path}: {len(trace):,} commands, no protocol violations ({hw.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Checks that relate fields to each other or to the DRAM standard.
+
+They run on the raw (already overridden) mapping, not only on a validated model, so a file with a
+type error *and* an impossible timing reports both at once. Each check skips values that are missing
+or of the wrong type: those are reported by the structural pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+from typing import Any
+
+from pimsim.dram.expr import evaluate, names_in
+from pimsim.dram.standards import STANDARDS
+from pimsim.errors import Problem
+
+_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+
+# Far beyond any real device; past these a simulation would allocate absurd amounts of memory.
+LIMITS = {"channels": 4096, "ranks": 16, "bankgroups": 64, "banks_per_group": 64, "rows": 1 << 24,
+          "columns": 1 << 20, "channel_width_bits": 4096, "burst_length": 256}
+MAX_TIMING = 10_000_000
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def check(raw: Any) -> list[Problem]:
+    if not isinstance(raw, dict):
+        return []
+    dram = raw.get("dram")
+    if not isinstance(dram, dict):
+        return []
+    problems: list[Problem] = []
+    org = dram.get("organization") if isinstance(dram.get("organization"), dict) else {}
+    problems += _check_organization(org)
+    std = STANDARDS.get(dram.get("standard"))
+    timing = dram.get("timing")
+    if std is not None and isinstance(timing, dict):
+        problems += _check_timing(std, timing)
+        problems += _check_burst(dram, org, timing)
+    problems += _check_mapping(dram, org)
+    pim = raw.get("pim")
+    if isinstance(pim, dict):
+        problems += _check_pim(pim, org, std)
+    return problems
+
+
+def _check_organization(org: dict) -> list[Problem]:
+    out = []
+    for key in ("channels", "ranks", "bankgroups", "banks_per_group", "rows", "columns", "burst_length"):
+        v = _int(org.get(key))
+        if v is None or v < 1:
+            continue
+        if v > LIMITS[key]:
+            out.append(Problem(f"dram.organization.{key}", f"{v} is beyond any real device (limit {LIMITS[key]})"))
+        elif not _is_pow2(v):
+            out.append(Problem(f"dram.organization.{key}", f"{v} is not a power of two (addresses are bit fields)"))
+    ranks = _int(org.get("ranks"))
+    if ranks is not None and ranks > 1:
+        out.append(Problem("dram.organization.ranks",
+                           f"{ranks} ranks: multi-rank channels are not modelled yet (no rank-switch timing); use 1"))
+    width = _int(org.get("channel_width_bits"))
+    if width is not None and (width % 8 or width > LIMITS["channel_width_bits"]):
+        out.append(Problem("dram.organization.channel_width_bits", f"{width} is not a whole number of bytes up to 4096 bits"))
+    cols, bl = _int(org.get("columns")), _int(org.get("burst_length"))
+    if cols and bl and cols % bl:
+        out.append(Problem("dram.organization.columns", f"{cols} columns is not a whole number of bursts of {bl}"))
+    return out
+
+
+def _check_timing(std, timing: dict) -> list[Problem]:
+    out = []
+    known = set(std.param_names)
+    for key, v in timing.items():
+        if key not in known:
+            hint = suggest(key, known)
+            out.append(Problem(f"dram.timing.{key}", f"not a timing parameter of {std.name}{hint}"))
+        elif _int(v) is not None and not 0 <= v <= MAX_TIMING:
+            out.append(Problem(f"dram.timing.{key}", f"{v} cycles is outside 0..{MAX_TIMING}"))
+    for name in std.param_names:
+        if name not in timing:
+            out.append(Problem(f"dram.timing.{name}", f"missing ({std.name} needs it)"))
+    values = {k: v for k, v in timing.items() if k in known and _int(v) is not None}
+    for left, op, right, why in std.sanity:
+        if names_in(left) | names_in(right) <= set(values):
+            a, b = evaluate(left, values), evaluate(right, values)
+            if not _OPS[op](a, b):
+                first = sorted(names_in(left))[0]
+                out.append(Problem(f"dram.timing.{first}",
+                                   f"{left} = {a} but must be {op} {right} = {b}: {why}"))
+    return out
+
+
+def _check_burst(dram: dict, org: dict, timing: dict) -> list[Problem]:
+    tck, rate = _num(dram.get("tCK_ps")), _num(dram.get("data_rate_Gbps_per_pin"))
+    bl, nbl = _int(org.get("burst_length")), _int(timing.get("nBL"))
+    if not (tck and rate and bl and nbl) or tck <= 0 or rate <= 0:
+        return []
+    beats_per_cycle = rate * tck / 1000.0
+    expect = bl / beats_per_cycle
+    if abs(expect - nbl) > 0.05 * max(expect, 1):
+        return [Problem("dram.timing.nBL",
+                        f"{nbl} cycles, but a burst of {bl} beats at {rate} Gb/s/pin with tCK {tck} ps takes "
+                        f"{expect:.2f} cycles (check tCK_ps and data_rate_Gbps_per_pin units)")]
+    return []
+
+
+def _check_mapping(dram: dict, org: dict) -> list[Problem]:
+    mapping = dram.get("address_mapping")
+    if not isinstance(mapping, list) or not all(isinstance(f, str) for f in mapping):
+        return []
+    out = []
+    for f in set(mapping):
+        if mapping.count(f) > 1:
+            out.append(Problem("dram.address_mapping", f"field {f!r} appears {mapping.count(f)} times"))
+    counts = {"channel": org.get("channels"), "rank": org.get("ranks", 1)}
+    for field in ("row", "bankgroup", "bank", "column", "offset"):
+        if field not in mapping:
+            out.append(Problem("dram.address_mapping", f"field {field!r} is missing"))
+    for field, n in counts.items():
+        if _int(n) is not None and n > 1 and field not in mapping:
+            out.append(Problem("dram.address_mapping", f"{n} {field}s need a {field!r} field"))
+    return out
+
+
+def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
+    from pimsim.config.models import FORMAT_BITS
+
+    out = []
+    if std is not None and "MACAB" not in std.command_names:
+        out.append(Problem("pim", f"standard {std.name} has no PIM commands; remove the pim section"))
+    bl, width = _int(org.get("burst_length")), _int(org.get("channel_width_bits"))
+    access = bl * width // 8 if bl and width else None
+    gb = _int(pim.get("global_buffer_bytes"))
+    if gb is not None and access and gb < access:
+        out.append(Problem("pim.global_buffer_bytes", f"{gb} B is smaller than one column access ({access} B)"))
+    if gb is not None and access and gb >= access and gb % access:
+        out.append(Problem("pim.global_buffer_bytes", f"{gb} B is not a whole number of {access} B column accesses"))
+    lanes, fmt = _int(pim.get("lanes_per_unit")), pim.get("weight_format")
+    if lanes and access and fmt in FORMAT_BITS and lanes * FORMAT_BITS[fmt] > access * 8:
+        out.append(Problem("pim.lanes_per_unit",
+                           f"{lanes} lanes of {fmt} need {lanes * FORMAT_BITS[fmt]} bits per column, "
+                           f"but one column access holds {access * 8}"))
+    per_unit = _int(pim.get("banks_per_unit"))
+    bgs, bpg = _int(org.get("bankgroups")), _int(org.get("banks_per_group"))
+    if per_unit and bgs and bpg and (bgs * bpg) % per_unit:
+        out.append(Problem("pim.banks_per_unit", f"{bgs * bpg} banks cannot be shared evenly by units of {per_unit}"))
+    return out
+
+
+def suggest(key: str, known) -> str:
+    """A "; did you mean ...?" hint for a misspelt key, or an empty string."""
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""

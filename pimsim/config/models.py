@@ -1,0 +1,125 @@
+"""Pydantic models of a hardware description. Units live in field names; unknown keys are errors.
+
+Structural checks (types, ranges, unknown keys) are here; relations between fields and checks that
+need the DRAM standard (timing parameter names, nRAS <= nRC, ...) are in :mod:`pimsim.config.checks`,
+which runs on the same input so that every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from pimsim.dram.standards import STANDARDS
+
+PosInt = StrictInt
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Organization(StrictModel):
+    channels: StrictInt = Field(ge=1, description="independent channels (pseudo-channels for HBM)")
+    ranks: StrictInt = Field(1, ge=1, description="ranks per channel")
+    bankgroups: StrictInt = Field(ge=1, description="bank groups per rank")
+    banks_per_group: StrictInt = Field(ge=1, description="banks per bank group")
+    rows: StrictInt = Field(ge=1, description="rows per bank")
+    columns: StrictInt = Field(ge=1, description="column addresses per row (device columns)")
+    channel_width_bits: StrictInt = Field(ge=1, description="data bus width of one channel")
+    burst_length: StrictInt = Field(ge=1, description="beats per column access")
+
+    @property
+    def banks(self) -> int:
+        return self.bankgroups * self.banks_per_group
+
+    @property
+    def access_bytes(self) -> int:
+        """Bytes moved by one column command (one burst on the channel)."""
+        return self.channel_width_bits * self.burst_length // 8
+
+    @property
+    def row_bytes(self) -> int:
+        return self.columns * self.channel_width_bits // 8
+
+    @property
+    def accesses_per_row(self) -> int:
+        return self.columns // self.burst_length
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.channels * self.ranks * self.banks * self.rows * self.row_bytes
+
+
+class Refresh(StrictModel):
+    enabled: StrictBool = Field(True, description="issue all-bank refresh every nREFI")
+
+
+class Controller(StrictModel):
+    scheduler: Literal["fr-fcfs", "fcfs"] = Field("fr-fcfs", description="request scheduling policy")
+    queue_depth: StrictInt = Field(32, ge=1, le=4096, description="request queue entries per channel")
+    row_policy: Literal["open"] = Field("open", description="rows stay open until a conflict or a refresh")
+
+
+ADDRESS_FIELDS = ("channel", "rank", "row", "bankgroup", "bank", "column", "offset")
+
+
+class DramConfig(StrictModel):
+    standard: Literal[tuple(STANDARDS)]  # type: ignore[valid-type]
+    tCK_ps: float = Field(gt=0, description="clock period of the command clock")
+    data_rate_Gbps_per_pin: float = Field(gt=0, description="data rate of one DQ pin")
+    organization: Organization
+    timing: dict[str, StrictInt] = Field(description="timing parameters in cycles of tCK_ps (n-prefix)")
+    refresh: Refresh = Refresh()
+    controller: Controller = Controller()
+    address_mapping: list[Literal[ADDRESS_FIELDS]] = Field(  # type: ignore[valid-type]
+        description="address fields from the most significant bit down"
+    )
+
+    @property
+    def tCK_s(self) -> float:
+        return self.tCK_ps * 1e-12
+
+    @property
+    def peak_bandwidth_Bps(self) -> float:
+        """Peak external bandwidth of all channels."""
+        org = self.organization
+        return org.channels * org.channel_width_bits * self.data_rate_Gbps_per_pin * 1e9 / 8
+
+    def field_bits(self) -> dict[str, int]:
+        org = self.organization
+        counts = {
+            "channel": org.channels,
+            "rank": org.ranks,
+            "bankgroup": org.bankgroups,
+            "bank": org.banks_per_group,
+            "row": org.rows,
+            "column": org.accesses_per_row,
+            "offset": org.access_bytes,
+        }
+        return {k: int(math.log2(v)) for k, v in counts.items()}
+
+
+class PimConfig(StrictModel):
+    banks_per_unit: StrictInt = Field(ge=1, description="banks sharing one PIM MAC unit")
+    lanes_per_unit: StrictInt = Field(ge=1, description="multiply-accumulate lanes per unit")
+    global_buffer_bytes: StrictInt = Field(ge=1, description="input-vector buffer per channel")
+    weight_format: Literal["bf16", "fp16", "int8"] = Field(description="format of weights in the banks")
+    accumulator_format: Literal["fp32", "fp16", "int32"] = Field(description="format of the MAC accumulators")
+
+
+FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}
+
+
+class HardwareConfig(StrictModel):
+    version: Literal[1] = Field(description="schema version of this file")
+    name: str = Field(min_length=1)
+    description: str = ""
+    dram: DramConfig
+    pim: PimConfig | None = None
+
+    @property
+    def standard(self):
+        return STANDARDS[self.dram.standard]

@@ -1,0 +1,164 @@
+"""An independent protocol checker: re-verify any timed command trace against the constraint table.
+
+It shares the standard's constraint table (and the latencies evaluated from the config) with the
+kernel, but none of the kernel's code or data structures: touched nodes are enumerated explicitly,
+histories are plain deques, everything is straightforward Python. Slow, and meant to be obviously
+right, so that it can judge the fast kernel.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from pimsim.dram.compile import Compiled
+from pimsim.dram.standard import Effect, Level
+
+# JEDEC DDR4 lets a controller postpone up to 8 refreshes; more than 9 intervals without one is a bug.
+MAX_REFRESH_INTERVALS = 9
+
+
+@dataclass(frozen=True)
+class Issued:
+    """One issued command, in checker terms."""
+
+    cycle: int
+    channel: int
+    command: str
+    bankgroup: int  # -1 where the command is not addressed to a bank
+    bank: int
+    row: int  # -1 where not given
+    line: int  # where it came from (file line or position), for messages
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    later: Issued
+    earlier: Issued | None
+    required: int | None
+    actual: int | None
+
+    def __str__(self) -> str:
+        where = f"{_where(self.later)}: {self.later.command} at cycle {self.later.cycle}"
+        if self.earlier is None:
+            return f"{where}: {self.rule}"
+        return (f"{where}: {self.rule}: needs {self.required} cycles after {self.earlier.command} "
+                f"({_where(self.earlier)}, cycle {self.earlier.cycle}), got {self.actual}")
+
+
+def _where(x: Issued) -> str:
+    return f"line {x.line}" if x.line > 0 else f"kernel-added command #{-x.line}"
+
+
+def _touched(cmd_scope: Level, x: Issued, bankgroups: int, banks: int) -> dict[Level, list[tuple]]:
+    """Every node, per level, that a command touches: its scope node, its ancestors, its descendants."""
+    ch = (x.channel,)
+    rank = (x.channel, 0)
+    if cmd_scope == Level.BANK:
+        bgs = [(x.channel, 0, x.bankgroup)]
+        bks = [(x.channel, 0, x.bankgroup, x.bank)]
+    else:  # rank or channel scope: every bank group and bank below (one rank per channel)
+        bgs = [(x.channel, 0, g) for g in range(bankgroups)]
+        bks = [(x.channel, 0, g, b) for g in range(bankgroups) for b in range(banks)]
+    return {Level.CHANNEL: [ch], Level.RANK: [rank], Level.BANKGROUP: bgs, Level.BANK: bks}
+
+
+def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = None) -> list[Violation]:
+    """All protocol violations in a timed trace (an empty list means it is clean)."""
+    std = compiled.standard
+    org = compiled.hw.dram.organization
+    if check_refresh is None:
+        check_refresh = compiled.hw.dram.refresh.enabled
+    constraints = [(c, lat) for c, lat in compiled.constraints]
+    history: dict[tuple[int, tuple], deque] = {}
+    open_rows: dict[tuple, int] = {}
+    last_refresh: dict[tuple, int] = defaultdict(int)
+    violations: list[Violation] = []
+    n_refi = compiled.timing.get("nREFI")
+    for x in sorted(trace, key=lambda i: i.cycle):  # stable: equal cycles keep trace order
+        command = std.command(x.command)
+        touched = _touched(command.scope, x, org.bankgroups, org.banks_per_group)
+        for idx, (c, lat) in enumerate(constraints):
+            if x.command not in c.following:
+                continue
+            for node in touched[c.level]:
+                past = history.get((idx, node))
+                if past is not None and len(past) >= c.window:
+                    earlier = past[-c.window]
+                    if x.cycle - earlier.cycle < lat:
+                        name = f"{'/'.join(c.preceding)} -> {'/'.join(c.following)} at {c.level.name.lower()} " \
+                               f"level ({c.latency}{f', window {c.window}' if c.window > 1 else ''})"
+                        violations.append(Violation(name, x, earlier, lat, x.cycle - earlier.cycle))
+                        break
+        for idx, (c, _lat) in enumerate(constraints):
+            if x.command in c.preceding:
+                for node in touched[c.level]:
+                    history.setdefault((idx, node), deque(maxlen=c.window)).append(x)
+        violations += _check_state(command, x, touched[Level.BANK], open_rows)
+        if command.effect == Effect.REFRESH:
+            last_refresh[(x.channel, 0)] = x.cycle
+        if check_refresh and n_refi:
+            since = x.cycle - last_refresh[(x.channel, 0)]
+            if since > MAX_REFRESH_INTERVALS * n_refi:
+                violations.append(Violation(
+                    f"no refresh for {since} cycles (more than {MAX_REFRESH_INTERVALS} x nREFI = "
+                    f"{MAX_REFRESH_INTERVALS * n_refi})", x, None, None, None))
+                last_refresh[(x.channel, 0)] = x.cycle  # report each starved stretch once
+    return violations
+
+
+def _check_state(command, x: Issued, banks: list[tuple], open_rows: dict) -> list[Violation]:
+    out = []
+    for b in banks:
+        current = open_rows.get(b, -1)
+        if command.effect == Effect.OPEN:
+            if current >= 0:
+                out.append(Violation(f"activates bank {b[2]}.{b[3]}, which has row {current} open", x, None, None, None))
+                break
+        elif command.effect == Effect.ACCESS:
+            if current < 0:
+                out.append(Violation(f"accesses bank {b[2]}.{b[3]}, which has no open row", x, None, None, None))
+                break
+            if x.row >= 0 and x.row != current:
+                out.append(Violation(f"accesses row {x.row} of bank {b[2]}.{b[3]}, but row {current} is open",
+                                     x, None, None, None))
+                break
+        elif command.effect == Effect.REFRESH and current >= 0:
+            out.append(Violation(f"refreshes while bank {b[2]}.{b[3]} has row {current} open", x, None, None, None))
+            break
+    for b in banks:
+        if command.effect == Effect.OPEN:
+            open_rows[b] = x.row
+        elif command.effect == Effect.CLOSE:
+            open_rows[b] = -1
+    return out
+
+
+def issued_from_record(compiled: Compiled, rec) -> list[Issued]:
+    """The kernel's record of issued commands as checker input."""
+    names = compiled.command_names
+    out = []
+    for pos, (cycle, cmd, node, row, _col, src) in enumerate(rec.tolist()):
+        ch = int(compiled.channel_of(node) - compiled.level_base[Level.CHANNEL])
+        bg = bank = -1
+        if compiled.node_level(node) == Level.BANK:
+            _, _, bg, bank = compiled.bank_address(node)
+        # stream commands are named by their 1-based position in the stream, kernel-added ones by
+        # their negated position in the record
+        out.append(Issued(cycle, ch, names[cmd], bg, bank, row, src + 1 if src >= 0 else -(pos + 1)))
+    return out
+
+
+def issued_from_trace(compiled: Compiled, trace) -> list[Issued]:
+    """A timed command trace (read by :func:`pimsim.trace.files.read_command_trace`) as checker input."""
+    names = compiled.command_names
+    out = []
+    for line, cycle, cmd, node, row in zip(trace.line.tolist(), trace.cycle.tolist(), trace.cmd.tolist(),
+                                           trace.node.tolist(), trace.row.tolist()):
+        ch = int(compiled.channel_of(node) - compiled.level_base[Level.CHANNEL])
+        bg = bank = -1
+        if compiled.node_level(node) == Level.BANK:
+            _, _, bg, bank = compiled.bank_address(node)
+        out.append(Issued(cycle, ch, names[cmd], bg, bank, row, line))
+    return out

@@ -1,0 +1,181 @@
+"""Compile a (standard, hardware config) pair into the integer arrays the kernel runs on.
+
+The hierarchy of every channel is flattened into one node numbering: all channels first, then all
+ranks, all bank groups, all banks; the children of a node are contiguous, so "every bank under this
+rank" is a range. Constraints are evaluated to cycle counts and grouped by the command they delay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimsim.config.models import HardwareConfig
+from pimsim.dram.expr import evaluate
+from pimsim.dram.standard import Constraint, Level, Standard
+from pimsim.dram.timing_state import N_ANC, N_HI, N_LEVEL, N_LO, N_LOOKUP, NO_RULE, P_BASE, Spec
+
+NLEVELS = 4
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled standard for one hardware config, with the Python-side names kept alongside."""
+
+    hw: HardwareConfig
+    standard: Standard
+    spec: Spec
+    timing: dict[str, int]
+    constraints: tuple[tuple[Constraint, int], ...]  # each constraint with its latency in cycles
+
+    @property
+    def command_names(self) -> tuple[str, ...]:
+        return self.standard.command_names
+
+    @property
+    def level_base(self) -> np.ndarray:
+        return self.spec.params[P_BASE:P_BASE + 4]
+
+    def node_level(self, node) -> np.ndarray:
+        return self.spec.node[node, N_LEVEL]
+
+    def channel_of(self, node) -> np.ndarray:
+        return self.spec.node[node, N_ANC]
+
+    def bank_node(self, channel, rank, bankgroup, bank):
+        org = self.hw.dram.organization
+        idx = ((channel * org.ranks + rank) * org.bankgroups + bankgroup) * org.banks_per_group + bank
+        return self.level_base[Level.BANK] + idx
+
+    def rank_node(self, channel, rank=0):
+        return self.level_base[Level.RANK] + channel * self.hw.dram.organization.ranks + rank
+
+    def channel_node(self, channel):
+        return self.level_base[Level.CHANNEL] + channel
+
+    def bank_address(self, node: int) -> tuple[int, int, int, int]:
+        """(channel, rank, bankgroup, bank) of a bank node."""
+        org = self.hw.dram.organization
+        idx = int(node - self.level_base[Level.BANK])
+        bank, idx = idx % org.banks_per_group, idx // org.banks_per_group
+        bg, idx = idx % org.bankgroups, idx // org.bankgroups
+        return idx // org.ranks, idx % org.ranks, bg, bank
+
+    def describe_node(self, node: int) -> str:
+        lvl = int(self.node_level(node))
+        org = self.hw.dram.organization
+        idx = node - int(self.level_base[lvl])
+        parts = []
+        sizes = [org.channels, org.ranks, org.bankgroups, org.banks_per_group][: lvl + 1]
+        for size in reversed(sizes):
+            parts.append(idx % size)
+            idx //= size
+        parts.reverse()
+        names = ["channel", "rank", "bankgroup", "bank"]
+        return " ".join(f"{names[i]} {parts[i]}" for i in range(lvl + 1))
+
+
+def _hierarchy(counts: list[int]):
+    """Node arrays for a tree with counts[L] children per node at level L-1 (counts[0] roots)."""
+    per_level = [counts[0]]
+    for c in counts[1:]:
+        per_level.append(per_level[-1] * c)
+    base = np.cumsum([0] + per_level[:-1]).astype(np.int64)
+    nodes = int(sum(per_level))
+    node_level = np.empty(nodes, np.int64)
+    anc = np.full((nodes, NLEVELS), -1, np.int64)
+    desc_lo = np.full((nodes, NLEVELS), -1, np.int64)
+    desc_hi = np.full((nodes, NLEVELS), -1, np.int64)
+    for lvl in range(NLEVELS):
+        for idx in range(per_level[lvl]):
+            n = base[lvl] + idx
+            node_level[n] = lvl
+            # ancestors: divide the index by the fan-out of each level above
+            a = idx
+            for up in range(lvl, -1, -1):
+                anc[n, up] = base[up] + a
+                if up > 0:
+                    a //= counts[up]
+            # descendants: multiply the index range by the fan-out of each level below
+            lo, hi = idx, idx + 1
+            for down in range(lvl, NLEVELS):
+                if down > lvl:
+                    lo, hi = lo * counts[down], hi * counts[down]
+                desc_lo[n, down], desc_hi[n, down] = base[down] + lo, base[down] + hi
+    lookup = np.empty((nodes, NLEVELS), np.int64)
+    for n in range(nodes):
+        for lvl in range(NLEVELS):
+            lookup[n, lvl] = anc[n, lvl] if node_level[n] >= lvl else n
+    return node_level, anc, lookup, desc_lo, desc_hi, base
+
+
+def compile_standard(hw: HardwareConfig) -> Compiled:
+    std = hw.standard
+    org = hw.dram.organization
+    timing = dict(hw.dram.timing)
+    names = std.command_names
+    ncmd = len(names)
+    cid = {n: i for i, n in enumerate(names)}
+    node_level, anc, lookup, desc_lo, desc_hi, base = _hierarchy(
+        [org.channels, org.ranks, org.bankgroups, org.banks_per_group])
+
+    evaluated = tuple((c, evaluate(c.latency, timing)) for c in std.constraints)
+    # A channel-level rule from every command to every command is command-bus occupancy; since a
+    # channel issues in order it is simply a minimum gap after the channel's previous command.
+    gap = 0
+    windows = []
+    # (next, prev) -> latency per level, after folding levels below the next command's scope into it
+    grouped: dict[tuple[int, int], list[int]] = {}
+    for c, lat in evaluated:
+        if c.window > 1:
+            windows.append((c, lat))
+            continue
+        if c.level == Level.CHANNEL and set(c.preceding) == set(c.following) == set(names):
+            gap = max(gap, lat)
+            continue
+        if lat <= 0:
+            continue
+        for nxt in c.following:
+            scope = int(std.command(nxt).scope)
+            lvl = min(int(c.level), scope)
+            for prv in c.preceding:
+                lats = grouped.setdefault((cid[nxt], cid[prv]), [NO_RULE] * NLEVELS)
+                lats[lvl] = max(lats[lvl], lat)
+    keys = sorted(grouped)
+    rule_ptr = np.zeros(ncmd + 1, np.int64)
+    for nxt, _ in keys:
+        rule_ptr[nxt + 1] += 1
+    rule_ptr = np.cumsum(rule_ptr).astype(np.int64)
+    rules = np.array([[prv, *grouped[(nxt, prv)]] for nxt, prv in keys], np.int64).reshape(len(keys), 1 + NLEVELS)
+
+    nwin = len(windows)
+    win_level = np.array([int(c.level) for c, _ in windows], np.int64)
+    win_size = np.array([c.window for c, _ in windows], np.int64)
+    win_lat = np.array([lat for _, lat in windows], np.int64)
+    win_is_prev = np.zeros((nwin, ncmd), np.bool_)
+    win_is_next = np.zeros((nwin, ncmd), np.bool_)
+    for w, (c, _) in enumerate(windows):
+        for p in c.preceding:
+            win_is_prev[w, cid[p]] = True
+        for f in c.following:
+            win_is_next[w, cid[f]] = True
+
+    node = np.concatenate([node_level[:, None], anc, lookup, desc_lo, desc_hi], axis=1)
+    assert node.shape[1] == N_HI + NLEVELS and N_LOOKUP == N_ANC + NLEVELS and N_LO == N_LOOKUP + NLEVELS
+    win = np.stack([win_level, win_size, win_lat], axis=1) if windows else np.zeros((0, 3), np.int64)
+    win_role = win_is_prev.astype(np.int64) + 2 * win_is_next.astype(np.int64)
+    act_all = cid[std.activate_all] if std.activate_all else -1
+    params = np.array([cid[std.activate], act_all, cid[std.precharge_all], cid[std.refresh],
+                       int(hw.dram.refresh.enabled), timing["nREFI"], org.ranks, org.channels, gap, *base], np.int64)
+    spec = Spec(
+        node=np.ascontiguousarray(node, dtype=np.int64),
+        rules=np.ascontiguousarray(rules, dtype=np.int64),
+        rule_ptr=rule_ptr,
+        win=np.ascontiguousarray(win, dtype=np.int64),
+        win_role=np.ascontiguousarray(win_role.reshape(len(windows), ncmd), dtype=np.int64),
+        cmds=np.array([[int(c.scope), int(c.effect), int(c.transfer), max(1, evaluate(c.done, timing))]
+                       for c in std.commands], np.int64),
+        params=params,
+    )
+    return Compiled(hw=hw, standard=std, spec=spec, timing=timing, constraints=evaluated)

@@ -1,0 +1,217 @@
+"""A request-level memory controller for plain memory traces (reads and writes to addresses).
+
+One queue per channel, open-row policy, FR-FCFS (or FCFS) scheduling, all-bank refresh. The controller
+chooses commands; the timing state of :mod:`pimsim.dram.timing_state` says when each may issue, so
+the controller's commands obey exactly the same constraint table as the command-stream kernel.
+
+FR-FCFS in an event-jumping simulator: at each step every channel's candidates are the next command of
+each queued request (column command if its row is open, ACT if the bank is closed, PRE on a conflict).
+The earliest cycle any candidate can issue is the next issue cycle; among the candidates ready then,
+column commands (row hits) win, then the oldest request. Cycle by cycle FR-FCFS makes the same choice,
+because nothing changes on a channel between two of its issues except arrivals, which end a jump.
+
+A request's row outcome is read from the first command issued on its behalf: the column command (a
+hit), ACT (a miss) or PRE (a conflict). Requests whose row another request opened count as hits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from pimsim.dram.timing_state import (
+    B_OPEN,
+    C_INSERTED,
+    K_DONE,
+    N_ANC,
+    P_BASE,
+    P_CHANNELS,
+    P_NREFI,
+    P_RANKS,
+    P_REF,
+    P_REFRESH_ON,
+    apply_effect,
+    channel_floor,
+    commit,
+    earliest,
+    grow,
+    new_state,
+    refresh_step,
+)
+
+BIG = 1 << 62
+
+
+@njit(cache=True)
+def _pick(spec, state, ch, queue, qlen, bank_of, row, is_write, tmin, ids, fcfs, cache, stamp, step):
+    """Best (cycle, queue slot, command, node) among channel ch's queued requests; cycle BIG if none."""
+    node, rules, rule_ptr, win, win_role, cmds, params = spec
+    T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
+    rd, wr, act, pre = ids[0], ids[1], ids[2], ids[3]
+    best_t, best_slot, best_cmd, best_node, best_col = BIG, -1, -1, -1, False
+    base = params[P_BASE + 3]
+    n = min(qlen[ch], 1) if fcfs else qlen[ch]
+    for slot in range(n):
+        r = queue[ch, slot]
+        b = bank_of[r]
+        open_row = bank[b - base, B_OPEN]
+        if open_row == row[r]:
+            c, k, col = (wr, 1, True) if is_write[r] else (rd, 0, True)
+        elif open_row < 0:
+            c, k, col = act, 2, False
+        else:
+            c, k, col = pre, 3, False
+        if stamp[b - base, k] == step:
+            t = cache[b - base, k]
+        else:
+            t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, b, tmin)
+            cache[b - base, k] = t
+            stamp[b - base, k] = step
+        if t < best_t or (t == best_t and col and not best_col):
+            best_t, best_slot, best_cmd, best_node, best_col = t, slot, c, b, col
+    return best_t, best_slot, best_cmd, best_node
+
+
+@njit(cache=True)
+def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding, depth, fcfs, ids, record):
+    node, rules, rule_ptr, win, win_role, cmds, params = spec
+    T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
+    rd, wr, act = ids[0], ids[1], ids[2]
+    n = arrival.shape[0]
+    nch = params[P_CHANNELS]
+    base = params[P_BASE + 3]
+    rank_base = params[P_BASE + 1]
+    refresh_on = params[P_REFRESH_ON] != 0
+    nbanks = node.shape[0] - base
+    issued_col = np.full(n, -1, np.int64)
+    done = np.full(n, -1, np.int64)
+    cls = np.full(n, -1, np.int64)  # 0 hit, 1 miss, 2 conflict
+    queue = np.empty((nch, depth), np.int64)
+    qlen = np.zeros(nch, np.int64)
+    cand_t = np.full(nch, BIG, np.int64)
+    cand = np.zeros((nch, 3), np.int64)  # queue slot (-1 for a refresh step), command, node
+    valid = np.zeros(nch, np.bool_)
+    cache = np.zeros((nbanks, 4), np.int64)
+    stamp = np.full((nbanks, 4), -1, np.int64)
+    heap = np.empty(n + 1, np.int64)  # data-done cycles of issued requests not yet retired
+    rec = np.empty((2 * n + 64 if record else 1, 6), np.int64)
+    nrec = 0
+    hn = 0
+    now = 0
+    nxt = 0  # next request to admit, in trace order
+    finished = 0
+    step = 0
+    while finished < n:
+        while hn > 0 and heap[0] <= now:
+            hn = _heap_pop(heap, hn)
+            finished += 1
+        while nxt < n and arrival[nxt] <= now and nxt - finished < max_outstanding:
+            ch = node[bank_of[nxt], N_ANC]
+            if qlen[ch] >= depth:
+                break
+            queue[ch, qlen[ch]] = nxt
+            qlen[ch] += 1
+            valid[ch] = False
+            nxt += 1
+        # every channel's candidate; all valid candidates are >= now
+        best_ch, best_t = -1, BIG
+        for ch in range(nch):
+            if not valid[ch]:
+                step += 1
+                t, slot, c, nd = _pick(spec, state, ch, queue, qlen, bank_of, row, is_write,
+                                       max(now, channel_floor(params, chan, ch)), ids, fcfs, cache, stamp, step)
+                rk = rank_base + ch * params[P_RANKS]
+                if refresh_on and t < BIG and t >= ref_due[rk - rank_base]:
+                    c, nd, slot = refresh_step(node, params, bank, rk), rk, -1
+                    t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, rk,
+                                 max(ref_due[rk - rank_base], channel_floor(params, chan, ch), now))
+                cand_t[ch] = t
+                cand[ch, 0], cand[ch, 1], cand[ch, 2] = slot, c, nd
+                valid[ch] = True
+            if cand_t[ch] < best_t:
+                best_t, best_ch = cand_t[ch], ch
+        # the next event that could change the choice: an arrival that may enter, or a retirement
+        t_event = BIG
+        if nxt < n and arrival[nxt] > now and nxt - finished < max_outstanding:
+            t_event = arrival[nxt]
+        if hn > 0:
+            t_event = min(t_event, heap[0])
+        if t_event < best_t:
+            now = t_event
+            continue
+        if best_ch < 0:
+            break  # unreachable while requests remain: some event or candidate always exists
+        ch, t = best_ch, best_t
+        slot, c, nd = cand[ch, 0], cand[ch, 1], cand[ch, 2]
+        commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, nd, t)
+        now = t
+        valid[ch] = False
+        if record:
+            rec = grow(rec, nrec + 1)
+            r = queue[ch, slot] if slot >= 0 else -1
+            is_col = c == rd or c == wr
+            rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, c, nd
+            rec[nrec, 3] = row[r] if r >= 0 and c == act else -1
+            rec[nrec, 4] = column[r] if r >= 0 and is_col else -1
+            rec[nrec, 5] = r
+            nrec += 1
+        if slot < 0:  # a refresh step
+            apply_effect(node, cmds, params, bank, chan, c, nd, -1, True)
+            chan[ch, C_INSERTED] += 1
+            if c == params[P_REF]:
+                ref_due[nd - rank_base] += params[P_NREFI]
+            continue
+        r = queue[ch, slot]
+        apply_effect(node, cmds, params, bank, chan, c, nd, row[r], False)
+        if cls[r] < 0:
+            cls[r] = 0 if (c == rd or c == wr) else (1 if c == act else 2)
+        if c == rd or c == wr:
+            issued_col[r] = t
+            done[r] = t + cmds[c, K_DONE]
+            hn = _heap_push(heap, hn, done[r])
+            for k in range(slot, qlen[ch] - 1):
+                queue[ch, k] = queue[ch, k + 1]
+            qlen[ch] -= 1
+    return issued_col, done, cls, rec[:nrec]
+
+
+@njit(cache=True)
+def _heap_push(heap, hn, v):
+    i = hn
+    heap[i] = v
+    while i > 0:
+        p = (i - 1) // 2
+        if heap[p] <= heap[i]:
+            break
+        heap[p], heap[i] = heap[i], heap[p]
+        i = p
+    return hn + 1
+
+
+@njit(cache=True)
+def _heap_pop(heap, hn):
+    hn -= 1
+    heap[0] = heap[hn]
+    i = 0
+    while True:
+        left, right, m = 2 * i + 1, 2 * i + 2, i
+        if left < hn and heap[left] < heap[m]:
+            m = left
+        if right < hn and heap[right] < heap[m]:
+            m = right
+        if m == i:
+            return hn
+        heap[m], heap[i] = heap[i], heap[m]
+        i = m
+
+
+def serve_requests(spec, ids, arrival, is_write, bank, row, column, max_outstanding, depth, fcfs, record=False):
+    """Serve a request trace.
+
+    Returns (state, column-command cycle, data-done cycle, row outcome 0/1/2 per request, record of
+    every issued command in the kernel's record layout, source = request index or -1 for refresh).
+    """
+    st = new_state(spec)
+    issued, done, cls, rec = _serve(spec, st, arrival, is_write, bank, row, column, max_outstanding, depth,
+                                    fcfs, ids, record)
+    return st, issued, done, cls, rec

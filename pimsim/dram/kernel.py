@@ -1,0 +1,110 @@
+"""The command-stream kernel: issue every command of a stream in order at its earliest legal cycle.
+
+Per channel the stream is issued in order (a command never issues before the one ahead of it on the
+same channel); channels are independent. Refresh is included: when the next command could not issue
+before a refresh falls due, the kernel closes the rank (PREA), refreshes it (REF), and reopens, just
+before the next column command that needs them, the rows the refresh closed. Idle time costs nothing:
+the kernel jumps from one issue cycle to the next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from pimsim.dram.timing_state import (
+    C_INSERTED,
+    C_PENDING,
+    E_ACCESS,
+    K_EFFECT,
+    N_ANC,
+    N_LEVEL,
+    P_BASE,
+    P_NREFI,
+    P_RANKS,
+    P_REF,
+    P_REFRESH_ON,
+    Spec,
+    State,
+    apply_effect,
+    channel_floor,
+    check_state,
+    commit,
+    earliest,
+    grow,
+    new_state,
+    refresh_step,
+    reopen_step,
+)
+
+# columns of the record of issued commands
+REC_CYCLE, REC_CMD, REC_NODE, REC_ROW, REC_COL, REC_SRC = range(6)
+
+
+@njit(cache=True)
+def _run(spec, state, cmd, node_of, row, col, tmin, record):
+    node, rules, rule_ptr, win, win_role, cmds, params = spec
+    T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
+    n = cmd.shape[0]
+    issue_at = np.full(n, -1, np.int64)
+    rec = np.empty((n + 64 if record else 1, 6), np.int64)
+    nrec = 0
+    err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
+    refresh_on = params[P_REFRESH_ON] != 0
+    rank_base = params[P_BASE + 1]
+    for i in range(n):
+        c, s = cmd[i], node_of[i]
+        ch = node[s, N_ANC]
+        rk = node[s, N_ANC + 1] if node[s, N_LEVEL] >= 1 else rank_base + ch * params[P_RANKS]
+        if not check_state(node, cmds, params, bank, c, s, row[i], err):
+            err[1] = i
+            return issue_at, rec[:nrec], err
+        while True:
+            # a command the kernel adds: a refresh step, or an activate reopening a refreshed row
+            xc, xs, xr, t = -1, -1, -1, 0
+            due = ref_due[rk - rank_base]
+            floor = channel_floor(params, chan, ch)
+            if chan[ch, C_PENDING] > 0 and cmds[c, K_EFFECT] == E_ACCESS:
+                xc, xs, xr = reopen_step(node, cmds, params, bank, s)
+                if xc >= 0:
+                    t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
+                                 xc, xs, floor)
+            if xc < 0:
+                t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
+                             c, s, max(tmin[i], floor))
+            if refresh_on and t >= due:
+                xc, xs, xr = refresh_step(node, params, bank, rk), rk, -1
+                t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
+                             xc, xs, max(due, floor))
+                if xc == params[P_REF]:
+                    ref_due[rk - rank_base] += params[P_NREFI]
+            if xc < 0:
+                break
+            commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, xc, xs, t)
+            apply_effect(node, cmds, params, bank, chan, xc, xs, xr, True)
+            chan[ch, C_INSERTED] += 1
+            if record:
+                rec = grow(rec, nrec + 1)
+                rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, xc, xs
+                rec[nrec, 3], rec[nrec, 4], rec[nrec, 5] = xr, -1, -1
+                nrec += 1
+        commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t)
+        apply_effect(node, cmds, params, bank, chan, c, s, row[i], False)
+        issue_at[i] = t
+        if record:
+            rec = grow(rec, nrec + 1)
+            rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, c, s
+            rec[nrec, 3], rec[nrec, 4], rec[nrec, 5] = row[i], col[i], i
+            nrec += 1
+    return issue_at, rec[:nrec], err
+
+
+def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False):
+    """Issue a command stream; returns (state, issue cycle per command, record of all issued, error).
+
+    ``err[0]`` is 0 on success, else an error code of :mod:`pimsim.dram.timing_state` with the stream
+    index in ``err[1]``; the state then holds the commands issued before it.
+    """
+    state: State = new_state(spec)
+    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record)
+    return state, issue_at, rec, err

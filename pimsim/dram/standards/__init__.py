@@ -1,0 +1,10 @@
+"""The DRAM standards pimsim knows, by the name a hardware config uses in ``dram.standard``."""
+
+from pimsim.dram.standard import Standard
+from pimsim.dram.standards.ddr4 import DDR4
+from pimsim.dram.standards.gddr6_aim import GDDR6_AIM
+from pimsim.dram.standards.hbm2_pim import HBM2_PIM
+
+STANDARDS: dict[str, Standard] = {s.name: s for s in (DDR4, GDDR6_AIM, HBM2_PIM)}
+
+__all__ = ["STANDARDS", "DDR4", "GDDR6_AIM", "HBM2_PIM"]

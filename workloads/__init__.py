@@ -1,0 +1,1 @@
+# Bundled model cards and traces; installed as package data (pimsim.bundled.workloads).
