@@ -60,19 +60,25 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record):
             err[1] = i
             return issue_at, rec[:nrec], err
         while True:
-            # a command the kernel adds: a refresh step, or an activate reopening a refreshed row
+            # Either the command itself issues (xc < 0 after this block) or the kernel first adds one
+            # command: a step of a due refresh, or an activate reopening a row a refresh closed.
             xc, xs, xr, t = -1, -1, -1, 0
             due = ref_due[rk - rank_base]
             floor = channel_floor(params, chan, ch)
-            if chan[ch, C_PENDING] > 0 and cmds[c, K_EFFECT] == E_ACCESS:
-                xc, xs, xr = reopen_step(node, cmds, params, bank, s)
+            if refresh_on and max(tmin[i], floor) >= due:
+                xc = -2  # the command cannot issue before the refresh is due: refresh first
+            else:
+                if chan[ch, C_PENDING] > 0 and cmds[c, K_EFFECT] == E_ACCESS:
+                    xc, xs, xr = reopen_step(node, cmds, params, bank, s)
                 if xc >= 0:
                     t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                                  xc, xs, floor)
-            if xc < 0:
-                t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
-                             c, s, max(tmin[i], floor))
-            if refresh_on and t >= due:
+                else:
+                    t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
+                                 c, s, max(tmin[i], floor))
+                if refresh_on and t >= due:
+                    xc = -2
+            if xc == -2:
                 xc, xs, xr = refresh_step(node, params, bank, rk), rk, -1
                 t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                              xc, xs, max(due, floor))

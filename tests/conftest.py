@@ -1,0 +1,63 @@
+"""Shared helpers: compiled bundled configs and a tiny language for writing command streams."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from pimsim.config import load_hardware
+from pimsim.dram.compile import Compiled, compile_standard
+from pimsim.dram.kernel import run_commands
+from pimsim.dram.standard import Level
+
+BUNDLED = ("ddr4-2400.yaml", "gddr6-aim.yaml", "hbm-pim.yaml")
+
+
+@lru_cache(maxsize=None)
+def compiled(name: str, *overrides: str) -> Compiled:
+    return compile_standard(load_hardware(name, list(overrides)))
+
+
+def no_refresh(name: str) -> Compiled:
+    return compiled(name, "dram.refresh.enabled=false")
+
+
+def node_for(c: Compiled, command: str, channel: int = 0, bg: int = 0, bank: int = 0) -> int:
+    scope = c.standard.command(command).scope
+    if scope == Level.BANK:
+        return int(c.bank_node(channel, 0, bg, bank))
+    if scope == Level.RANK:
+        return int(c.rank_node(channel))
+    return int(c.channel_node(channel))
+
+
+def stream(c: Compiled, steps):
+    """steps: (command, dict(channel=, bg=, bank=, row=, col=, at=)) tuples -> kernel arrays."""
+    ids = {n: i for i, n in enumerate(c.command_names)}
+    cmd, node, row, col, tmin = [], [], [], [], []
+    for name, kw in steps:
+        cmd.append(ids[name])
+        node.append(node_for(c, name, kw.get("channel", 0), kw.get("bg", 0), kw.get("bank", 0)))
+        row.append(kw.get("row", -1))
+        col.append(kw.get("col", -1))
+        tmin.append(kw.get("at", 0))
+    a = lambda x: np.asarray(x, np.int64)  # noqa: E731
+    return a(cmd), a(node), a(row), a(col), a(tmin)
+
+
+def issue(c: Compiled, steps, record: bool = False):
+    """Run a stream; returns (issue cycles, state, record). Fails the test on a kernel error."""
+    st, issue_at, rec, err = run_commands(c.spec, *stream(c, steps), record=record)
+    assert err[0] == 0, f"kernel error {err}"
+    return issue_at, st, rec
+
+
+def S(command: str, **kw):
+    return (command, kw)
+
+
+@pytest.fixture(params=BUNDLED)
+def bundled_name(request):
+    return request.param

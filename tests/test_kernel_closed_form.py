@@ -1,0 +1,168 @@
+"""The kernel against timing worked out by hand from the datasheet rules (refresh off unless tested)."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import S, compiled, issue, no_refresh
+
+from pimsim.dram.timing_state import C_END, C_HITS, C_MISSES, C_CONFLICTS
+from pimsim.dram.simulate import run_command_trace
+from pimsim.trace.generate import pim_row_sweep
+
+DDR4 = "ddr4-2400.yaml"
+
+
+def ddr4():
+    return no_refresh(DDR4)
+
+
+def t(name):
+    return ddr4().timing[name]
+
+
+def end(st):
+    return int(st.chan[:, C_END].max())
+
+
+def test_one_read_to_a_closed_bank():
+    at, st, _ = issue(ddr4(), [S("ACT", row=7), S("RD", row=7, col=0)])
+    assert list(at) == [0, t("nRCD")]
+    assert end(st) == t("nRCD") + t("nCL") + t("nBL") == 36
+
+
+def test_two_reads_to_one_row_are_spaced_by_long_ccd():
+    at, st, _ = issue(ddr4(), [S("ACT", row=1), S("RD", col=0), S("RD", col=8)])
+    assert list(at) == [0, 16, 16 + t("nCCDL")]
+    assert end(st) == 22 + t("nCL") + t("nBL")
+    assert st.chan[0, C_HITS] == 1 and st.chan[0, C_MISSES] == 1
+
+
+def test_reads_to_two_bank_groups_are_spaced_by_short_ccd():
+    at, _, _ = issue(ddr4(), [S("ACT", bg=0, row=1), S("ACT", bg=1, row=1), S("RD", bg=0), S("RD", bg=1)])
+    # second ACT after nRRD_S; second RD after max(its ACT + nRCD, first RD + nCCD_S)
+    assert list(at) == [0, t("nRRDS"), 16, max(t("nRRDS") + t("nRCD"), 16 + t("nCCDS"))]
+
+
+def test_two_rows_of_one_bank_follow_the_row_cycle():
+    at, st, _ = issue(ddr4(), [S("ACT", row=0), S("RD"), S("PRE"), S("ACT", row=1), S("RD")])
+    pre = max(t("nRAS"), t("nRCD") + t("nRTP"))
+    act2 = max(pre + t("nRP"), t("nRC"))
+    assert list(at) == [0, 16, pre, act2, act2 + t("nRCD")]
+    assert (pre, act2) == (39, 55)
+    assert end(st) == act2 + t("nRCD") + t("nCL") + t("nBL") == 91
+    assert st.chan[0, C_CONFLICTS] == 1  # row 1 replaced row 0
+
+
+def test_write_then_read_waits_for_write_to_read_turnaround():
+    same = issue(ddr4(), [S("ACT", row=0), S("WR"), S("RD")])[0]
+    assert same[2] == same[1] + t("nCWL") + t("nBL") + t("nWTRL") == 41
+    other = issue(ddr4(), [S("ACT", bg=0, row=0), S("ACT", bg=1, row=0), S("WR", bg=0), S("RD", bg=1)])[0]
+    assert other[3] == max(other[1] + t("nRCD"), other[2] + t("nCWL") + t("nBL") + t("nWTRS")) == 35
+
+
+def test_read_then_write_waits_for_bus_turnaround():
+    at = issue(ddr4(), [S("ACT", row=0), S("RD"), S("WR")])[0]
+    assert at[2] == at[1] + t("nCL") + t("nBL") + 2 - t("nCWL")
+
+
+def test_fifth_activate_waits_for_the_four_activate_window():
+    banks = [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1)]
+    at = issue(ddr4(), [S("ACT", bg=g, bank=b, row=0) for g, b in banks])[0]
+    rrd = t("nRRDS")
+    assert list(at[:4]) == [0, rrd, 2 * rrd, 3 * rrd]
+    assert at[4] == max(4 * rrd, t("nFAW"), at[0] + t("nRRDL")) == 26
+
+
+def test_command_bus_allows_one_command_per_cycle():
+    at = issue(ddr4(), [S("ACT", bg=0, row=0), S("PRE", bg=2), S("PRE", bg=3)])[0]
+    assert list(at) == [0, 1, 2]
+
+
+def test_earliest_cycle_column_delays_a_command():
+    at = issue(ddr4(), [S("ACT", row=0), S("RD", at=500), S("RD")])[0]
+    assert list(at) == [0, 500, 500 + t("nCCDL")]
+
+
+def test_refresh_closes_the_rank_and_reopens_the_row():
+    c = compiled(DDR4)
+    refi, rfc, rp = c.timing["nREFI"], c.timing["nRFC"], c.timing["nRP"]
+    late = 5 * refi + 100
+    at, st, rec = issue(c, [S("ACT", row=3), S("RD", row=3), S("RD", row=3, at=late)], record=True)
+    names = [c.command_names[k] for k in rec[:, 1]]
+    assert names == ["ACT", "RD", "PREA", "REF", "REF", "REF", "REF", "REF", "ACT", "RD"]
+    cycles = rec[:, 0].tolist()
+    # the first refresh must first close the open row; later ones find the rank closed
+    assert cycles[2] == refi and cycles[3] == refi + rp
+    assert cycles[4:8] == [2 * refi, 3 * refi, 4 * refi, 5 * refi]
+    # the kernel reopens row 3 after the last refresh, then the read goes
+    assert cycles[8] == 5 * refi + rfc and rec[8, 3] == 3
+    assert at[2] == cycles[8] + c.timing["nRCD"]
+    assert st.chan[0, 2] == 7  # kernel-added: PREA, 5 REF, ACT
+
+
+def test_refresh_every_nrefi_costs_nrfc_on_an_idle_closed_rank():
+    c = compiled(DDR4)
+    refi, rfc = c.timing["nREFI"], c.timing["nRFC"]
+    # a lone ACT just after a refresh falls due waits for the refresh to finish
+    at, _, rec = issue(c, [S("ACT", row=0, at=refi)], record=True)
+    assert [c.command_names[k] for k in rec[:, 1]] == ["REF", "ACT"]
+    assert at[0] == refi + rfc
+
+
+def aim_row_sweep_cycles(timing, rows, macs, mac_gap):
+    """Closed form of ACTAB, `macs` MACABs, PREA per row, rows back to back, refresh off."""
+    last_mac = timing["nRCDRDMAC"] + (macs - 1) * mac_gap
+    prea = max(timing["nRAS"], last_mac + timing["nRTP"])
+    period = max(prea + timing["nRP"], timing["nRC"])
+    return (rows - 1) * period + prea + timing["nRP"], period
+
+
+def test_all_bank_mac_row_sweep_on_gddr6_aim_matches_closed_form():
+    c = no_refresh("gddr6-aim.yaml")
+    trace = pim_row_sweep(c, rows=64, macs_per_row=64)
+    result = run_command_trace(c, trace)
+    expect, period = aim_row_sweep_cycles(c.timing, 64, 64, c.timing["nCCDL"])
+    assert period == 226
+    assert result.cycles == expect
+    # 63 of every 64 MACs find their row open: the PIM-GPT paper's ~98% row-hit rate
+    s = result.summary()
+    assert s["row_hits"] == 8 * 64 * 63 and s["row_misses"] + s["row_conflicts"] == 8 * 64
+    assert s["commands"] == {"ACTAB": 8 * 64, "MACAB": 8 * 64 * 64, "PREA": 8 * 64}
+
+
+def test_all_bank_mac_row_sweep_on_hbm_pim_matches_closed_form():
+    c = no_refresh("hbm-pim.yaml")
+    macs = c.hw.dram.organization.accesses_per_row
+    trace = pim_row_sweep(c, rows=16, macs_per_row=macs, channels=2)
+    gap = max(c.timing["nCCDL"], c.timing["nBL"])
+    expect, _ = aim_row_sweep_cycles(c.timing, 16, macs, gap)
+    assert run_command_trace(c, trace).cycles == expect
+
+
+def test_channels_are_independent():
+    c = no_refresh("gddr6-aim.yaml")
+    one = run_command_trace(c, pim_row_sweep(c, rows=8, macs_per_row=64, channels=1))
+    eight = run_command_trace(c, pim_row_sweep(c, rows=8, macs_per_row=64))
+    assert eight.cycles == one.cycles
+    assert np.all(eight.state.chan[:, C_END] == one.cycles)
+
+
+def test_gemv_with_global_buffer_io_matches_closed_form():
+    c = no_refresh("gddr6-aim.yaml")
+    tm = c.timing
+    trace = pim_row_sweep(c, rows=4, macs_per_row=64, channels=1, with_io=True)
+    result = run_command_trace(c, trace)
+    at = result.issue_at
+    # 64 global-buffer writes back to back (data bus: nBL apart), then the first row
+    assert list(at[:64]) == [k * tm["nBL"] for k in range(64)]
+    # the all-bank activate has no rule against global-buffer writes: one command-bus cycle later
+    act = at[63] + 1
+    per_row = 64 + 3  # ACTAB, 64 MACAB, RDMAC, PREA
+    for r in range(4):
+        a = act + 226 * r
+        row = at[64 + r * per_row: 64 + (r + 1) * per_row]
+        assert row[0] == a
+        assert list(row[1:65]) == [a + tm["nRCDRDMAC"] + tm["nCCDL"] * k for k in range(64)]
+        assert row[65] == row[64] + tm["nCCDL"]  # accumulators settle before RDMAC
+        assert row[66] == row[64] + tm["nRTP"]  # PREA
+    assert result.cycles == act + 4 * 226
