@@ -44,7 +44,8 @@ def check(raw: Any) -> list[Problem]:
     problems: list[Problem] = []
     org = dram.get("organization") if isinstance(dram.get("organization"), dict) else {}
     problems += _check_organization(org)
-    std = STANDARDS.get(dram.get("standard"))
+    name = dram.get("standard")
+    std = STANDARDS.get(name) if isinstance(name, str) else None
     timing = dram.get("timing")
     if std is not None and isinstance(timing, dict):
         problems += _check_timing(std, timing)
@@ -83,7 +84,9 @@ def _check_timing(std, timing: dict) -> list[Problem]:
     out = []
     known = set(std.param_names)
     for key, v in timing.items():
-        if key not in known:
+        if not isinstance(key, str):
+            out.append(Problem(f"dram.timing.{key}", "timing parameters are named (nRCD, nCL, ...), not numbers"))
+        elif key not in known:
             hint = suggest(key, known)
             out.append(Problem(f"dram.timing.{key}", f"not a timing parameter of {std.name}{hint}"))
         elif _int(v) is not None and not 0 <= v <= MAX_TIMING:
@@ -148,7 +151,7 @@ def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
     if gb is not None and access and gb >= access and gb % access:
         out.append(Problem("pim.global_buffer_bytes", f"{gb} B is not a whole number of {access} B column accesses"))
     lanes, fmt = _int(pim.get("lanes_per_unit")), pim.get("weight_format")
-    if lanes and access and fmt in FORMAT_BITS and lanes * FORMAT_BITS[fmt] > access * 8:
+    if lanes and access and isinstance(fmt, str) and fmt in FORMAT_BITS and lanes * FORMAT_BITS[fmt] > access * 8:
         out.append(Problem("pim.lanes_per_unit",
                            f"{lanes} lanes of {fmt} need {lanes * FORMAT_BITS[fmt]} bits per column, "
                            f"but one column access holds {access * 8}"))

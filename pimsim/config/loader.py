@@ -22,9 +22,11 @@ MAX_EXTENDS_DEPTH = 8
 
 def read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PimsimError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [Problem("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")]) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -43,20 +45,24 @@ def deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-def load_raw(name_or_path: str | Path, _depth: int = 0) -> tuple[Path, dict]:
+def load_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> tuple[Path, dict]:
     """The file's mapping with its ``extends:`` chain merged in (the file's own keys win)."""
     path = resolve(name_or_path, "hwconfigs")
+    if path.resolve() in _chain:
+        names = " -> ".join(p.name for p in (*_chain, path.resolve()))
+        raise ConfigError(str(path), [Problem("extends", f"files extend each other in a cycle: {names}")])
+    _chain = (*_chain, path.resolve())
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(str(path), [Problem("", f"expected a mapping at the top level, got {type(raw).__name__}")])
     parent = raw.pop("extends", None)
     if parent is not None:
-        if _depth >= MAX_EXTENDS_DEPTH:
+        if len(_chain) > MAX_EXTENDS_DEPTH:
             raise ConfigError(str(path), [Problem("extends", f"chain of extends deeper than {MAX_EXTENDS_DEPTH}")])
         if not isinstance(parent, str):
             raise ConfigError(str(path), [Problem("extends", "must be the name or path of another hardware file")])
         base_ref = path.parent / parent if (path.parent / parent).is_file() else parent
-        _, base = load_raw(base_ref, _depth + 1)
+        _, base = load_raw(base_ref, _chain)
         raw = deep_merge(base, raw)
     return path, raw
 

@@ -8,13 +8,20 @@ which runs on the same input so that every problem is reported at once.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from pimsim.dram.standards import STANDARDS
 
-PosInt = StrictInt
+def _not_bool(value: Any) -> Any:
+    # YAML reads `true` as a boolean, and pydantic would take it as the number 1
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class StrictModel(BaseModel):
@@ -68,8 +75,8 @@ ADDRESS_FIELDS = ("channel", "rank", "row", "bankgroup", "bank", "column", "offs
 
 class DramConfig(StrictModel):
     standard: Literal[tuple(STANDARDS)]  # type: ignore[valid-type]
-    tCK_ps: float = Field(gt=0, description="clock period of the command clock")
-    data_rate_Gbps_per_pin: float = Field(gt=0, description="data rate of one DQ pin")
+    tCK_ps: Number = Field(gt=0, le=1e6, description="clock period of the command clock")
+    data_rate_Gbps_per_pin: Number = Field(gt=0, le=1e3, description="data rate of one DQ pin")
     organization: Organization
     timing: dict[str, StrictInt] = Field(description="timing parameters in cycles of tCK_ps (n-prefix)")
     refresh: Refresh = Refresh()
@@ -114,7 +121,7 @@ FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}
 
 
 class HardwareConfig(StrictModel):
-    version: Literal[1] = Field(description="schema version of this file")
+    version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(description="schema version of this file")
     name: str = Field(min_length=1)
     description: str = ""
     dram: DramConfig

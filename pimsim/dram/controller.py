@@ -113,7 +113,7 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
             qlen[ch] += 1
             valid[ch] = False
             nxt += 1
-        # every channel's candidate; all valid candidates are >= now
+        # every channel's candidate; all are >= now except catch-up refreshes of idle channels
         best_ch, best_t = -1, BIG
         for ch in range(nch):
             if not valid[ch]:
@@ -123,8 +123,10 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
                 rk = rank_base + ch * params[P_RANKS]
                 if refresh_on and t < BIG and t >= ref_due[rk - rank_base]:
                     c, nd, slot = refresh_step(node, params, bank, rk), rk, -1
+                    # at its due cycle even if that is before `now`: an idle channel catches up on
+                    # the refreshes it would have done while it had nothing else to do
                     t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, rk,
-                                 max(ref_due[rk - rank_base], channel_floor(params, chan, ch), now))
+                                 max(ref_due[rk - rank_base], channel_floor(params, chan, ch)))
                 cand_t[ch] = t
                 cand[ch, 0], cand[ch, 1], cand[ch, 2] = slot, c, nd
                 valid[ch] = True
@@ -144,7 +146,7 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
         ch, t = best_ch, best_t
         slot, c, nd = cand[ch, 0], cand[ch, 1], cand[ch, 2]
         commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, nd, t)
-        now = t
+        now = max(now, t)  # a catch-up refresh may lie in the past; time never runs backwards
         valid[ch] = False
         if record:
             rec = grow(rec, nrec + 1)

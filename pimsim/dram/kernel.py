@@ -42,7 +42,7 @@ REC_CYCLE, REC_CMD, REC_NODE, REC_ROW, REC_COL, REC_SRC = range(6)
 
 
 @njit(cache=True)
-def _run(spec, state, cmd, node_of, row, col, tmin, record):
+def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
     node, rules, rule_ptr, win, win_role, cmds, params = spec
     T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
     n = cmd.shape[0]
@@ -50,7 +50,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record):
     rec = np.empty((n + 64 if record else 1, 6), np.int64)
     nrec = 0
     err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
-    refresh_on = params[P_REFRESH_ON] != 0
+    refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
     rank_base = params[P_BASE + 1]
     for i in range(n):
         c, s = cmd[i], node_of[i]
@@ -105,12 +105,15 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record):
     return issue_at, rec[:nrec], err
 
 
-def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False):
+def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True):
     """Issue a command stream; returns (state, issue cycle per command, record of all issued, error).
+
+    ``auto_refresh=False`` leaves refresh to the stream itself (a stream that contains REF commands,
+    such as a replayed ``--emit-commands`` file), even where the config enables refresh.
 
     ``err[0]`` is 0 on success, else an error code of :mod:`pimsim.dram.timing_state` with the stream
     index in ``err[1]``; the state then holds the commands issued before it.
     """
     state: State = new_state(spec)
-    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record)
+    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh)
     return state, issue_at, rec, err

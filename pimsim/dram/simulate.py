@@ -36,6 +36,8 @@ class RunResult:
     requests: dict = field(default_factory=dict)  # request statistics (request traces)
     # hits, misses, conflicts per channel when classified per request rather than per command
     rowstats: np.ndarray | None = None
+    # who refreshed: "kernel" (every nREFI), "trace" (the trace's own REF commands), or "off"
+    refresh: str = "kernel"
 
     @property
     def cycles(self) -> int:
@@ -80,7 +82,7 @@ class RunResult:
             **{k: v for k, v in total.items() if k != "cycles"},
             "bandwidth_GBps": total["bytes"] / time_s / 1e9 if time_s else 0.0,
             "kernel_inserted_commands": int(st.chan[:, C_INSERTED].sum()),
-            "refresh_enabled": hw.dram.refresh.enabled,
+            "refresh": self.refresh if hw.dram.refresh.enabled else "off",
             "channels": [
                 {"channel": ch, **stats(st.counts[ch], rowstats[ch], st.chan[ch, C_END]),
                  "kernel_inserted_commands": int(st.chan[ch, C_INSERTED])}
@@ -101,15 +103,19 @@ _MESSAGES = {
 
 
 def run_command_trace(compiled: Compiled, trace: CommandTrace, record: bool = False) -> RunResult:
+    """Issue a command trace. A trace that refreshes itself (has REF commands) gets no kernel refresh."""
+    refresh_id = compiled.command_names.index(compiled.standard.refresh)
+    self_refreshing = bool((trace.cmd == refresh_id).any())
     st, issue_at, rec, err = run_commands(compiled.spec, trace.cmd, trace.node, trace.row, trace.column,
-                                          trace.cycle, record)
+                                          trace.cycle, record, auto_refresh=not self_refreshing)
     if err[0]:
         i = int(err[1])
         msg = _MESSAGES[int(err[0])].format(
             cmd=compiled.command_names[trace.cmd[i]], where=compiled.describe_node(int(err[2])),
             row=int(trace.row[i]), open=int(err[3]))
-        raise TraceError(f"line {int(trace.line[i])}: {msg}")
-    return RunResult(compiled, st, record=rec if record else None, issue_at=issue_at)
+        raise TraceError(f"{trace.source}: line {int(trace.line[i])}: {msg}")
+    source = "off" if not compiled.hw.dram.refresh.enabled else ("trace" if self_refreshing else "kernel")
+    return RunResult(compiled, st, record=rec if record else None, issue_at=issue_at, refresh=source)
 
 
 def run_request_trace(compiled: Compiled, trace: RequestTrace, max_outstanding: int | None = None,

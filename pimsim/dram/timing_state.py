@@ -201,11 +201,16 @@ def apply_effect(node, cmds, params, bank, chan, c, s, row, internal):
         for b in range(lo, hi):
             if bank[b, B_WANT] >= 0 and bank[b, B_OPEN] < 0:
                 chan[ch, C_PENDING] -= 1
-            conflict = (not internal) and bank[b, B_LAST] >= 0 and bank[b, B_LAST] != row
+            if internal and bank[b, B_FRESH]:
+                # reopening after a refresh a row the stream opened but has not used yet: the
+                # stream's activation still decides whether its first access was a miss or conflict
+                kind = bank[b, B_KIND]
+            else:
+                kind = 2 if (not internal) and bank[b, B_LAST] >= 0 and bank[b, B_LAST] != row else 1
             bank[b, B_OPEN] = row
             bank[b, B_WANT] = row
             bank[b, B_FRESH] = 1
-            bank[b, B_KIND] = 2 if conflict else 1
+            bank[b, B_KIND] = kind
     elif eff == E_CLOSE:
         for b in range(lo, hi):
             pending = bank[b, B_WANT] >= 0 and bank[b, B_OPEN] < 0

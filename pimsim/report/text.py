@@ -24,7 +24,7 @@ def trace_summary(result: dict) -> str:
         f"trace      {result['input']['path']} ({result['input']['kind']}, {result['input']['entries']:,} entries)",
         f"hardware   {hw['name']} ({hw['dram']['standard']}, {org['channels']} channel(s) x "
         f"{org['bankgroups'] * org['banks_per_group']} banks, tCK {hw['dram']['tCK_ps']:g} ps, "
-        f"refresh {'on' if hw['dram']['refresh']['enabled'] else 'off'})",
+        f"refresh: {result['refresh']})",
         f"cycles     {result['cycles']:,}  ({_time(result['time_s'])})",
         "commands   " + "  ".join(f"{k} {v:,}" for k, v in sorted(result["commands"].items()))
         + (f"  (kernel-added: {result['kernel_inserted_commands']:,})" if result["kernel_inserted_commands"] else ""),

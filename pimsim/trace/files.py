@@ -13,6 +13,7 @@ Lines starting with ``#`` and blank lines are ignored. Every malformed line is r
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,14 @@ MAX_LISTED = 20
 
 @dataclass
 class CommandTrace:
-    line: np.ndarray  # file line number of each command
+    line: np.ndarray  # file line number of each command (or position, for generated traces)
     cycle: np.ndarray  # earliest issue cycle (0 if the trace has no cycle column)
     has_cycles: bool
     cmd: np.ndarray
     node: np.ndarray  # scope node of each command in the compiled hierarchy
     row: np.ndarray  # -1 where not given
     column: np.ndarray  # -1 where not given
+    source: str = "<generated>"  # file it was read from, for messages
 
     def __len__(self) -> int:
         return len(self.cmd)
@@ -54,14 +56,22 @@ class RequestTrace:
 
 def _rows(path: Path):
     try:
-        handle = path.open(newline="")
+        data = path.read_bytes()
     except OSError as exc:
         raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
-    with handle:
-        for lineno, fields in enumerate(csv.reader(handle), start=1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TraceError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for fields in reader:
             if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
                 continue
-            yield lineno, [f.strip() for f in fields]
+            yield reader.line_num, [f.strip() for f in fields]
+    except csv.Error as exc:
+        raise TraceError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
 
 
 def trace_kind(path: Path) -> str:
@@ -155,7 +165,7 @@ def read_command_trace(path: str | Path, compiled: Compiled) -> CommandTrace:
     if not out["cmd"]:
         raise TraceError(f"{path}: no commands after the header")
     arr = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
-    return CommandTrace(has_cycles=has_cycles, **arr)
+    return CommandTrace(has_cycles=has_cycles, source=str(path), **arr)
 
 
 def read_request_trace(path: str | Path, capacity_bytes: int) -> RequestTrace:
