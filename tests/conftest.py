@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -11,6 +12,7 @@ from pimsim.config import load_hardware
 from pimsim.dram.compile import Compiled, compile_standard
 from pimsim.dram.kernel import run_commands
 from pimsim.dram.standard import Level
+from pimsim.dram.timing_state import K_REPEAT
 
 BUNDLED = ("ddr4-2400.yaml", "gddr6-aim.yaml", "hbm-pim.yaml")
 
@@ -22,6 +24,13 @@ def compiled(name: str, *overrides: str) -> Compiled:
 
 def no_refresh(name: str) -> Compiled:
     return compiled(name, "dram.refresh.enabled=false")
+
+
+def without_fast_path(c: Compiled) -> Compiled:
+    """The same compiled config with the repeated-command fast path disabled (every command slow)."""
+    cmds = c.spec.cmds.copy()
+    cmds[:, K_REPEAT] = -1
+    return dataclasses.replace(c, spec=c.spec._replace(cmds=cmds))
 
 
 def node_for(c: Compiled, command: str, channel: int = 0, bg: int = 0, bank: int = 0) -> int:

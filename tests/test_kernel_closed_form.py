@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import S, compiled, issue, no_refresh
+from conftest import S, compiled, issue, no_refresh, without_fast_path
 
 from pimsim.dram.timing_state import C_END, C_HITS, C_MISSES, C_CONFLICTS
 from pimsim.dram.simulate import run_command_trace
@@ -184,3 +184,26 @@ def test_replaying_an_emitted_trace_reproduces_every_cycle():
     assert list(replay.issue_at) == list(rec[:, 0])
     assert replay.cycles == first.cycles
     assert replay.summary()["kernel_inserted_commands"] == 0 and replay.refresh == "trace"
+
+
+def test_repeated_command_fast_path_gives_the_slow_path_cycles():
+    for name in ("gddr6-aim.yaml", "hbm-pim.yaml"):
+        c = compiled(name)
+        trace = pim_row_sweep(c, rows=80, macs_per_row=c.hw.dram.organization.accesses_per_row, channels=2,
+                              with_io=True)
+        fast = run_command_trace(c, trace, record=True)
+        slow = run_command_trace(without_fast_path(c), trace, record=True)
+        assert (fast.record == slow.record).all()
+        assert fast.summary() == slow.summary()
+
+
+def test_controller_fast_path_gives_the_slow_path_cycles():
+    from pimsim.dram.simulate import run_request_trace
+    from pimsim.trace.generate import streaming_reads
+
+    c = compiled(DDR4)
+    trace = streaming_reads(30_000)
+    fast = run_request_trace(c, trace, record=True)
+    slow = run_request_trace(without_fast_path(c), trace, record=True)
+    assert (fast.record == slow.record).all()
+    assert fast.cycles == slow.cycles

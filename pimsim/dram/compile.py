@@ -110,6 +110,18 @@ def _hierarchy(counts: list[int]):
     return node_level, anc, lookup, desc_lo, desc_hi, base
 
 
+def _repeat_gap(c: int, gap: int, grouped: dict, win_role: np.ndarray) -> int:
+    """Cycles between two of command c issued back to back on the same node.
+
+    The second one touches every node the first touched, so each c -> c rule binds from the first
+    one's cycle, and every other command's bound was already met by the first. -1 where c takes part
+    in a window rule (its history, not just the last issue, decides).
+    """
+    if win_role.size and win_role[:, c].any():
+        return -1
+    return max([gap] + [lat for lat in grouped.get((c, c), []) if lat > NO_RULE])
+
+
 def compile_standard(hw: HardwareConfig) -> Compiled:
     std = hw.standard
     org = hw.dram.organization
@@ -174,7 +186,8 @@ def compile_standard(hw: HardwareConfig) -> Compiled:
         rule_ptr=rule_ptr,
         win=np.ascontiguousarray(win, dtype=np.int64),
         win_role=np.ascontiguousarray(win_role.reshape(len(windows), ncmd), dtype=np.int64),
-        cmds=np.array([[int(c.scope), int(c.effect), int(c.transfer), max(1, evaluate(c.done, timing))]
+        cmds=np.array([[int(c.scope), int(c.effect), int(c.transfer), max(1, evaluate(c.done, timing)),
+                        _repeat_gap(cid[c.name], gap, grouped, win_role)]
                        for c in std.commands], np.int64),
         params=params,
     )

@@ -22,7 +22,11 @@ from numba import njit
 from pimsim.dram.timing_state import (
     B_OPEN,
     C_INSERTED,
+    C_LAST_CMD,
+    C_LAST_NODE,
+    C_PREV,
     K_DONE,
+    K_REPEAT,
     N_ANC,
     P_BASE,
     P_CHANNELS,
@@ -43,10 +47,12 @@ BIG = 1 << 62
 
 
 @njit(cache=True)
-def _pick(spec, state, ch, queue, qlen, bank_of, row, is_write, tmin, ids, fcfs, cache, stamp, step):
-    """Best (cycle, queue slot, command, node) among channel ch's queued requests; cycle BIG if none."""
-    node, rules, rule_ptr, win, win_role, cmds, params = spec
-    T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
+def _pick(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, bank, params, cmds, chan,
+          ch, queue, qlen, bank_of, row, is_write, tmin, ids, fcfs, cache, stamp, step):
+    """Best (cycle, queue slot, command, node) among channel ch's queued requests; cycle BIG if none.
+
+    Takes arrays, not the Spec/State tuples: unpacking those on every call costs more than the scan.
+    """
     rd, wr, act, pre = ids[0], ids[1], ids[2], ids[3]
     best_t, best_slot, best_cmd, best_node, best_col = BIG, -1, -1, -1, False
     base = params[P_BASE + 3]
@@ -63,6 +69,12 @@ def _pick(spec, state, ch, queue, qlen, bank_of, row, is_write, tmin, ids, fcfs,
             c, k, col = pre, 3, False
         if stamp[b - base, k] == step:
             t = cache[b - base, k]
+        elif cmds[c, K_REPEAT] >= 0 and chan[ch, C_LAST_CMD] == c and chan[ch, C_LAST_NODE] == b:
+            # the channel's last command was this one on this node: only its own rules can bind
+            # (the kernel's fast path; see pimsim.dram.kernel)
+            t = max(tmin, chan[ch, C_PREV] + cmds[c, K_REPEAT])
+            cache[b - base, k] = t
+            stamp[b - base, k] = step
         else:
             t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, b, tmin)
             cache[b - base, k] = t
@@ -118,7 +130,8 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
         for ch in range(nch):
             if not valid[ch]:
                 step += 1
-                t, slot, c, nd = _pick(spec, state, ch, queue, qlen, bank_of, row, is_write,
+                t, slot, c, nd = _pick(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, bank,
+                                       params, cmds, chan, ch, queue, qlen, bank_of, row, is_write,
                                        max(now, channel_floor(params, chan, ch)), ids, fcfs, cache, stamp, step)
                 rk = rank_base + ch * params[P_RANKS]
                 if refresh_on and t < BIG and t >= ref_due[rk - rank_base]:

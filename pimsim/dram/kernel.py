@@ -13,10 +13,15 @@ import numpy as np
 from numba import njit
 
 from pimsim.dram.timing_state import (
+    C_HITS,
     C_INSERTED,
+    C_LAST_CMD,
+    C_LAST_NODE,
     C_PENDING,
+    C_PREV,
     E_ACCESS,
     K_EFFECT,
+    K_REPEAT,
     N_ANC,
     N_LEVEL,
     P_BASE,
@@ -56,6 +61,23 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
         c, s = cmd[i], node_of[i]
         ch = node[s, N_ANC]
         rk = node[s, N_ANC + 1] if node[s, N_LEVEL] >= 1 else rank_base + ch * params[P_RANKS]
+        # Fast path: the same column command again on the same node, nothing issued in between
+        # (PIM row sweeps are runs of MACAB). Only its own rules can bind, from the previous issue;
+        # bank state is unchanged, so it is legal and a row hit. Exactly what the slow path gives.
+        gap = cmds[c, K_REPEAT]
+        if (gap >= 0 and chan[ch, C_LAST_CMD] == c and chan[ch, C_LAST_NODE] == s
+                and cmds[c, K_EFFECT] == E_ACCESS and i > 0 and row[i] == row[i - 1]):
+            t = max(chan[ch, C_PREV] + gap, tmin[i])
+            if not (refresh_on and t >= ref_due[rk - rank_base]):
+                commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t)
+                chan[ch, C_HITS] += 1
+                issue_at[i] = t
+                if record:
+                    rec = grow(rec, nrec + 1)
+                    rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, c, s
+                    rec[nrec, 3], rec[nrec, 4], rec[nrec, 5] = row[i], col[i], i
+                    nrec += 1
+                continue
         if not check_state(node, cmds, params, bank, c, s, row[i], err):
             err[1] = i
             return issue_at, rec[:nrec], err

@@ -31,13 +31,13 @@ E_NONE, E_OPEN, E_CLOSE, E_ACCESS, E_REFRESH = (int(e) for e in Effect)
 # columns of Spec.node
 N_LEVEL, N_ANC, N_LOOKUP, N_LO, N_HI = 0, 1, 5, 9, 13
 # columns of Spec.cmds
-K_SCOPE, K_EFFECT, K_TRANSFER, K_DONE = 0, 1, 2, 3
+K_SCOPE, K_EFFECT, K_TRANSFER, K_DONE, K_REPEAT = 0, 1, 2, 3, 4
 # entries of Spec.params
 P_ACT, P_ACTAB, P_PREA, P_REF, P_REFRESH_ON, P_NREFI, P_RANKS, P_CHANNELS, P_GAP, P_BASE = range(10)
 # columns of State.bank
 B_OPEN, B_WANT, B_FRESH, B_KIND, B_LAST = 0, 1, 2, 3, 4
 # columns of State.chan
-C_PREV, C_END, C_INSERTED, C_HITS, C_MISSES, C_CONFLICTS, C_PENDING = range(7)
+C_PREV, C_END, C_INSERTED, C_HITS, C_MISSES, C_CONFLICTS, C_PENDING, C_LAST_CMD, C_LAST_NODE = range(9)
 
 # kernel error codes (translated to messages in pimsim.dram.simulate)
 ERR_CLOSED = 1  # column access to a bank with no open row
@@ -56,7 +56,9 @@ class Spec(NamedTuple):
     rule_ptr: np.ndarray  # int64[cmds + 1]: rules delaying command c are rules[rule_ptr[c]:rule_ptr[c + 1]]
     win: np.ndarray  # int64[windows, 3]: level, window size, latency
     win_role: np.ndarray  # int64[windows, cmds]: bit 0 = counts in the window, bit 1 = delayed by it
-    cmds: np.ndarray  # int64[cmds, 4]: scope level, effect, transfer, cycles until done
+    # int64[cmds, 5]: scope level, effect, transfer, cycles until done, and the gap between two of
+    # the command back to back on the same node (-1 where a window rule makes that unsafe to use)
+    cmds: np.ndarray
     params: np.ndarray  # int64[P_BASE + 4]: special command ids, refresh, sizes, level bases
 
 
@@ -66,8 +68,8 @@ class State(NamedTuple):
     win_hist: np.ndarray  # int64[windows, nodes, max window]: ring of recent issues per window rule
     win_count: np.ndarray  # int64[windows, nodes]
     bank: np.ndarray  # int64[banks, 5]: open row, row the stream believes open, fresh, kind, last row
-    # int64[channels, 7]: previous issue, end, inserted, hits, misses, conflicts, banks a refresh
-    # closed that the stream still believes open
+    # int64[channels, 9]: previous issue, end, inserted, hits, misses, conflicts, banks a refresh
+    # closed that the stream still believes open, and the command and node issued last
     chan: np.ndarray
     counts: np.ndarray  # int64[channels, cmds]
     ref_due: np.ndarray  # int64[ranks]: cycle the next refresh is due
@@ -95,8 +97,9 @@ def new_state(spec: Spec) -> State:
 
 
 def _new_chan(channels: int) -> np.ndarray:
-    chan = np.zeros((channels, 7), np.int64)
+    chan = np.zeros((channels, 9), np.int64)
     chan[:, C_PREV] = NEG
+    chan[:, C_LAST_CMD] = chan[:, C_LAST_NODE] = -1
     return chan
 
 
@@ -152,6 +155,8 @@ def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts
                 win_count[w, y] += 1
     ch = node[s, N_ANC]
     chan[ch, C_PREV] = t
+    chan[ch, C_LAST_CMD] = c
+    chan[ch, C_LAST_NODE] = s
     counts[ch, c] += 1
     done = t + cmds[c, K_DONE]
     if done > chan[ch, C_END]:
