@@ -23,6 +23,7 @@ import numpy as np
 from pimsim.config import load_hardware
 from pimsim.dram.compile import compile_standard
 from pimsim.dram.simulate import run_command_trace, run_request_trace
+from pimsim.dram.warmup import warm_up
 from pimsim.trace.files import CommandTrace
 from pimsim.trace.generate import pim_row_sweep, streaming_reads
 
@@ -59,7 +60,7 @@ def measure(label, run, repeat):
     print(f"{label}")
     print(f"  commands issued      {commands:,}   simulated cycles {s['cycles']:,} x {channels} channel(s)")
     print(f"  wall (median of {repeat}) {med:.3f} s   (min {min(times):.3f}, max {max(times):.3f}; "
-          f"first call incl. compile/cache load {first:.2f} s)")
+          f"first call after warm-up {first:.2f} s)")
     print(f"  -> {commands / med / 1e6:.2f} M commands/s, {s['cycles'] / med / 1e6:.1f} M cycles/s, "
           f"{s['cycles'] * channels / med / 1e6:.1f} M channel-cycles/s")
 
@@ -71,6 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numba {numba.__version__}, numpy {np.__version__}")
+    print(f"warm-up (compile or load the numba kernels): {warm_up():.2f} s")
     ddr4 = compile_standard(load_hardware("ddr4-2400.yaml"))
     aim = compile_standard(load_hardware("gddr6-aim.yaml"))
     reads = streaming_reads(args.requests)

@@ -11,7 +11,13 @@ _PACKAGES = {"hwconfigs": "pimsim.bundled.hwconfigs", "workloads": "pimsim.bundl
 
 
 def bundled_dir(kind: str) -> Path:
-    return Path(str(resources.files(_PACKAGES[kind])))
+    """Where the bundled files of `kind` are: inside the installed package, or, when pimsim runs from
+    a source checkout without being installed (``python -m pytest`` in the repository), the top-level
+    folder of the checkout."""
+    try:
+        return Path(str(resources.files(_PACKAGES[kind])))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / kind
 
 
 def bundled_names(kind: str) -> list[str]:

@@ -1,0 +1,27 @@
+"""The installed package, as a user meets it: the console script from any directory, bundled files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _pimsim(tmp_path, *args):
+    script = Path(sys.executable).with_name("pimsim")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "pimsim"]
+    return subprocess.run(cmd + list(args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_console_script_runs_the_readme_job_from_any_directory(tmp_path):
+    done = _pimsim(tmp_path, "trace", "run", "gemv-2048x1024-aim.csv", "--hw", "gddr6-aim.yaml", "--json", "-")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["commands"]["MACAB"] == 8192 and result["hardware"] == "gddr6-aim"
+
+
+def test_console_script_reports_bad_input_without_a_traceback(tmp_path):
+    done = _pimsim(tmp_path, "validate", "no-such-config.yaml")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "bundled: ddr4-2400.yaml, gddr6-aim.yaml, hbm-pim.yaml" in done.stderr
