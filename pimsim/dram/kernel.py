@@ -35,6 +35,7 @@ from pimsim.dram.timing_state import (
     channel_floor,
     check_state,
     commit,
+    commit_repeat,
     earliest,
     grow,
     new_state,
@@ -69,7 +70,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                 and cmds[c, K_EFFECT] == E_ACCESS and i > 0 and row[i] == row[i - 1]):
             t = max(chan[ch, C_PREV] + gap, tmin[i])
             if not (refresh_on and t >= ref_due[rk - rank_base]):
-                commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t)
+                commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
                 chan[ch, C_HITS] += 1
                 issue_at[i] = t
                 if record:

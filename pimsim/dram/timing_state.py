@@ -145,7 +145,8 @@ def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts
     ls = node[s, N_LEVEL]
     for up in range(ls + 1):
         Tsub[node[s, N_ANC + up], c] = t
-    for w in range(win.shape[0]):
+    # K_REPEAT is -1 exactly for the commands that take part in a window rule
+    for w in range(win.shape[0] if cmds[c, K_REPEAT] < 0 else 0):
         if win_role[w, c] & 1:
             lvl, size = win[w, 0], win[w, 1]
             lo, hi = (node[s, N_ANC + lvl], node[s, N_ANC + lvl] + 1) if ls >= lvl else \
@@ -157,6 +158,21 @@ def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts
     chan[ch, C_PREV] = t
     chan[ch, C_LAST_CMD] = c
     chan[ch, C_LAST_NODE] = s
+    counts[ch, c] += 1
+    done = t + cmds[c, K_DONE]
+    if done > chan[ch, C_END]:
+        chan[ch, C_END] = done
+
+
+@njit(cache=True)
+def commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t):
+    """`commit` for command c repeated on node s right after itself: the last command and node stay,
+    and c is in no window rule (the fast path's precondition), so only the times move."""
+    T[s, c] = t
+    for up in range(node[s, N_LEVEL] + 1):
+        Tsub[node[s, N_ANC + up], c] = t
+    ch = node[s, N_ANC]
+    chan[ch, C_PREV] = t
     counts[ch, c] += 1
     done = t + cmds[c, K_DONE]
     if done > chan[ch, C_END]:

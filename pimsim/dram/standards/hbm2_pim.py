@@ -5,7 +5,9 @@ the same cycle; each bus carries one command per cycle. In all-bank PIM mode Sam
 one PIM instruction in every PIM unit per column command and treats all banks as one bank group, so
 consecutive PIM column commands are spaced max(nCCDL, nBL) (REFERENCE.md section 3). pimsim names
 those commands as on the other PIM standard (ACTAB, MACAB, WRGB, RDMAC), so a mapper writes one
-command stream for both; the config, not the code, says how many banks share a PIM unit.
+command stream for both; the config, not the code, says how many banks share a PIM unit. As on
+GDDR6-AiM, the all-bank activate is spaced by nRRD but kept out of the four-activate window: the
+device activates all banks by design in PIM mode, which a per-activate power window does not describe.
 """
 
 from pimsim.dram.standard import Command, Constraint, Effect, Level, Standard
@@ -42,7 +44,7 @@ CONSTRAINTS = (
         Constraint(CH, COL_CMDS, COL_CMDS, "1", note="one command per cycle on the column command bus"),
     )
     + _BUS
-    + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",))
+    + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",), faw_acts=("ACT",))
     + (
         Constraint(BK, ACTS, ("RD",), "nRCDRD"),
         Constraint(BK, ACTS, ("WR",), "nRCDWR"),
