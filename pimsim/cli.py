@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hw(q)
     q.add_argument("--max-outstanding", type=_positive, default=None, metavar="N",
                    help="request traces: at most N requests in flight (1 = each waits for the previous one's data)")
-    q.add_argument("--json", dest="json_out", metavar="OUT", help="write the full result as JSON to OUT ('-' for stdout)")
+    q.add_argument("--json", dest="json_out", metavar="OUT",
+                   help="write the full result as JSON to OUT ('-' for stdout)")
     q.add_argument("--emit-commands", metavar="OUT.csv",
                    help="write every issued command (kernel-added refreshes included) as a timed command trace")
     q.set_defaults(func=cmd_trace_run)

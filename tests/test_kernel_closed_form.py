@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from conftest import S, compiled, issue, no_refresh, without_fast_path
 
-from pimsim.dram.timing_state import C_END, C_HITS, C_MISSES, C_CONFLICTS
 from pimsim.dram.simulate import run_command_trace
+from pimsim.dram.timing_state import C_CONFLICTS, C_END, C_HITS, C_MISSES
 from pimsim.trace.generate import pim_row_sweep
 
 DDR4 = "ddr4-2400.yaml"

@@ -73,7 +73,8 @@ def _check_organization(org: dict) -> list[Problem]:
                            f"{ranks} ranks: multi-rank channels are not modelled yet (no rank-switch timing); use 1"))
     width = _int(org.get("channel_width_bits"))
     if width is not None and (width % 8 or width > LIMITS["channel_width_bits"]):
-        out.append(Problem("dram.organization.channel_width_bits", f"{width} is not a whole number of bytes up to 4096 bits"))
+        out.append(Problem("dram.organization.channel_width_bits",
+                           f"{width} is not a whole number of bytes up to 4096 bits"))
     cols, bl = _int(org.get("columns")), _int(org.get("burst_length"))
     if cols and bl and cols % bl:
         out.append(Problem("dram.organization.columns", f"{cols} columns is not a whole number of bursts of {bl}"))

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from pimsim.dram.standards import STANDARDS
 
+
 def _not_bool(value: Any) -> Any:
     # YAML reads `true` as a boolean, and pydantic would take it as the number 1
     if isinstance(value, bool):

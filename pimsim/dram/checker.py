@@ -114,7 +114,8 @@ def _check_state(command, x: Issued, banks: list[tuple], open_rows: dict) -> lis
         current = open_rows.get(b, -1)
         if command.effect == Effect.OPEN:
             if current >= 0:
-                out.append(Violation(f"activates bank {b[2]}.{b[3]}, which has row {current} open", x, None, None, None))
+                out.append(Violation(f"activates bank {b[2]}.{b[3]}, which has row {current} open",
+                                     x, None, None, None))
                 break
         elif command.effect == Effect.ACCESS:
             if current < 0:

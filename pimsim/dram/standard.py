@@ -22,6 +22,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from pimsim.dram.expr import names_in
+
 
 class Level(enum.IntEnum):
     CHANNEL = 0
@@ -112,8 +114,6 @@ class Standard:
             for cmd in (*c.preceding, *c.following):
                 if cmd not in names:
                     raise ValueError(f"{self.name}: constraint names unknown command {cmd!r}")
-        from pimsim.dram.expr import names_in
-
         for c in self.constraints:
             unknown = names_in(c.latency) - params
             if unknown:

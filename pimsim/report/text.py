@@ -30,8 +30,9 @@ def trace_summary(result: dict) -> str:
         + (f"  (kernel-added: {result['kernel_inserted_commands']:,})" if result["kernel_inserted_commands"] else ""),
     ]
     rate = result["row_hit_rate"]
+    hit_rate = f"  (hit rate {100 * rate:.2f}%)" if rate is not None else ""
     lines.append(f"rows       {result['row_hits']:,} hits, {result['row_misses']:,} misses, "
-                 f"{result['row_conflicts']:,} conflicts" + (f"  (hit rate {100 * rate:.2f}%)" if rate is not None else ""))
+                 f"{result['row_conflicts']:,} conflicts{hit_rate}")
     peak = result["peak_bandwidth_GBps"]
     lines.append(f"data       {_si_bytes(result['bytes_read'])} read, {_si_bytes(result['bytes_written'])} written "
                  f"over the channel interface: {result['bandwidth_GBps']:.2f} GB/s "

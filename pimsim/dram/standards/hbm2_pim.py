@@ -10,15 +10,16 @@ GDDR6-AiM, the all-bank activate is spaced by nRRD but kept out of the four-acti
 device activates all banks by design in PIM mode, which a per-activate power window does not describe.
 """
 
-from pimsim.dram.standard import Command, Constraint, Effect, Level, Standard
+from pimsim.dram.standard import Command, Constraint, Level, Standard
 from pimsim.dram.standards.ddr4 import bus_constraints, row_constraints
+from pimsim.dram.standards.gddr6_aim import COMMANDS as _AIM_COMMANDS
 from pimsim.dram.standards.gddr6_aim import SANITY as GDDR6_SANITY
 from pimsim.dram.standards.gddr6_aim import TIMING as GDDR6_TIMING
 
 CH, RK, BG, BK = Level.CHANNEL, Level.RANK, Level.BANKGROUP, Level.BANK
 
-TIMING = GDDR6_TIMING
-from pimsim.dram.standards.gddr6_aim import COMMANDS as _AIM_COMMANDS  # noqa: E402
+TIMING = GDDR6_TIMING  # the same parameter names; the values differ, and live in the config
+
 COMMANDS = tuple(
     Command(c.name, c.scope, c.effect, c.transfer, c.done,
             c.description.replace("every bank x", "every PIM unit x").replace("AiM", "HBM-PIM"))
@@ -50,7 +51,8 @@ CONSTRAINTS = (
         Constraint(BK, ACTS, ("WR",), "nRCDWR"),
         Constraint(BK, ACTS, MACS, "nRCDRDMAC"),
         # all-bank PIM mode: every PIM column command occupies all banks as if one bank group
-        Constraint(RK, MACS, MACS, "max(nCCDL, nBL)", note="all-bank PIM mode spaces PIM column commands like one bank group"),
+        Constraint(RK, MACS, MACS, "max(nCCDL, nBL)",
+                   note="all-bank PIM mode spaces PIM column commands like one bank group"),
         Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
         Constraint(CH, ("WRGB",), MACS, "nCWLGB + nBL"),
         Constraint(CH, ("WRGB",), BUS_READS, "nCWLGB + nBL + nWTRS"),
