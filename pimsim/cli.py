@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,27 @@ def _trace_path(name: str) -> Path:
     return resolve(name, "workloads")
 
 
+def _check_writable(path: str | None, what: str) -> None:
+    """Fail before simulating, not after, when a result could not be written."""
+    if not path or path == "-":
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise PimsimError(f"{what} {path}: is a directory")
+    if not parent.is_dir():
+        raise PimsimError(f"{what} {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise PimsimError(f"{what} {path}: not writable")
+
+
+def _write(path: str, write) -> None:
+    try:
+        write(path)
+    except OSError as exc:
+        raise PimsimError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def cmd_trace_run(args) -> int:
     from pimsim.dram.compile import compile_standard
     from pimsim.dram.simulate import run_command_trace, run_request_trace
@@ -153,6 +175,8 @@ def cmd_trace_run(args) -> int:
 
     hw = _load(args)
     path = _trace_path(args.file)
+    _check_writable(args.json_out, "--json")
+    _check_writable(args.emit_commands, "--emit-commands")
     compiled = compile_standard(hw)
     kind = trace_kind(path)
     started = time.perf_counter()
@@ -173,13 +197,13 @@ def cmd_trace_run(args) -> int:
     out["pimsim_version"] = __version__
     out["host"] = {"wall_clock_s": elapsed}  # kept apart: the only field that differs between reruns
     if args.emit_commands:
-        write_command_trace(args.emit_commands, compiled, result.record)
+        _write(args.emit_commands, lambda p: write_command_trace(p, compiled, result.record))
     if args.json_out == "-":
         print(json.dumps(out, indent=2))
     else:
         print(trace_summary(out))
         if args.json_out:
-            Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+            _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
     return 0
 
 

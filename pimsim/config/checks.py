@@ -21,6 +21,7 @@ _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt
 LIMITS = {"channels": 4096, "ranks": 16, "bankgroups": 64, "banks_per_group": 64, "rows": 1 << 24,
           "columns": 1 << 20, "channel_width_bits": 4096, "burst_length": 256}
 MAX_TIMING = 10_000_000
+MAX_BANKS = 65_536
 
 
 def _int(v: Any) -> int | None:
@@ -72,9 +73,16 @@ def _check_organization(org: dict) -> list[Problem]:
         out.append(Problem("dram.organization.ranks",
                            f"{ranks} ranks: multi-rank channels are not modelled yet (no rank-switch timing); use 1"))
     width = _int(org.get("channel_width_bits"))
+    if width is not None and width >= 8 and width <= LIMITS["channel_width_bits"] and not _is_pow2(width):
+        out.append(Problem("dram.organization.channel_width_bits",
+                           f"{width} is not a power of two (a column access must be a power-of-two bytes)"))
     if width is not None and (width % 8 or width > LIMITS["channel_width_bits"]):
         out.append(Problem("dram.organization.channel_width_bits",
                            f"{width} is not a whole number of bytes up to 4096 bits"))
+    sizes = [_int(org.get(k)) for k in ("channels", "ranks", "bankgroups", "banks_per_group")]
+    if all(v is not None and v >= 1 for v in sizes) and sizes[0] * sizes[1] * sizes[2] * sizes[3] > MAX_BANKS:
+        out.append(Problem("dram.organization", f"{sizes[0] * sizes[1] * sizes[2] * sizes[3]:,} banks in all is beyond "
+                                                f"what pimsim simulates (limit {MAX_BANKS:,})"))
     cols, bl = _int(org.get("columns")), _int(org.get("burst_length"))
     if cols and bl and cols % bl:
         out.append(Problem("dram.organization.columns", f"{cols} columns is not a whole number of bursts of {bl}"))

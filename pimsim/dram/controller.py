@@ -25,8 +25,10 @@ from pimsim.dram.timing_state import (
     C_LAST_CMD,
     C_LAST_NODE,
     C_PREV,
+    ERR_STUCK,
     K_DONE,
     K_REPEAT,
+    MAX_REFRESH_WAITS,
     N_ANC,
     P_BASE,
     P_CHANNELS,
@@ -41,6 +43,7 @@ from pimsim.dram.timing_state import (
     grow,
     new_state,
     refresh_step,
+    skip_idle_refreshes,
 )
 
 BIG = 1 << 62
@@ -108,6 +111,8 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
     heap = np.empty(n + 1, np.int64)  # data-done cycles of issued requests not yet retired
     rec = np.empty((2 * n + 64 if record else 1, 6), np.int64)
     nrec = 0
+    waits = np.zeros(nch, np.int64)  # refresh steps since the channel last issued a request's command
+    err = np.zeros(4, np.int64)  # error code, request index
     hn = 0
     now = 0
     nxt = 0  # next request to admit, in trace order
@@ -128,13 +133,23 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
         # every channel's candidate; all are >= now except catch-up refreshes of idle channels
         best_ch, best_t = -1, BIG
         for ch in range(nch):
-            if not valid[ch]:
+            while not valid[ch]:
                 step += 1
                 t, slot, c, nd = _pick(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, bank,
                                        params, cmds, chan, ch, queue, qlen, bank_of, row, is_write,
                                        max(now, channel_floor(params, chan, ch)), ids, fcfs, cache, stamp, step)
                 rk = rank_base + ch * params[P_RANKS]
                 if refresh_on and t < BIG and t >= ref_due[rk - rank_base]:
+                    if not record and skip_idle_refreshes(node, win, win_role, cmds, T, Tsub, win_hist, win_count,
+                                                          bank, chan, counts, ref_due, params, rk, t) > 0:
+                        continue  # a long idle stretch of refreshes accounted for at once: pick again
+                    # a refresh that falls due while the channel has work is contention; one that
+                    # keeps coming back before any request gets a command in means no progress
+                    if t < ref_due[rk - rank_base] + params[P_NREFI]:
+                        waits[ch] += 1
+                        if waits[ch] > 2 * MAX_REFRESH_WAITS:
+                            err[0], err[1] = ERR_STUCK, queue[ch, slot]
+                            return issued_col, done, cls, rec[:nrec], err
                     c, nd, slot = refresh_step(node, params, bank, rk), rk, -1
                     # at its due cycle even if that is before `now`: an idle channel catches up on
                     # the refreshes it would have done while it had nothing else to do
@@ -177,6 +192,7 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
                 ref_due[nd - rank_base] += params[P_NREFI]
             continue
         r = queue[ch, slot]
+        waits[ch] = 0
         apply_effect(node, cmds, params, bank, chan, c, nd, row[r], False)
         if cls[r] < 0:
             cls[r] = 0 if (c == rd or c == wr) else (1 if c == act else 2)
@@ -187,7 +203,7 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
             for k in range(slot, qlen[ch] - 1):
                 queue[ch, k] = queue[ch, k + 1]
             qlen[ch] -= 1
-    return issued_col, done, cls, rec[:nrec]
+    return issued_col, done, cls, rec[:nrec], err
 
 
 @njit(cache=True)
@@ -224,9 +240,10 @@ def serve_requests(spec, ids, arrival, is_write, bank, row, column, max_outstand
     """Serve a request trace.
 
     Returns (state, column-command cycle, data-done cycle, row outcome 0/1/2 per request, record of
-    every issued command in the kernel's record layout, source = request index or -1 for refresh).
+    every issued command in the kernel's record layout, source = request index or -1 for refresh,
+    error: err[0] = ERR_STUCK with the request index in err[1] if refreshes left no room to serve it).
     """
     st = new_state(spec)
-    issued, done, cls, rec = _serve(spec, st, arrival, is_write, bank, row, column, max_outstanding, depth,
-                                    fcfs, ids, record)
-    return st, issued, done, cls, rec
+    issued, done, cls, rec, err = _serve(spec, st, arrival, is_write, bank, row, column, max_outstanding, depth,
+                                         fcfs, ids, record)
+    return st, issued, done, cls, rec, err

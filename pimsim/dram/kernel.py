@@ -17,11 +17,14 @@ from pimsim.dram.timing_state import (
     C_INSERTED,
     C_LAST_CMD,
     C_LAST_NODE,
+    C_LAST_ROW,
     C_PENDING,
     C_PREV,
     E_ACCESS,
+    ERR_STUCK,
     K_EFFECT,
     K_REPEAT,
+    MAX_REFRESH_WAITS,
     N_ANC,
     N_LEVEL,
     P_BASE,
@@ -41,6 +44,8 @@ from pimsim.dram.timing_state import (
     new_state,
     refresh_step,
     reopen_step,
+    rule_latency,
+    skip_idle_refreshes,
 )
 
 # columns of the record of issued commands
@@ -62,12 +67,13 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
         c, s = cmd[i], node_of[i]
         ch = node[s, N_ANC]
         rk = node[s, N_ANC + 1] if node[s, N_LEVEL] >= 1 else rank_base + ch * params[P_RANKS]
-        # Fast path: the same column command again on the same node, nothing issued in between
-        # (PIM row sweeps are runs of MACAB). Only its own rules can bind, from the previous issue;
-        # bank state is unchanged, so it is legal and a row hit. Exactly what the slow path gives.
+        # Fast path: the same column command again on the same node and row, nothing issued in
+        # between on this channel (PIM row sweeps are runs of MACAB). Only its own rules can bind,
+        # from the previous issue; bank state is unchanged, so it is legal and a row hit. Exactly
+        # what the slow path gives.
         gap = cmds[c, K_REPEAT]
         if (gap >= 0 and chan[ch, C_LAST_CMD] == c and chan[ch, C_LAST_NODE] == s
-                and cmds[c, K_EFFECT] == E_ACCESS and i > 0 and row[i] == row[i - 1]):
+                and cmds[c, K_EFFECT] == E_ACCESS and row[i] == chan[ch, C_LAST_ROW]):
             t = max(chan[ch, C_PREV] + gap, tmin[i])
             if not (refresh_on and t >= ref_due[rk - rank_base]):
                 commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
@@ -82,26 +88,41 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
         if not check_state(node, cmds, params, bank, c, s, row[i], err):
             err[1] = i
             return issue_at, rec[:nrec], err
+        waits = 0  # refreshes this command waited through because it did not fit before them
         while True:
             # Either the command itself issues (xc < 0 after this block) or the kernel first adds one
             # command: a step of a due refresh, or an activate reopening a row a refresh closed.
             xc, xs, xr, t = -1, -1, -1, 0
             due = ref_due[rk - rank_base]
             floor = channel_floor(params, chan, ch)
-            if refresh_on and max(tmin[i], floor) >= due:
-                xc = -2  # the command cannot issue before the refresh is due: refresh first
+            lb = max(tmin[i], floor)
+            if refresh_on and lb >= due:
+                # the command cannot issue before the refresh is due: refresh first; a long idle
+                # stretch is accounted for at once unless every command is being recorded
+                if not record and skip_idle_refreshes(node, win, win_role, cmds, T, Tsub, win_hist, win_count,
+                                                      bank, chan, counts, ref_due, params, rk, lb) > 0:
+                    continue
+                xc = -2
             else:
                 if chan[ch, C_PENDING] > 0 and cmds[c, K_EFFECT] == E_ACCESS:
                     xc, xs, xr = reopen_step(node, cmds, params, bank, s)
                 if xc >= 0:
                     t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                                  xc, xs, floor)
+                    # reopening is wasted if the command itself would then miss the refresh
+                    if refresh_on and max(t + rule_latency(rules, rule_ptr, c, xc), tmin[i]) >= due:
+                        xc = -3
                 else:
                     t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
-                                 c, s, max(tmin[i], floor))
-                if refresh_on and t >= due:
-                    xc = -2
-            if xc == -2:
+                                 c, s, lb)
+                    if refresh_on and t >= due:
+                        xc = -3
+            if xc <= -2:
+                if xc == -3:
+                    waits += 1
+                    if waits > MAX_REFRESH_WAITS:
+                        err[0], err[1], err[2], err[3] = ERR_STUCK, i, s, waits
+                        return issue_at, rec[:nrec], err
                 xc, xs, xr = refresh_step(node, params, bank, rk), rk, -1
                 t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                              xc, xs, max(due, floor))
@@ -119,6 +140,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                 nrec += 1
         commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t)
         apply_effect(node, cmds, params, bank, chan, c, s, row[i], False)
+        chan[ch, C_LAST_ROW] = row[i]
         issue_at[i] = t
         if record:
             rec = grow(rec, nrec + 1)

@@ -20,6 +20,7 @@ from pimsim.dram.timing_state import (
     ERR_OPEN,
     ERR_REF_OPEN,
     ERR_ROW,
+    ERR_STUCK,
     K_TRANSFER,
     State,
 )
@@ -102,12 +103,37 @@ _MESSAGES = {
 }
 
 
+# --emit-commands keeps every refresh; past this many the record would not fit in memory
+MAX_RECORDED_REFRESHES = 5_000_000
+
+
+def _check_record_size(compiled: Compiled, last_cycle: int, record: bool) -> None:
+    if not (record and compiled.hw.dram.refresh.enabled):
+        return
+    refreshes = last_cycle // compiled.timing["nREFI"] * compiled.hw.dram.organization.channels
+    if refreshes > MAX_RECORDED_REFRESHES:
+        raise TraceError(f"the trace reaches cycle {last_cycle:,}: recording every command (--emit-commands) would "
+                         f"write about {refreshes:,} refreshes (limit {MAX_RECORDED_REFRESHES:,}); "
+                         f"run without --emit-commands, or with dram.refresh.enabled=false")
+
+
+def _stuck_message(compiled: Compiled, what: str) -> str:
+    t = compiled.timing
+    return (f"{what} never fits between two refreshes: the refresh interval nREFI = {t['nREFI']} cycles leaves too "
+            f"little time after each refresh (nRFC = {t['nRFC']}) for it to issue; raise nREFI or lower nRFC")
+
+
 def run_command_trace(compiled: Compiled, trace: CommandTrace, record: bool = False) -> RunResult:
     """Issue a command trace. A trace that refreshes itself (has REF commands) gets no kernel refresh."""
     refresh_id = compiled.command_names.index(compiled.standard.refresh)
     self_refreshing = bool((trace.cmd == refresh_id).any())
+    _check_record_size(compiled, int(trace.cycle.max()), record and not self_refreshing)
     st, issue_at, rec, err = run_commands(compiled.spec, trace.cmd, trace.node, trace.row, trace.column,
                                           trace.cycle, record, auto_refresh=not self_refreshing)
+    if err[0] == ERR_STUCK:
+        i = int(err[1])
+        raise TraceError(_stuck_message(compiled, f"{trace.source}: line {int(trace.line[i])}: "
+                                                  f"{compiled.command_names[trace.cmd[i]]}"))
     if err[0]:
         i = int(err[1])
         msg = _MESSAGES[int(err[0])].format(
@@ -128,9 +154,12 @@ def run_request_trace(compiled: Compiled, trace: RequestTrace, max_outstanding: 
     names = compiled.command_names
     ids = np.array([names.index("RD"), names.index("WR"), names.index(compiled.standard.activate),
                     names.index("PRE")], np.int64)
-    st, issued, done, cls, rec = serve_requests(
+    _check_record_size(compiled, int(trace.cycle.max()), record)
+    st, issued, done, cls, rec, err = serve_requests(
         compiled.spec, ids, trace.cycle, trace.is_write, bank, f["row"].astype(np.int64),
         f["column"].astype(np.int64), int(limit), ctrl.queue_depth, ctrl.scheduler == "fcfs", record)
+    if err[0]:
+        raise TraceError(_stuck_message(compiled, f"line {int(trace.line[int(err[1])])}: this request"))
     if (done < 0).any():  # would be a controller bug, never an input problem
         raise RuntimeError("controller finished with unserved requests")
     latency = done - trace.cycle

@@ -37,13 +37,17 @@ P_ACT, P_ACTAB, P_PREA, P_REF, P_REFRESH_ON, P_NREFI, P_RANKS, P_CHANNELS, P_GAP
 # columns of State.bank
 B_OPEN, B_WANT, B_FRESH, B_KIND, B_LAST = 0, 1, 2, 3, 4
 # columns of State.chan
-C_PREV, C_END, C_INSERTED, C_HITS, C_MISSES, C_CONFLICTS, C_PENDING, C_LAST_CMD, C_LAST_NODE = range(9)
+C_PREV, C_END, C_INSERTED, C_HITS, C_MISSES, C_CONFLICTS, C_PENDING, C_LAST_CMD, C_LAST_NODE, C_LAST_ROW = range(10)
 
 # kernel error codes (translated to messages in pimsim.dram.simulate)
 ERR_CLOSED = 1  # column access to a bank with no open row
 ERR_ROW = 2  # column access to a row other than the open one
 ERR_OPEN = 3  # activate of a bank that already has a row open
 ERR_REF_OPEN = 4  # refresh while a bank is open
+ERR_STUCK = 5  # the command cannot issue between two refreshes (refresh interval too short)
+
+# refreshes a single command may wait through, for lack of time between them, before it is an error
+MAX_REFRESH_WAITS = 16
 
 
 class Spec(NamedTuple):
@@ -68,8 +72,9 @@ class State(NamedTuple):
     win_hist: np.ndarray  # int64[windows, nodes, max window]: ring of recent issues per window rule
     win_count: np.ndarray  # int64[windows, nodes]
     bank: np.ndarray  # int64[banks, 5]: open row, row the stream believes open, fresh, kind, last row
-    # int64[channels, 9]: previous issue, end, inserted, hits, misses, conflicts, banks a refresh
-    # closed that the stream still believes open, and the command and node issued last
+    # int64[channels, 10]: previous issue, end, inserted, hits, misses, conflicts, banks a refresh
+    # closed that the stream still believes open, the command and node issued last, and the row
+    # argument of the last command the stream itself issued
     chan: np.ndarray
     counts: np.ndarray  # int64[channels, cmds]
     ref_due: np.ndarray  # int64[ranks]: cycle the next refresh is due
@@ -97,9 +102,9 @@ def new_state(spec: Spec) -> State:
 
 
 def _new_chan(channels: int) -> np.ndarray:
-    chan = np.zeros((channels, 9), np.int64)
+    chan = np.zeros((channels, 10), np.int64)
     chan[:, C_PREV] = NEG
-    chan[:, C_LAST_CMD] = chan[:, C_LAST_NODE] = -1
+    chan[:, C_LAST_CMD] = chan[:, C_LAST_NODE] = chan[:, C_LAST_ROW] = -1
     return chan
 
 
@@ -283,6 +288,48 @@ def refresh_step(node, params, bank, rk):
         if bank[b, B_OPEN] >= 0:
             return params[P_PREA]
     return params[P_REF]
+
+
+@njit(cache=True)
+def rule_latency(rules, rule_ptr, c, p):
+    """The longest delay command p imposes on command c (any level), 0 if none."""
+    lat = 0
+    for k in range(rule_ptr[c], rule_ptr[c + 1]):
+        if rules[k, 0] == p:
+            for lvl in range(1, rules.shape[1]):
+                if rules[k, lvl] > lat:
+                    lat = rules[k, lvl]
+    return lat
+
+
+@njit(cache=True)
+def skip_idle_refreshes(node, win, win_role, cmds, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+                        params, rk, until):
+    """Account for every refresh falling due before cycle `until` on an idle, closed rank at once.
+
+    Refresh j of the stretch would issue exactly at its due cycle (nothing else is going on, and
+    REF->REF is shorter than nREFI), and only the latest one can still constrain anything, so the
+    state after issuing them one by one equals the state after issuing the second-to-last one and
+    counting the others. The last one is left to the caller, issued normally. Returns how many were
+    accounted for (0 if the stretch holds fewer than three, or a bank is open).
+    """
+    rank_base = params[P_BASE + 1]
+    due = ref_due[rk - rank_base]
+    n_refi = params[P_NREFI]
+    if until < due + 2 * n_refi:
+        return 0
+    lo, hi = bank_range(node, params, rk)
+    for b in range(lo, hi):
+        if bank[b, B_OPEN] >= 0:
+            return 0
+    m = (until - due) // n_refi + 1  # refreshes due at or before `until`
+    ref = params[P_REF]
+    commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, ref, rk, due + (m - 2) * n_refi)
+    ch = node[rk, N_ANC]
+    counts[ch, ref] += m - 2
+    chan[ch, C_INSERTED] += m - 1
+    ref_due[rk - rank_base] = due + (m - 1) * n_refi
+    return m - 1
 
 
 @njit(cache=True)

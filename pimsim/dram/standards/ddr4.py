@@ -43,12 +43,13 @@ COMMANDS = (
 )
 
 
-def row_constraints(acts, pres, reads, writes, refs, faw_acts=None):
+def row_constraints(acts, pres, reads, writes, refs, everything, faw_acts=None):
     """Bank, bank-group and rank constraints shared by every standard derived from DDR4.
 
-    Each argument is the tuple of command names playing that role, so PIM standards can add their
-    all-bank activates, MACs and so on to the same rules instead of restating them. Activate-to-column
-    delays (nRCD and its variants) differ between standards and are added by each standard.
+    Each argument is the tuple of command names playing that role (``everything``: all commands,
+    which a refresh blocks for nRFC), so PIM standards can add their all-bank activates, MACs and so
+    on to the same rules instead of restating them. Activate-to-column delays (nRCD and its
+    variants) differ between standards and are added by each standard.
     """
     faw_acts = acts if faw_acts is None else faw_acts
     return (
@@ -58,7 +59,7 @@ def row_constraints(acts, pres, reads, writes, refs, faw_acts=None):
         Constraint(RK, writes, reads, "nCWL + nBL + nWTRS"),
         Constraint(RK, acts, acts, "nRRDS"),
         Constraint(RK, faw_acts, faw_acts, "nFAW", window=4),
-        Constraint(RK, refs, acts + refs, "nRFC"),
+        Constraint(RK, refs, everything, "nRFC", note="only deselects while the rank refreshes"),
         # bank group: long spacing
         Constraint(BG, reads, reads, "nCCDL"),
         Constraint(BG, writes, writes, "nCCDL"),
@@ -74,14 +75,25 @@ def row_constraints(acts, pres, reads, writes, refs, faw_acts=None):
     )
 
 
-def bus_constraints(commands, reads, writes):
-    """Channel-level command-bus and data-bus occupancy."""
-    return (
-        Constraint(CH, commands, commands, "1", note="one command per cycle on the command bus"),
-        Constraint(CH, reads, reads, "nBL", note="data bus busy for a burst"),
-        Constraint(CH, writes, writes, "nBL"),
-        Constraint(CH, reads, writes, "nCL + nBL + 2 - nCWL", note="read-to-write bus turnaround"),
-    )
+def bus_constraints(reads: dict[str, str], writes: dict[str, str], commands=None):
+    """Channel-level data-bus occupancy, and command-bus occupancy if ``commands`` are given.
+
+    ``reads`` and ``writes`` map each command that moves data over the channel to its latency from
+    issue to the first beat (nCL for RD, nCWL for WR, ...). A burst may not start before the previous
+    one has ended, and a write burst needs two idle cycles after a read burst to turn the bus round.
+    """
+    out = [] if commands is None else [
+        Constraint(CH, commands, commands, "1", note="one command per cycle on the command bus")]
+    for group in (reads, writes):
+        for first, lat1 in group.items():
+            for second, lat2 in group.items():
+                out.append(Constraint(CH, (first,), (second,), f"{lat1} + nBL - ({lat2})",
+                                      note="data bus busy for a burst"))
+    for rd, lat_r in reads.items():
+        for wr, lat_w in writes.items():
+            out.append(Constraint(CH, (rd,), (wr,), f"{lat_r} + nBL + 2 - ({lat_w})",
+                                  note="read-to-write bus turnaround"))
+    return tuple(out)
 
 
 SANITY = (
@@ -92,6 +104,7 @@ SANITY = (
     ("nRRDS", "<=", "nRRDL", "same-bank-group spacing cannot be shorter than different-group spacing"),
     ("nWTRS", "<=", "nWTRL", "same-bank-group spacing cannot be shorter than different-group spacing"),
     ("nRFC", "<", "nREFI", "a refresh must finish before the next one is due"),
+    ("nRC + nRFC", "<", "nREFI", "between two refreshes a row must be able to open and close once"),
     ("nBL", ">=", "1", "a burst takes at least one cycle"),
     ("nCL", ">=", "1", "read latency is at least one cycle"),
 )
@@ -101,8 +114,8 @@ DDR4 = Standard(
     description="JEDEC DDR4 SDRAM (JESD79-4), single rank, all-bank refresh",
     timing_params=TIMING,
     commands=COMMANDS,
-    constraints=bus_constraints(ALL_DDR4, ("RD",), ("WR",))
-    + row_constraints(("ACT",), ("PRE", "PREA"), ("RD",), ("WR",), ("REF",))
+    constraints=bus_constraints({"RD": "nCL"}, {"WR": "nCWL"}, ALL_DDR4)
+    + row_constraints(("ACT",), ("PRE", "PREA"), ("RD",), ("WR",), ("REF",), ALL_DDR4)
     + (Constraint(BK, ("ACT",), ("RD", "WR"), "nRCD"),),
     sanity=SANITY,
 )

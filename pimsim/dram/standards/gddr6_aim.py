@@ -55,19 +55,21 @@ MACS = ("MACAB", "MACSB")
 # Column-path reads: MACs read the open row through the same column path as RD (AiM puts them in the
 # same nCCD groups), so they share its column spacing and read-to-precharge rules.
 BANK_READS = ("RD",) + MACS
-BUS_READS = ("RD", "RDMAC")
-BUS_WRITES = ("WR", "WRGB")
+# Commands that move data over the channel, with their latency to the first beat: the MAC registers and
+# the global buffer sit nearer the pins than the array, so their bursts start sooner.
+BUS_READS = {"RD": "nCL", "RDMAC": "nCLREG"}
+BUS_WRITES = {"WR": "nCWL", "WRGB": "nCWLGB"}
 
 CONSTRAINTS = (
-    bus_constraints(ALL, BUS_READS, BUS_WRITES)
-    + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",), faw_acts=("ACT",))
+    bus_constraints(BUS_READS, BUS_WRITES, ALL)
+    + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",), ALL, faw_acts=("ACT",))
     + (
         Constraint(BK, ACTS, ("RD",), "nRCDRD"),
         Constraint(BK, ACTS, ("WR",), "nRCDWR"),
         Constraint(BK, ACTS, MACS, "nRCDRDMAC"),
         Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
         Constraint(CH, ("WRGB",), MACS, "nCWLGB + nBL", note="global-buffer data in place before a MAC reads it"),
-        Constraint(CH, ("WRGB",), BUS_READS, "nCWLGB + nBL + nWTRS"),
+        Constraint(CH, ("WRGB",), tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC",), "nCCDL", note="accumulators settle before they are read"),
     )

@@ -33,19 +33,16 @@ ACTS = ("ACT", "ACTAB")
 PRES = ("PRE", "PREA")
 MACS = ("MACAB", "MACSB")
 BANK_READS = ("RD",) + MACS
-BUS_READS = ("RD", "RDMAC")
-BUS_WRITES = ("WR", "WRGB")
-
-# bus_constraints' first rule (one command per cycle on a shared bus) is replaced by one rule per bus.
-_BUS = bus_constraints(ALL, BUS_READS, BUS_WRITES)[1:]
+BUS_READS = {"RD": "nCL", "RDMAC": "nCLREG"}
+BUS_WRITES = {"WR": "nCWL", "WRGB": "nCWLGB"}
 
 CONSTRAINTS = (
     (
         Constraint(CH, ROW_CMDS, ROW_CMDS, "1", note="one command per cycle on the row command bus"),
         Constraint(CH, COL_CMDS, COL_CMDS, "1", note="one command per cycle on the column command bus"),
     )
-    + _BUS
-    + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",), faw_acts=("ACT",))
+    + bus_constraints(BUS_READS, BUS_WRITES)
+    + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",), ALL, faw_acts=("ACT",))
     + (
         Constraint(BK, ACTS, ("RD",), "nRCDRD"),
         Constraint(BK, ACTS, ("WR",), "nRCDWR"),
@@ -55,7 +52,7 @@ CONSTRAINTS = (
                    note="all-bank PIM mode spaces PIM column commands like one bank group"),
         Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
         Constraint(CH, ("WRGB",), MACS, "nCWLGB + nBL"),
-        Constraint(CH, ("WRGB",), BUS_READS, "nCWLGB + nBL + nWTRS"),
+        Constraint(CH, ("WRGB",), tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC",), "nCCDL"),
     )
