@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from conftest import BUNDLED, S, compiled, issue, no_refresh, without_fast_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -120,12 +121,8 @@ def _random_stream_is_clean(name, steps):
     assert (rec == slow).all()
 
 
-for _name in BUNDLED:
-    def _make(name):
-        @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-        @given(legal_streams(name))
-        def test(steps):
-            _random_stream_is_clean(name, steps)
-        test.__name__ = f"test_kernel_streams_are_protocol_clean_{name.split('.')[0].replace('-', '_')}"
-        return test
-    globals()[f"test_kernel_streams_are_protocol_clean_{_name.split('.')[0].replace('-', '_')}"] = _make(_name)
+@pytest.mark.parametrize("name", BUNDLED)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_kernel_streams_are_protocol_clean(name, data):
+    _random_stream_is_clean(name, data.draw(legal_streams(name)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import BUNDLED, compiled, no_refresh
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -136,12 +137,8 @@ def _controller_output_is_clean(name, drawn):
     assert violations == [], [str(v) for v in violations[:5]]
 
 
-for _name in BUNDLED:
-    def _make(name):
-        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-        @given(request_traces(name))
-        def test(drawn):
-            _controller_output_is_clean(name, drawn)
-        return test
-    _key = f"test_controller_commands_are_protocol_clean_{_name.split('.')[0].replace('-', '_')}"
-    globals()[_key] = _make(_name)
+@pytest.mark.parametrize("name", BUNDLED)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_controller_commands_are_protocol_clean(name, data):
+    _controller_output_is_clean(name, data.draw(request_traces(name)))

@@ -161,10 +161,12 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
             if cand_t[ch] < best_t:
                 best_t, best_ch = cand_t[ch], ch
         # the next event that could change the choice: an arrival that may enter, or a retirement
+        # where the outstanding limit holds the next request back (or nothing else is left to do);
+        # other retirements change no choice and are counted when time passes them
         t_event = BIG
         if nxt < n and arrival[nxt] > now and nxt - finished < max_outstanding:
             t_event = arrival[nxt]
-        if hn > 0:
+        if hn > 0 and (best_ch < 0 or (nxt < n and nxt - finished >= max_outstanding)):
             t_event = min(t_event, heap[0])
         if t_event < best_t:
             now = t_event

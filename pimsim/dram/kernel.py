@@ -53,6 +53,15 @@ REC_CYCLE, REC_CMD, REC_NODE, REC_ROW, REC_COL, REC_SRC = range(6)
 
 
 @njit(cache=True)
+def _append(rec, nrec, t, c, s, row, col, src):
+    """Add one issued command to the record, growing it when full."""
+    rec = grow(rec, nrec + 1)
+    rec[nrec, REC_CYCLE], rec[nrec, REC_CMD], rec[nrec, REC_NODE] = t, c, s
+    rec[nrec, REC_ROW], rec[nrec, REC_COL], rec[nrec, REC_SRC] = row, col, src
+    return rec, nrec + 1
+
+
+@njit(cache=True)
 def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
     node, rules, rule_ptr, win, win_role, cmds, params = spec
     T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
@@ -80,10 +89,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                 chan[ch, C_HITS] += 1
                 issue_at[i] = t
                 if record:
-                    rec = grow(rec, nrec + 1)
-                    rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, c, s
-                    rec[nrec, 3], rec[nrec, 4], rec[nrec, 5] = row[i], col[i], i
-                    nrec += 1
+                    rec, nrec = _append(rec, nrec, t, c, s, row[i], col[i], i)
                 continue
         if not check_state(node, cmds, params, bank, c, s, row[i], err):
             err[1] = i
@@ -134,19 +140,13 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
             apply_effect(node, cmds, params, bank, chan, xc, xs, xr, True)
             chan[ch, C_INSERTED] += 1
             if record:
-                rec = grow(rec, nrec + 1)
-                rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, xc, xs
-                rec[nrec, 3], rec[nrec, 4], rec[nrec, 5] = xr, -1, -1
-                nrec += 1
+                rec, nrec = _append(rec, nrec, t, xc, xs, xr, -1, -1)
         commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t)
         apply_effect(node, cmds, params, bank, chan, c, s, row[i], False)
         chan[ch, C_LAST_ROW] = row[i]
         issue_at[i] = t
         if record:
-            rec = grow(rec, nrec + 1)
-            rec[nrec, 0], rec[nrec, 1], rec[nrec, 2] = t, c, s
-            rec[nrec, 3], rec[nrec, 4], rec[nrec, 5] = row[i], col[i], i
-            nrec += 1
+            rec, nrec = _append(rec, nrec, t, c, s, row[i], col[i], i)
     return issue_at, rec[:nrec], err
 
 

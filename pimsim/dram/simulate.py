@@ -178,8 +178,8 @@ def run_request_trace(compiled: Compiled, trace: RequestTrace, max_outstanding: 
         },
     }
     channel = compiled.channel_of(bank) - compiled.level_base[0]
-    rowstats = np.zeros((hw.dram.organization.channels, 3), np.int64)
-    np.add.at(rowstats, (channel, cls), 1)
+    channels = hw.dram.organization.channels
+    rowstats = np.bincount(channel * 3 + cls, minlength=channels * 3).reshape(channels, 3).astype(np.int64)
     result = RunResult(compiled, st, requests=requests, rowstats=rowstats, record=rec if record else None)
     result.issue_at = issued
     return result

@@ -146,10 +146,8 @@ def earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
 @njit(cache=True)
 def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t):
     """Record that command c scoped at node s issued at cycle t (t never decreases per channel)."""
-    T[s, c] = t
+    commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
     ls = node[s, N_LEVEL]
-    for up in range(ls + 1):
-        Tsub[node[s, N_ANC + up], c] = t
     # K_REPEAT is -1 exactly for the commands that take part in a window rule
     for w in range(win.shape[0] if cmds[c, K_REPEAT] < 0 else 0):
         if win_role[w, c] & 1:
@@ -160,19 +158,14 @@ def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts
                 win_hist[w, y, win_count[w, y] % size] = t
                 win_count[w, y] += 1
     ch = node[s, N_ANC]
-    chan[ch, C_PREV] = t
     chan[ch, C_LAST_CMD] = c
     chan[ch, C_LAST_NODE] = s
-    counts[ch, c] += 1
-    done = t + cmds[c, K_DONE]
-    if done > chan[ch, C_END]:
-        chan[ch, C_END] = done
 
 
 @njit(cache=True)
 def commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t):
-    """`commit` for command c repeated on node s right after itself: the last command and node stay,
-    and c is in no window rule (the fast path's precondition), so only the times move."""
+    """The part of `commit` that a command repeated right after itself on the same node needs: the
+    last command and node stay, and it is in no window rule (the fast path's precondition)."""
     T[s, c] = t
     for up in range(node[s, N_LEVEL] + 1):
         Tsub[node[s, N_ANC + up], c] = t
