@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numba
@@ -25,7 +26,15 @@ def _kernel_cache_dir() -> Path:
     digest.update(numba.__version__.encode())
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "pimsim", "numba")
-    return Path(base) / digest.hexdigest()[:16]
+    for root in (Path(base), Path(tempfile.gettempdir()) / f"pimsim-numba-{os.getuid()}"):
+        target = root / digest.hexdigest()[:16]
+        try:  # a home directory that cannot be written to must not stop the simulator
+            target.mkdir(parents=True, exist_ok=True)
+            if os.access(target, os.W_OK):
+                return target
+        except OSError:
+            continue
+    return target
 
 
 numba.config.CACHE_DIR = str(_kernel_cache_dir())
