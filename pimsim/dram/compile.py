@@ -14,7 +14,7 @@ import numpy as np
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.expr import evaluate
 from pimsim.dram.standard import Constraint, Level, Standard
-from pimsim.dram.timing_state import N_ANC, N_HI, N_LEVEL, N_LO, N_LOOKUP, NO_RULE, P_BASE, Spec
+from pimsim.dram.timing_state import N_ANC, N_HI, N_LEVEL, N_LO, NO_RULE, P_BASE, Spec
 
 NLEVELS = 4
 
@@ -103,11 +103,7 @@ def _hierarchy(counts: list[int]):
                 if down > lvl:
                     lo, hi = lo * counts[down], hi * counts[down]
                 desc_lo[n, down], desc_hi[n, down] = base[down] + lo, base[down] + hi
-    lookup = np.empty((nodes, NLEVELS), np.int64)
-    for n in range(nodes):
-        for lvl in range(NLEVELS):
-            lookup[n, lvl] = anc[n, lvl] if node_level[n] >= lvl else n
-    return node_level, anc, lookup, desc_lo, desc_hi, base
+    return node_level, anc, desc_lo, desc_hi, base
 
 
 def _repeat_gap(c: int, gap: int, grouped: dict, win_role: np.ndarray) -> int:
@@ -129,7 +125,7 @@ def compile_standard(hw: HardwareConfig) -> Compiled:
     names = std.command_names
     ncmd = len(names)
     cid = {n: i for i, n in enumerate(names)}
-    node_level, anc, lookup, desc_lo, desc_hi, base = _hierarchy(
+    node_level, anc, desc_lo, desc_hi, base = _hierarchy(
         [org.channels, org.ranks, org.bankgroups, org.banks_per_group])
 
     evaluated = tuple((c, evaluate(c.latency, timing)) for c in std.constraints)
@@ -173,8 +169,8 @@ def compile_standard(hw: HardwareConfig) -> Compiled:
         for f in c.following:
             win_is_next[w, cid[f]] = True
 
-    node = np.concatenate([node_level[:, None], anc, lookup, desc_lo, desc_hi], axis=1)
-    assert node.shape[1] == N_HI + NLEVELS and N_LOOKUP == N_ANC + NLEVELS and N_LO == N_LOOKUP + NLEVELS
+    node = np.concatenate([node_level[:, None], anc, desc_lo, desc_hi], axis=1)
+    assert node.shape[1] == N_HI + NLEVELS and N_LO == N_ANC + NLEVELS and N_HI == N_LO + NLEVELS
     win = np.stack([win_level, win_size, win_lat], axis=1) if windows else np.zeros((0, 3), np.int64)
     win_role = win_is_prev.astype(np.int64) + 2 * win_is_next.astype(np.int64)
     act_all = cid[std.activate_all] if std.activate_all else -1

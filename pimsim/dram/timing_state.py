@@ -29,7 +29,7 @@ NO_RULE = -(1 << 60)  # latency entry of a level with no rule (NEG + NO_RULE sti
 E_NONE, E_OPEN, E_CLOSE, E_ACCESS, E_REFRESH = (int(e) for e in Effect)
 
 # columns of Spec.node
-N_LEVEL, N_ANC, N_LOOKUP, N_LO, N_HI = 0, 1, 5, 9, 13
+N_LEVEL, N_ANC, N_LO, N_HI = 0, 1, 5, 9
 # columns of Spec.cmds
 K_SCOPE, K_EFFECT, K_TRANSFER, K_DONE, K_REPEAT = 0, 1, 2, 3, 4
 # entries of Spec.params
@@ -53,7 +53,7 @@ MAX_REFRESH_WAITS = 16
 class Spec(NamedTuple):
     """The hardware as the kernel sees it (built by :func:`pimsim.dram.compile.compile_standard`)."""
 
-    node: np.ndarray  # int64[nodes, 17]: level, ancestor per level, lookup node per level, descendant ranges
+    node: np.ndarray  # int64[nodes, 13]: level, ancestor per level, first and last+1 descendant per level
     # int64[rules, 5]: preceding command p, then the latency by which p delays command c per level
     # (channel, rank, bankgroup, bank; NO_RULE where none, rules below c's scope folded into it)
     rules: np.ndarray
