@@ -180,7 +180,8 @@ def _everything_wrong() -> dict:
     timing["nRCDRDMAC"] = 20               # a GDDR6-AiM parameter, not DDR4
     del timing["nWR"]                      # missing timing parameter
     raw["pim"] = {"banks_per_unit": 1, "lanes_per_unit": 16, "global_buffer_bytes": 32,
-                  "weight_format": "bf16", "accumulator_format": "fp32"}  # DDR4 has no PIM; 32 B < 64 B access
+                  "weight_format": "bf16", "accumulator_format": "fp32",
+                  "accumulate": "tree"}  # DDR4 has no PIM; 32 B < 64 B access
     org["ranks"] = 2                       # multi-rank not modelled (and the mapping has no rank field)
     timing["nBL"] = 8                      # BL8 at 2.4 Gb/s with tCK 833 ps is 4 cycles
     return raw

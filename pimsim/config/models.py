@@ -116,6 +116,9 @@ class PimConfig(StrictModel):
     global_buffer_bytes: StrictInt = Field(ge=1, description="input-vector buffer per channel")
     weight_format: Literal["bf16", "fp16", "int8"] = Field(description="format of weights in the banks")
     accumulator_format: Literal["fp32", "fp16", "int32"] = Field(description="format of the MAC accumulators")
+    accumulate: Literal["tree", "lanes"] = Field(
+        description="tree: an adder tree sums a MAC's lane products into one accumulator per unit (AiM); "
+                    "lanes: each lane accumulates on its own (SIMD, HBM-PIM)")
 
 
 FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}

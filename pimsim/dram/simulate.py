@@ -33,7 +33,8 @@ class RunResult:
     compiled: Compiled
     state: State
     record: np.ndarray | None = None  # every issued command: cycle, cmd, node, row, column, source index
-    issue_at: np.ndarray | None = None  # issue cycle of each trace command (command traces)
+    # issue cycle of each trace command; for request traces, of each request's column command
+    issue_at: np.ndarray | None = None
     requests: dict = field(default_factory=dict)  # request statistics (request traces)
     # hits, misses, conflicts per channel when classified per request rather than per command
     rowstats: np.ndarray | None = None

@@ -1,0 +1,209 @@
+"""The functional bank model: data really stored in the simulated banks, MAC units that really compute.
+
+It executes the same command streams the timing kernel issues (timing plays no part here, only the
+order of commands per channel):
+
+- ``ACT``/``ACTAB`` open a row, ``PRE``/``PREA``/``REF`` close rows;
+- ``WRGB`` writes one column access worth of operands (its payload) into the channel's global buffer,
+  at chunk ``column / burst_length`` modulo the buffer's size in chunks;
+- ``MACAB`` makes every PIM unit of the channel multiply one column access of its bank's open row by
+  the global-buffer chunk with the same index (modulo the buffer) and accumulate; with several banks
+  per unit, the command's bank selector (0 .. banks_per_unit-1) says which bank of each group feeds
+  its unit. ``MACSB`` does the same in the one unit of the addressed bank;
+- ``RDMAC`` reads every unit's accumulators of the channel and clears them;
+- ``WR`` writes its payload into the open row (``RD`` changes nothing).
+
+How a unit accumulates comes from the config: ``accumulate: tree`` sums the lane products pairwise
+(an adder tree, rounding each sum to the accumulator format) and adds the result to one accumulator;
+``accumulate: lanes`` adds each lane's product to that lane's accumulator. Either way each addition is
+rounded once to ``accumulator_format`` (a fused multiply-add: products of operands are exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from pimsim.config.models import HardwareConfig
+from pimsim.dram.compile import Compiled
+from pimsim.dram.standard import Effect, Level
+from pimsim.errors import PimsimError
+from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, round_acc, to_operands
+
+# what each command does to the functional state
+R_NONE, R_OPEN, R_CLOSE, R_MAC, R_WRGB, R_RDMAC, R_WRITE = range(7)
+_ROLES_BY_NAME = {"MACAB": R_MAC, "MACSB": R_MAC, "WRGB": R_WRGB, "RDMAC": R_RDMAC, "WR": R_WRITE}
+_ROLES_BY_EFFECT = {Effect.OPEN: R_OPEN, Effect.CLOSE: R_CLOSE, Effect.REFRESH: R_CLOSE}
+
+
+@dataclass
+class MacResult:
+    """What one RDMAC returned: the accumulators of every unit of its channel."""
+
+    index: int  # position of the RDMAC in the command stream
+    channel: int
+    values: np.ndarray  # float64[units, accumulators per unit]
+
+
+class BankModel:
+    """The contents of a PIM memory and the state of its MAC units, for one hardware config."""
+
+    def __init__(self, hw: HardwareConfig):
+        if hw.pim is None:
+            raise PimsimError(f"{hw.name}: has no pim section, so its banks cannot compute")
+        org, pim = hw.dram.organization, hw.pim
+        self.hw = hw
+        self.format = pim.weight_format
+        bits = OPERAND_BITS[self.format]
+        self.elems_per_access = org.access_bytes * 8 // bits
+        if pim.lanes_per_unit != self.elems_per_access:
+            raise PimsimError(f"{hw.name}: the functional model needs one lane per operand of a column access "
+                              f"({self.elems_per_access} {self.format} values), got {pim.lanes_per_unit} lanes")
+        self.row_elems = org.row_bytes * 8 // bits
+        self.banks = org.ranks * org.banks
+        self.banks_per_unit = pim.banks_per_unit
+        self.units = self.banks // pim.banks_per_unit
+        self.acc_width = pim.lanes_per_unit if pim.accumulate == "lanes" else 1
+        self.acc_kind = ACCUMULATORS[pim.accumulator_format]
+        self.gb_chunks = pim.global_buffer_bytes // org.access_bytes
+        channels = org.channels
+        # rows that were ever written get a slot in `data`; the rest of the memory reads as zeros
+        self.slot = np.full((channels, self.banks, org.rows), -1, np.int32)
+        self.data = np.zeros((16, self.row_elems), np.float32)
+        self.rows_used = 0
+        self.global_buffer = np.zeros((channels, self.gb_chunks * self.elems_per_access), np.float32)
+        self.acc = np.zeros((channels, self.units, self.acc_width), np.float64)
+        self.open_row = np.full((channels, self.banks), -1, np.int64)
+
+    # --- placing data directly (what a mapper's loader does before the stream runs) ----------------
+    def store(self, channel: int, bank: int, row: int, values, offset: int = 0) -> None:
+        """Put operands into a row of a bank, starting at element `offset` (rounded to the format)."""
+        vals = to_operands(values, self.format).ravel()
+        if offset < 0 or offset + vals.size > self.row_elems:
+            raise PimsimError(f"{vals.size} values at offset {offset} do not fit a row of {self.row_elems}")
+        slot = self._slot(channel, bank, row)
+        self.data[slot, offset:offset + vals.size] = vals
+
+    def load(self, channel: int, bank: int, row: int) -> np.ndarray:
+        slot = self.slot[channel, bank, row]
+        return self.data[slot].copy() if slot >= 0 else np.zeros(self.row_elems, np.float32)
+
+    def _slot(self, channel: int, bank: int, row: int) -> int:
+        slot = int(self.slot[channel, bank, row])
+        if slot < 0:
+            slot = self.rows_used
+            if slot == self.data.shape[0]:
+                grown = np.zeros((2 * slot, self.row_elems), np.float32)
+                grown[:slot] = self.data
+                self.data = grown
+            self.slot[channel, bank, row] = slot
+            self.rows_used += 1
+        return slot
+
+    # --- running a command stream ---------------------------------------------------------------------
+    def run(self, compiled: Compiled, cmd, node, row, column, payload_index=None, payloads=None,
+            select=None) -> list[MacResult]:
+        """Execute a command stream (the kernel's arrays); returns what every RDMAC read.
+
+        ``payload_index[i]`` is the row of ``payloads`` that WRGB or WR command i writes (one column
+        access of operands each); -1 for commands without data. ``select[i]`` is the bank within each
+        unit that all-bank MAC i uses (default 0).
+        """
+        if compiled.hw.dram.organization != self.hw.dram.organization:
+            raise PimsimError("the command stream was compiled for a different memory organisation")
+        names = compiled.command_names
+        roles = np.array([_ROLES_BY_NAME.get(n, _ROLES_BY_EFFECT.get(compiled.standard.command(n).effect, R_NONE))
+                          for n in names], np.int64)
+        n = len(cmd)
+        if payload_index is None:
+            payload_index = np.full(n, -1, np.int64)
+        select = np.zeros(n, np.int64) if select is None else np.asarray(select, np.int64)
+        if np.any((select < 0) | (select >= self.banks_per_unit)):
+            raise PimsimError(f"bank selectors must be in 0..{self.banks_per_unit - 1}")
+        if payloads is None:
+            payloads = np.zeros((0, self.elems_per_access), np.float32)
+        payloads = to_operands(payloads, self.format).reshape(-1, self.elems_per_access)
+        needs = (roles[cmd] == R_WRGB) | (roles[cmd] == R_WRITE)
+        if np.any(needs & (payload_index < 0)) or np.any(payload_index >= len(payloads)):
+            raise PimsimError("every WRGB and WR command needs a payload row (payload_index)")
+        # node -> (channel, bank index in channel or -1 for rank/channel scope)
+        level = compiled.node_level(node)
+        channel = compiled.channel_of(node) - compiled.level_base[Level.CHANNEL]
+        bank = np.where(level == Level.BANK, (node - compiled.level_base[Level.BANK]) % self.banks, -1)
+        writes = np.flatnonzero(roles[cmd] == R_WRITE)
+        if np.any(np.asarray(row)[writes] < 0):
+            raise PimsimError("a functional run needs the row of every WR command")
+        for i in writes:  # the numba loop cannot grow `data`: rows that WR will write get slots now
+            self._slot(int(channel[i]), int(bank[i]), int(row[i]))
+        bl = self.hw.dram.organization.burst_length
+        out_index, out_values = _execute(
+            roles[cmd], channel.astype(np.int64), bank.astype(np.int64), np.asarray(row, np.int64),
+            np.asarray(column, np.int64) // bl, np.asarray(payload_index, np.int64), payloads, select,
+            self.slot, self.data, self.global_buffer, self.acc, self.open_row,
+            self.banks_per_unit, self.elems_per_access, self.gb_chunks, self.acc_width, self.acc_kind)
+        return [MacResult(int(i), int(channel[i]), v) for i, v in zip(out_index, out_values)]
+
+
+@njit(cache=True)
+def _execute(role, channel, bank, row, col, payload_index, payloads, select, slot, data, gb, acc, open_row,
+             banks_per_unit, elems, gb_chunks, acc_width, acc_kind):
+    n = role.shape[0]
+    units, width = acc.shape[1], acc.shape[2]
+    n_read = 0
+    for i in range(n):
+        if role[i] == R_RDMAC:
+            n_read += 1
+    out_index = np.empty(n_read, np.int64)
+    out_values = np.empty((n_read, units, width), np.float64)
+    k_read = 0
+    nbanks = open_row.shape[1]
+    products = np.empty(elems, np.float64)
+    for i in range(n):
+        r, ch, b = role[i], channel[i], bank[i]
+        if r == R_OPEN or r == R_CLOSE:
+            lo, hi = (b, b + 1) if b >= 0 else (0, nbanks)
+            for bb in range(lo, hi):
+                open_row[ch, bb] = row[i] if r == R_OPEN else -1
+        elif r == R_WRGB:
+            start = (col[i] % gb_chunks) * elems
+            for e in range(elems):
+                gb[ch, start + e] = payloads[payload_index[i], e]
+        elif r == R_WRITE:
+            s = slot[ch, b, row[i]]
+            for e in range(elems):
+                data[s, col[i] * elems + e] = payloads[payload_index[i], e]
+        elif r == R_RDMAC:
+            out_index[k_read] = i
+            out_values[k_read] = acc[ch]
+            acc[ch] = 0.0
+            k_read += 1
+        elif r == R_MAC:
+            if b >= 0:  # one unit: the one owning the addressed bank
+                first_unit, last_unit, sel = b // banks_per_unit, b // banks_per_unit + 1, b % banks_per_unit
+            else:  # every unit, each with the selected bank of its group
+                first_unit, last_unit, sel = 0, units, select[i]
+            g0 = (col[i] % gb_chunks) * elems
+            for u in range(first_unit, last_unit):
+                bb = u * banks_per_unit + sel
+                s = slot[ch, bb, open_row[ch, bb]]
+                for e in range(elems):
+                    w = data[s, col[i] * elems + e] if s >= 0 else np.float32(0.0)
+                    products[e] = np.float64(w) * np.float64(gb[ch, g0 + e])  # exact: operands are narrow
+                if acc_width == 1:
+                    # adder tree: pairwise sums, each rounded to the accumulator format
+                    m = elems
+                    while m > 1:
+                        half = m // 2
+                        for e in range(half):
+                            products[e] = round_acc(products[2 * e] + products[2 * e + 1], acc_kind)
+                        if m % 2:
+                            products[half] = products[m - 1]
+                            half += 1
+                        m = half
+                    acc[ch, u, 0] = round_acc(acc[ch, u, 0] + products[0], acc_kind)
+                else:
+                    for e in range(elems):
+                        acc[ch, u, e] = round_acc(acc[ch, u, e] + products[e], acc_kind)
+    return out_index, out_values
