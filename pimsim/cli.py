@@ -78,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hw(q)
     q.add_argument("--no-refresh-check", action="store_true", help="do not require periodic refresh")
     q.set_defaults(func=cmd_trace_check)
+
+    p = sub.add_parser("kernel", help="run one PIM kernel (mapper + command streams + timing)")
+    ksub = p.add_subparsers(dest="kernel_command", required=True, metavar="KERNEL")
+    q = ksub.add_parser("gemv", help="y = W x with W of ROWS x COLS in the PIM banks")
+    _add_hw(q)
+    q.add_argument("--rows", type=_positive, required=True, metavar="M", help="output rows of W")
+    q.add_argument("--cols", type=_positive, required=True, metavar="N", help="input columns of W")
+    q.add_argument("--functional", action="store_true",
+                   help="also compute with random data through the bank model and report the error against numpy")
+    q.add_argument("--no-pim", action="store_true",
+                   help="also time the same GEMV on the same memory without PIM (weights read out by the controller)")
+    q.add_argument("--seed", type=int, default=0, help="random data seed for --functional")
+    q.add_argument("--json", dest="json_out", metavar="OUT",
+                   help="write the full result as JSON to OUT ('-' for stdout)")
+    q.set_defaults(func=cmd_kernel_gemv)
     return parser
 
 
@@ -202,6 +217,29 @@ def cmd_trace_run(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(trace_summary(out))
+        if args.json_out:
+            _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
+    return 0
+
+
+def cmd_kernel_gemv(args) -> int:
+    from pimsim.kernels import gemv
+    from pimsim.report.text import gemv_summary
+
+    hw = _load(args)
+    _check_writable(args.json_out, "--json")
+    started = time.perf_counter()
+    result = gemv(hw, args.rows, args.cols, functional=args.functional, no_pim=args.no_pim, seed=args.seed)
+    out = dict(result.stats)
+    if result.baseline_stats is not None:
+        out["no_pim"] = result.baseline_stats
+    out["config"] = resolved_config(hw)
+    out["pimsim_version"] = __version__
+    out["host"] = {"wall_clock_s": time.perf_counter() - started}
+    if args.json_out == "-":
+        print(json.dumps(out, indent=2))
+    else:
+        print(gemv_summary(out))
         if args.json_out:
             _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
     return 0

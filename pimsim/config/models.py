@@ -124,12 +124,21 @@ class PimConfig(StrictModel):
 FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}
 
 
+class MappingConfig(StrictModel):
+    """Which mapper strategy places each kind of operation (see pimsim.mapper)."""
+
+    gemv: Literal["row_partition"] = Field(
+        "row_partition", description="output rows over channels x PIM units, the input dimension along DRAM "
+                                     "rows, partial sums of split rows added by the ASIC")
+
+
 class HardwareConfig(StrictModel):
     version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(description="schema version of this file")
     name: str = Field(min_length=1)
     description: str = ""
     dram: DramConfig
     pim: PimConfig | None = None
+    mapping: MappingConfig = MappingConfig()
 
     @property
     def standard(self):

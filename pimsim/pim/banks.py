@@ -86,6 +86,15 @@ class BankModel:
         slot = self._slot(channel, bank, row)
         self.data[slot, offset:offset + vals.size] = vals
 
+    def store_rows(self, channel, bank, row, values, offset: int = 0) -> None:
+        """`store` for many rows at once: row i of `values` goes to (channel[i], bank[i], row[i])."""
+        vals = to_operands(values, self.format)
+        if vals.ndim != 2 or offset < 0 or offset + vals.shape[1] > self.row_elems:
+            raise PimsimError(f"rows of {vals.shape[-1]} values at offset {offset} do not fit a row of "
+                              f"{self.row_elems}")
+        slots = np.array([self._slot(int(c), int(b), int(r)) for c, b, r in zip(channel, bank, row)], np.int64)
+        self.data[slots, offset:offset + vals.shape[1]] = vals
+
     def load(self, channel: int, bank: int, row: int) -> np.ndarray:
         slot = self.slot[channel, bank, row]
         return self.data[slot].copy() if slot >= 0 else np.zeros(self.row_elems, np.float32)

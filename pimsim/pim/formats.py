@@ -22,9 +22,10 @@ FP16_MAX = 65504.0
 def to_bf16(values) -> np.ndarray:
     """Round to bfloat16 (round to nearest, ties to even); returned as float32."""
     x = np.ascontiguousarray(values, dtype=np.float32)
-    bits = x.view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
-    out = rounded.view(np.float32).copy()
+    bits = x.view(np.uint32)
+    # uint32 arithmetic wraps only for NaNs with the sign bit set, which are restored below
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    out = rounded.view(np.float32)
     nan = np.isnan(x)
     out[nan] = np.nan  # rounding a NaN's payload could carry it into infinity
     return out

@@ -43,3 +43,29 @@ def trace_summary(result: dict) -> str:
         lines.append(f"requests   {req['reads']:,} reads, {req['writes']:,} writes; latency mean {lat['mean']:.1f}, "
                      f"p50 {lat['p50']:.0f}, p99 {lat['p99']:.0f}, max {lat['max']:,} cycles")
     return "\n".join(lines)
+
+
+def gemv_summary(result: dict) -> str:
+    shape, place = result["shape"], result["placement"]
+    lines = [
+        f"gemv       {shape['rows']:,} x {shape['cols']:,} on {result['hardware']} ({result['strategy']}: "
+        f"{place['segments']} segment(s) x {place['waves']} wave(s), {place['dram_rows']} DRAM rows per bank, "
+        f"{100 * place['area_utilization']:.1f}% of the area holds real weights)",
+        f"cycles     {result['cycles']:,}  ({_time(result['time_s'])})",
+        "commands   " + "  ".join(f"{k} {v:,}" for k, v in sorted(result["commands"].items())),
+        f"rows       hit rate {100 * result['row_hit_rate']:.2f}%",
+        f"bandwidth  {_si_bytes(result['bytes_in_banks'])} read inside the banks at "
+        f"{result['internal_bandwidth_GBps']:.1f} GB/s ({100 * result['utilization']:.1f}% of the "
+        f"{result['peak_internal_bandwidth_GBps']:.1f} GB/s peak); "
+        f"{_si_bytes(result['bytes_over_pins'])} over the pins",
+        f"asic       {result['asic']['adds']:,} additions of partial sums",
+    ]
+    if "functional" in result:
+        f = result["functional"]
+        lines.append(f"functional max |error| {f['max_abs_error']:.3g} against the {f['reference']} "
+                     f"({f['max_error_relative_to_sum_of_magnitudes']:.3g} of the sum of |products|)")
+    if "no_pim" in result:
+        b = result["no_pim"]
+        lines.append(f"no PIM     {b['cycles']:,} cycles ({_time(b['time_s'])}) reading the weights out at "
+                     f"{b['bandwidth_GBps']:.1f} GB/s: PIM is {result['speedup_over_no_pim']:.1f}x faster")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Where matrices live: DRAM rows handed out to tensors, and the tile layout of a GEMV weight matrix.
+
+Every bank of every channel advances through its rows in step (an all-bank activate opens the same
+row everywhere), so memory is handed out in *row indices*: a tensor owns rows [first, first + count)
+in every bank of every channel. ``RowAllocator`` does that and refuses what does not fit.
+
+``row_partition`` (the PIM-GPT layout): the input dimension of W (M x N) is padded to whole column
+accesses and cut into *segments* of one DRAM row each; output rows are dealt to *slots*, one slot
+being a (channel, PIM unit, bank of the unit) triple, so a *wave* of consecutive output rows occupies
+every slot once. Tile (wave w, segment s) of every slot sits in DRAM row first + w x segments + s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimsim.config.models import HardwareConfig
+from pimsim.errors import PimsimError
+from pimsim.pim.formats import OPERAND_BITS
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The shape of the PIM memory as the mapper sees it."""
+
+    channels: int
+    units: int  # PIM units per channel
+    banks_per_unit: int
+    rows: int  # DRAM rows per bank
+    row_elems: int  # operands per DRAM row
+    elems_per_access: int  # operands per column access (= MAC lanes)
+    gb_chunks: int  # column accesses the global buffer holds
+    burst_length: int  # device columns per column access
+    operand_bytes: float
+
+    @classmethod
+    def of(cls, hw: HardwareConfig) -> Geometry:
+        if hw.pim is None:
+            raise PimsimError(f"{hw.name}: has no pim section; PIM kernels need PIM hardware")
+        org, pim = hw.dram.organization, hw.pim
+        bits = OPERAND_BITS[pim.weight_format]
+        return cls(channels=org.channels, units=org.ranks * org.banks // pim.banks_per_unit,
+                   banks_per_unit=pim.banks_per_unit, rows=org.rows, row_elems=org.row_bytes * 8 // bits,
+                   elems_per_access=org.access_bytes * 8 // bits,
+                   gb_chunks=pim.global_buffer_bytes // org.access_bytes, burst_length=org.burst_length,
+                   operand_bytes=bits / 8)
+
+    @property
+    def slots(self) -> int:
+        return self.channels * self.units * self.banks_per_unit
+
+    def slot_of(self, slot: int) -> tuple[int, int, int]:
+        """(channel, unit, bank within the unit) of a slot; slots go unit-fastest, then bank, then channel."""
+        channel, rest = divmod(slot, self.units * self.banks_per_unit)
+        select, unit = divmod(rest, self.units)
+        return channel, unit, select
+
+
+class RowAllocator:
+    """Hands out DRAM row ranges (the same in every bank) to named tensors."""
+
+    def __init__(self, geometry: Geometry, name: str = "memory"):
+        self.geometry = geometry
+        self.name = name
+        self.next_row = 0
+        self.regions: dict[str, tuple[int, int]] = {}
+
+    def allocate(self, tensor: str, rows: int) -> int:
+        if tensor in self.regions:
+            raise PimsimError(f"tensor {tensor!r} is already placed")
+        if rows < 1:
+            raise PimsimError(f"tensor {tensor!r}: needs at least one row, asked for {rows}")
+        g = self.geometry
+        if self.next_row + rows > g.rows:
+            need = (self.next_row + rows) * g.row_elems * g.operand_bytes * g.channels * g.units * g.banks_per_unit
+            have = g.rows * g.row_elems * g.operand_bytes * g.channels * g.units * g.banks_per_unit
+            raise PimsimError(f"{tensor!r} does not fit in {self.name}: needs {self.next_row + rows:,} rows per bank "
+                              f"({need / 2**20:,.1f} MiB in all), the memory has {g.rows:,} "
+                              f"({have / 2**20:,.1f} MiB)")
+        first = self.next_row
+        self.regions[tensor] = (first, rows)
+        self.next_row += rows
+        return first
+
+
+@dataclass(frozen=True)
+class GemvPlacement:
+    """The row_partition layout of one M x N weight matrix."""
+
+    geometry: Geometry
+    rows_out: int  # M
+    cols_in: int  # N
+    first_row: int  # DRAM row of tile (wave 0, segment 0)
+
+    @property
+    def cols_padded(self) -> int:
+        e = self.geometry.elems_per_access
+        return -(-self.cols_in // e) * e
+
+    @property
+    def segments(self) -> int:
+        return -(-self.cols_padded // self.geometry.row_elems)
+
+    @property
+    def waves(self) -> int:
+        return -(-self.rows_out // self.geometry.slots)
+
+    @property
+    def dram_rows(self) -> int:
+        return self.waves * self.segments
+
+    def segment_columns(self, segment: int) -> int:
+        """Column accesses of W in one segment (the last one may be shorter)."""
+        g = self.geometry
+        width = min(g.row_elems, self.cols_padded - segment * g.row_elems)
+        return width // g.elems_per_access
+
+    def where(self, m: np.ndarray, n: np.ndarray):
+        """(channel, bank, DRAM row, element in the row) of elements W[m, n]."""
+        g = self.geometry
+        m, n = np.asarray(m), np.asarray(n)
+        wave, slot = np.divmod(m, g.slots)
+        channel, rest = np.divmod(slot, g.units * g.banks_per_unit)
+        select, unit = np.divmod(rest, g.units)
+        segment, elem = np.divmod(n, g.row_elems)
+        row = self.first_row + wave * self.segments + segment
+        return channel, unit * g.banks_per_unit + select, row, elem
+
+    @property
+    def utilization(self) -> float:
+        """Fraction of the bank area the matrix occupies that holds real (not padding) elements."""
+        g = self.geometry
+        return self.rows_out * self.cols_in / (self.dram_rows * g.row_elems * g.slots)
+
+
+def place_gemv(geometry: Geometry, rows_out: int, cols_in: int, allocator: RowAllocator | None = None,
+               tensor: str = "W") -> GemvPlacement:
+    if rows_out < 1 or cols_in < 1:
+        raise PimsimError(f"a GEMV needs at least one row and one column, got {rows_out} x {cols_in}")
+    allocator = allocator or RowAllocator(geometry)
+    draft = GemvPlacement(geometry, rows_out, cols_in, 0)
+    first = allocator.allocate(tensor, draft.dram_rows)
+    return GemvPlacement(geometry, rows_out, cols_in, first)

@@ -1,0 +1,128 @@
+"""The mapper: placement invariants, closed-form GEMV timing, functional GEMVs against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import compiled, no_refresh
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pimsim.cli import main
+from pimsim.config import load_hardware
+from pimsim.dram.address import channel_interleaved, decode
+from pimsim.dram.checker import check, issued_from_record
+from pimsim.dram.kernel import run_commands
+from pimsim.errors import PimsimError
+from pimsim.kernels import gemv
+from pimsim.mapper.gemv import gemv_program
+from pimsim.mapper.placement import Geometry, RowAllocator, place_gemv
+from pimsim.pim.formats import to_operands
+
+PIM = ("gddr6-aim.yaml", "hbm-pim.yaml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(PIM), m=st.integers(1, 700), n=st.integers(1, 3000))
+def test_every_element_is_placed_exactly_once(name, m, n):
+    g = Geometry.of(compiled(name).hw)
+    alloc = RowAllocator(g)
+    before = alloc.allocate("earlier", 3)
+    p = place_gemv(g, m, n, alloc)
+    mm, nn = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
+    ch, bank, row, elem = p.where(mm.ravel(), nn.ravel())
+    assert (ch < g.channels).all() and (bank < g.units * g.banks_per_unit).all() and (elem < g.row_elems).all()
+    # no two elements share a cell, and the matrix stays inside its own rows
+    cells = ((ch * 64 + bank) * g.rows + row) * g.row_elems + elem
+    assert len(np.unique(cells)) == m * n
+    assert row.min() >= before + 3 and row.max() < p.first_row + p.dram_rows
+    assert 0 < p.utilization <= 1
+
+
+def test_a_matrix_that_does_not_fit_names_what_it_needs():
+    g = Geometry.of(compiled("gddr6-aim.yaml").hw)
+    with pytest.raises(PimsimError, match=r"needs 16,385 rows per bank .* the memory has 16,384"):
+        place_gemv(g, g.slots * 16385, 16)
+
+
+def test_aligned_gemv_on_gddr6_aim_matches_the_closed_form():
+    c = no_refresh("gddr6-aim.yaml")
+    t = c.timing
+    g = Geometry.of(c.hw)
+    rows_per_channel = 4
+    p = place_gemv(g, g.slots * rows_per_channel, g.row_elems)
+    prog = gemv_program(c, p)
+    _, at, rec, err = run_commands(c.spec, prog.cmd, prog.node, prog.row, prog.column,
+                                   np.zeros(len(prog), np.int64), record=True)
+    assert err[0] == 0 and check(c, issued_from_record(c, rec)) == []
+    # per channel: 64 WRGB back to back, then per DRAM row ACTAB, 64 MACAB, RDMAC, PREA (226 cycles)
+    first_act = 63 * t["nBL"] + 1
+    period = t["nRCDRDMAC"] + 63 * t["nCCDL"] + t["nRTP"] + t["nRP"]
+    assert period == 226
+    assert int(rec[:, 0].max()) + t["nRP"] == first_act + rows_per_channel * period
+    s = gemv(c.hw, g.slots * rows_per_channel, g.row_elems).stats
+    assert s["cycles"] == first_act + rows_per_channel * period
+    assert s["commands"]["MACAB"] == 8 * rows_per_channel * 64 and s["asic"]["adds"] == 0
+
+
+@pytest.mark.parametrize("name", PIM)
+def test_every_gemv_stream_is_protocol_clean(name):
+    c = compiled(name)
+    p = place_gemv(Geometry.of(c.hw), 300, 1500)
+    prog = gemv_program(c, p)
+    _, _, rec, err = run_commands(c.spec, prog.cmd, prog.node, prog.row, prog.column,
+                                  np.zeros(len(prog), np.int64), record=True)
+    assert err[0] == 0 and check(c, issued_from_record(c, rec)) == []
+
+
+def test_single_segment_gemv_on_aim_equals_numpy_to_the_last_bit():
+    """One DRAM row per output and a whole-row global buffer: no partial sums, so the result is the
+    MAC units' own: an adder tree per column, FP32 accumulation across the 64 columns."""
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((500, 1024)).astype(np.float32)
+    x = rng.standard_normal(1024).astype(np.float32)
+    y = gemv(compiled("gddr6-aim.yaml").hw, W=W, x=x).y
+    wq, xq = to_operands(W, "bf16").astype(np.float64), to_operands(x, "bf16").astype(np.float64)
+    expect = np.zeros(500)
+    for k in range(64):
+        p = wq[:, 16 * k:16 * k + 16] * xq[16 * k:16 * k + 16]
+        while p.shape[1] > 1:  # adder tree, each sum rounded to FP32
+            p = (p[:, 0::2] + p[:, 1::2]).astype(np.float32).astype(np.float64)
+        expect = (expect + p[:, 0]).astype(np.float32).astype(np.float64)
+    assert np.array_equal(y.astype(np.float64), expect)
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(PIM), m=st.integers(1, 300), n=st.integers(1, 2500), seed=st.integers(0, 999))
+def test_any_gemv_is_within_accumulation_error_of_numpy(name, m, n, seed):
+    result = gemv(compiled(name).hw, m, n, functional=True, seed=seed)
+    f = result.stats["functional"]
+    # FP32 accumulation errs by a few units of 2**-24 per addition; FP16 by 2**-11
+    eps = 2.0**-24 if name == "gddr6-aim.yaml" else 2.0**-11
+    bound = eps * (n / 16 + 64)
+    assert f["max_error_relative_to_sum_of_magnitudes"] <= bound, (f, bound)
+    assert result.y.shape == (m,)
+
+
+def test_no_pim_baseline_streams_every_weight_through_all_channels():
+    hw = load_hardware("gddr6-aim.yaml")
+    addrs = channel_interleaved(hw, 64)
+    f = decode(hw, addrs)
+    assert list(f["channel"][:8]) == list(range(8)) and len(np.unique(addrs)) == 64
+    r = gemv(hw, 1024, 1024, no_pim=True)
+    b = r.baseline_stats
+    assert b["bytes"] == 1024 * 1024 * 2
+    assert b["bandwidth_GBps"] <= hw.dram.peak_bandwidth_Bps / 1e9
+    assert r.stats["speedup_over_no_pim"] == b["cycles"] / r.stats["cycles"] > 1
+
+
+def test_kernel_gemv_cli(capsys):
+    assert main(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "256", "--cols", "512", "--functional",
+                 "--no-pim", "--json", "-"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["shape"] == {"rows": 256, "cols": 512} and out["functional"]["max_abs_error"] < 1e-3
+    assert out["no_pim"]["cycles"] > out["cycles"] and 0 < out["utilization"] < 1
+    assert main(["kernel", "gemv", "--hw", "ddr4-2400.yaml", "--rows", "4", "--cols", "4"]) == 2
+    assert "no pim section" in capsys.readouterr().err
