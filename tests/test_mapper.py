@@ -126,3 +126,13 @@ def test_kernel_gemv_cli(capsys):
     assert out["no_pim"]["cycles"] > out["cycles"] and 0 < out["utilization"] < 1
     assert main(["kernel", "gemv", "--hw", "ddr4-2400.yaml", "--rows", "4", "--cols", "4"]) == 2
     assert "no pim section" in capsys.readouterr().err
+
+
+def test_int8_gemv_with_int32_accumulators_is_exact():
+    hw = load_hardware("gddr6-aim.yaml", ["pim.weight_format=int8", "pim.accumulator_format=int32",
+                                          "pim.lanes_per_unit=32"])
+    rng = np.random.default_rng(2)
+    W = rng.integers(-128, 128, (200, 700)).astype(np.float32)
+    x = rng.integers(-128, 128, 700).astype(np.float32)
+    y = gemv(hw, W=W, x=x).y
+    assert np.array_equal(y.astype(np.int64), W.astype(np.int64) @ x.astype(np.int64))
