@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     q.set_defaults(func=cmd_kernel_gemv)
+    q = ksub.add_parser("attention", help="one decode step of attention over a KV cache in the PIM banks")
+    _add_hw(q)
+    q.add_argument("--heads", type=_positive, required=True, metavar="H")
+    q.add_argument("--head-dim", type=_positive, required=True, metavar="D")
+    q.add_argument("--context", type=_positive, required=True, metavar="T",
+                   help="tokens in the cache after this step's token is appended")
+    q.add_argument("--max-context", type=_positive, metavar="TMAX",
+                   help="context the cache reserves space for (default: --context)")
+    q.add_argument("--functional", action="store_true",
+                   help="also compute with random data through the bank model and report the error against numpy")
+    q.add_argument("--seed", type=int, default=0, help="random data seed for --functional")
+    q.add_argument("--json", dest="json_out", metavar="OUT",
+                   help="write the full result as JSON to OUT ('-' for stdout)")
+    q.set_defaults(func=cmd_kernel_attention)
     return parser
 
 
@@ -240,6 +254,29 @@ def cmd_kernel_gemv(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(gemv_summary(out))
+        if args.json_out:
+            _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
+    return 0
+
+
+def cmd_kernel_attention(args) -> int:
+    from pimsim.kernels import attention
+    from pimsim.report.text import attention_summary
+
+    hw = _load(args)
+    _check_writable(args.json_out, "--json")
+    started = time.perf_counter()
+    out = attention(hw, args.heads, args.head_dim, args.context, args.max_context, functional=args.functional,
+                    seed=args.seed)
+    if "functional" in out:  # the arrays stay in the Python API; the CLI reports the errors
+        out["functional"] = {k: v for k, v in out["functional"].items() if not hasattr(v, "shape")}
+    out["config"] = resolved_config(hw)
+    out["pimsim_version"] = __version__
+    out["host"] = {"wall_clock_s": time.perf_counter() - started}
+    if args.json_out == "-":
+        print(json.dumps(out, indent=2))
+    else:
+        print(attention_summary(out))
         if args.json_out:
             _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
     return 0

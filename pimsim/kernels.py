@@ -21,7 +21,8 @@ from pimsim.dram.compile import compile_standard
 from pimsim.dram.simulate import run_command_trace, run_request_trace
 from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
-from pimsim.mapper.gemv import RD_CHANNEL, RD_POS, RD_SELECT, RD_WAVE, gemv_program
+from pimsim.mapper.attention import append_program, kv_layout
+from pimsim.mapper.gemv import RD_CHANNEL, RD_GROUP, RD_POS, RD_SELECT, RD_WAVE, gemv_program
 from pimsim.mapper.placement import Geometry, place_gemv
 from pimsim.pim.banks import BankModel
 from pimsim.pim.formats import to_operands
@@ -116,37 +117,59 @@ def _stats(compiled, geometry, placement, program, summary) -> dict:
     }
 
 
-def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
+def _store_matrix(model: BankModel, placement, matrix: np.ndarray, rows: int | None = None) -> None:
+    """Put the first `rows` rows of a matrix (already padded to placement.cols_padded) into the banks."""
     g = placement.geometry
-    model = BankModel(hw)
-    rows, cols = W.shape
-    padded = np.zeros((rows, placement.cols_padded), np.float32)
-    padded[:, :cols] = W
+    rows = matrix.shape[0] if rows is None else rows
+    if rows == 0:
+        return
     m = np.arange(rows)
     for seg in range(placement.segments):
         lo = seg * g.row_elems
         width = min(g.row_elems, placement.cols_padded - lo)
         channel, bank, dram_row, _ = placement.where(m, np.full(rows, lo))
-        model.store_rows(channel, bank, dram_row, padded[:, lo:lo + width])
-    xp = np.zeros(placement.cols_padded, np.float32)
-    xp[:cols] = x
-    results = model.run(compiled, program.cmd, program.node, program.row, program.column,
-                        payload_index=program.payload, payloads=xp.reshape(-1, g.elems_per_access),
-                        select=program.select)
+        model.store_rows(channel, bank, dram_row, matrix[:rows, lo:lo + width])
+
+
+def _collect(program, results, geometry) -> np.ndarray:
+    """Output values [active rows, column groups] from the RDMAC results of a program: the ASIC adds
+    each output's partial sums in FP32, one after another, in the order they were read (assumed)."""
+    g = geometry
+    n_groups = program.n_groups
+    rows = program.outputs // n_groups
     by_pos = {r.index: r.values for r in results}
     reads = program.reads[np.argsort(program.reads[:, RD_POS], kind="stable")]
     values = np.stack([by_pos[int(p)] for p in reads[:, RD_POS]])  # [reads, units, lanes]
     base = reads[:, RD_WAVE] * g.slots + reads[:, RD_CHANNEL] * g.units * g.banks_per_unit \
         + reads[:, RD_SELECT] * g.units
-    output = base[:, None] + np.arange(g.units)[None, :]  # [reads, units]
-    real = output < rows
-    order = np.argsort(output[real], kind="stable")  # per output row, its partials in reading order
-    partials = values[real][order].reshape(rows, -1)  # every row gets the same number of partials
-    # the ASIC adds the partial sums in FP32, one after another, in the order they were read
-    y = np.zeros(rows, np.float32)
-    for j in range(partials.shape[1]):
-        y = (y + partials[:, j].astype(np.float32)).astype(np.float32)
-    return y
+    output = (base[:, None] + np.arange(g.units)[None, :]) * n_groups + reads[:, RD_GROUP][:, None]
+    real = (base[:, None] + np.arange(g.units)[None, :]) < rows
+    lanes = values.shape[2]
+    out_id = np.repeat(output[real], lanes)  # one entry per partial sum: reads in order, then lanes
+    partial = values[real].reshape(-1).astype(np.float32)
+    order = np.argsort(out_id, kind="stable")
+    out_id, partial = out_id[order], partial[order]
+    starts = np.searchsorted(out_id, out_id, side="left")
+    rank = np.arange(len(out_id)) - starts  # position of each partial among its output's partials
+    y = np.zeros(rows * n_groups, np.float32)
+    for j in range(int(rank.max()) + 1 if len(rank) else 0):
+        pick = rank == j
+        y[out_id[pick]] = (y[out_id[pick]] + partial[pick]).astype(np.float32)
+    return y.reshape(rows, n_groups)
+
+
+def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
+    g = placement.geometry
+    model = BankModel(hw)
+    padded = np.zeros((W.shape[0], placement.cols_padded), np.float32)
+    padded[:, :W.shape[1]] = W
+    _store_matrix(model, placement, padded)
+    xp = np.zeros(placement.cols_padded, np.float32)
+    xp[:W.shape[1]] = x
+    results = model.run(compiled, program.cmd, program.node, program.row, program.column,
+                        payload_index=program.payload, payloads=xp.reshape(-1, g.elems_per_access),
+                        select=program.select)
+    return _collect(program, results, g)[:, 0]
 
 
 def _no_pim_baseline(compiled, hw, rows, cols) -> dict:
@@ -165,3 +188,85 @@ def _no_pim_baseline(compiled, hw, rows, cols) -> dict:
             "bandwidth_GBps": s["bandwidth_GBps"], "row_hit_rate": s["row_hit_rate"],
             "method": "weights read over all channels at once by the FR-FCFS controller, each channel "
                       "front to back"}
+
+
+def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_context: int | None = None,
+              functional: bool = False, seed: int = 0) -> dict:
+    """One decode step of attention over a KV cache holding `context` - 1 tokens: append the new
+    token's K and V, scores = q.K^T per head, then p.V per head (p given: softmax is the ASIC's).
+
+    Returns stats per phase (append, scores, context) and, with `functional`, the maximum error of
+    scores and outputs through the bank model against numpy."""
+    max_context = context if max_context is None else max_context
+    if not 1 <= context <= max_context:
+        raise PimsimError(f"context {context} must be between 1 and the reserved {max_context}")
+    if heads * head_dim * max_context > MAX_ELEMENTS:
+        raise PimsimError("the KV cache is beyond what pimsim simulates")
+    compiled = compile_standard(hw)
+    geometry = Geometry.of(hw)
+    layout = kv_layout(geometry, heads, head_dim, max_context)
+    lanes_out = hw.pim.lanes_per_unit if hw.pim.accumulate == "lanes" else 1
+    rng = np.random.default_rng(seed)
+    t = context - 1  # the new token
+    K = rng.standard_normal((context, heads, head_dim)).astype(np.float32)
+    V = rng.standard_normal((context, heads, head_dim)).astype(np.float32)
+    q = rng.standard_normal((heads, head_dim)).astype(np.float32)
+    p = rng.random((heads, context)).astype(np.float32)
+    k_mat = np.zeros((max_context, layout.k.cols_padded), np.float32)
+    k_mat[:context].reshape(context, heads, layout.head_dim_padded)[:, :, :head_dim] = K
+    vt_mat = np.zeros((layout.head_dim_padded, layout.v.cols_padded), np.float32)
+    vt_view = vt_mat.reshape(layout.head_dim_padded, heads, layout.context_padded)
+    vt_view[:head_dim, :, :context] = V.transpose(2, 1, 0)
+    append = append_program(compiled, layout, t, k_mat, vt_mat)
+    scores = gemv_program(compiled, layout.k, lanes_out, layout.k_groups(), rows_active=context)
+    ctx = gemv_program(compiled, layout.v, lanes_out, layout.v_groups(context))
+    phases = {}
+    for name, prog in (("append", append), ("scores", scores), ("context", ctx)):
+        trace = CommandTrace(line=np.arange(len(prog)) + 1, cycle=np.zeros(len(prog), np.int64), has_cycles=False,
+                             cmd=prog.cmd, node=prog.node, row=prog.row, column=prog.column, source=f"<{name}>")
+        s = run_command_trace(compiled, trace).summary()
+        phases[name] = {"cycles": s["cycles"], "time_s": s["time_s"], "commands": s["commands"],
+                        "row_hit_rate": s["row_hit_rate"], "bytes_over_pins": s["bytes"]}
+    stats = {
+        "kernel": "attention", "hardware": hw.name, "heads": heads, "head_dim": head_dim, "context": context,
+        "max_context": max_context, "phases": phases,
+        "cycles": sum(ph["cycles"] for ph in phases.values()),
+        "time_s": sum(ph["time_s"] for ph in phases.values()),
+        "schedule": "serial: append, then scores, then context",
+        "kv_rows_per_bank": layout.k.dram_rows + layout.v.dram_rows,
+        "asic": {"score_adds": scores.asic_adds, "context_adds": ctx.asic_adds},
+    }
+    if functional:
+        model = BankModel(hw)
+        e = geometry.elems_per_access
+        # the cache as it was before this step (token t not yet there), then the append program runs
+        before_k = k_mat.copy()
+        before_k[t] = 0
+        before_vt = vt_mat.copy()
+        before_vt.reshape(layout.head_dim_padded, heads, layout.context_padded)[:, :, t] = 0
+        _store_matrix(model, layout.k, before_k)
+        _store_matrix(model, layout.v, before_vt)
+        model.run(compiled, append.cmd, append.node, append.row, append.column, payload_index=append.payload,
+                  payloads=append.payloads)
+        qp = np.zeros(layout.k.cols_padded, np.float32)
+        qp.reshape(heads, layout.head_dim_padded)[:, :head_dim] = q
+        got_scores = _collect(scores, model.run(compiled, scores.cmd, scores.node, scores.row, scores.column,
+                                                payload_index=scores.payload, payloads=qp.reshape(-1, e),
+                                                select=scores.select), geometry)  # [tokens, heads]
+        pp = np.zeros(layout.v.cols_padded, np.float32)
+        pp.reshape(heads, layout.context_padded)[:, :context] = p
+        got_ctx = _collect(ctx, model.run(compiled, ctx.cmd, ctx.node, ctx.row, ctx.column,
+                                          payload_index=ctx.payload, payloads=pp.reshape(-1, e),
+                                          select=ctx.select), geometry)  # [dims, heads]
+        fmt = hw.pim.weight_format
+        Kq, Vq = to_operands(K, fmt).astype(np.float64), to_operands(V, fmt).astype(np.float64)
+        want_scores = np.einsum("thd,hd->th", Kq, to_operands(q, fmt).astype(np.float64))
+        want_ctx = np.einsum("th,thd->hd", to_operands(p, fmt).astype(np.float64).T, Vq)
+        stats["functional"] = {
+            "scores_max_abs_error": float(np.abs(got_scores[:context] - want_scores).max()),
+            "context_max_abs_error": float(np.abs(got_ctx[:head_dim].T - want_ctx).max()),
+            "reference": f"float64 products of the {fmt}-rounded operands", "seed": seed,
+            "scores": got_scores[:context], "context": got_ctx[:head_dim].T,
+            "want_scores": want_scores, "want_context": want_ctx,
+        }
+    return stats

@@ -18,7 +18,7 @@ from pimsim.dram.compile import Compiled
 from pimsim.mapper.placement import GemvPlacement
 
 # columns of GemvProgram.reads
-RD_POS, RD_CHANNEL, RD_WAVE, RD_SEGMENT, RD_SELECT = range(5)
+RD_POS, RD_CHANNEL, RD_WAVE, RD_SEGMENT, RD_SELECT, RD_GROUP = range(6)
 
 
 @dataclass
@@ -30,51 +30,74 @@ class GemvProgram:
     column: np.ndarray
     select: np.ndarray  # bank within each unit, for MACAB
     payload: np.ndarray  # index of the x chunk a WRGB writes (-1 for other commands)
-    reads: np.ndarray  # int64[RDMACs, 5]: stream position, channel, wave, segment, bank select
+    reads: np.ndarray  # int64[RDMACs, 6]: stream position, channel, wave, segment, bank select, group
+    outputs: int  # output values: active rows x column groups
+    n_groups: int  # column groups (independent dot products per output row)
     partial_sums: int  # values the ASIC adds up (RDMAC results of real output rows, lanes included)
-    asic_adds: int  # additions that takes: partial_sums - outputs
+
+    @property
+    def asic_adds(self) -> int:
+        return self.partial_sums - self.outputs
 
     def __len__(self) -> int:
         return len(self.cmd)
 
 
-def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1) -> GemvProgram:
-    """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC."""
+def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
+                 groups: list[tuple[int, int]] | None = None, rows_active: int | None = None) -> GemvProgram:
+    """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
+
+    ``groups`` splits the columns into independent dot products, as (first column access, number of
+    accesses) over the padded input: each group gets its own RDMAC (attention reads one score per
+    head from a row holding all heads). Columns in no group are never read. Default: one group of all
+    columns. ``rows_active`` limits the work to the first output rows (a KV cache filled so far).
+    """
     g = placement.geometry
     ids = {n: i for i, n in enumerate(compiled.command_names)}
     cmd, node, row, column, select, payload, reads = [], [], [], [], [], [], []
     per_channel = g.units * g.banks_per_unit
+    accesses_per_row = g.row_elems // g.elems_per_access
+    if groups is None:
+        groups = [(0, placement.cols_padded // g.elems_per_access)]
+    rows_active = placement.rows_out if rows_active is None else rows_active
     partials = 0
 
     def emit(name, n, r=-1, k=-1, s=0, p=-1):
         cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), select.append(s), payload.append(p)
 
-    accesses_per_row = g.row_elems // g.elems_per_access
     for ch in range(g.channels):
         rank, chan = int(compiled.rank_node(ch)), int(compiled.channel_node(ch))
         first_slot = ch * per_channel
-        waves = [w for w in range(placement.waves) if w * g.slots + first_slot < placement.rows_out]
+        waves = [w for w in range(placement.waves) if w * g.slots + first_slot < rows_active]
         if not waves:
             continue
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg)
+            first = seg * accesses_per_row  # global index of the segment's first column access
             for b0 in range(0, ncol, g.gb_chunks):
-                block = range(b0, min(ncol, b0 + g.gb_chunks))
-                for k in block:
-                    emit("WRGB", chan, k=k * g.burst_length, p=seg * accesses_per_row + k)
+                b1 = min(ncol, b0 + g.gb_chunks)
+                # each group's column accesses within this block, as segment-local indices
+                parts = [(gi, max(b0, lo - first), min(b1, lo + n - first)) for gi, (lo, n) in enumerate(groups)]
+                parts = [(gi, lo, hi) for gi, lo, hi in parts if lo < hi]
+                if not parts:
+                    continue
+                for _, lo, hi in parts:
+                    for k in range(lo, hi):
+                        emit("WRGB", chan, k=k * g.burst_length, p=first + k)
                 for w in waves:
                     r = placement.first_row + w * placement.segments + seg
                     emit("ACTAB", rank, r=r)
                     for sel in range(g.banks_per_unit):
                         base = w * g.slots + first_slot + sel * g.units
-                        if base >= placement.rows_out:
+                        if base >= rows_active:
                             break
-                        for k in block:
-                            emit("MACAB", rank, r=r, k=k * g.burst_length, s=sel)
-                        emit("RDMAC", rank)
-                        reads.append((len(cmd) - 1, ch, w, seg, sel))
-                        partials += min(g.units, placement.rows_out - base) * lanes_out
+                        for gi, lo, hi in parts:
+                            for k in range(lo, hi):
+                                emit("MACAB", rank, r=r, k=k * g.burst_length, s=sel)
+                            emit("RDMAC", rank)
+                            reads.append((len(cmd) - 1, ch, w, seg, sel, gi))
+                            partials += min(g.units, rows_active - base) * lanes_out
                     emit("PREA", rank)
     a = lambda v: np.asarray(v, np.int64)  # noqa: E731
     return GemvProgram(placement, a(cmd), a(node), a(row), a(column), a(select), a(payload),
-                       np.asarray(reads, np.int64).reshape(-1, 5), partials, partials - placement.rows_out)
+                       np.asarray(reads, np.int64).reshape(-1, 6), rows_active * len(groups), len(groups), partials)

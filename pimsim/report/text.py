@@ -69,3 +69,18 @@ def gemv_summary(result: dict) -> str:
         lines.append(f"no PIM     {b['cycles']:,} cycles ({_time(b['time_s'])}) reading the weights out at "
                      f"{b['bandwidth_GBps']:.1f} GB/s: PIM is {result['speedup_over_no_pim']:.1f}x faster")
     return "\n".join(lines)
+
+
+def attention_summary(result: dict) -> str:
+    lines = [f"attention  {result['heads']} heads x {result['head_dim']} on {result['hardware']}, context "
+             f"{result['context']:,} of {result['max_context']:,} reserved ({result['kv_rows_per_bank']} DRAM rows "
+             f"per bank for K and V)",
+             f"cycles     {result['cycles']:,}  ({_time(result['time_s'])}, {result['schedule']})"]
+    for name, ph in result["phases"].items():
+        cmds = "  ".join(f"{k} {v:,}" for k, v in sorted(ph["commands"].items()))
+        lines.append(f"  {name:<8} {ph['cycles']:>9,} cycles   {cmds}")
+    if "functional" in result:
+        f = result["functional"]
+        lines.append(f"functional max |error| scores {f['scores_max_abs_error']:.3g}, outputs "
+                     f"{f['context_max_abs_error']:.3g} against the {f['reference']}")
+    return "\n".join(lines)
