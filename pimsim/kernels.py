@@ -87,14 +87,21 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
     return result
 
 
+def _peak_internal_Bps(compiled) -> float:
+    """Every PIM unit reads one column access per MACAB, MACABs back to back on every channel."""
+    hw = compiled.hw
+    org = hw.dram.organization
+    mac_gap = int(compiled.spec.cmds[compiled.command_names.index("MACAB"), K_REPEAT])
+    units = org.ranks * org.banks // hw.pim.banks_per_unit
+    return org.channels * units * org.access_bytes / (mac_gap * hw.dram.tCK_s)
+
+
 def _stats(compiled, geometry, placement, program, summary) -> dict:
     hw = compiled.hw
     org = hw.dram.organization
     macs = summary["commands"].get("MACAB", 0)
     in_banks = macs * geometry.units * org.access_bytes
-    # peak: every unit reads one column access per MACAB, MACABs back to back
-    mac_gap = int(compiled.spec.cmds[compiled.command_names.index("MACAB"), K_REPEAT])
-    peak_internal = org.channels * geometry.units * org.access_bytes / (mac_gap * hw.dram.tCK_s)
+    peak_internal = _peak_internal_Bps(compiled)
     time_s = summary["time_s"]
     return {
         "kernel": "gemv",
@@ -225,8 +232,11 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
         trace = CommandTrace(line=np.arange(len(prog)) + 1, cycle=np.zeros(len(prog), np.int64), has_cycles=False,
                              cmd=prog.cmd, node=prog.node, row=prog.row, column=prog.column, source=f"<{name}>")
         s = run_command_trace(compiled, trace).summary()
+        in_banks = s["commands"].get("MACAB", 0) * geometry.units * hw.dram.organization.access_bytes
         phases[name] = {"cycles": s["cycles"], "time_s": s["time_s"], "commands": s["commands"],
-                        "row_hit_rate": s["row_hit_rate"], "bytes_over_pins": s["bytes"]}
+                        "row_hit_rate": s["row_hit_rate"], "bytes_over_pins": s["bytes"],
+                        "bytes_in_banks": in_banks,
+                        "utilization": in_banks / s["time_s"] / _peak_internal_Bps(compiled) if s["time_s"] else 0.0}
     stats = {
         "kernel": "attention", "hardware": hw.name, "heads": heads, "head_dim": head_dim, "context": context,
         "max_context": max_context, "phases": phases,

@@ -18,8 +18,13 @@ def warm_up() -> float:
     from pimsim.trace.generate import pim_row_sweep, streaming_reads
 
     start = time.perf_counter()
-    aim = compile_standard(load_hardware("gddr6-aim.yaml"))
+    from pimsim.kernels import attention, gemv
+
+    aim = load_hardware("gddr6-aim.yaml")
+    compiled = compile_standard(aim)
     for record in (False, True):
-        run_command_trace(aim, pim_row_sweep(aim, rows=2, macs_per_row=4, channels=1), record=record)
-        run_request_trace(aim, streaming_reads(8), record=record)
+        run_command_trace(compiled, pim_row_sweep(compiled, rows=2, macs_per_row=4, channels=1), record=record)
+        run_request_trace(compiled, streaming_reads(8), record=record)
+    gemv(aim, 16, 16, functional=True)  # the bank model
+    attention(aim, 1, 16, 2, functional=True)
     return time.perf_counter() - start

@@ -78,7 +78,8 @@ def attention_summary(result: dict) -> str:
              f"cycles     {result['cycles']:,}  ({_time(result['time_s'])}, {result['schedule']})"]
     for name, ph in result["phases"].items():
         cmds = "  ".join(f"{k} {v:,}" for k, v in sorted(ph["commands"].items()))
-        lines.append(f"  {name:<8} {ph['cycles']:>9,} cycles   {cmds}")
+        lines.append(f"  {name:<8} {ph['cycles']:>9,} cycles  {100 * ph['utilization']:5.1f}% of peak internal "
+                     f"bandwidth   {cmds}")
     if "functional" in result:
         f = result["functional"]
         lines.append(f"functional max |error| scores {f['scores_max_abs_error']:.3g}, outputs "
