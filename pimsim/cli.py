@@ -40,6 +40,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pimsim", description="Cycle-accurate simulator of DRAM processing-in-memory for LLM token generation.")
@@ -89,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compute with random data through the bank model and report the error against numpy")
     q.add_argument("--no-pim", action="store_true",
                    help="also time the same GEMV on the same memory without PIM (weights read out by the controller)")
-    q.add_argument("--seed", type=int, default=0, help="random data seed for --functional")
+    q.add_argument("--seed", type=_nonnegative, default=0, help="random data seed for --functional")
     q.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     q.set_defaults(func=cmd_kernel_gemv)
@@ -103,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="context the cache reserves space for (default: --context)")
     q.add_argument("--functional", action="store_true",
                    help="also compute with random data through the bank model and report the error against numpy")
-    q.add_argument("--seed", type=int, default=0, help="random data seed for --functional")
+    q.add_argument("--seed", type=_nonnegative, default=0, help="random data seed for --functional")
     q.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     q.set_defaults(func=cmd_kernel_attention)

@@ -26,6 +26,7 @@ from pimsim.mapper.gemv import RD_CHANNEL, RD_GROUP, RD_POS, RD_SELECT, RD_WAVE,
 from pimsim.mapper.placement import Geometry, place_gemv
 from pimsim.pim.banks import BankModel
 from pimsim.pim.formats import to_operands
+from pimsim.pim.reduce import sum_partials
 from pimsim.trace.files import CommandTrace, RequestTrace
 
 MAX_ELEMENTS = 1 << 31
@@ -64,15 +65,15 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
     stats = _stats(compiled, geometry, placement, program, run.summary())
     result = GemvResult(stats=stats)
     if functional:
-        rng = np.random.default_rng(seed)
-        if W is None:
-            W = rng.standard_normal((rows, cols)).astype(np.float32)
-        x = rng.standard_normal(cols).astype(np.float32) if x is None else np.asarray(x, np.float32).ravel()
+        rng = _rng(seed)
+        fmt = hw.pim.weight_format
+        W = _random(rng, (rows, cols), fmt) if W is None else W
+        x = _random(rng, (cols,), fmt) if x is None else np.asarray(x, np.float32).ravel()
         if x.shape != (cols,):
             raise PimsimError(f"x must have {cols} elements to match W, got {x.shape[0]}")
-        result.y = _run_functional(compiled, hw, placement, program, W, x)
-        fmt = hw.pim.weight_format
-        wq, xq = to_operands(W, fmt).astype(np.float64), to_operands(x, fmt).astype(np.float64)
+        wq, xq = _operands(W, fmt), _operands(x, fmt)  # refuses unquantized int8 data up front
+        result.y = _run_functional(compiled, hw, placement, program, wq, xq)
+        wq, xq = wq.astype(np.float64), xq.astype(np.float64)
         exact, scale = wq @ xq, np.abs(wq) @ np.abs(xq)
         err = np.abs(result.y - exact)
         stats["functional"] = {
@@ -85,6 +86,26 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
         result.baseline_stats = _no_pim_baseline(compiled, hw, rows, cols)
         stats["speedup_over_no_pim"] = result.baseline_stats["cycles"] / stats["cycles"]
     return result
+
+
+def _rng(seed: int) -> np.random.Generator:
+    if not isinstance(seed, int) or seed < 0:
+        raise PimsimError(f"the random seed must be a non-negative integer, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def _random(rng: np.random.Generator, shape, fmt: str) -> np.ndarray:
+    """Random operands: standard normal for float formats, uniform integers for int8."""
+    if fmt == "int8":
+        return rng.integers(-128, 128, shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _operands(values, fmt: str) -> np.ndarray:
+    try:
+        return to_operands(values, fmt)
+    except ValueError as exc:
+        raise PimsimError(str(exc)) from None
 
 
 def _peak_internal_Bps(compiled) -> float:
@@ -153,16 +174,9 @@ def _collect(program, results, geometry) -> np.ndarray:
     real = (base[:, None] + np.arange(g.units)[None, :]) < rows
     lanes = values.shape[2]
     out_id = np.repeat(output[real], lanes)  # one entry per partial sum: reads in order, then lanes
-    partial = values[real].reshape(-1).astype(np.float32)
-    order = np.argsort(out_id, kind="stable")
-    out_id, partial = out_id[order], partial[order]
-    starts = np.searchsorted(out_id, out_id, side="left")
-    rank = np.arange(len(out_id)) - starts  # position of each partial among its output's partials
-    y = np.zeros(rows * n_groups, np.float32)
-    for j in range(int(rank.max()) + 1 if len(rank) else 0):
-        pick = rank == j
-        y[out_id[pick]] = (y[out_id[pick]] + partial[pick]).astype(np.float32)
-    return y.reshape(rows, n_groups)
+    partial = values[real].reshape(-1)
+    order = np.argsort(out_id, kind="stable")  # per output, its partials in reading order
+    return sum_partials(out_id[order], partial[order], rows * n_groups, g.integer).reshape(rows, n_groups)
 
 
 def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
@@ -213,20 +227,16 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
     geometry = Geometry.of(hw)
     layout = kv_layout(geometry, heads, head_dim, max_context)
     lanes_out = hw.pim.lanes_per_unit if hw.pim.accumulate == "lanes" else 1
-    rng = np.random.default_rng(seed)
     t = context - 1  # the new token
-    K = rng.standard_normal((context, heads, head_dim)).astype(np.float32)
-    V = rng.standard_normal((context, heads, head_dim)).astype(np.float32)
-    q = rng.standard_normal((heads, head_dim)).astype(np.float32)
-    p = rng.random((heads, context)).astype(np.float32)
-    k_mat = np.zeros((max_context, layout.k.cols_padded), np.float32)
-    k_mat[:context].reshape(context, heads, layout.head_dim_padded)[:, :, :head_dim] = K
-    vt_mat = np.zeros((layout.head_dim_padded, layout.v.cols_padded), np.float32)
-    vt_view = vt_mat.reshape(layout.head_dim_padded, heads, layout.context_padded)
-    vt_view[:head_dim, :, :context] = V.transpose(2, 1, 0)
-    append = append_program(compiled, layout, t, k_mat, vt_mat)
+    K = V = q = p = None
+    if functional:
+        rng = _rng(seed)
+        fmt = hw.pim.weight_format
+        K, V, q = (_random(rng, shape, fmt) for shape in ((context, heads, head_dim),) * 2 + ((heads, head_dim),))
+        p = rng.random((heads, context)).astype(np.float32) if fmt != "int8" else _random(rng, (heads, context), fmt)
+    append = append_program(compiled, layout, t, None if K is None else K[t], V)
     scores = gemv_program(compiled, layout.k, lanes_out, layout.k_groups(), rows_active=context)
-    ctx = gemv_program(compiled, layout.v, lanes_out, layout.v_groups(context))
+    ctx = gemv_program(compiled, layout.v, lanes_out, layout.v_groups(context), rows_active=head_dim)
     phases = {}
     for name, prog in (("append", append), ("scores", scores), ("context", ctx)):
         trace = CommandTrace(line=np.arange(len(prog)) + 1, cycle=np.zeros(len(prog), np.int64), has_cycles=False,
@@ -249,13 +259,14 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
     if functional:
         model = BankModel(hw)
         e = geometry.elems_per_access
-        # the cache as it was before this step (token t not yet there), then the append program runs
-        before_k = k_mat.copy()
-        before_k[t] = 0
-        before_vt = vt_mat.copy()
-        before_vt.reshape(layout.head_dim_padded, heads, layout.context_padded)[:, :, t] = 0
-        _store_matrix(model, layout.k, before_k)
-        _store_matrix(model, layout.v, before_vt)
+        # the cache as it was before this step (tokens before t), then the append program runs
+        k_mat = np.zeros((t, layout.k.cols_padded), np.float32)
+        k_mat.reshape(t, heads, layout.head_dim_padded)[:, :, :head_dim] = K[:t]
+        vt_mat = np.zeros((layout.head_dim_padded, layout.v.cols_padded), np.float32)
+        vt_mat.reshape(layout.head_dim_padded, heads, layout.context_padded)[:head_dim, :, :t] = \
+            V[:t].transpose(2, 1, 0)
+        _store_matrix(model, layout.k, k_mat)
+        _store_matrix(model, layout.v, vt_mat)
         model.run(compiled, append.cmd, append.node, append.row, append.column, payload_index=append.payload,
                   payloads=append.payloads)
         qp = np.zeros(layout.k.cols_padded, np.float32)
@@ -268,15 +279,14 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
         got_ctx = _collect(ctx, model.run(compiled, ctx.cmd, ctx.node, ctx.row, ctx.column,
                                           payload_index=ctx.payload, payloads=pp.reshape(-1, e),
                                           select=ctx.select), geometry)  # [dims, heads]
-        fmt = hw.pim.weight_format
         Kq, Vq = to_operands(K, fmt).astype(np.float64), to_operands(V, fmt).astype(np.float64)
         want_scores = np.einsum("thd,hd->th", Kq, to_operands(q, fmt).astype(np.float64))
         want_ctx = np.einsum("th,thd->hd", to_operands(p, fmt).astype(np.float64).T, Vq)
         stats["functional"] = {
             "scores_max_abs_error": float(np.abs(got_scores[:context] - want_scores).max()),
-            "context_max_abs_error": float(np.abs(got_ctx[:head_dim].T - want_ctx).max()),
+            "context_max_abs_error": float(np.abs(got_ctx.T - want_ctx).max()),
             "reference": f"float64 products of the {fmt}-rounded operands", "seed": seed,
-            "scores": got_scores[:context], "context": got_ctx[:head_dim].T,
+            "scores": got_scores[:context], "context": got_ctx.T,
             "want_scores": want_scores, "want_context": want_ctx,
         }
     return stats

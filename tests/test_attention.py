@@ -37,9 +37,7 @@ def test_append_writes_exactly_what_the_layout_says():
     g = Geometry.of(c.hw)
     heads, dim, tmax = 4, 64, 100
     layout = kv_layout(g, heads, dim, tmax)
-    k = np.zeros((tmax, layout.k.cols_padded), np.float32)
-    vt = np.zeros((layout.head_dim_padded, layout.v.cols_padded), np.float32)
-    prog = append_program(c, layout, 37, k, vt)
+    prog = append_program(c, layout, 37)  # timing only: zero payloads
     names = np.array(c.command_names)[prog.cmd]
     # K: one row of heads x dim values = 16 column accesses; V: one masked write per (head, dimension)
     assert (names == "WR").sum() == heads * dim // 16 + heads * dim

@@ -116,6 +116,13 @@ def test_no_pim_baseline_streams_every_weight_through_all_channels():
     assert r.stats["speedup_over_no_pim"] == b["cycles"] / r.stats["cycles"] > 1
 
 
+def test_a_negative_seed_is_refused(capsys):
+    with pytest.raises(PimsimError, match="seed"):
+        gemv(compiled("gddr6-aim.yaml").hw, 8, 8, functional=True, seed=-1)
+    with pytest.raises(SystemExit):
+        main(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "8", "--cols", "8", "--seed", "-1"])
+
+
 def test_kernel_gemv_cli(capsys):
     assert main(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "256", "--cols", "512", "--functional",
                  "--no-pim", "--json", "-"]) == 0
@@ -136,3 +143,11 @@ def test_int8_gemv_with_int32_accumulators_is_exact():
     x = rng.integers(-128, 128, 700).astype(np.float32)
     y = gemv(hw, W=W, x=x).y
     assert np.array_equal(y.astype(np.int64), W.astype(np.int64) @ x.astype(np.int64))
+    # sums far beyond 2**24, where FP32 partial sums would round: still exact
+    W = np.full((4, 16384), 127, np.float32)
+    x = np.full(16384, 127, np.float32)
+    assert list(gemv(hw, W=W, x=x).y) == [16384 * 127 * 127] * 4
+    # random int8 data for --functional, and unquantized data refused with a clear error
+    assert gemv(hw, 64, 64, functional=True).stats["functional"]["max_abs_error"] == 0
+    with pytest.raises(PimsimError, match="int8 operands"):
+        gemv(hw, W=np.full((2, 16), 0.5, np.float32), x=np.ones(16, np.float32))

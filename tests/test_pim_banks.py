@@ -217,3 +217,19 @@ def test_bad_functional_inputs_are_clear_errors():
         model.store(0, 0, 0, np.zeros(2000))
     with pytest.raises(PimsimError, match="no pim section"):
         BankModel(compiled("ddr4-2400.yaml").hw)
+
+
+def test_the_bank_model_refuses_streams_that_compute_on_closed_rows_or_outside_a_row():
+    c = compiled("gddr6-aim.yaml")
+    model = BankModel(c.hw)
+    ids = {n: i for i, n in enumerate(c.command_names)}
+    rk = int(c.rank_node(0))
+    bank = int(c.bank_node(0, 0, 1, 2))
+    with pytest.raises(PimsimError, match="has no row open"):
+        model.run(c, np.array([ids["MACAB"]]), np.array([rk]), np.array([-1]), np.array([0]))
+    with pytest.raises(PimsimError, match="has no row 7"):
+        model.run(c, np.array([ids["WR"]]), np.array([bank]), np.array([7]), np.array([0]),
+                  payload_index=np.array([0]), payloads=np.zeros((1, 16)))
+    with pytest.raises(PimsimError, match="outside the row"):
+        model.run(c, np.array([ids["ACT"], ids["WR"]]), np.array([bank, bank]), np.array([5, 5]),
+                  np.array([-1, 1024]), payload_index=np.array([-1, 0]), payloads=np.zeros((1, 16)))

@@ -72,35 +72,49 @@ class WriteProgram:
         return len(self.cmd)
 
 
-def append_program(compiled: Compiled, layout: KVLayout, token: int, k_matrix: np.ndarray,
-                   vt_matrix: np.ndarray) -> WriteProgram:
+def append_program(compiled: Compiled, layout: KVLayout, token: int, k_token: np.ndarray | None = None,
+                   values: np.ndarray | None = None) -> WriteProgram:
     """Commands writing token `token`'s keys and values into the cache.
 
-    ``k_matrix`` (max_context x heads*head_dim_padded) and ``vt_matrix`` (head_dim_padded x
-    heads*context_padded) are the cache contents *after* the append; WR payloads are cut from them
-    (a masked WR of one value carries its whole column access, the other values unchanged)."""
+    ``k_token`` (heads x head_dim) are the new token's keys; ``values`` (tokens x heads x head_dim,
+    at least token + 1 of them) the values of the cache *after* the append: a masked WR of one value
+    carries its whole column access, so its payload holds the neighbouring tokens' values unchanged.
+    Without them (timing only) the payloads are zeros."""
     if not 0 <= token < layout.max_context:
         raise PimsimError(f"token {token} is outside the reserved context of {layout.max_context}")
     g = layout.k.geometry
     e = g.elems_per_access
     jobs = []  # (channel, bank, DRAM row, accesses, chunks): one row to open, write and close
+    functional = k_token is not None and values is not None
+    zero = np.zeros(e, np.float32)
 
     # K: the token's row, segment by segment
+    k_row = np.zeros(layout.k.cols_padded, np.float32)
+    if functional:
+        k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
     cols = np.arange(0, layout.k.cols_padded, e)
     channel, bank, dram_row, elem = layout.k.where(np.full(len(cols), token), cols)
     for r in np.unique(dram_row):
         sel = dram_row == r
         jobs.append((int(channel[sel][0]), int(bank[sel][0]), int(r), elem[sel] // e,
-                     [k_matrix[token, c:c + e] for c in cols[sel]]))
+                     [k_row[c:c + e] for c in cols[sel]]))
     # V^T: one value per (head, dimension), in the row of that dimension
     d = np.repeat(np.arange(layout.head_dim), layout.heads)
     h = np.tile(np.arange(layout.heads), layout.head_dim)
     col = h * layout.context_padded + token
     channel, bank, dram_row, elem = layout.v.where(d, col)
+    first = (token // e) * e  # first token of the column access the new value falls in
     for key in sorted(set(zip(channel.tolist(), bank.tolist(), dram_row.tolist()))):
         sel = (channel == key[0]) & (bank == key[1]) & (dram_row == key[2])
-        starts = (col[sel] // e) * e
-        jobs.append((*key, elem[sel] // e, [vt_matrix[dd, s:s + e] for dd, s in zip(d[sel], starts)]))
+        chunks = [zero] * int(sel.sum())
+        if functional:
+            chunks = []
+            for dd, hh in zip(d[sel], h[sel]):
+                chunk = np.zeros(e, np.float32)
+                known = values[first:min(first + e, len(values)), hh, dd]
+                chunk[:len(known)] = known
+                chunks.append(chunk)
+        jobs.append((*key, elem[sel] // e, chunks))
     return _write_jobs(compiled, jobs, g)
 
 

@@ -34,6 +34,7 @@ class Geometry:
     gb_chunks: int  # column accesses the global buffer holds
     burst_length: int  # device columns per column access
     operand_bytes: float
+    integer: bool  # integer operands and accumulators (partial sums are added exactly)
 
     @classmethod
     def of(cls, hw: HardwareConfig) -> Geometry:
@@ -45,7 +46,7 @@ class Geometry:
                    banks_per_unit=pim.banks_per_unit, rows=org.rows, row_elems=org.row_bytes * 8 // bits,
                    elems_per_access=org.access_bytes * 8 // bits,
                    gb_chunks=pim.global_buffer_bytes // org.access_bytes, burst_length=org.burst_length,
-                   operand_bytes=bits / 8)
+                   operand_bytes=bits / 8, integer=pim.accumulator_format == "int32")
 
     @property
     def slots(self) -> int:

@@ -147,11 +147,21 @@ class BankModel:
         for i in writes:  # the numba loop cannot grow `data`: rows that WR will write get slots now
             self._slot(int(channel[i]), int(bank[i]), int(row[i]))
         bl = self.hw.dram.organization.burst_length
-        out_index, out_values = _execute(
+        accesses = np.asarray(column, np.int64) // bl
+        uses_column = np.isin(roles[cmd], (R_MAC, R_WRGB, R_WRITE))
+        bad = uses_column & ((accesses < 0) | (accesses >= self.row_elems // self.elems_per_access))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise PimsimError(f"command {i} ({names[cmd[i]]}): column {column[i]} is outside the row")
+        out_index, out_values, err = _execute(
             roles[cmd], channel.astype(np.int64), bank.astype(np.int64), np.asarray(row, np.int64),
-            np.asarray(column, np.int64) // bl, np.asarray(payload_index, np.int64), payloads, select,
+            accesses, np.asarray(payload_index, np.int64), payloads, select,
             self.slot, self.data, self.global_buffer, self.acc, self.open_row,
             self.banks_per_unit, self.elems_per_access, self.gb_chunks, self.acc_width, self.acc_kind)
+        if err[0] >= 0:
+            raise PimsimError(f"command {int(err[0])} ({names[cmd[int(err[0])]]}): bank {int(err[1])} of channel "
+                              f"{int(channel[int(err[0])])} has no row {'open' if err[2] < 0 else int(err[2])} "
+                              f"to compute on or write to")
         return [MacResult(int(i), int(channel[i]), v) for i, v in zip(out_index, out_values)]
 
 
@@ -166,6 +176,7 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
             n_read += 1
     out_index = np.empty(n_read, np.int64)
     out_values = np.empty((n_read, units, width), np.float64)
+    err = np.full(3, -1, np.int64)  # command index, bank, wanted row: a MAC or WR with its row not open
     k_read = 0
     nbanks = open_row.shape[1]
     products = np.empty(elems, np.float64)
@@ -180,6 +191,9 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
             for e in range(elems):
                 gb[ch, start + e] = payloads[payload_index[i], e]
         elif r == R_WRITE:
+            if open_row[ch, b] != row[i]:
+                err[0], err[1], err[2] = i, b, row[i]
+                return out_index[:k_read], out_values[:k_read], err
             s = slot[ch, b, row[i]]
             for e in range(elems):
                 data[s, col[i] * elems + e] = payloads[payload_index[i], e]
@@ -196,6 +210,9 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
             g0 = (col[i] % gb_chunks) * elems
             for u in range(first_unit, last_unit):
                 bb = u * banks_per_unit + sel
+                if open_row[ch, bb] < 0:
+                    err[0], err[1] = i, bb
+                    return out_index[:k_read], out_values[:k_read], err
                 s = slot[ch, bb, open_row[ch, bb]]
                 for e in range(elems):
                     w = data[s, col[i] * elems + e] if s >= 0 else np.float32(0.0)
@@ -215,4 +232,4 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
                 else:
                     for e in range(elems):
                         acc[ch, u, e] = round_acc(acc[ch, u, e] + products[e], acc_kind)
-    return out_index, out_values
+    return out_index, out_values, err
