@@ -30,24 +30,21 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set dram.timing.nRCD=20 (repeatable)")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
-def _nonnegative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive = _int_at_least(1)
+_nonnegative = _int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,15 +229,20 @@ def cmd_trace_run(args) -> int:
     out["peak_bandwidth_GBps"] = hw.dram.peak_bandwidth_Bps / 1e9
     out["input"] = {"path": str(path), "kind": f"{kind[:-1]} trace", "entries": len(trace),
                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    out["config"] = resolved_config(hw)
-    out["pimsim_version"] = __version__
-    out["host"] = {"wall_clock_s": elapsed}  # kept apart: the only field that differs between reruns
     if args.emit_commands:
         _write(args.emit_commands, lambda p: write_command_trace(p, compiled, result.record))
+    return _finish(args, hw, out, elapsed, trace_summary)
+
+
+def _finish(args, hw, out: dict, elapsed_s: float, summarize) -> int:
+    """Add what makes a result traceable, then print it (table or JSON) and write --json."""
+    out["config"] = resolved_config(hw)
+    out["pimsim_version"] = __version__
+    out["host"] = {"wall_clock_s": elapsed_s}  # kept apart: the only field that differs between reruns
     if args.json_out == "-":
         print(json.dumps(out, indent=2))
     else:
-        print(trace_summary(out))
+        print(summarize(out))
         if args.json_out:
             _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
     return 0
@@ -257,16 +259,7 @@ def cmd_kernel_gemv(args) -> int:
     out = dict(result.stats)
     if result.baseline_stats is not None:
         out["no_pim"] = result.baseline_stats
-    out["config"] = resolved_config(hw)
-    out["pimsim_version"] = __version__
-    out["host"] = {"wall_clock_s": time.perf_counter() - started}
-    if args.json_out == "-":
-        print(json.dumps(out, indent=2))
-    else:
-        print(gemv_summary(out))
-        if args.json_out:
-            _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
-    return 0
+    return _finish(args, hw, out, time.perf_counter() - started, gemv_summary)
 
 
 def cmd_kernel_attention(args) -> int:
@@ -280,16 +273,7 @@ def cmd_kernel_attention(args) -> int:
                     seed=args.seed)
     if "functional" in out:  # the arrays stay in the Python API; the CLI reports the errors
         out["functional"] = {k: v for k, v in out["functional"].items() if not hasattr(v, "shape")}
-    out["config"] = resolved_config(hw)
-    out["pimsim_version"] = __version__
-    out["host"] = {"wall_clock_s": time.perf_counter() - started}
-    if args.json_out == "-":
-        print(json.dumps(out, indent=2))
-    else:
-        print(attention_summary(out))
-        if args.json_out:
-            _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
-    return 0
+    return _finish(args, hw, out, time.perf_counter() - started, attention_summary)
 
 
 def cmd_trace_check(args) -> int:

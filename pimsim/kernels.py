@@ -58,11 +58,7 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
     placement = place_gemv(geometry, rows, cols)
     lanes_out = hw.pim.lanes_per_unit if hw.pim.accumulate == "lanes" else 1
     program = gemv_program(compiled, placement, lanes_out)
-    trace = CommandTrace(line=np.arange(len(program)) + 1, cycle=np.zeros(len(program), np.int64),
-                         has_cycles=False, cmd=program.cmd, node=program.node, row=program.row,
-                         column=program.column, source="<gemv program>")
-    run = run_command_trace(compiled, trace)
-    stats = _stats(compiled, geometry, placement, program, run.summary())
+    stats = _stats(compiled, geometry, placement, program, _time_program(compiled, program, "gemv program"))
     result = GemvResult(stats=stats)
     if functional:
         rng = _rng(seed)
@@ -83,9 +79,17 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
             "seed": seed,
         }
     if no_pim:
-        result.baseline_stats = _no_pim_baseline(compiled, hw, rows, cols)
+        result.baseline_stats = _no_pim_baseline(compiled, geometry, rows, cols)
         stats["speedup_over_no_pim"] = result.baseline_stats["cycles"] / stats["cycles"]
     return result
+
+
+def _time_program(compiled, program, name: str) -> dict:
+    """Issue a program's command streams through the timing kernel; its run summary."""
+    n = len(program)
+    trace = CommandTrace(line=np.arange(n) + 1, cycle=np.zeros(n, np.int64), has_cycles=False, cmd=program.cmd,
+                         node=program.node, row=program.row, column=program.column, source=f"<{name}>")
+    return run_command_trace(compiled, trace).summary()
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -193,11 +197,11 @@ def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
     return _collect(program, results, g)[:, 0]
 
 
-def _no_pim_baseline(compiled, hw, rows, cols) -> dict:
+def _no_pim_baseline(compiled, geometry, rows, cols) -> dict:
     """The same GEMV on the same memory without PIM: W streamed out with ordinary reads."""
+    hw = compiled.hw
     org = hw.dram.organization
-    operand_bytes = {"bf16": 2, "fp16": 2, "int8": 1}[hw.pim.weight_format]
-    requests = -(-rows * cols * operand_bytes // org.access_bytes)
+    requests = -(-int(rows * cols * geometry.operand_bytes) // org.access_bytes)
     if requests * org.access_bytes > org.capacity_bytes:
         raise PimsimError("the matrix does not fit the memory for the no-PIM baseline")
     addresses = channel_interleaved(hw, requests)
@@ -239,9 +243,7 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
     ctx = gemv_program(compiled, layout.v, lanes_out, layout.v_groups(context), rows_active=head_dim)
     phases = {}
     for name, prog in (("append", append), ("scores", scores), ("context", ctx)):
-        trace = CommandTrace(line=np.arange(len(prog)) + 1, cycle=np.zeros(len(prog), np.int64), has_cycles=False,
-                             cmd=prog.cmd, node=prog.node, row=prog.row, column=prog.column, source=f"<{name}>")
-        s = run_command_trace(compiled, trace).summary()
+        s = _time_program(compiled, prog, name)
         in_banks = s["commands"].get("MACAB", 0) * geometry.units * hw.dram.organization.access_bytes
         phases[name] = {"cycles": s["cycles"], "time_s": s["time_s"], "commands": s["commands"],
                         "row_hit_rate": s["row_hit_rate"], "bytes_over_pins": s["bytes"],
