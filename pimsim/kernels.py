@@ -22,7 +22,7 @@ from pimsim.dram.simulate import run_command_trace, run_request_trace
 from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
 from pimsim.mapper.attention import append_program, kv_layout
-from pimsim.mapper.gemv import RD_CHANNEL, RD_GROUP, RD_POS, RD_SELECT, RD_WAVE, gemv_program
+from pimsim.mapper.gemv import RD_CHANNEL, RD_GROUP, RD_POS, RD_SELECT, RD_WAVE, STRATEGIES
 from pimsim.mapper.placement import Geometry, place_gemv
 from pimsim.pim.banks import BankModel
 from pimsim.pim.formats import to_operands
@@ -57,7 +57,7 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
     geometry = Geometry.of(hw)
     placement = place_gemv(geometry, rows, cols)
     lanes_out = hw.pim.lanes_per_unit if hw.pim.accumulate == "lanes" else 1
-    program = gemv_program(compiled, placement, lanes_out)
+    program = STRATEGIES[hw.mapping.gemv](compiled, placement, lanes_out)
     stats = _stats(compiled, geometry, placement, program, _time_program(compiled, program, "gemv program"))
     result = GemvResult(stats=stats)
     if functional:
@@ -239,8 +239,9 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
         K, V, q = (_random(rng, shape, fmt) for shape in ((context, heads, head_dim),) * 2 + ((heads, head_dim),))
         p = rng.random((heads, context)).astype(np.float32) if fmt != "int8" else _random(rng, (heads, context), fmt)
     append = append_program(compiled, layout, t, None if K is None else K[t], V)
-    scores = gemv_program(compiled, layout.k, lanes_out, layout.k_groups(), rows_active=context)
-    ctx = gemv_program(compiled, layout.v, lanes_out, layout.v_groups(context), rows_active=head_dim)
+    program_for = STRATEGIES[hw.mapping.gemv]
+    scores = program_for(compiled, layout.k, lanes_out, layout.k_groups(), rows_active=context)
+    ctx = program_for(compiled, layout.v, lanes_out, layout.v_groups(context), rows_active=head_dim)
     phases = {}
     for name, prog in (("append", append), ("scores", scores), ("context", ctx)):
         s = _time_program(compiled, prog, name)

@@ -127,9 +127,10 @@ FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}
 class MappingConfig(StrictModel):
     """Which mapper strategy places each kind of operation (see pimsim.mapper)."""
 
-    gemv: Literal["row_partition"] = Field(
-        "row_partition", description="output rows over channels x PIM units, the input dimension along DRAM "
-                                     "rows, partial sums of split rows added by the ASIC")
+    gemv: Literal["row_partition", "wave_major"] = Field(
+        "row_partition", description="row_partition: output rows over channels x PIM units, the input dimension "
+                                     "along DRAM rows, one partial sum per global-buffer block; wave_major: the "
+                                     "same placement, each row open across all blocks of its segment")
 
 
 class HardwareConfig(StrictModel):

@@ -101,3 +101,76 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     a = lambda v: np.asarray(v, np.int64)  # noqa: E731
     return GemvProgram(placement, a(cmd), a(node), a(row), a(column), a(select), a(payload),
                        np.asarray(reads, np.int64).reshape(-1, 6), rows_active * len(groups), len(groups), partials)
+
+
+def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
+                            groups: list[tuple[int, int]] | None = None,
+                            rows_active: int | None = None) -> GemvProgram:
+    """The ``wave_major`` strategy: the same placement, but each wave's row stays open while every
+    global-buffer block of its segment goes through, and the units accumulate across blocks.
+
+    Where a segment fits the global buffer (GDDR6-AiM: always) this is the same program as
+    ``row_partition``. Where it does not (HBM-PIM: 8 of the 32 column accesses of a row), x is written
+    into the buffer again for every wave and bank of a unit, but each row opens once and each output
+    takes one RDMAC per segment instead of one per block: fewer activations, fewer partial sums for
+    the ASIC, more global-buffer writes. Arguments as for :func:`gemv_program`.
+    """
+    g = placement.geometry
+    ids = {n: i for i, n in enumerate(compiled.command_names)}
+    cmd, node, row, column, select, payload, reads = [], [], [], [], [], [], []
+    per_channel = g.units * g.banks_per_unit
+    accesses_per_row = g.row_elems // g.elems_per_access
+    if groups is None:
+        groups = [(0, placement.cols_padded // g.elems_per_access)]
+    rows_active = placement.rows_out if rows_active is None else rows_active
+    partials = 0
+
+    def emit(name, n, r=-1, k=-1, s=0, p=-1):
+        cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), select.append(s), payload.append(p)
+
+    for ch in range(g.channels):
+        rank, chan = int(compiled.rank_node(ch)), int(compiled.channel_node(ch))
+        first_slot = ch * per_channel
+        waves = [w for w in range(placement.waves) if w * g.slots + first_slot < rows_active]
+        if not waves:
+            continue
+        for seg in range(placement.segments):
+            ncol = placement.segment_columns(seg)
+            first = seg * accesses_per_row
+            # each group's column accesses within this segment, as segment-local ranges
+            parts = [(gi, max(0, lo - first), min(ncol, lo + n - first)) for gi, (lo, n) in enumerate(groups)]
+            parts = [(gi, lo, hi) for gi, lo, hi in parts if lo < hi]
+            if not parts:
+                continue
+            used = sorted({k for _, lo, hi in parts for k in range(lo, hi)})
+            fits = len({k // g.gb_chunks for k in used}) == 1
+            if fits:  # the whole segment in the buffer at once: write it once for all waves
+                for k in used:
+                    emit("WRGB", chan, k=k * g.burst_length, p=first + k)
+            for w in waves:
+                r = placement.first_row + w * placement.segments + seg
+                emit("ACTAB", rank, r=r)
+                for sel in range(g.banks_per_unit):
+                    base = w * g.slots + first_slot + sel * g.units
+                    if base >= rows_active:
+                        break
+                    loaded = -1 if not fits else used[0] // g.gb_chunks
+                    for gi, lo, hi in parts:
+                        for k in range(lo, hi):
+                            block = k // g.gb_chunks
+                            if block != loaded:  # bring this block of x into the buffer
+                                for kk in used:
+                                    if kk // g.gb_chunks == block:
+                                        emit("WRGB", chan, k=kk * g.burst_length, p=first + kk)
+                                loaded = block
+                            emit("MACAB", rank, r=r, k=k * g.burst_length, s=sel)
+                        emit("RDMAC", rank)
+                        reads.append((len(cmd) - 1, ch, w, seg, sel, gi))
+                        partials += min(g.units, rows_active - base) * lanes_out
+                emit("PREA", rank)
+    a = lambda v: np.asarray(v, np.int64)  # noqa: E731
+    return GemvProgram(placement, a(cmd), a(node), a(row), a(column), a(select), a(payload),
+                       np.asarray(reads, np.int64).reshape(-1, 6), rows_active * len(groups), len(groups), partials)
+
+
+STRATEGIES = {"row_partition": gemv_program, "wave_major": gemv_program_wave_major}
