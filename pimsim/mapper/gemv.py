@@ -65,6 +65,13 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     def emit(name, n, r=-1, k=-1, s=0, p=-1):
         cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), select.append(s), payload.append(p)
 
+    def emit_macs(n, r, lo, hi, s):
+        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
+        count = hi - lo
+        cmd.extend([ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
+        column.extend(range(lo * g.burst_length, hi * g.burst_length, g.burst_length))
+        select.extend([s] * count), payload.extend([-1] * count)
+
     for ch in range(g.channels):
         rank, chan = int(compiled.rank_node(ch)), int(compiled.channel_node(ch))
         first_slot = ch * per_channel
@@ -92,8 +99,7 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                         if base >= rows_active:
                             break
                         for gi, lo, hi in parts:
-                            for k in range(lo, hi):
-                                emit("MACAB", rank, r=r, k=k * g.burst_length, s=sel)
+                            emit_macs(rank, r, lo, hi, sel)
                             emit("RDMAC", rank)
                             reads.append((len(cmd) - 1, ch, w, seg, sel, gi))
                             partials += min(g.units, rows_active - base) * lanes_out
@@ -128,6 +134,13 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
     def emit(name, n, r=-1, k=-1, s=0, p=-1):
         cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), select.append(s), payload.append(p)
 
+    def emit_macs(n, r, lo, hi, s):
+        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
+        count = hi - lo
+        cmd.extend([ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
+        column.extend(range(lo * g.burst_length, hi * g.burst_length, g.burst_length))
+        select.extend([s] * count), payload.extend([-1] * count)
+
     for ch in range(g.channels):
         rank, chan = int(compiled.rank_node(ch)), int(compiled.channel_node(ch))
         first_slot = ch * per_channel
@@ -156,14 +169,17 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
                         break
                     loaded = -1 if not fits else used[0] // g.gb_chunks
                     for gi, lo, hi in parts:
-                        for k in range(lo, hi):
+                        k = lo
+                        while k < hi:
                             block = k // g.gb_chunks
                             if block != loaded:  # bring this block of x into the buffer
                                 for kk in used:
                                     if kk // g.gb_chunks == block:
                                         emit("WRGB", chan, k=kk * g.burst_length, p=first + kk)
                                 loaded = block
-                            emit("MACAB", rank, r=r, k=k * g.burst_length, s=sel)
+                            end = min(hi, (block + 1) * g.gb_chunks)
+                            emit_macs(rank, r, k, end, sel)
+                            k = end
                         emit("RDMAC", rank)
                         reads.append((len(cmd) - 1, ch, w, seg, sel, gi))
                         partials += min(g.units, rows_active - base) * lanes_out
