@@ -47,6 +47,14 @@ _positive = _int_at_least(1)
 _nonnegative = _int_at_least(0)
 
 
+def _add_kernel_outputs(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--functional", action="store_true",
+                   help="also compute with random data through the bank model and report the error against numpy")
+    q.add_argument("--seed", type=_nonnegative, default=0, help="random data seed for --functional")
+    q.add_argument("--json", dest="json_out", metavar="OUT",
+                   help="write the full result as JSON to OUT ('-' for stdout)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pimsim", description="Cycle-accurate simulator of DRAM processing-in-memory for LLM token generation.")
@@ -92,13 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hw(q)
     q.add_argument("--rows", type=_positive, required=True, metavar="M", help="output rows of W")
     q.add_argument("--cols", type=_positive, required=True, metavar="N", help="input columns of W")
-    q.add_argument("--functional", action="store_true",
-                   help="also compute with random data through the bank model and report the error against numpy")
     q.add_argument("--no-pim", action="store_true",
                    help="also time the same GEMV on the same memory without PIM (weights read out by the controller)")
-    q.add_argument("--seed", type=_nonnegative, default=0, help="random data seed for --functional")
-    q.add_argument("--json", dest="json_out", metavar="OUT",
-                   help="write the full result as JSON to OUT ('-' for stdout)")
+    _add_kernel_outputs(q)
     q.set_defaults(func=cmd_kernel_gemv)
     q = ksub.add_parser("attention", help="one decode step of attention over a KV cache in the PIM banks")
     _add_hw(q)
@@ -108,11 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens in the cache after this step's token is appended")
     q.add_argument("--max-context", type=_positive, metavar="TMAX",
                    help="context the cache reserves space for (default: --context)")
-    q.add_argument("--functional", action="store_true",
-                   help="also compute with random data through the bank model and report the error against numpy")
-    q.add_argument("--seed", type=_nonnegative, default=0, help="random data seed for --functional")
-    q.add_argument("--json", dest="json_out", metavar="OUT",
-                   help="write the full result as JSON to OUT ('-' for stdout)")
+    _add_kernel_outputs(q)
     q.set_defaults(func=cmd_kernel_attention)
     return parser
 

@@ -43,6 +43,79 @@ class GemvProgram:
         return len(self.cmd)
 
 
+class _Builder:
+    """What both strategies share: the command lists, the channels' active waves, the column groups
+    of a range of column accesses, and the bookkeeping of RDMACs and partial sums."""
+
+    def __init__(self, compiled: Compiled, placement: GemvPlacement, lanes_out: int,
+                 groups: list[tuple[int, int]] | None, rows_active: int | None):
+        self.g = g = placement.geometry
+        self.placement = placement
+        self.lanes_out = lanes_out
+        self.ids = {n: i for i, n in enumerate(compiled.command_names)}
+        self.compiled = compiled
+        self.groups = groups if groups is not None else [(0, placement.cols_padded // g.elems_per_access)]
+        self.rows_active = placement.rows_out if rows_active is None else rows_active
+        self.accesses_per_row = g.row_elems // g.elems_per_access
+        self.lists = tuple([] for _ in range(6))  # cmd, node, row, column, select, payload
+        self.reads: list[tuple] = []
+        self.partials = 0
+
+    def emit(self, name, n, r=-1, k=-1, s=0, p=-1):
+        for target, value in zip(self.lists, (self.ids[name], n, r, k, s, p)):
+            target.append(value)
+
+    def emit_macs(self, n, r, lo, hi, s):
+        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
+        count, bl = hi - lo, self.g.burst_length
+        cmd, node, row, column, select, payload = self.lists
+        cmd.extend([self.ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
+        column.extend(range(lo * bl, hi * bl, bl)), select.extend([s] * count), payload.extend([-1] * count)
+
+    def emit_buffer(self, chan, seg, accesses):
+        """WRGB of the given segment-local column accesses of x."""
+        first = seg * self.accesses_per_row
+        for k in accesses:
+            self.emit("WRGB", chan, k=k * self.g.burst_length, p=first + k)
+
+    def read(self, rank, ch, wave, seg, sel, group, base):
+        self.emit("RDMAC", rank)
+        self.reads.append((len(self.lists[0]) - 1, ch, wave, seg, sel, group))
+        self.partials += min(self.g.units, self.rows_active - base) * self.lanes_out
+
+    def channels(self):
+        """(channel, rank node, channel node, first slot, waves with work) for every busy channel."""
+        g = self.g
+        for ch in range(g.channels):
+            first_slot = ch * g.units * g.banks_per_unit
+            waves = [w for w in range(self.placement.waves) if w * g.slots + first_slot < self.rows_active]
+            if waves:
+                yield ch, int(self.compiled.rank_node(ch)), int(self.compiled.channel_node(ch)), first_slot, waves
+
+    def parts(self, seg, lo, hi):
+        """Each group's column accesses within segment-local accesses [lo, hi): (group, lo, hi)."""
+        first = seg * self.accesses_per_row
+        found = [(gi, max(lo, start - first), min(hi, start + n - first)) for gi, (start, n) in enumerate(self.groups)]
+        return [(gi, a, b) for gi, a, b in found if a < b]
+
+    def selects(self, wave, first_slot):
+        """(bank select, first output row) of a wave's banks of a unit that hold active rows."""
+        g = self.g
+        for sel in range(g.banks_per_unit):
+            base = wave * g.slots + first_slot + sel * g.units
+            if base >= self.rows_active:
+                return
+            yield sel, base
+
+    def row_of(self, wave, seg):
+        return self.placement.first_row + wave * self.placement.segments + seg
+
+    def program(self) -> GemvProgram:
+        a = lambda v: np.asarray(v, np.int64)  # noqa: E731
+        return GemvProgram(self.placement, *(a(v) for v in self.lists), np.asarray(self.reads, np.int64).reshape(-1, 6),
+                           self.rows_active * len(self.groups), len(self.groups), self.partials)
+
+
 def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
                  groups: list[tuple[int, int]] | None = None, rows_active: int | None = None) -> GemvProgram:
     """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
@@ -52,61 +125,26 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     head from a row holding all heads). Columns in no group are never read. Default: one group of all
     columns. ``rows_active`` limits the work to the first output rows (a KV cache filled so far).
     """
-    g = placement.geometry
-    ids = {n: i for i, n in enumerate(compiled.command_names)}
-    cmd, node, row, column, select, payload, reads = [], [], [], [], [], [], []
-    per_channel = g.units * g.banks_per_unit
-    accesses_per_row = g.row_elems // g.elems_per_access
-    if groups is None:
-        groups = [(0, placement.cols_padded // g.elems_per_access)]
-    rows_active = placement.rows_out if rows_active is None else rows_active
-    partials = 0
-
-    def emit(name, n, r=-1, k=-1, s=0, p=-1):
-        cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), select.append(s), payload.append(p)
-
-    def emit_macs(n, r, lo, hi, s):
-        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
-        count = hi - lo
-        cmd.extend([ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
-        column.extend(range(lo * g.burst_length, hi * g.burst_length, g.burst_length))
-        select.extend([s] * count), payload.extend([-1] * count)
-
-    for ch in range(g.channels):
-        rank, chan = int(compiled.rank_node(ch)), int(compiled.channel_node(ch))
-        first_slot = ch * per_channel
-        waves = [w for w in range(placement.waves) if w * g.slots + first_slot < rows_active]
-        if not waves:
-            continue
+    b = _Builder(compiled, placement, lanes_out, groups, rows_active)
+    g = b.g
+    for ch, rank, chan, first_slot, waves in b.channels():
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg)
-            first = seg * accesses_per_row  # global index of the segment's first column access
             for b0 in range(0, ncol, g.gb_chunks):
-                b1 = min(ncol, b0 + g.gb_chunks)
-                # each group's column accesses within this block, as segment-local indices
-                parts = [(gi, max(b0, lo - first), min(b1, lo + n - first)) for gi, (lo, n) in enumerate(groups)]
-                parts = [(gi, lo, hi) for gi, lo, hi in parts if lo < hi]
+                parts = b.parts(seg, b0, min(ncol, b0 + g.gb_chunks))
                 if not parts:
                     continue
                 for _, lo, hi in parts:
-                    for k in range(lo, hi):
-                        emit("WRGB", chan, k=k * g.burst_length, p=first + k)
+                    b.emit_buffer(chan, seg, range(lo, hi))
                 for w in waves:
-                    r = placement.first_row + w * placement.segments + seg
-                    emit("ACTAB", rank, r=r)
-                    for sel in range(g.banks_per_unit):
-                        base = w * g.slots + first_slot + sel * g.units
-                        if base >= rows_active:
-                            break
+                    r = b.row_of(w, seg)
+                    b.emit("ACTAB", rank, r=r)
+                    for sel, base in b.selects(w, first_slot):
                         for gi, lo, hi in parts:
-                            emit_macs(rank, r, lo, hi, sel)
-                            emit("RDMAC", rank)
-                            reads.append((len(cmd) - 1, ch, w, seg, sel, gi))
-                            partials += min(g.units, rows_active - base) * lanes_out
-                    emit("PREA", rank)
-    a = lambda v: np.asarray(v, np.int64)  # noqa: E731
-    return GemvProgram(placement, a(cmd), a(node), a(row), a(column), a(select), a(payload),
-                       np.asarray(reads, np.int64).reshape(-1, 6), rows_active * len(groups), len(groups), partials)
+                            b.emit_macs(rank, r, lo, hi, sel)
+                            b.read(rank, ch, w, seg, sel, gi, base)
+                    b.emit("PREA", rank)
+    return b.program()
 
 
 def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
@@ -121,72 +159,35 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
     takes one RDMAC per segment instead of one per block: fewer activations, fewer partial sums for
     the ASIC, more global-buffer writes. Arguments as for :func:`gemv_program`.
     """
-    g = placement.geometry
-    ids = {n: i for i, n in enumerate(compiled.command_names)}
-    cmd, node, row, column, select, payload, reads = [], [], [], [], [], [], []
-    per_channel = g.units * g.banks_per_unit
-    accesses_per_row = g.row_elems // g.elems_per_access
-    if groups is None:
-        groups = [(0, placement.cols_padded // g.elems_per_access)]
-    rows_active = placement.rows_out if rows_active is None else rows_active
-    partials = 0
-
-    def emit(name, n, r=-1, k=-1, s=0, p=-1):
-        cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), select.append(s), payload.append(p)
-
-    def emit_macs(n, r, lo, hi, s):
-        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
-        count = hi - lo
-        cmd.extend([ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
-        column.extend(range(lo * g.burst_length, hi * g.burst_length, g.burst_length))
-        select.extend([s] * count), payload.extend([-1] * count)
-
-    for ch in range(g.channels):
-        rank, chan = int(compiled.rank_node(ch)), int(compiled.channel_node(ch))
-        first_slot = ch * per_channel
-        waves = [w for w in range(placement.waves) if w * g.slots + first_slot < rows_active]
-        if not waves:
-            continue
+    b = _Builder(compiled, placement, lanes_out, groups, rows_active)
+    g = b.g
+    for ch, rank, chan, first_slot, waves in b.channels():
         for seg in range(placement.segments):
-            ncol = placement.segment_columns(seg)
-            first = seg * accesses_per_row
-            # each group's column accesses within this segment, as segment-local ranges
-            parts = [(gi, max(0, lo - first), min(ncol, lo + n - first)) for gi, (lo, n) in enumerate(groups)]
-            parts = [(gi, lo, hi) for gi, lo, hi in parts if lo < hi]
+            parts = b.parts(seg, 0, placement.segment_columns(seg))
             if not parts:
                 continue
             used = sorted({k for _, lo, hi in parts for k in range(lo, hi)})
             fits = len({k // g.gb_chunks for k in used}) == 1
             if fits:  # the whole segment in the buffer at once: write it once for all waves
-                for k in used:
-                    emit("WRGB", chan, k=k * g.burst_length, p=first + k)
+                b.emit_buffer(chan, seg, used)
             for w in waves:
-                r = placement.first_row + w * placement.segments + seg
-                emit("ACTAB", rank, r=r)
-                for sel in range(g.banks_per_unit):
-                    base = w * g.slots + first_slot + sel * g.units
-                    if base >= rows_active:
-                        break
-                    loaded = -1 if not fits else used[0] // g.gb_chunks
+                r = b.row_of(w, seg)
+                b.emit("ACTAB", rank, r=r)
+                for sel, base in b.selects(w, first_slot):
+                    loaded = used[0] // g.gb_chunks if fits else -1
                     for gi, lo, hi in parts:
                         k = lo
                         while k < hi:
                             block = k // g.gb_chunks
                             if block != loaded:  # bring this block of x into the buffer
-                                for kk in used:
-                                    if kk // g.gb_chunks == block:
-                                        emit("WRGB", chan, k=kk * g.burst_length, p=first + kk)
+                                b.emit_buffer(chan, seg, [kk for kk in used if kk // g.gb_chunks == block])
                                 loaded = block
                             end = min(hi, (block + 1) * g.gb_chunks)
-                            emit_macs(rank, r, k, end, sel)
+                            b.emit_macs(rank, r, k, end, sel)
                             k = end
-                        emit("RDMAC", rank)
-                        reads.append((len(cmd) - 1, ch, w, seg, sel, gi))
-                        partials += min(g.units, rows_active - base) * lanes_out
-                emit("PREA", rank)
-    a = lambda v: np.asarray(v, np.int64)  # noqa: E731
-    return GemvProgram(placement, a(cmd), a(node), a(row), a(column), a(select), a(payload),
-                       np.asarray(reads, np.int64).reshape(-1, 6), rows_active * len(groups), len(groups), partials)
+                        b.read(rank, ch, w, seg, sel, gi, base)
+                b.emit("PREA", rank)
+    return b.program()
 
 
 STRATEGIES = {"row_partition": gemv_program, "wave_major": gemv_program_wave_major}
