@@ -22,7 +22,7 @@ from pimsim.dram.simulate import run_command_trace, run_request_trace
 from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
 from pimsim.mapper.attention import append_program, kv_layout
-from pimsim.mapper.gemv import RD_CHANNEL, RD_GROUP, RD_POS, RD_SELECT, RD_WAVE, STRATEGIES
+from pimsim.mapper.gemv import RD_FIRST_ROW, RD_GROUP, RD_POS, STRATEGIES
 from pimsim.mapper.placement import Geometry, place_gemv
 from pimsim.pim.banks import BankModel
 from pimsim.pim.formats import to_operands
@@ -117,8 +117,7 @@ def _peak_internal_Bps(compiled) -> float:
     hw = compiled.hw
     org = hw.dram.organization
     mac_gap = int(compiled.spec.cmds[compiled.command_names.index("MACAB"), K_REPEAT])
-    units = org.ranks * org.banks // hw.pim.banks_per_unit
-    return org.channels * units * org.access_bytes / (mac_gap * hw.dram.tCK_s)
+    return org.channels * Geometry.of(hw).units * org.access_bytes / (mac_gap * hw.dram.tCK_s)
 
 
 def _stats(compiled, geometry, placement, program, summary) -> dict:
@@ -172,8 +171,7 @@ def _collect(program, results, geometry) -> np.ndarray:
     by_pos = {r.index: r.values for r in results}
     reads = program.reads[np.argsort(program.reads[:, RD_POS], kind="stable")]
     values = np.stack([by_pos[int(p)] for p in reads[:, RD_POS]])  # [reads, units, lanes]
-    base = reads[:, RD_WAVE] * g.slots + reads[:, RD_CHANNEL] * g.units * g.banks_per_unit \
-        + reads[:, RD_SELECT] * g.units
+    base = reads[:, RD_FIRST_ROW]
     output = (base[:, None] + np.arange(g.units)[None, :]) * n_groups + reads[:, RD_GROUP][:, None]
     real = (base[:, None] + np.arange(g.units)[None, :]) < rows
     lanes = values.shape[2]

@@ -18,7 +18,7 @@ from pimsim.dram.compile import Compiled
 from pimsim.mapper.placement import GemvPlacement
 
 # columns of GemvProgram.reads
-RD_POS, RD_CHANNEL, RD_WAVE, RD_SEGMENT, RD_SELECT, RD_GROUP = range(6)
+RD_POS, RD_CHANNEL, RD_WAVE, RD_SEGMENT, RD_SELECT, RD_GROUP, RD_FIRST_ROW = range(7)
 
 
 @dataclass
@@ -30,7 +30,9 @@ class GemvProgram:
     column: np.ndarray
     select: np.ndarray  # bank within each unit, for MACAB
     payload: np.ndarray  # index of the x chunk a WRGB writes (-1 for other commands)
-    reads: np.ndarray  # int64[RDMACs, 6]: stream position, channel, wave, segment, bank select, group
+    # int64[RDMACs, 7]: stream position, channel, wave, segment, bank select, group, and the output
+    # row unit 0's accumulator belongs to (unit u's is that + u)
+    reads: np.ndarray
     outputs: int  # output values: active rows x column groups
     n_groups: int  # column groups (independent dot products per output row)
     partial_sums: int  # values the ASIC adds up (RDMAC results of real output rows, lanes included)
@@ -80,7 +82,7 @@ class _Builder:
 
     def read(self, rank, ch, wave, seg, sel, group, base):
         self.emit("RDMAC", rank)
-        self.reads.append((len(self.lists[0]) - 1, ch, wave, seg, sel, group))
+        self.reads.append((len(self.lists[0]) - 1, ch, wave, seg, sel, group, base))
         self.partials += min(self.g.units, self.rows_active - base) * self.lanes_out
 
     def channels(self):
@@ -112,7 +114,7 @@ class _Builder:
 
     def program(self) -> GemvProgram:
         a = lambda v: np.asarray(v, np.int64)  # noqa: E731
-        return GemvProgram(self.placement, *(a(v) for v in self.lists), np.asarray(self.reads, np.int64).reshape(-1, 6),
+        return GemvProgram(self.placement, *(a(v) for v in self.lists), np.asarray(self.reads, np.int64).reshape(-1, 7),
                            self.rows_active * len(self.groups), len(self.groups), self.partials)
 
 

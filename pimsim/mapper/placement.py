@@ -52,12 +52,6 @@ class Geometry:
     def slots(self) -> int:
         return self.channels * self.units * self.banks_per_unit
 
-    def slot_of(self, slot: int) -> tuple[int, int, int]:
-        """(channel, unit, bank within the unit) of a slot; slots go unit-fastest, then bank, then channel."""
-        channel, rest = divmod(slot, self.units * self.banks_per_unit)
-        select, unit = divmod(rest, self.units)
-        return channel, unit, select
-
 
 class RowAllocator:
     """Hands out DRAM row ranges (the same in every bank) to named tensors."""

@@ -95,10 +95,6 @@ class BankModel:
         slots = np.array([self._slot(int(c), int(b), int(r)) for c, b, r in zip(channel, bank, row)], np.int64)
         self.data[slots, offset:offset + vals.shape[1]] = vals
 
-    def load(self, channel: int, bank: int, row: int) -> np.ndarray:
-        slot = self.slot[channel, bank, row]
-        return self.data[slot].copy() if slot >= 0 else np.zeros(self.row_elems, np.float32)
-
     def _slot(self, channel: int, bank: int, row: int) -> int:
         slot = int(self.slot[channel, bank, row])
         if slot < 0:
