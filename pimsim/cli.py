@@ -61,6 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pimsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("run", help="simulate token generation of a model on PIM hardware")
+    _add_hw(p)
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help="a bundled model card (gpt2, gpt2-xl, opt-1.3b, ...; see 'pimsim model list') or a path")
+    p.add_argument("--prompt-len", type=_nonnegative, metavar="P",
+                   help="tokens already in the KV cache when generation starts (default: the card's)")
+    p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens to generate (default: the card's)")
+    p.add_argument("--schedule", choices=("serial", "overlap"), default="serial",
+                   help="serial: one instruction at a time, as in PIM-GPT (default); overlap: data dependencies only")
+    p.add_argument("--fidelity", choices=("fast", "cycle"), default="fast",
+                   help="fast: each distinct command stream simulated once and reused (default); cycle: every "
+                        "command of every token through the DRAM kernel")
+    p.add_argument("--json", dest="json_out", metavar="OUT",
+                   help="write the full result as JSON to OUT ('-' for stdout)")
+    p.add_argument("--timeline", metavar="OUT.json",
+                   help="write a Perfetto / Chrome trace of ASIC, link and PIM activity (open in ui.perfetto.dev)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("model", help="model cards")
+    msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    q = msub.add_parser("list", help="list the bundled model cards")
+    q.set_defaults(func=cmd_model_list)
+
     p = sub.add_parser("validate", help="check a hardware description and list every problem")
     p.add_argument("hw", metavar="HW.yaml")
     _add_set(p)
@@ -274,6 +298,49 @@ def cmd_kernel_attention(args) -> int:
     if "functional" in out:  # the arrays stay in the Python API; the CLI reports the errors
         out["functional"] = {k: v for k, v in out["functional"].items() if not hasattr(v, "shape")}
     return _finish(args, hw, out, time.perf_counter() - started, attention_summary)
+
+
+def cmd_run(args) -> int:
+    from pimsim.report.text import run_summary
+    from pimsim.report.timeline import write_timeline
+    from pimsim.runs import run_model
+    from pimsim.workloads.cards import load_card
+
+    hw = _load(args)
+    card = load_card(args.model)
+    _check_writable(args.json_out, "--json")
+    _check_writable(args.timeline, "--timeline")
+    tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens
+    started = time.perf_counter()
+    bar = None
+    if not args.quiet and args.json_out != "-":
+        from tqdm import tqdm
+
+        bar = tqdm(total=tokens, unit="token", desc=f"{card.name} on {hw.name}", delay=2.0, leave=False,
+                   file=sys.stderr)
+    try:
+        out = run_model(hw, card, args.prompt_len, args.gen_tokens, args.schedule, args.fidelity,
+                        timeline=bool(args.timeline), progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    events = out.pop("_timeline", None)
+    if args.timeline:
+        title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
+        _write(args.timeline, lambda p: write_timeline(p, events, title))
+    elapsed = time.perf_counter() - started
+    out = {k: out[k] for k in out if k != "pimsim_version"}
+    return _finish(args, hw, out, elapsed, run_summary)
+
+
+def cmd_model_list(args) -> int:
+    from pimsim.resources import bundled_names
+    from pimsim.workloads.cards import load_card
+
+    for name in bundled_names("workloads"):
+        card = load_card(name)
+        print(f"{card.name:<16} {card.description}")
+    return 0
 
 
 def cmd_trace_check(args) -> int:

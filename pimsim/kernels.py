@@ -112,7 +112,7 @@ def _operands(values, fmt: str) -> np.ndarray:
         raise PimsimError(str(exc)) from None
 
 
-def _peak_internal_Bps(compiled) -> float:
+def peak_internal_Bps(compiled) -> float:
     """Every PIM unit reads one column access per MACAB, MACABs back to back on every channel."""
     hw = compiled.hw
     org = hw.dram.organization
@@ -125,7 +125,7 @@ def _stats(compiled, geometry, placement, program, summary) -> dict:
     org = hw.dram.organization
     macs = summary["commands"].get("MACAB", 0)
     in_banks = macs * geometry.units * org.access_bytes
-    peak_internal = _peak_internal_Bps(compiled)
+    peak_internal = peak_internal_Bps(compiled)
     time_s = summary["time_s"]
     return {
         "kernel": "gemv",
@@ -247,7 +247,7 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
         phases[name] = {"cycles": s["cycles"], "time_s": s["time_s"], "commands": s["commands"],
                         "row_hit_rate": s["row_hit_rate"], "bytes_over_pins": s["bytes"],
                         "bytes_in_banks": in_banks,
-                        "utilization": in_banks / s["time_s"] / _peak_internal_Bps(compiled) if s["time_s"] else 0.0}
+                        "utilization": in_banks / s["time_s"] / peak_internal_Bps(compiled) if s["time_s"] else 0.0}
     stats = {
         "kernel": "attention", "hardware": hw.name, "heads": heads, "head_dim": head_dim, "context": context,
         "max_context": max_context, "phases": phases,

@@ -55,6 +55,8 @@ def check(raw: Any) -> list[Problem]:
     pim = raw.get("pim")
     if isinstance(pim, dict):
         problems += _check_pim(pim, org, std)
+    if isinstance(raw.get("asic"), dict) and not isinstance(pim, dict):
+        problems.append(Problem("asic", "an ASIC drives PIM commands; it needs a pim section"))
     return problems
 
 

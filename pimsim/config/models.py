@@ -133,12 +133,43 @@ class MappingConfig(StrictModel):
                                      "same placement, each row open across all blocks of its segment")
 
 
+class LinkConfig(StrictModel):
+    """The path between the ASIC and one channel's memory controller (one link per channel)."""
+
+    width_bits: StrictInt = Field(ge=1, le=65536, description="bits moved per link clock")
+    freq_MHz: Number = Field(gt=0, le=1e5, description="link clock")
+    latency_ns: Number = Field(ge=0, le=1e6, description="fixed latency of one transfer")
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.width_bits / 8 * self.freq_MHz * 1e6
+
+
+class AsicConfig(StrictModel):
+    """The ASIC beside the PIM memory: vector lanes and a special-function unit (PIM-GPT section 3)."""
+
+    freq_MHz: Number = Field(gt=0, le=1e5, description="ASIC clock")
+    lanes: StrictInt = Field(ge=1, le=65536, description="vector lanes (elements per cycle per pass)")
+    pipeline_cycles: StrictInt = Field(ge=0, le=10000, description="fill latency added to every operation")
+    sram_bytes: StrictInt = Field(ge=1, description="on-chip buffer for vectors (activations, scores, partial sums)")
+    exp_taylor_terms: StrictInt = Field(ge=1, le=64, description="Taylor terms of exp (softmax, sigmoid, tanh)")
+    gelu_taylor_terms: StrictInt = Field(ge=1, le=64, description="Taylor terms of GELU")
+    reciprocal_newton_iterations: StrictInt = Field(ge=0, le=16, description="Newton-Raphson steps of 1/x")
+    rsqrt_newton_iterations: StrictInt = Field(ge=0, le=16, description="Newton steps after the fast 1/sqrt guess")
+    link: LinkConfig
+
+    @property
+    def period_ps(self) -> float:
+        return 1e6 / self.freq_MHz
+
+
 class HardwareConfig(StrictModel):
     version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(description="schema version of this file")
     name: str = Field(min_length=1)
     description: str = ""
     dram: DramConfig
     pim: PimConfig | None = None
+    asic: AsicConfig | None = None
     mapping: MappingConfig = MappingConfig()
 
     @property

@@ -150,8 +150,12 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
     return issue_at, rec[:nrec], err
 
 
-def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True):
+def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True,
+                 state: State | None = None):
     """Issue a command stream; returns (state, issue cycle per command, record of all issued, error).
+
+    ``state`` continues an earlier run (the engine issues a model's streams one after another into
+    one DRAM state); by default the memory starts idle.
 
     ``auto_refresh=False`` leaves refresh to the stream itself (a stream that contains REF commands,
     such as a replayed ``--emit-commands`` file), even where the config enables refresh.
@@ -159,6 +163,6 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     ``err[0]`` is 0 on success, else an error code of :mod:`pimsim.dram.timing_state` with the stream
     index in ``err[1]``; the state then holds the commands issued before it.
     """
-    state: State = new_state(spec)
+    state = new_state(spec) if state is None else state
     issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh)
     return state, issue_at, rec, err

@@ -73,32 +73,41 @@ class WriteProgram:
 
 
 def append_program(compiled: Compiled, layout: KVLayout, token: int, k_token: np.ndarray | None = None,
-                   values: np.ndarray | None = None) -> WriteProgram:
+                   values: np.ndarray | None = None, parts: str = "kv") -> WriteProgram:
     """Commands writing token `token`'s keys and values into the cache.
 
     ``k_token`` (heads x head_dim) are the new token's keys; ``values`` (tokens x heads x head_dim,
     at least token + 1 of them) the values of the cache *after* the append: a masked WR of one value
     carries its whole column access, so its payload holds the neighbouring tokens' values unchanged.
-    Without them (timing only) the payloads are zeros."""
+    Without them (timing only) the payloads are zeros. ``parts`` is "kv", or "k" or "v" alone."""
+    if parts not in ("kv", "k", "v"):
+        raise ValueError(f"parts must be 'kv', 'k' or 'v', not {parts!r}")
     if not 0 <= token < layout.max_context:
         raise PimsimError(f"token {token} is outside the reserved context of {layout.max_context}")
     g = layout.k.geometry
     e = g.elems_per_access
     jobs = []  # (channel, bank, DRAM row, accesses, chunks): one row to open, write and close
     functional = k_token is not None and values is not None
-    zero = np.zeros(e, np.float32)
+    if "k" in parts:  # the token's K row, segment by segment
+        k_row = np.zeros(layout.k.cols_padded, np.float32)
+        if functional:
+            k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
+        cols = np.arange(0, layout.k.cols_padded, e)
+        channel, bank, dram_row, elem = layout.k.where(np.full(len(cols), token), cols)
+        for r in np.unique(dram_row):
+            sel = dram_row == r
+            jobs.append((int(channel[sel][0]), int(bank[sel][0]), int(r), elem[sel] // e,
+                         [k_row[c:c + e] for c in cols[sel]]))
+    if "v" in parts:
+        jobs += _v_jobs(layout, token, values, functional)
+    return _write_jobs(compiled, jobs, g)
 
-    # K: the token's row, segment by segment
-    k_row = np.zeros(layout.k.cols_padded, np.float32)
-    if functional:
-        k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
-    cols = np.arange(0, layout.k.cols_padded, e)
-    channel, bank, dram_row, elem = layout.k.where(np.full(len(cols), token), cols)
-    for r in np.unique(dram_row):
-        sel = dram_row == r
-        jobs.append((int(channel[sel][0]), int(bank[sel][0]), int(r), elem[sel] // e,
-                     [k_row[c:c + e] for c in cols[sel]]))
-    # V^T: one value per (head, dimension), in the row of that dimension
+
+def _v_jobs(layout: KVLayout, token: int, values, functional: bool) -> list:
+    """V^T: one value per (head, dimension), in the row of that dimension."""
+    e = layout.v.geometry.elems_per_access
+    zero = np.zeros(e, np.float32)
+    jobs = []
     d = np.repeat(np.arange(layout.head_dim), layout.heads)
     h = np.tile(np.arange(layout.heads), layout.head_dim)
     col = h * layout.context_padded + token
@@ -115,11 +124,25 @@ def append_program(compiled: Compiled, layout: KVLayout, token: int, k_token: np
                 chunk[:len(known)] = known
                 chunks.append(chunk)
         jobs.append((*key, elem[sel] // e, chunks))
-    return _write_jobs(compiled, jobs, g)
+    return jobs
 
 
-def _write_jobs(compiled: Compiled, jobs: list, g: Geometry) -> WriteProgram:
-    """Commands for row writes, in rounds of at most one row per bank: every bank of the round is
+def read_row_program(compiled: Compiled, placement: GemvPlacement, entry: int) -> WriteProgram:
+    """Commands reading one row of a placed table (an embedding lookup): each DRAM row it spans is
+    opened in its bank, read one column access at a time, and closed."""
+    g = placement.geometry
+    e = g.elems_per_access
+    cols = np.arange(0, placement.cols_padded, e)
+    channel, bank, dram_row, elem = placement.where(np.full(len(cols), entry), cols)
+    jobs = []
+    for r in np.unique(dram_row):
+        sel = dram_row == r
+        jobs.append((int(channel[sel][0]), int(bank[sel][0]), int(r), elem[sel] // e, [None] * int(sel.sum())))
+    return _write_jobs(compiled, jobs, g, access="RD")
+
+
+def _write_jobs(compiled: Compiled, jobs: list, g: Geometry, access: str = "WR") -> WriteProgram:
+    """Commands for row writes (or reads), in rounds of at most one row per bank: every bank of the round is
     activated, then written, then precharged, so the banks' row cycles overlap."""
     org = compiled.hw.dram.organization
     ids = {n: i for i, n in enumerate(compiled.command_names)}
@@ -144,9 +167,12 @@ def _write_jobs(compiled: Compiled, jobs: list, g: Geometry) -> WriteProgram:
             for n, (_, _, r, _, _) in zip(nodes, this_round):
                 emit("ACT", n, r)
             for n, (_, _, r, accesses, chunks) in zip(nodes, this_round):
-                for access, chunk in zip(accesses, chunks):
-                    emit("WR", n, r, int(access) * g.burst_length, len(payloads))
-                    payloads.append(chunk)
+                for k, chunk in zip(accesses, chunks):
+                    if access == "WR":
+                        emit("WR", n, r, int(k) * g.burst_length, len(payloads))
+                        payloads.append(chunk)
+                    else:
+                        emit(access, n, r, int(k) * g.burst_length)
             for n in nodes:
                 emit("PRE", n, -1)
     a = lambda v: np.asarray(v, np.int64)  # noqa: E731

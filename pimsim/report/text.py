@@ -86,3 +86,40 @@ def attention_summary(result: dict) -> str:
         lines.append(f"functional max |error| scores {f['scores_max_abs_error']:.3g}, outputs "
                      f"{f['context_max_abs_error']:.3g} against the {f['reference']}")
     return "\n".join(lines)
+
+
+def run_summary(result: dict) -> str:
+    """The ``pimsim run`` report: latency, throughput, where the time went, and how well it used the banks."""
+    hw = result["config"]
+    org = hw["dram"]["organization"]
+    lines = [
+        f"model      {result['model']} ({result['graph']['weights'] / 1e6:,.0f} M weights, "
+        f"{result['graph']['layers']} layers)  on  {result['hw']} ({hw['dram']['standard']}, "
+        f"{org['channels']} channels)",
+        f"run        prompt {result['prompt_len']} tokens in the KV cache, {result['tokens']} generated; "
+        f"{result['schedule']} schedule, {result['fidelity']} fidelity",
+        f"latency    {_time(result['latency_per_token_s'])} per token (first {_time(result['latency_first_token_s'])}, "
+        f"last {_time(result['latency_last_token_s'])});  {result['tokens_per_s']:,.1f} tokens/s",
+        f"total      {_time(result['total_time_s'])} simulated",
+        "",
+        f"{'part':<48}{'time':>12}{'share':>9}",
+    ]
+    for part, seconds in sorted(result["breakdown_s"].items(), key=lambda kv: -kv[1]):
+        share = 100 * result["breakdown_share"][part]
+        lines.append(f"  {result['breakdown_titles'][part]:<46}{_time(seconds):>12}{share:>8.1f}%")
+    lines.append("")
+    rate = result["row_hit_rate"]
+    lines.append(f"rows       hit rate {100 * rate:.2f}%  ({result['row_hits']:,} hits, {result['row_misses']:,} "
+                 f"misses, {result['row_conflicts']:,} conflicts)" if rate is not None else "rows       none accessed")
+    ratio = result["bytes_internal"] / result["bytes_external"] if result["bytes_external"] else float("inf")
+    lines.append(f"data       {_si_bytes(result['bytes_internal'])} read by the MAC units inside the banks, "
+                 f"{_si_bytes(result['bytes_external'])} over the pins ({ratio:,.0f}x less)")
+    lines.append(f"bound      {100 * result['bound_efficiency']:.1f}% of the internal-bandwidth bound "
+                 f"({_time(result['bound_time_s'])} to read every weight and cached K/V once at peak MAC rate)")
+    mem = result["memory"]
+    lines.append(f"memory     {mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows per bank used "
+                 f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
+                 f"{mem['kv_cache_tokens_reserved']:,} tokens")
+    lines.append(f"traceable  config_hash {result['config_hash']}, pimsim {result['pimsim_version']}; "
+                 f"--json has the resolved config, the model card and every count")
+    return "\n".join(lines)

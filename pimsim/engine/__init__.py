@@ -1,0 +1,1 @@
+"""The event-driven engine: instructions on the ASIC, links and PIM channels, timed token by token."""

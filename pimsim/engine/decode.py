@@ -1,0 +1,165 @@
+"""Token generation on the PIM system: every op of the traced decode step turned into instructions
+for the ASIC, the links and the PIM channels, timed token after token.
+
+Per op:
+- GEMV, attention scores and context: the input vector over the links to every busy channel, the
+  channels' command streams (global-buffer writes, all-bank MACs, accumulator reads), the partial
+  sums back over the links, and the ASIC adding them up (plus the bias);
+- KV append: the new keys or values over the links, then the channels' write streams;
+- embedding: the table row read out of its bank, then over the link;
+- everything else: ASIC vector work, sized by the context where it grows with it (softmax).
+
+Token i (0-based) of a run with prompt length P sits at position P + i: the cache holds P + i tokens
+before its step and P + i + 1 after. Tokens follow one another (each needs the previous one's output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from pimsim.asic.costs import cycles_to_ps, link_ps, reduce_cycles, vector_cycles
+from pimsim.config.models import HardwareConfig
+from pimsim.dram.compile import compile_standard
+from pimsim.engine.dram_timing import timing_for
+from pimsim.engine.events import Instr, run_program
+from pimsim.errors import PimsimError
+from pimsim.kernels import peak_internal_Bps
+from pimsim.mapper.model import ModelMap
+from pimsim.mapper.placement import Geometry
+from pimsim.workloads.opgraph import PARTS, OpGraph
+
+SCHEDULES = ("serial", "overlap")
+FIDELITIES = ("cycle", "fast")
+
+
+@dataclass
+class DecodeResult:
+    per_token_ps: list[int]
+    breakdown_ps: dict[str, int]
+    counts: dict
+    timeline: list[tuple] = field(default_factory=list)  # (unit, name, part, layer, start ps, end ps)
+    ideal_ps: float = 0.0  # the internal-bandwidth bound of the same work
+
+
+class DecodeSimulation:
+    def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
+                 schedule: str = "serial", fidelity: str = "fast"):
+        if hw.pim is None or hw.asic is None:
+            missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
+            raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
+        if schedule not in SCHEDULES:
+            raise PimsimError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+        if fidelity not in FIDELITIES:
+            raise PimsimError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
+        context = graph.meta["context"]
+        if prompt_len < 0 or gen_tokens < 1:
+            raise PimsimError(f"need a prompt length of at least 0 and at least one token to generate, got "
+                              f"{prompt_len} and {gen_tokens}")
+        if prompt_len + gen_tokens > context:
+            raise PimsimError(f"{graph.model}: a prompt of {prompt_len} plus {gen_tokens} generated tokens is "
+                              f"{prompt_len + gen_tokens} tokens, longer than its context of {context}")
+        self.hw, self.graph = hw, graph
+        self.prompt_len, self.gen_tokens = prompt_len, gen_tokens
+        self.schedule, self.fidelity = schedule, fidelity
+        self.compiled = compile_standard(hw)
+        self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens)
+        self.timing = timing_for(self.compiled, fidelity)
+        self.asic = hw.asic
+        self._static: dict = {}
+
+    # ---- one token -----------------------------------------------------------------------------
+    def _link(self, per_channel) -> int:
+        """The links run side by side: the channel with the most bytes sets the time."""
+        return link_ps(self.asic, int(per_channel.max())) if len(per_channel) else 0
+
+    def token_program(self, position: int) -> list[Instr]:
+        """The instructions of the decode step at `position` (tokens in the cache before it)."""
+        context = position + 1
+        instrs: list[Instr] = []
+        done_by: dict[int, tuple[int, ...]] = {}  # value -> instructions that produce it
+        for index, op in enumerate(self.graph.ops):
+            deps = tuple(sorted({i for v in op.inputs for i in done_by.get(v, ())}))
+            if op.kind == "join":
+                done_by[op.output] = deps
+                continue
+            steps = self._static.get(index)
+            if steps is None:
+                steps = self._steps(op, position, context)
+                if op.kind == "gemv" or (op.kind == "asic" and not (op.elements_per_token or op.rows_per_token)):
+                    self._static[index] = steps  # the same at every position
+            first = len(instrs)
+            for k, (unit, part, ps, stream) in enumerate(steps):
+                instrs.append(Instr(unit, part, op.name, op.layer, (first + k - 1,) if k else deps, ps, stream))
+            done_by[op.output] = (len(instrs) - 1,)
+        return instrs
+
+    def _steps(self, op, position: int, context: int) -> list[tuple]:
+        """(unit, part, duration ps, stream) of each instruction of one op, in order."""
+        m, asic = self.map, self.asic
+        if op.kind in ("gemv", "scores", "context"):
+            if op.kind == "gemv":
+                stream = m.gemv(op.tensor)
+            elif op.kind == "scores":
+                stream = m.scores(op.layer, context, op.heads)
+            else:
+                stream = m.context(op.layer, context, op.heads)
+            steps = [("link", "transfers", self._link(stream.to_pim_bytes), None), ("pim", op.part, 0, stream),
+                     ("link", "transfers", self._link(stream.from_pim_bytes), None)]
+            adds = stream.asic_adds + (op.rows if op.bias else 0)
+            if adds:
+                steps.append(("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None))
+            return steps
+        if op.kind == "kv_append":
+            stream = m.append(op.layer, position, op.which)
+            return [("link", "transfers", self._link(stream.to_pim_bytes), None), ("pim", op.part, 0, stream)]
+        if op.kind == "embedding":
+            stream = m.embedding(op.tensor, position % op.rows)
+            return [("pim", op.part, 0, stream), ("link", "transfers", self._link(stream.from_pim_bytes), None)]
+        if op.kind == "asic":
+            cycles = vector_cycles(asic, op.asic_kind, op.elements_at(context), op.rows_at(context))
+            return [("asic", op.part, cycles_to_ps(asic, cycles), None)]
+        raise RuntimeError(f"pimsim bug: no instructions for op kind {op.kind!r}")
+
+    def _ideal_ps(self, context: int) -> float:
+        """The token's weight and KV bytes at the device's peak internal bandwidth."""
+        g = Geometry.of(self.hw)
+        meta = self.graph.meta
+        weights = sum(op.rows * op.cols for op in self.graph.ops if op.kind == "gemv")
+        kv = 2 * meta["layers"] * meta["kv_heads"] * meta["head_dim"] * context
+        return (weights + kv) * g.operand_bytes / peak_internal_Bps(self.compiled) * 1e12
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run(self, timeline: bool = False, progress=None) -> DecodeResult:
+        serial = self.schedule == "serial"
+        per_token, breakdown = [], dict.fromkeys(PARTS, 0)
+        events = []
+        t = 0
+        ideal = 0.0
+        for i in range(self.gen_tokens):
+            position = self.prompt_len + i
+            program = self.token_program(position)
+            end = run_program(program, t, self.timing, serial)
+            per_token.append(end - t)
+            for ins in program:
+                breakdown[ins.part] += ins.end - ins.start
+            if timeline:
+                events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end) for ins in program
+                              if ins.end > ins.start)
+            ideal += self._ideal_ps(position + 1)
+            t = end
+            if progress is not None:
+                progress(1)
+        return DecodeResult(per_token, breakdown, self.timing.counts(), events, ideal)
+
+    def describe(self) -> dict:
+        g = self.map.geometry
+        return {"rows_per_bank_used": self.map.rows_used, "rows_per_bank": g.rows,
+                "memory_used_fraction": self.map.rows_used / g.rows,
+                "kv_cache_tokens_reserved": self.map.max_context}
+
+
+def config_hash(*parts) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

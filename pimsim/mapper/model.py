@@ -1,0 +1,214 @@
+"""A whole model in the PIM memory: every weight and embedding table placed, a KV cache per layer,
+and the command streams of every op of a decode step.
+
+Tensors of the same shape get the same program with their rows shifted, so a program is built once
+per shape (GPT-2 XL: 4 GEMV shapes for 192 matrices) and once per context length for attention.
+Each :class:`Stream` carries a ``key`` naming what it computes regardless of where it sits, which is
+what the ``fast`` fidelity reuses timings by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pimsim.config.models import FORMAT_BITS, HardwareConfig
+from pimsim.dram.compile import Compiled
+from pimsim.errors import PimsimError
+from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
+from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
+from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, place_gemv
+from pimsim.workloads.opgraph import OpGraph
+
+
+@dataclass
+class Stream:
+    """Per-channel command streams of one op (all channels in one array, in order per channel).
+
+    ``row`` is the prototype's (the tensor placed at DRAM row 0); the real rows are ``rows()``, shifted
+    by ``row_offset`` only when a cycle-level run needs them."""
+
+    key: tuple
+    cmd: np.ndarray
+    node: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    to_pim_bytes: np.ndarray  # per channel: bytes the ASIC sends before the stream (x, q, p, K/V values)
+    from_pim_bytes: np.ndarray  # per channel: bytes the ASIC receives after it (partial sums, table rows)
+    asic_adds: int = 0  # partial sums the ASIC adds up after it
+    outputs: int = 0
+    row_offset: int = 0
+
+    def __len__(self) -> int:
+        return len(self.cmd)
+
+    def rows(self) -> np.ndarray:
+        if self.row_offset == 0:
+            return self.row
+        return np.where(self.row >= 0, self.row + self.row_offset, self.row)
+
+
+@dataclass
+class ModelMap:
+    hw: HardwareConfig
+    compiled: Compiled
+    graph: OpGraph
+    max_context: int
+    geometry: Geometry = field(init=False)
+    tables: dict[str, GemvPlacement] = field(init=False)
+    kv: dict[int, KVLayout] = field(init=False)
+    rows_used: int = field(init=False)
+
+    def __post_init__(self):
+        g = self.geometry = Geometry.of(self.hw)
+        alloc = RowAllocator(g, f"{self.hw.name} ({self.hw.dram.organization.capacity_bytes / 2**30:g} GiB)")
+        meta = self.graph.meta
+        self._need = self._rows_needed(g)
+        if self._need > g.rows:
+            raise PimsimError(self._does_not_fit(g))
+        self.tables = {name: place_gemv(g, t["rows"], t["cols"], alloc, name) for name, t in self.graph.tensors.items()}
+        self.kv = {layer: kv_layout(g, meta["kv_heads"], meta["head_dim"], self.max_context, alloc, f"L{layer}.")
+                   for layer in sorted({op.layer for op in self.graph.ops if op.kind == "scores"})}
+        self.rows_used = alloc.next_row
+        self._lanes_out = self.hw.pim.lanes_per_unit if self.hw.pim.accumulate == "lanes" else 1
+        self._acc_bytes = FORMAT_BITS[self.hw.pim.accumulator_format] // 8
+        self._programs: dict = {}
+
+    # ---- fitting -------------------------------------------------------------------------------
+    def _rows_needed(self, g: Geometry) -> int:
+        meta = self.graph.meta
+        rows = sum(GemvPlacement(g, t["rows"], t["cols"], 0).dram_rows for t in self.graph.tensors.values())
+        probe = kv_layout(g, meta["kv_heads"], meta["head_dim"], self.max_context)
+        return rows + meta["layers"] * (probe.k.dram_rows + probe.v.dram_rows)
+
+    def _does_not_fit(self, g: Geometry) -> str:
+        meta = self.graph.meta
+        probe = kv_layout(g, meta["kv_heads"], meta["head_dim"], self.max_context)
+        kv_rows = meta["layers"] * (probe.k.dram_rows + probe.v.dram_rows)
+        row_bytes = g.row_elems * g.operand_bytes * g.slots
+        return (f"{self.graph.model} does not fit in {self.hw.name}: its weights take {self._need - kv_rows:,} rows of "
+                f"every bank and a KV cache for {self.max_context:,} tokens {kv_rows:,} more, "
+                f"{self._need:,} in all ({self._need * row_bytes / 2**30:.2f} GiB with padding); the memory has "
+                f"{g.rows:,} rows per bank ({g.rows * row_bytes / 2**30:.2f} GiB). Use a shorter prompt or fewer "
+                f"tokens, or more memory (--set dram.organization.rows=... or channels)")
+
+    # ---- streams -------------------------------------------------------------------------------
+    def _per_channel(self, values_by_channel: dict[int, int]) -> np.ndarray:
+        out = np.zeros(self.geometry.channels, np.int64)
+        for ch, v in values_by_channel.items():
+            out[ch] += v
+        return out
+
+    def _shifted(self, proto: Stream, first_row: int, **changes) -> Stream:
+        if first_row == 0 and not changes:
+            return proto
+        return replace(proto, row_offset=first_row, **changes)
+
+    def _gemv_stream(self, key, placement: GemvPlacement, in_bytes_per_channel: int, repeat: int = 1,
+                     groups=None, rows_active=None) -> Stream:
+        """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time)."""
+        program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, self._lanes_out, groups, rows_active)
+        g = self.geometry
+        reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
+        busy = reads > 0
+        to_pim = np.where(busy, in_bytes_per_channel, 0) * repeat
+        from_pim = reads * g.units * self._lanes_out * self._acc_bytes * repeat
+        arrays = [np.tile(a, repeat) for a in (program.cmd, program.node, program.row, program.column)]
+        return Stream(key, *arrays, to_pim, from_pim, program.asic_adds * repeat, program.outputs * repeat)
+
+    def gemv(self, tensor: str) -> Stream:
+        t = self.tables[tensor]
+        key = ("gemv", t.rows_out, t.cols_in)
+        if key not in self._programs:
+            proto = GemvPlacement(self.geometry, t.rows_out, t.cols_in, 0)
+            self._programs[key] = self._gemv_stream(key, proto, int(t.cols_in * self.geometry.operand_bytes))
+        return self._shifted(self._programs[key], t.first_row)
+
+    def scores(self, layer: int, context: int, heads: int) -> Stream:
+        """q.K^T of every query head over `context` cached tokens; grouped query heads take turns.
+
+        Cached tokens are output rows dealt to PIM units, so the commands change only when the context
+        reaches the next unit: the stream of the context rounded up to whole units is the same, with
+        fewer partial sums (every token row has as many)."""
+        layout = self.kv[layer]
+        g = self.geometry
+        whole = min(-(-context // g.units) * g.units, layout.max_context)
+        key = ("scores", whole, heads)
+        if key not in self._programs:
+            proto = self._proto_kv()
+            group = heads // layout.heads
+            q_bytes = int(layout.heads * layout.head_dim * g.operand_bytes)
+            self._programs[key] = self._gemv_stream(key, proto.k, q_bytes, group, proto.k_groups(), whole)
+        s = self._programs[key]
+        partials = (s.asic_adds + s.outputs) * context // whole
+        outputs = s.outputs * context // whole
+        return self._shifted(s, layout.k.first_row, asic_adds=partials - outputs, outputs=outputs)
+
+    def context(self, layer: int, context: int, heads: int) -> Stream:
+        """p.V of every query head over `context` cached tokens. The commands change only when the
+        context reaches the next column access; what changes with every token is the bytes of p."""
+        layout = self.kv[layer]
+        g = self.geometry
+        whole = -(-context // g.elems_per_access) * g.elems_per_access
+        key = ("context", whole, heads)
+        if key not in self._programs:
+            proto = self._proto_kv()
+            group = heads // layout.heads
+            self._programs[key] = self._gemv_stream(key, proto.v, 0, group, proto.v_groups(whole), layout.head_dim)
+        s = self._programs[key]
+        p_bytes = int(heads * context * g.operand_bytes)
+        to_pim = np.where(s.from_pim_bytes > 0, p_bytes, 0)
+        return self._shifted(s, layout.k.first_row, to_pim_bytes=to_pim)  # V sits after K, as in the prototype
+
+    def append(self, layer: int, token: int, which: str) -> Stream:
+        """Writing the new token's keys or values (`which` = "k" or "v") into the cache. A token's K row
+        sits in slot token mod slots, one wave further down for every round of slots: the same
+        commands as that slot's first token, rows shifted."""
+        layout = self.kv[layer]
+        if which == "k":
+            slots = self.geometry.slots
+            wave, first = divmod(token, slots)
+            s = self._append_stream(first, which)
+            return self._shifted(s, layout.k.first_row + wave * layout.k.segments)
+        # A value lands in column access token // e of rows that depend only on that access: every token
+        # of one access has the same commands (timing only; the payload differs)
+        e = self.geometry.elems_per_access
+        return self._shifted(self._append_stream(token // e * e, which), layout.k.first_row)
+
+    def _append_stream(self, token: int, which: str) -> Stream:
+        key = ("append", token, which)
+        if key not in self._programs:
+            proto = self._proto_kv()
+            prog = append_program(self.compiled, proto, token, parts=which)
+            writes = self._count_by_channel(prog, "WR")
+            nbytes = writes * self.hw.dram.organization.access_bytes
+            self._programs[key] = Stream(key, prog.cmd, prog.node, prog.row, prog.column, nbytes,
+                                         np.zeros_like(nbytes))
+        return self._programs[key]
+
+    def embedding(self, tensor: str, entry: int) -> Stream:
+        t = self.tables[tensor]
+        if not 0 <= entry < t.rows_out:
+            raise PimsimError(f"{tensor}: entry {entry} is outside its {t.rows_out} rows")
+        key = ("embedding", t.rows_out, t.cols_in, entry)
+        if key not in self._programs:
+            proto = GemvPlacement(self.geometry, t.rows_out, t.cols_in, 0)
+            prog = read_row_program(self.compiled, proto, entry)
+            nbytes = self._count_by_channel(prog, "RD") * self.hw.dram.organization.access_bytes
+            self._programs[key] = Stream(key, prog.cmd, prog.node, prog.row, prog.column, np.zeros_like(nbytes),
+                                         nbytes)
+        return self._shifted(self._programs[key], t.first_row)
+
+    def _proto_kv(self) -> KVLayout:
+        """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted)."""
+        if "kv" not in self._programs:
+            meta = self.graph.meta
+            self._programs["kv"] = kv_layout(self.geometry, meta["kv_heads"], meta["head_dim"], self.max_context)
+        return self._programs["kv"]
+
+    def _count_by_channel(self, prog, name: str) -> np.ndarray:
+        c = self.compiled
+        mask = prog.cmd == c.command_names.index(name)
+        channels = np.asarray(c.channel_of(prog.node[mask]), np.int64)
+        return np.bincount(channels, minlength=self.geometry.channels).astype(np.int64)

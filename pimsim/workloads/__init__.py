@@ -1,0 +1,1 @@
+"""Workloads: model cards and tracing PyTorch models into op graphs."""

@@ -1,0 +1,71 @@
+"""Model cards: a decoder's Hugging Face architecture config plus pimsim's defaults for it.
+
+A card names a ``transformers`` model type and the config values that differ from its defaults; the
+tracer builds the model from exactly that, so a new decoder family needs a card, not code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from pimsim.config.loader import read_yaml
+from pimsim.errors import ConfigError, Problem
+from pimsim.resources import resolve
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HfArchitecture(_Strict):
+    model_type: str = Field(min_length=1, description="transformers model type (gpt2, opt, llama, ...)")
+    config: dict[str, Any] = Field(default_factory=dict, description="config values that differ from the defaults")
+
+
+class RunDefaults(_Strict):
+    prompt_len: StrictInt = Field(64, ge=0, description="tokens already in the KV cache when generation starts")
+    gen_tokens: StrictInt = Field(16, ge=1, description="tokens generated")
+
+
+class ModelCard(_Strict):
+    version: StrictInt = Field(description="schema version of this file (1)")
+    name: str = Field(min_length=1)
+    description: str = ""
+    hf: HfArchitecture
+    context: StrictInt = Field(ge=2, le=1 << 20, description="longest sequence the model supports")
+    defaults: RunDefaults = RunDefaults()
+
+    def shape_key(self) -> str:
+        """A hash of everything that shapes the traced graph (not the name or the defaults)."""
+        text = json.dumps({"model_type": self.hf.model_type, "config": self.hf.config}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_card(name_or_path: str | Path) -> ModelCard:
+    """Load ``--model NAME`` (bundled card) or a path to a card; every problem reported at once."""
+    path = resolve(name_or_path, "workloads")
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), [Problem("", "expected a mapping at the top level (a model card)")])
+    problems = []
+    try:
+        card = ModelCard.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            problems.append(Problem(where, err["msg"]))
+        raise ConfigError(str(path), problems) from None
+    if card.version != 1:
+        problems.append(Problem("version", f"{card.version}: this pimsim reads model cards of version 1"))
+    d = card.defaults
+    if d.prompt_len + d.gen_tokens > card.context:
+        problems.append(Problem("defaults", f"prompt_len {d.prompt_len} + gen_tokens {d.gen_tokens} exceeds the "
+                                            f"context of {card.context}"))
+    if problems:
+        raise ConfigError(str(path), problems)
+    return card

@@ -1,0 +1,82 @@
+"""The op graph of one decode step: what the mapper places and the engine times.
+
+Ops come in trace order (a valid order of execution). Each reads activation *values* and writes one;
+values are plain integers, so the engine can follow data dependencies. Kinds:
+
+- ``gemv``: y = W x (+ bias) with weight tensor ``tensor`` of ``rows`` outputs and ``cols`` inputs.
+- ``embedding``: ``count`` rows of table ``tensor`` read out of memory.
+- ``scores`` / ``context``: q.K^T and p.V of every head over the KV cache of layer ``layer``
+  (``heads`` query heads sharing ``kv_heads`` cached heads of ``head_dim``).
+- ``kv_append``: the new token's keys (``which`` = "k") or values ("v") written into the cache.
+- ``asic``: vector work of ``asic_kind`` over ``elements`` values in ``rows`` independent rows; the
+  counts depend on the context length c as ``elements + elements_per_token * c`` (softmax grows with it).
+- ``join``: free (a concatenation or reshaping); it only passes its inputs on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+PARTS = ("embedding", "qkv", "attn_scores", "softmax", "attn_context", "out_proj", "ffn", "lm_head", "asic",
+         "kv_write", "transfers")
+PART_TITLES = {"embedding": "embedding reads", "qkv": "QKV projection", "attn_scores": "attention scores",
+               "softmax": "softmax", "attn_context": "attention context", "out_proj": "output projection",
+               "ffn": "FFN", "lm_head": "LM head", "asic": "other ASIC ops (norms, activations, residuals)",
+               "kv_write": "KV-cache writes", "transfers": "ASIC<->memory transfers"}
+
+
+@dataclass
+class Op:
+    kind: str
+    name: str  # module path and aten op, for people
+    part: str
+    layer: int | None
+    inputs: list[int]
+    output: int
+    tensor: str | None = None
+    rows: int = 0
+    cols: int = 0
+    bias: bool = False
+    count: int = 0
+    heads: int = 0
+    kv_heads: int = 0
+    head_dim: int = 0
+    which: str = ""
+    asic_kind: str = ""
+    elements: int = 0
+    elements_per_token: int = 0
+    rows_per_token: int = 0
+
+    def elements_at(self, context: int) -> int:
+        return self.elements + self.elements_per_token * context
+
+    def rows_at(self, context: int) -> int:
+        return self.rows + self.rows_per_token * context
+
+
+@dataclass
+class OpGraph:
+    model: str
+    ops: list[Op]
+    tensors: dict[str, dict]  # name -> {"rows": outputs (or table entries), "cols": inputs (or width)}
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"model": self.model, "meta": self.meta, "tensors": self.tensors,
+                           "ops": [asdict(op) for op in self.ops]})
+
+    @classmethod
+    def from_json(cls, text: str) -> OpGraph:
+        d = json.loads(text)
+        return cls(d["model"], [Op(**op) for op in d["ops"]], d["tensors"], d["meta"])
+
+    def count(self, kind: str) -> int:
+        return sum(op.kind == kind for op in self.ops)
+
+    @property
+    def layers(self) -> int:
+        return int(self.meta["layers"])
+
+    def weight_elements(self) -> int:
+        return sum(t["rows"] * t["cols"] for t in self.tensors.values())
