@@ -70,3 +70,18 @@ def S(command: str, **kw):
 @pytest.fixture(params=BUNDLED)
 def bundled_name(request):
     return request.param
+
+
+# tiny decoders for engine and tracer tests: real transformers models, traced in a fraction of a second
+def write_card(tmp_path, name, model_type, config, context=64, extra=""):
+    cfg = ", ".join(f"{k}: {v}" for k, v in config.items())
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"version: 1\nname: {name}\nhf:\n  model_type: {model_type}\n  config: {{{cfg}}}\n"
+                    f"context: {context}\ndefaults: {{prompt_len: 8, gen_tokens: 4}}\n{extra}")
+    return path
+
+
+TINY_GPT2 = dict(n_layer=2, n_embd=64, n_head=4, n_positions=64, vocab_size=500,
+                 activation_function="gelu_pytorch_tanh")
+TINY_LLAMA = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=96, vocab_size=300, max_position_embeddings=64, tie_word_embeddings="false")

@@ -4,12 +4,17 @@
 that lives for the whole run: open rows, bank timing and refresh carry from one stream to the next.
 
 ``FastTiming`` simulates each distinct stream (by its key: what it computes, not where it sits) once
-from an idle memory with refresh off, and once more with a refresh falling due at its midpoint. The
-difference is what one refresh costs that stream, c; refreshes come every nREFI whether the memory
-is busy or not, so a stream of refresh-free length d takes d / (1 - c / nREFI) on average.
+from an idle memory with refresh off, and once more with a refresh falling due at its midpoint (and
+every nREFI after); the difference per refresh is what one refresh costs that stream. Refreshes fall
+due on a fixed grid (every nREFI from the start, as in the kernel), so at each use the stream pays
+that cost for every grid point inside it, and waits out nRFC when one fell due just before it started
+while the memory idled. What this leaves out: the exact bank state a stream inherits from the one
+before (each is timed from idle), and where in the stream a refresh lands.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,6 +68,15 @@ def _channels(compiled: Compiled, stream: Stream) -> np.ndarray:
     return np.unique(compiled.channel_of(stream.node))
 
 
+@dataclass(frozen=True)
+class _Known:
+    cycles: int  # refresh-free length of the stream, from an idle memory
+    cost: float  # cycles one refresh due during the stream adds to it
+    commands: np.ndarray  # per command kind, refresh-free
+    rows: np.ndarray  # row hits, misses, conflicts
+    extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
+
+
 class CycleTiming:
     fidelity = "cycle"
 
@@ -106,58 +120,83 @@ class FastTiming:
         self.spec_off = Spec(*compiled.spec[:-1], params)
         self.refresh = compiled.hw.dram.refresh.enabled
         self.nrefi = compiled.timing["nREFI"]
+        self.nrfc = compiled.timing["nRFC"]
         self.tck_ps = compiled.hw.dram.tCK_ps
-        self._known: dict[tuple, tuple] = {}  # key -> (cycles, commands, row outcomes)
+        self.ref_id = compiled.command_names.index(compiled.standard.refresh)
+        self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
-        self.end_ps = 0
+        self._busy_refreshes: dict[tuple, int] = {}
+        self.free = 0  # cycle the memory finished its last stream
 
-    def cycles(self, stream: Stream) -> float:
-        """Average cycles of the stream with refresh accounted for (simulated on first sight)."""
-        known = self._known.get(stream.key)
-        if known is None:
-            known = self._known[stream.key] = self._simulate(stream)
-        return known[0]
+    def known(self, stream: Stream) -> _Known:
+        """What one run of the stream costs (simulated on first sight)."""
+        k = self._known.get(stream.key)
+        if k is None:
+            k = self._known[stream.key] = self._simulate(stream)
+        return k
 
-    def _simulate(self, stream: Stream) -> tuple:
+    def _simulate(self, stream: Stream) -> _Known:
+        ncmd = len(self.compiled.command_names)
         if len(stream) == 0:
-            return 0.0, np.zeros(len(self.compiled.command_names), np.int64), np.zeros(3, np.int64)
+            return _Known(0, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
         chans = _channels(self.compiled, stream)
         zero = np.zeros(len(stream), np.int64)
         st, _, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
         _check(self.compiled, stream, err)
         d0 = int(st.chan[chans, C_END].max())
-        cycles = float(d0)
-        if self.refresh:
+        counts = st.counts.sum(axis=0)
+        cost, extra = 0.0, np.zeros(ncmd)
+        if self.refresh:  # once more, with a refresh due halfway (and every nREFI after)
             mid = new_state(self.spec)
             mid.ref_due[:] = max(min(d0 // 2, self.nrefi), 1)
             st1, _, _, err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, zero,
                                           state=mid)
             _check(self.compiled, stream, err)
-            ref = self.compiled.command_names.index(self.compiled.standard.refresh)
-            refreshes = max(int(st1.counts[chans, ref].max()), 1)  # on the channel that took longest, about
+            refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
             cost = max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes
             if cost >= self.nrefi:
                 raise PimsimError(_stuck_message(self.compiled, f"a command of {stream.key[0]}"))
-            cycles = d0 / (1.0 - cost / self.nrefi)
-        return cycles, st.counts.sum(axis=0), st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0)
+            extra = (st1.counts.sum(axis=0) - counts) / refreshes  # PREA, reopening ACTs (REF counted apart)
+            extra[self.ref_id] = 0
+        return _Known(d0, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
 
     def run(self, stream: Stream, start_ps: int) -> int:
-        cycles = self.cycles(stream)
+        k = self.known(stream)
         self._uses[stream.key] = self._uses.get(stream.key, 0) + 1
-        end = start_ps + round(cycles * self.tck_ps)
-        self.end_ps = max(self.end_ps, end)
-        return end
+        start = -(-start_ps // self.tck_ps)
+        if not self.refresh or k.cycles == 0:
+            end = start + k.cycles
+        else:
+            n = self.nrefi
+            # a refresh due while the memory was idle holds the rank for nRFC from its due time
+            due = start // n * n
+            if due >= max(self.free, n):
+                start = max(start, due + self.nrfc)
+            # refreshes due while the stream runs cost it what one cost it halfway, each
+            hits, end = -1, start + k.cycles
+            while True:
+                now = (int(end) - 1) // n - start // n
+                if now == hits:
+                    break
+                hits = now
+                end = start + k.cycles + hits * k.cost
+            self._busy_refreshes[stream.key] = self._busy_refreshes.get(stream.key, 0) + hits
+        end = int(round(end))
+        self.free = max(self.free, end)
+        return end * self.tck_ps
 
     def counts(self) -> dict:
         c = _Counts(self.compiled)
+        extra = np.zeros(len(self.compiled.command_names))
         for key, uses in self._uses.items():
-            _, commands, rows = self._known[key]
-            c.commands += commands * uses
-            c.rows += rows * uses
+            k = self._known[key]
+            c.commands += k.commands * uses
+            c.rows += k.rows * uses
+            extra += k.extra * self._busy_refreshes.get(key, 0)
+        c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
             org = self.compiled.hw.dram.organization
-            ref = self.compiled.command_names.index(self.compiled.standard.refresh)
-            c.commands[ref] += int(self.end_ps / self.tck_ps // self.nrefi) * org.channels * org.ranks
+            c.commands[self.ref_id] += self.free // self.nrefi * org.channels * org.ranks
         out = c.summary()
         out["distinct_streams"] = len(self._known)
         return out

@@ -1,0 +1,134 @@
+"""Model cards and the tracer: graphs from real transformers models, nothing written per family."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from conftest import TINY_GPT2, TINY_LLAMA, write_card
+
+from pimsim.errors import ConfigError, PimsimError
+from pimsim.resources import bundled_names
+from pimsim.workloads.cards import load_card
+from pimsim.workloads.opgraph import OpGraph
+from pimsim.workloads.tracer import trace_card, traced_graph
+
+CARDS = [n[:-5] for n in bundled_names("workloads")]
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    return trace_card(load_card(write_card(tmp_path_factory.mktemp("c"), "tiny-gpt2", "gpt2", TINY_GPT2)))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return trace_card(load_card(write_card(tmp_path_factory.mktemp("c"), "tiny-llama", "llama", TINY_LLAMA)))
+
+
+def test_every_bundled_card_loads():
+    assert {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl",
+            "opt-1.3b", "smollm2-135m", "tinyllama-1.1b"} <= set(CARDS)
+    for name in CARDS:
+        card = load_card(name)
+        assert card.name == name
+        assert card.defaults.prompt_len + card.defaults.gen_tokens <= card.context
+
+
+def test_bad_card_lists_every_problem(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nname: bad\nhf: {model_type: gpt2, confg: {}}\ncontext: 16\n"
+                    "defaults: {prompt_len: 10, gen_tokens: 10}\ncolour: red\n")
+    with pytest.raises(ConfigError) as err:
+        load_card(path)
+    text = str(err.value)
+    assert "hf.confg" in text and "colour" in text
+
+
+def test_card_longer_run_than_context_is_an_error(tmp_path):
+    path = write_card(tmp_path, "long", "gpt2", TINY_GPT2, context=10)
+    with pytest.raises(ConfigError, match="exceeds the context of 10"):
+        load_card(path)
+
+
+def test_unknown_model_name_is_an_error():
+    with pytest.raises(PimsimError, match="no bundled workloads file"):
+        load_card("gpt7-huge")
+
+
+def test_gpt2_block_graph(tiny_gpt2):
+    g = tiny_gpt2
+    kinds = collections.Counter((op.kind, op.part) for op in g.ops)
+    assert kinds[("gemv", "qkv")] == 2 and kinds[("gemv", "out_proj")] == 2 and kinds[("gemv", "ffn")] == 4
+    assert kinds[("gemv", "lm_head")] == 1
+    assert kinds[("scores", "attn_scores")] == 2 and kinds[("context", "attn_context")] == 2
+    assert kinds[("kv_append", "kv_write")] == 4 and kinds[("asic", "softmax")] == 2
+    asic = collections.Counter(op.asic_kind for op in g.ops if op.kind == "asic")
+    assert asic["layernorm"] == 5 and asic["gelu"] == 2  # ln_1, ln_2 per layer and ln_f
+    # the LM head is tied to the token embedding: one tensor, used by both
+    lm = next(op for op in g.ops if op.part == "lm_head")
+    emb = [op for op in g.ops if op.kind == "embedding"]
+    assert lm.tensor in {op.tensor for op in emb}
+    assert (lm.rows, lm.cols) == (500, 64)
+    assert g.meta == {**g.meta, "layers": 2, "heads": 4, "kv_heads": 4, "head_dim": 16, "d_model": 64, "vocab": 500}
+    # softmax grows with the context: 4 heads, one row each
+    sm = next(op for op in g.ops if op.asic_kind == "softmax")
+    assert (sm.elements, sm.elements_per_token, sm.rows, sm.rows_per_token) == (0, 4, 4, 0)
+    assert sm.elements_at(100) == 400
+    # weights: wte + wpe + per layer c_attn, c_proj, c_fc, mlp c_proj
+    assert g.weight_elements() == 500 * 64 + 64 * 64 + 2 * (64 * 192 + 64 * 64 + 2 * 64 * 256)
+
+
+def test_gemv_data_dependencies_follow_the_model(tiny_gpt2):
+    g = tiny_gpt2
+    produced = {op.output: op for op in g.ops}
+    qkv = next(op for op in g.ops if op.part == "qkv")
+    ln = produced[qkv.inputs[0]]
+    assert ln.asic_kind == "layernorm"
+    scores = next(op for op in g.ops if op.kind == "scores")
+    assert produced[scores.inputs[0]] is qkv  # q comes straight from the fused projection
+
+
+def test_llama_block_with_grouped_kv_heads(tiny_llama):
+    g = tiny_llama
+    assert (g.meta["heads"], g.meta["kv_heads"], g.meta["head_dim"]) == (4, 2, 16)
+    kinds = collections.Counter((op.kind, op.part) for op in g.ops)
+    assert kinds[("gemv", "qkv")] == 6 and kinds[("gemv", "ffn")] == 6 and kinds[("gemv", "lm_head")] == 1
+    assert not any(op.bias for op in g.ops if op.kind == "gemv")
+    appends = [op for op in g.ops if op.kind == "kv_append"]
+    assert {op.kv_heads for op in appends} == {2}
+    asic = collections.Counter(op.asic_kind for op in g.ops if op.kind == "asic")
+    assert asic["rsqrt"] == 5 and asic["silu"] == 2  # RMSNorm as its aten ops; SwiGLU's SiLU
+    # an untied LM head is its own tensor
+    assert next(op for op in g.ops if op.part == "lm_head").tensor not in {
+        op.tensor for op in g.ops if op.kind == "embedding"}
+
+
+def test_graph_json_round_trip(tiny_llama):
+    again = OpGraph.from_json(tiny_llama.to_json())
+    assert again.ops == tiny_llama.ops and again.tensors == tiny_llama.tensors and again.meta == tiny_llama.meta
+
+
+def test_traced_graph_is_cached_by_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    card = load_card(write_card(tmp_path, "tiny", "gpt2", TINY_GPT2))
+    first = traced_graph(card)
+    files = list((tmp_path / "cache" / "pimsim" / "graphs").glob("gpt2-*.json"))
+    assert len(files) == 1
+    renamed = load_card(write_card(tmp_path, "other-name", "gpt2", TINY_GPT2))
+    second = traced_graph(renamed)  # same shapes: from the cache, under its own name
+    assert second.model == "other-name" and second.ops == first.ops
+    files[0].write_text("{not json")  # a damaged cache entry is traced again
+    assert traced_graph(card).ops == first.ops
+
+
+def test_bundled_gpt2_parameter_count():
+    g = traced_graph(load_card("gpt2"))
+    # 124 M: wte 50257 x 768, wpe 1024 x 768, and 12 blocks of c_attn, c_proj, c_fc, c_proj
+    assert g.weight_elements() == 50257 * 768 + 1024 * 768 + 12 * (768 * 2304 + 768 * 768 + 2 * 768 * 3072)
+
+
+def test_unknown_model_type_is_a_clear_error(tmp_path):
+    card = load_card(write_card(tmp_path, "x", "not-a-model", {"n_layer": 2}))
+    with pytest.raises(PimsimError, match="not-a-model"):
+        trace_card(card)
