@@ -1,0 +1,95 @@
+"""`pimsim run` and `pimsim model list` through ``pimsim.cli.main``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pimsim.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_run_json_has_every_documented_key(capsys):
+    rc, out, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--prompt-len", "10",
+                       "--gen-tokens", "2", "--json", "-")
+    assert rc == 0, err
+    r = json.loads(out)
+    for key in ("model", "hw", "tokens", "latency_per_token_s", "tokens_per_s", "total_time_s", "breakdown_s",
+                "row_hit_rate", "bytes_internal", "bytes_external", "bound_efficiency", "config_hash",
+                "pimsim_version", "config", "model_card", "commands", "per_token_s"):
+        assert key in r, key
+    assert r["model"] == "gpt2" and r["hw"] == "gddr6-aim" and r["tokens"] == 2 and r["prompt_len"] == 10
+    assert r["total_time_s"] == pytest.approx(sum(r["per_token_s"]))
+    assert r["tokens_per_s"] == pytest.approx(2 / r["total_time_s"])
+    assert sum(r["breakdown_s"].values()) == pytest.approx(r["total_time_s"], rel=1e-9)  # serial: parts add up
+    assert set(r["breakdown_s"]) >= {"qkv", "attn_scores", "softmax", "attn_context", "out_proj", "ffn", "lm_head",
+                                     "asic", "transfers", "kv_write"}
+    assert 0.9 < r["row_hit_rate"] < 1 and 0 < r["bound_efficiency"] < 1
+    assert r["bytes_internal"] > 10 * r["bytes_external"] > 0
+    assert r["config"]["asic"]["freq_MHz"] == 1000
+
+
+def test_run_table_and_json_file(capsys, tmp_path):
+    rc, out, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1",
+                       "--json", str(tmp_path / "r.json"), "--quiet")
+    assert rc == 0, err
+    assert "per token" in out and "tokens/s" in out and "FFN" in out and "hit rate" in out
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["tokens"] == 1 and saved["prompt_len"] == 64  # the card's default prompt
+
+
+def test_same_inputs_same_numbers_and_hash(capsys):
+    argv = ("run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1", "--json", "-")
+    a = json.loads(run(capsys, *argv)[1])
+    b = json.loads(run(capsys, *argv)[1])
+    a.pop("host"), b.pop("host")
+    assert a == b
+    c = json.loads(run(capsys, *argv, "--set", "asic.freq_MHz=100")[1])
+    assert c["config_hash"] != a["config_hash"] and c["total_time_s"] > a["total_time_s"]
+
+
+def test_timeline_is_a_chrome_trace(capsys, tmp_path):
+    path = tmp_path / "t.json"
+    rc, _, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1",
+                     "--schedule", "overlap", "--timeline", str(path), "--quiet")
+    assert rc == 0, err
+    events = json.loads(path.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert {e["tid"] for e in slices} == {1, 2, 3}
+    assert all(e["dur"] > 0 for e in slices)
+    assert any(e["cat"] == "softmax" for e in slices)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--model", "gpt7"), "no bundled workloads file"),
+    (("--model", "gpt2", "--prompt-len", "1020", "--gen-tokens", "10"), "longer than its context of 1024"),
+    (("--model", "gpt2", "--set", "dram.organization.rows=64"), "does not fit in gddr6-aim"),
+    (("--model", "gpt2", "--set", "asic.lanes=0"), "asic.lanes"),
+])
+def test_bad_input_is_one_message(capsys, argv, message):
+    rc, out, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", *argv, "--quiet")
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_hardware_without_pim_is_refused(capsys):
+    rc, _, err = run(capsys, "run", "--hw", "ddr4-2400.yaml", "--model", "gpt2", "--quiet")
+    assert rc == 2 and "no pim and asic section" in err
+
+
+def test_model_list(capsys):
+    rc, out, _ = run(capsys, "model", "list")
+    assert rc == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert "gpt2-xl" in names and "tinyllama-1.1b" in names
