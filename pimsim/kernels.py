@@ -142,6 +142,7 @@ def _stats(compiled, geometry, placement, program, summary) -> dict:
         "peak_internal_bandwidth_GBps": peak_internal / 1e9,
         "utilization": in_banks / time_s / peak_internal if time_s else 0.0,
         "placement": {"segments": placement.segments, "waves": placement.waves, "dram_rows": placement.dram_rows,
+                      "channel_groups": placement.split,
                       "padded_cols": placement.cols_padded, "area_utilization": placement.utilization},
         "asic": {"partial_sums": program.partial_sums, "adds": program.asic_adds},
         "refresh": summary["refresh"],
@@ -150,14 +151,11 @@ def _stats(compiled, geometry, placement, program, summary) -> dict:
 
 def _store_matrix(model: BankModel, placement, matrix: np.ndarray, rows: int | None = None) -> None:
     """Put the first `rows` rows of a matrix (already padded to placement.cols_padded) into the banks."""
-    g = placement.geometry
     rows = matrix.shape[0] if rows is None else rows
     if rows == 0:
         return
     m = np.arange(rows)
-    for seg in range(placement.segments):
-        lo = seg * g.row_elems
-        width = min(g.row_elems, placement.cols_padded - lo)
+    for lo, width in placement.column_tiles():
         channel, bank, dram_row, _ = placement.where(m, np.full(rows, lo))
         model.store_rows(channel, bank, dram_row, matrix[:rows, lo:lo + width])
 

@@ -42,8 +42,13 @@ def test_append_writes_exactly_what_the_layout_says():
     # K: one row of heads x dim values = 16 column accesses; V: one masked write per (head, dimension)
     assert (names == "WR").sum() == heads * dim // 16 + heads * dim
     # K: the token's 256 values sit in one DRAM row; V: each dimension's row holds all 4 heads x 112
-    # reserved tokens (448 of 1024 elements), so the token's values need one row per dimension
-    assert (names == "ACT").sum() == 1 + dim
+    # reserved tokens (448 of 1024 elements), so the token's values need one row per dimension, in each
+    # of the two channel groups V^T (64 rows for 128 slots) is split over
+    assert layout.v.split == 2 and layout.k.split == 1
+    assert (names == "ACT").sum() == 1 + 2 * dim
+    unsplit = compiled("gddr6-aim.yaml", "mapping.channel_split=never")
+    prog_off = append_program(unsplit, kv_layout(Geometry.of(unsplit.hw), heads, dim, tmax), 37)
+    assert (np.array(c.command_names)[prog_off.cmd] == "ACT").sum() == 1 + dim
     _, _, rec, err = run_commands(c.spec, prog.cmd, prog.node, prog.row, prog.column,
                                   np.zeros(len(prog), np.int64), record=True)
     assert err[0] == 0 and check(c, issued_from_record(c, rec)) == []

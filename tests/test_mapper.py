@@ -16,7 +16,7 @@ from pimsim.dram.kernel import run_commands
 from pimsim.errors import PimsimError
 from pimsim.kernels import gemv
 from pimsim.mapper.gemv import gemv_program
-from pimsim.mapper.placement import Geometry, RowAllocator, place_gemv
+from pimsim.mapper.placement import Geometry, RowAllocator, auto_split, place_gemv
 from pimsim.pim.formats import to_operands
 
 PIM = ("gddr6-aim.yaml", "hbm-pim.yaml")
@@ -193,7 +193,8 @@ def test_attention_runs_with_either_strategy():
 
 def _emulate_row_partition(hw, W, x):
     """numpy emulation of the whole row_partition pipeline, written from the README's description:
-    products exact; per RDMAC the unit's sum over one global-buffer block (adder tree or lanes, each
+    x cut into one part per channel group (one part unless the matrix has few rows), each part into
+    DRAM-row segments; products exact; per RDMAC the unit's sum over one global-buffer block (adder tree or lanes, each
     addition rounded to the accumulator); the ASIC adds an output's partial sums in FP32, in order
     (segment by segment, block by block, lane by lane)."""
     g = Geometry.of(hw)
@@ -206,10 +207,12 @@ def _emulate_row_partition(hw, W, x):
     xq = np.zeros(n_pad)
     xq[:W.shape[1]] = to_operands(x, fmt)
     per_row = g.row_elems // e
+    part = place_gemv(g, W.shape[0], W.shape[1]).part_accesses  # a channel group's share of x
+    segments = [(s, min(p + part, n_pad // e, s + per_row)) for p in range(0, n_pad // e, part)
+                for s in range(p, min(p + part, n_pad // e), per_row)]
     y = np.zeros(W.shape[0], np.float32)
     for m in range(W.shape[0]):
-        for seg_start in range(0, n_pad // e, per_row):
-            seg_end = min(n_pad // e, seg_start + per_row)
+        for seg_start, seg_end in segments:
             for b0 in range(seg_start, seg_end, g.gb_chunks):
                 lanes = np.zeros(e if hw.pim.accumulate == "lanes" else 1)
                 for k in range(b0, min(seg_end, b0 + g.gb_chunks)):
@@ -234,3 +237,26 @@ def test_any_gemv_equals_the_pipeline_emulation_bit_for_bit(name, m, n, seed):
     W = rng.standard_normal((m, n)).astype(np.float32)
     x = rng.standard_normal(n).astype(np.float32)
     assert np.array_equal(gemv(hw, W=W, x=x).y, _emulate_row_partition(hw, W, x))
+
+
+def test_matrices_with_few_rows_are_split_over_channel_groups():
+    g = Geometry.of(compiled("gddr6-aim.yaml").hw)  # 8 channels x 16 banks = 128 slots
+    assert [auto_split(g, rows, 4096) for rows in (1, 16, 32, 33, 64, 65, 128, 4096)] == [8, 8, 4, 2, 2, 1, 1, 1]
+    assert auto_split(g, 1, 16) == 1  # one column access cannot be cut
+    p = place_gemv(g, 64, 25 * 1024)  # the V^T cache of 25 heads of 64 with 1024 tokens
+    assert (p.split, p.part_cols, p.segments, p.dram_rows) == (2, 12800, 13, 13)
+    channel, bank, row, elem = p.where(np.array([0, 63, 5]), np.array([0, 12800, 12800 + 1030]))
+    assert channel.tolist() == [0, 7, 4] and bank.tolist() == [0, 15, 5]
+    assert row.tolist() == [0, 0, 1] and elem.tolist() == [0, 0, 6]
+    assert list(p.column_tiles())[12:14] == [(12288, 512), (12800, 1024)]
+    never = Geometry.of(compiled("gddr6-aim.yaml", "mapping.channel_split=never").hw)
+    assert place_gemv(never, 64, 25 * 1024).dram_rows == 25
+
+
+def test_split_gemv_uses_every_channel_and_is_faster():
+    hw = compiled("gddr6-aim.yaml").hw
+    split = gemv(hw, 64, 8192)
+    whole = gemv(compiled("gddr6-aim.yaml", "mapping.channel_split=never").hw, 64, 8192)
+    assert split.stats["placement"]["channel_groups"] == 2
+    assert split.stats["cycles"] < 0.6 * whole.stats["cycles"]
+    assert split.stats["commands"]["MACAB"] == whole.stats["commands"]["MACAB"]  # same work, twice the channels

@@ -131,6 +131,10 @@ class MappingConfig(StrictModel):
         "row_partition", description="row_partition: output rows over channels x PIM units, the input dimension "
                                      "along DRAM rows, one partial sum per global-buffer block; wave_major: the "
                                      "same placement, each row open across all blocks of its segment")
+    channel_split: Literal["auto", "never"] = Field(
+        "auto", description="auto: a matrix with at most half as many output rows as PIM slots (the transposed V "
+                            "cache) is split over channel groups, each group holding one part of the input "
+                            "dimension; never: such matrices use only the channels their rows reach")
 
 
 class LinkConfig(StrictModel):

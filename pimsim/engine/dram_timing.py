@@ -103,6 +103,11 @@ class CycleTiming:
     def counts(self) -> dict:
         c = _Counts(self.compiled)
         c.commands += self.state.counts.sum(axis=0)
+        if self.compiled.hw.dram.refresh.enabled:  # refreshes due by the end that no later command forced out
+            ref = self.compiled.command_names.index(self.compiled.standard.refresh)
+            due = int(self.state.chan[:, C_END].max()) // self.compiled.timing["nREFI"]
+            issued = self.state.counts[:, ref]
+            c.commands[ref] += int(np.maximum(due - issued, 0).sum()) * self.compiled.hw.dram.organization.ranks
         c.rows += self.state.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0)
         out = c.summary()
         out["distinct_streams"] = len(self._channels)

@@ -93,11 +93,8 @@ def append_program(compiled: Compiled, layout: KVLayout, token: int, k_token: np
         if functional:
             k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
         cols = np.arange(0, layout.k.cols_padded, e)
-        channel, bank, dram_row, elem = layout.k.where(np.full(len(cols), token), cols)
-        for r in np.unique(dram_row):
-            sel = dram_row == r
-            jobs.append((int(channel[sel][0]), int(bank[sel][0]), int(r), elem[sel] // e,
-                         [k_row[c:c + e] for c in cols[sel]]))
+        for key, sel in _by_row(*layout.k.where(np.full(len(cols), token), cols)):
+            jobs.append((*key, layout.k.where(token, cols[sel])[3] // e, [k_row[c:c + e] for c in cols[sel]]))
     if "v" in parts:
         jobs += _v_jobs(layout, token, values, functional)
     return _write_jobs(compiled, jobs, g)
@@ -133,12 +130,20 @@ def read_row_program(compiled: Compiled, placement: GemvPlacement, entry: int) -
     g = placement.geometry
     e = g.elems_per_access
     cols = np.arange(0, placement.cols_padded, e)
-    channel, bank, dram_row, elem = placement.where(np.full(len(cols), entry), cols)
-    jobs = []
-    for r in np.unique(dram_row):
-        sel = dram_row == r
-        jobs.append((int(channel[sel][0]), int(bank[sel][0]), int(r), elem[sel] // e, [None] * int(sel.sum())))
+    elem = placement.where(entry, cols)[3]
+    jobs = [(*key, elem[sel] // e, [None] * int(sel.sum()))
+            for key, sel in _by_row(*placement.where(np.full(len(cols), entry), cols))]
     return _write_jobs(compiled, jobs, g, access="RD")
+
+
+def _by_row(channel, bank, dram_row, elem=None):
+    """((channel, bank, row), mask) of each distinct row the elements fall in, in order of first use."""
+    keys = np.stack([channel, bank, dram_row], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    for k in np.argsort(first, kind="stable"):
+        sel = inverse == k
+        yield tuple(int(v) for v in keys[first[k]]), sel
 
 
 def _write_jobs(compiled: Compiled, jobs: list, g: Geometry, access: str = "WR") -> WriteProgram:

@@ -74,9 +74,13 @@ class _Builder:
         cmd.extend([self.ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
         column.extend(range(lo * bl, hi * bl, bl)), select.extend([s] * count), payload.extend([-1] * count)
 
-    def emit_buffer(self, chan, seg, accesses):
+    def first_access(self, part, seg):
+        """Index in x (in column accesses) of the first access of a segment of a channel group's part."""
+        return part * self.placement.part_accesses + seg * self.accesses_per_row
+
+    def emit_buffer(self, chan, part, seg, accesses):
         """WRGB of the given segment-local column accesses of x."""
-        first = seg * self.accesses_per_row
+        first = self.first_access(part, seg)
         for k in accesses:
             self.emit("WRGB", chan, k=k * self.g.burst_length, p=first + k)
 
@@ -86,17 +90,19 @@ class _Builder:
         self.partials += min(self.g.units, self.rows_active - base) * self.lanes_out
 
     def channels(self):
-        """(channel, rank node, channel node, first slot, waves with work) for every busy channel."""
-        g = self.g
+        """(channel, rank node, channel node, part, first slot, waves with work) for every busy channel."""
+        g, p = self.g, self.placement
         for ch in range(g.channels):
-            first_slot = ch * g.units * g.banks_per_unit
-            waves = [w for w in range(self.placement.waves) if w * g.slots + first_slot < self.rows_active]
-            if waves:
-                yield ch, int(self.compiled.rank_node(ch)), int(self.compiled.channel_node(ch)), first_slot, waves
+            part, local = divmod(ch, p.channels_per_group)
+            first_slot = local * g.units * g.banks_per_unit
+            waves = [w for w in range(p.waves) if w * p.slots_per_wave + first_slot < self.rows_active]
+            if waves and p.part_width(part) > 0:
+                yield (ch, int(self.compiled.rank_node(ch)), int(self.compiled.channel_node(ch)), part, first_slot,
+                       waves)
 
-    def parts(self, seg, lo, hi):
+    def parts(self, part, seg, lo, hi):
         """Each group's column accesses within segment-local accesses [lo, hi): (group, lo, hi)."""
-        first = seg * self.accesses_per_row
+        first = self.first_access(part, seg)
         found = [(gi, max(lo, start - first), min(hi, start + n - first)) for gi, (start, n) in enumerate(self.groups)]
         return [(gi, a, b) for gi, a, b in found if a < b]
 
@@ -104,7 +110,7 @@ class _Builder:
         """(bank select, first output row) of a wave's banks of a unit that hold active rows."""
         g = self.g
         for sel in range(g.banks_per_unit):
-            base = wave * g.slots + first_slot + sel * g.units
+            base = wave * self.placement.slots_per_wave + first_slot + sel * g.units
             if base >= self.rows_active:
                 return
             yield sel, base
@@ -129,15 +135,15 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     """
     b = _Builder(compiled, placement, lanes_out, groups, rows_active)
     g = b.g
-    for ch, rank, chan, first_slot, waves in b.channels():
+    for ch, rank, chan, part, first_slot, waves in b.channels():
         for seg in range(placement.segments):
-            ncol = placement.segment_columns(seg)
+            ncol = placement.segment_columns(seg, part)
             for b0 in range(0, ncol, g.gb_chunks):
-                parts = b.parts(seg, b0, min(ncol, b0 + g.gb_chunks))
+                parts = b.parts(part, seg, b0, min(ncol, b0 + g.gb_chunks))
                 if not parts:
                     continue
                 for _, lo, hi in parts:
-                    b.emit_buffer(chan, seg, range(lo, hi))
+                    b.emit_buffer(chan, part, seg, range(lo, hi))
                 for w in waves:
                     r = b.row_of(w, seg)
                     b.emit("ACTAB", rank, r=r)
@@ -163,15 +169,15 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
     """
     b = _Builder(compiled, placement, lanes_out, groups, rows_active)
     g = b.g
-    for ch, rank, chan, first_slot, waves in b.channels():
+    for ch, rank, chan, part, first_slot, waves in b.channels():
         for seg in range(placement.segments):
-            parts = b.parts(seg, 0, placement.segment_columns(seg))
+            parts = b.parts(part, seg, 0, placement.segment_columns(seg, part))
             if not parts:
                 continue
             used = sorted({k for _, lo, hi in parts for k in range(lo, hi)})
             fits = len({k // g.gb_chunks for k in used}) == 1
             if fits:  # the whole segment in the buffer at once: write it once for all waves
-                b.emit_buffer(chan, seg, used)
+                b.emit_buffer(chan, part, seg, used)
             for w in waves:
                 r = b.row_of(w, seg)
                 b.emit("ACTAB", rank, r=r)
@@ -182,7 +188,7 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
                         while k < hi:
                             block = k // g.gb_chunks
                             if block != loaded:  # bring this block of x into the buffer
-                                b.emit_buffer(chan, seg, [kk for kk in used if kk // g.gb_chunks == block])
+                                b.emit_buffer(chan, part, seg, [kk for kk in used if kk // g.gb_chunks == block])
                                 loaded = block
                             end = min(hi, (block + 1) * g.gb_chunks)
                             b.emit_macs(rank, r, k, end, sel)

@@ -18,7 +18,7 @@ from pimsim.dram.compile import Compiled
 from pimsim.errors import PimsimError
 from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
 from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
-from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, place_gemv
+from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_split, place_gemv
 from pimsim.workloads.opgraph import OpGraph
 
 
@@ -78,7 +78,8 @@ class ModelMap:
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
         meta = self.graph.meta
-        rows = sum(GemvPlacement(g, t["rows"], t["cols"], 0).dram_rows for t in self.graph.tensors.values())
+        rows = sum(GemvPlacement(g, t["rows"], t["cols"], 0, auto_split(g, t["rows"], t["cols"])).dram_rows
+                   for t in self.graph.tensors.values())
         probe = kv_layout(g, meta["kv_heads"], meta["head_dim"], self.max_context)
         return rows + meta["layers"] * (probe.k.dram_rows + probe.v.dram_rows)
 
@@ -105,14 +106,13 @@ class ModelMap:
             return proto
         return replace(proto, row_offset=first_row, **changes)
 
-    def _gemv_stream(self, key, placement: GemvPlacement, in_bytes_per_channel: int, repeat: int = 1,
-                     groups=None, rows_active=None) -> Stream:
-        """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time)."""
+    def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None) -> Stream:
+        """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time).
+        The ASIC sends each channel what its global-buffer writes carry, and gets back its RDMAC results."""
         program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, self._lanes_out, groups, rows_active)
         g = self.geometry
         reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
-        busy = reads > 0
-        to_pim = np.where(busy, in_bytes_per_channel, 0) * repeat
+        to_pim = self._count_by_channel(program, "WRGB") * self.hw.dram.organization.access_bytes * repeat
         from_pim = reads * g.units * self._lanes_out * self._acc_bytes * repeat
         arrays = [np.tile(a, repeat) for a in (program.cmd, program.node, program.row, program.column)]
         return Stream(key, *arrays, to_pim, from_pim, program.asic_adds * repeat, program.outputs * repeat)
@@ -121,8 +121,8 @@ class ModelMap:
         t = self.tables[tensor]
         key = ("gemv", t.rows_out, t.cols_in)
         if key not in self._programs:
-            proto = GemvPlacement(self.geometry, t.rows_out, t.cols_in, 0)
-            self._programs[key] = self._gemv_stream(key, proto, int(t.cols_in * self.geometry.operand_bytes))
+            proto = GemvPlacement(self.geometry, t.rows_out, t.cols_in, 0, t.split)
+            self._programs[key] = self._gemv_stream(key, proto)
         return self._shifted(self._programs[key], t.first_row)
 
     def scores(self, layer: int, context: int, heads: int) -> Stream:
@@ -138,8 +138,7 @@ class ModelMap:
         if key not in self._programs:
             proto = self._proto_kv()
             group = heads // layout.heads
-            q_bytes = int(layout.heads * layout.head_dim * g.operand_bytes)
-            self._programs[key] = self._gemv_stream(key, proto.k, q_bytes, group, proto.k_groups(), whole)
+            self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole)
         s = self._programs[key]
         partials = (s.asic_adds + s.outputs) * context // whole
         outputs = s.outputs * context // whole
@@ -147,7 +146,7 @@ class ModelMap:
 
     def context(self, layer: int, context: int, heads: int) -> Stream:
         """p.V of every query head over `context` cached tokens. The commands change only when the
-        context reaches the next column access; what changes with every token is the bytes of p."""
+        context reaches the next column access (p is sent in whole accesses, zero-padded)."""
         layout = self.kv[layer]
         g = self.geometry
         whole = -(-context // g.elems_per_access) * g.elems_per_access
@@ -155,11 +154,8 @@ class ModelMap:
         if key not in self._programs:
             proto = self._proto_kv()
             group = heads // layout.heads
-            self._programs[key] = self._gemv_stream(key, proto.v, 0, group, proto.v_groups(whole), layout.head_dim)
-        s = self._programs[key]
-        p_bytes = int(heads * context * g.operand_bytes)
-        to_pim = np.where(s.from_pim_bytes > 0, p_bytes, 0)
-        return self._shifted(s, layout.k.first_row, to_pim_bytes=to_pim)  # V sits after K, as in the prototype
+            self._programs[key] = self._gemv_stream(key, proto.v, group, proto.v_groups(whole), layout.head_dim)
+        return self._shifted(self._programs[key], layout.k.first_row)  # V sits after K, as in the prototype
 
     def append(self, layer: int, token: int, which: str) -> Stream:
         """Writing the new token's keys or values (`which` = "k" or "v") into the cache. A token's K row
@@ -167,8 +163,7 @@ class ModelMap:
         commands as that slot's first token, rows shifted."""
         layout = self.kv[layer]
         if which == "k":
-            slots = self.geometry.slots
-            wave, first = divmod(token, slots)
+            wave, first = divmod(token, layout.k.slots_per_wave)
             s = self._append_stream(first, which)
             return self._shifted(s, layout.k.first_row + wave * layout.k.segments)
         # A value lands in column access token // e of rows that depend only on that access: every token
@@ -193,7 +188,7 @@ class ModelMap:
             raise PimsimError(f"{tensor}: entry {entry} is outside its {t.rows_out} rows")
         key = ("embedding", t.rows_out, t.cols_in, entry)
         if key not in self._programs:
-            proto = GemvPlacement(self.geometry, t.rows_out, t.cols_in, 0)
+            proto = GemvPlacement(self.geometry, t.rows_out, t.cols_in, 0, t.split)
             prog = read_row_program(self.compiled, proto, entry)
             nbytes = self._count_by_channel(prog, "RD") * self.hw.dram.organization.access_bytes
             self._programs[key] = Stream(key, prog.cmd, prog.node, prog.row, prog.column, np.zeros_like(nbytes),

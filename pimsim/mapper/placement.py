@@ -8,6 +8,12 @@ in every bank of every channel. ``RowAllocator`` does that and refuses what does
 accesses and cut into *segments* of one DRAM row each; output rows are dealt to *slots*, one slot
 being a (channel, PIM unit, bank of the unit) triple, so a *wave* of consecutive output rows occupies
 every slot once. Tile (wave w, segment s) of every slot sits in DRAM row first + w x segments + s.
+
+A matrix with at most half as many output rows as there are slots (the transposed V cache: head_dim
+rows) would leave channels idle. Such a matrix is *split*: the channels form ``split`` groups, the
+input dimension is cut into as many contiguous parts, and part j lives on channel group j, its rows
+dealt over that group's slots. Every group works on its own part of x (the global buffer is per
+channel) and the ASIC adds the groups' partial sums like those of any split row.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Geometry:
     burst_length: int  # device columns per column access
     operand_bytes: float
     integer: bool  # integer operands and accumulators (partial sums are added exactly)
+    split_small: bool = True  # split matrices with few output rows over channel groups
 
     @classmethod
     def of(cls, hw: HardwareConfig) -> Geometry:
@@ -46,7 +53,8 @@ class Geometry:
                    banks_per_unit=pim.banks_per_unit, rows=org.rows, row_elems=org.row_bytes * 8 // bits,
                    elems_per_access=org.access_bytes * 8 // bits,
                    gb_chunks=pim.global_buffer_bytes // org.access_bytes, burst_length=org.burst_length,
-                   operand_bytes=bits / 8, integer=pim.accumulator_format == "int32")
+                   operand_bytes=bits / 8, integer=pim.accumulator_format == "int32",
+                   split_small=hw.mapping.channel_split == "auto")
 
     @property
     def slots(self) -> int:
@@ -88,6 +96,7 @@ class GemvPlacement:
     rows_out: int  # M
     cols_in: int  # N
     first_row: int  # DRAM row of tile (wave 0, segment 0)
+    split: int = 1  # channel groups, each holding one contiguous part of the input dimension
 
     @property
     def cols_padded(self) -> int:
@@ -95,33 +104,63 @@ class GemvPlacement:
         return -(-self.cols_in // e) * e
 
     @property
+    def part_accesses(self) -> int:
+        """Column accesses of each channel group's part of the input (the last part may be shorter)."""
+        return -(-self.cols_padded // self.geometry.elems_per_access // self.split)
+
+    @property
+    def part_cols(self) -> int:
+        return self.part_accesses * self.geometry.elems_per_access
+
+    def part_width(self, part: int) -> int:
+        return max(0, min(self.part_cols, self.cols_padded - part * self.part_cols))
+
+    @property
+    def channels_per_group(self) -> int:
+        return self.geometry.channels // self.split
+
+    @property
+    def slots_per_wave(self) -> int:
+        return self.geometry.slots // self.split
+
+    @property
     def segments(self) -> int:
-        return -(-self.cols_padded // self.geometry.row_elems)
+        return -(-self.part_cols // self.geometry.row_elems)
 
     @property
     def waves(self) -> int:
-        return -(-self.rows_out // self.geometry.slots)
+        return -(-self.rows_out // self.slots_per_wave)
 
     @property
     def dram_rows(self) -> int:
         return self.waves * self.segments
 
-    def segment_columns(self, segment: int) -> int:
-        """Column accesses of W in one segment (the last one may be shorter)."""
+    def segment_columns(self, segment: int, part: int = 0) -> int:
+        """Column accesses of W in one segment of one part (the last ones may be shorter, or empty)."""
         g = self.geometry
-        width = min(g.row_elems, self.cols_padded - segment * g.row_elems)
-        return width // g.elems_per_access
+        width = min(g.row_elems, self.part_width(part) - segment * g.row_elems)
+        return max(0, width) // g.elems_per_access
+
+    def column_tiles(self):
+        """(first column, width) of every piece of a row of W that sits in one DRAM row."""
+        g = self.geometry
+        for part in range(self.split):
+            for seg in range(self.segments):
+                width = min(g.row_elems, self.part_width(part) - seg * g.row_elems)
+                if width > 0:
+                    yield part * self.part_cols + seg * g.row_elems, width
 
     def where(self, m: np.ndarray, n: np.ndarray):
         """(channel, bank, DRAM row, element in the row) of elements W[m, n]."""
         g = self.geometry
         m, n = np.asarray(m), np.asarray(n)
-        wave, slot = np.divmod(m, g.slots)
+        part, local = np.divmod(n, self.part_cols)
+        wave, slot = np.divmod(m, self.slots_per_wave)
         channel, rest = np.divmod(slot, g.units * g.banks_per_unit)
         select, unit = np.divmod(rest, g.units)
-        segment, elem = np.divmod(n, g.row_elems)
+        segment, elem = np.divmod(local, g.row_elems)
         row = self.first_row + wave * self.segments + segment
-        return channel, unit * g.banks_per_unit + select, row, elem
+        return part * self.channels_per_group + channel, unit * g.banks_per_unit + select, row, elem
 
     @property
     def utilization(self) -> float:
@@ -130,11 +169,24 @@ class GemvPlacement:
         return self.rows_out * self.cols_in / (self.dram_rows * g.row_elems * g.slots)
 
 
+def auto_split(geometry: Geometry, rows_out: int, cols_in: int) -> int:
+    """Channel groups for a matrix: as many as keep every slot of a group busy (1 for big matrices)."""
+    if not geometry.split_small:
+        return 1
+    accesses = -(-cols_in // geometry.elems_per_access)
+    split = 1
+    while (split * 2 <= geometry.channels and geometry.channels % (split * 2) == 0
+           and rows_out <= geometry.slots // (split * 2) and split * 2 <= accesses):
+        split *= 2
+    return split
+
+
 def place_gemv(geometry: Geometry, rows_out: int, cols_in: int, allocator: RowAllocator | None = None,
-               tensor: str = "W") -> GemvPlacement:
+               tensor: str = "W", split: int | None = None) -> GemvPlacement:
     if rows_out < 1 or cols_in < 1:
         raise PimsimError(f"a GEMV needs at least one row and one column, got {rows_out} x {cols_in}")
+    split = auto_split(geometry, rows_out, cols_in) if split is None else split
     allocator = allocator or RowAllocator(geometry)
-    draft = GemvPlacement(geometry, rows_out, cols_in, 0)
+    draft = GemvPlacement(geometry, rows_out, cols_in, 0, split)
     first = allocator.allocate(tensor, draft.dram_rows)
-    return GemvPlacement(geometry, rows_out, cols_in, first)
+    return GemvPlacement(geometry, rows_out, cols_in, first, split)
