@@ -21,6 +21,7 @@ from pimsim.dram.timing_state import (
     C_PENDING,
     C_PREV,
     E_ACCESS,
+    E_NONE,
     ERR_STUCK,
     K_EFFECT,
     K_REPEAT,
@@ -48,6 +49,8 @@ from pimsim.dram.timing_state import (
     skip_idle_refreshes,
 )
 
+NEG_DUE = -1  # placeholder refresh due time where refresh is off (never compared)
+
 # columns of the record of issued commands
 REC_CYCLE, REC_CMD, REC_NODE, REC_ROW, REC_COL, REC_SRC = range(6)
 
@@ -72,24 +75,46 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
     err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
     rank_base = params[P_BASE + 1]
-    for i in range(n):
+    i = -1
+    while i + 1 < n:  # a while loop: the fast path below consumes whole runs of commands at once
+        i += 1
         c, s = cmd[i], node_of[i]
         ch = node[s, N_ANC]
         rk = node[s, N_ANC + 1] if node[s, N_LEVEL] >= 1 else rank_base + ch * params[P_RANKS]
         # Fast path: the same column command again on the same node and row, nothing issued in
-        # between on this channel (PIM row sweeps are runs of MACAB). Only its own rules can bind,
-        # from the previous issue; bank state is unchanged, so it is legal and a row hit. Exactly
-        # what the slow path gives.
+        # between on this channel (PIM row sweeps are runs of MACAB; input vectors runs of WRGB), or
+        # the same command that touches no bank state. Only its own rules can bind, from the previous
+        # issue; bank state is unchanged, so it is legal (and, for a column access, a row hit).
+        # Exactly what the slow path gives.
         gap = cmds[c, K_REPEAT]
+        eff = cmds[c, K_EFFECT]
+        access = eff == E_ACCESS
         if (gap >= 0 and chan[ch, C_LAST_CMD] == c and chan[ch, C_LAST_NODE] == s
-                and cmds[c, K_EFFECT] == E_ACCESS and row[i] == chan[ch, C_LAST_ROW]):
+                and (access or eff == E_NONE) and row[i] == chan[ch, C_LAST_ROW]):
             t = max(chan[ch, C_PREV] + gap, tmin[i])
             if not (refresh_on and t >= ref_due[rk - rank_base]):
-                commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
-                chan[ch, C_HITS] += 1
                 issue_at[i] = t
                 if record:
                     rec, nrec = _append(rec, nrec, t, c, s, row[i], col[i], i)
+                else:
+                    # the rest of the run at once: only the last repeat's issue needs committing, the
+                    # ones between are overwritten by it (counts and hits are added up)
+                    due = ref_due[rk - rank_base] if refresh_on else NEG_DUE
+                    more = 0
+                    while (i + 1 < n and cmd[i + 1] == c and node_of[i + 1] == s and row[i + 1] == row[i]):
+                        nxt = max(t + gap, tmin[i + 1])
+                        if refresh_on and nxt >= due:
+                            break
+                        i += 1
+                        t = nxt
+                        issue_at[i] = t
+                        more += 1
+                    counts[ch, c] += more
+                    if access:
+                        chan[ch, C_HITS] += more
+                commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
+                if access:
+                    chan[ch, C_HITS] += 1
                 continue
         if not check_state(node, cmds, params, bank, c, s, row[i], err):
             err[1] = i
