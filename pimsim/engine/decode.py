@@ -68,31 +68,56 @@ class DecodeSimulation:
         self.timing = timing_for(self.compiled, fidelity)
         self.asic = hw.asic
         self._static: dict = {}
+        self._links: dict = {}
+        self._plan: list | None = None
 
     # ---- one token -----------------------------------------------------------------------------
     def _link(self, per_channel) -> int:
         """The links run side by side: the channel with the most bytes sets the time."""
         return link_ps(self.asic, int(per_channel.max())) if len(per_channel) else 0
 
+    def _stream_links(self, stream) -> tuple[int, int]:
+        """Link times to and from the channels of a stream (memoised by the stream's contents)."""
+        key = (stream.key, id(stream.to_pim_bytes), id(stream.from_pim_bytes))
+        got = self._links.get(key)
+        if got is None:
+            got = self._links[key] = (self._link(stream.to_pim_bytes), self._link(stream.from_pim_bytes))
+        return got
+
+    def _template(self) -> list[tuple]:
+        """Per op with instructions: (op index, first instruction, dependencies of the first). Every op
+        has a fixed number of instructions, so the dependencies are the same at every position."""
+        if self._plan is None:
+            plan, done_by, count = [], {}, 0
+            sizes = {"gemv": 4, "scores": 4, "context": 4, "kv_append": 2, "embedding": 2, "asic": 1}
+            for index, op in enumerate(self.graph.ops):
+                deps = tuple(sorted({i for v in op.inputs for i in done_by.get(v, ())}))
+                if op.kind == "join":
+                    done_by[op.output] = deps
+                    continue
+                if op.kind not in sizes:
+                    raise RuntimeError(f"pimsim bug: no instructions for op kind {op.kind!r}")
+                plan.append((index, count, deps))
+                count += sizes[op.kind]
+                done_by[op.output] = (count - 1,)
+            self._plan = plan
+        return self._plan
+
     def token_program(self, position: int) -> list[Instr]:
         """The instructions of the decode step at `position` (tokens in the cache before it)."""
         context = position + 1
         instrs: list[Instr] = []
-        done_by: dict[int, tuple[int, ...]] = {}  # value -> instructions that produce it
-        for index, op in enumerate(self.graph.ops):
-            deps = tuple(sorted({i for v in op.inputs for i in done_by.get(v, ())}))
-            if op.kind == "join":
-                done_by[op.output] = deps
-                continue
+        ops = self.graph.ops
+        for index, first, deps in self._template():
+            op = ops[index]
             steps = self._static.get(index)
             if steps is None:
                 steps = self._steps(op, position, context)
                 if op.kind == "gemv" or (op.kind == "asic" and not (op.elements_per_token or op.rows_per_token)):
                     self._static[index] = steps  # the same at every position
-            first = len(instrs)
+            name, layer = op.name, op.layer
             for k, (unit, part, ps, stream) in enumerate(steps):
-                instrs.append(Instr(unit, part, op.name, op.layer, (first + k - 1,) if k else deps, ps, stream))
-            done_by[op.output] = (len(instrs) - 1,)
+                instrs.append(Instr(unit, part, name, layer, (first + k - 1,) if k else deps, ps, stream))
         return instrs
 
     def _steps(self, op, position: int, context: int) -> list[tuple]:
@@ -105,22 +130,19 @@ class DecodeSimulation:
                 stream = m.scores(op.layer, context, op.heads)
             else:
                 stream = m.context(op.layer, context, op.heads)
-            steps = [("link", "transfers", self._link(stream.to_pim_bytes), None), ("pim", op.part, 0, stream),
-                     ("link", "transfers", self._link(stream.from_pim_bytes), None)]
+            to_pim, from_pim = self._stream_links(stream)
             adds = stream.asic_adds + (op.rows if op.bias else 0)
-            if adds:
-                steps.append(("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None))
-            return steps
+            return [("link", "transfers", to_pim, None), ("pim", op.part, 0, stream),
+                    ("link", "transfers", from_pim, None),
+                    ("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None)]
         if op.kind == "kv_append":
             stream = m.append(op.layer, position, op.which)
-            return [("link", "transfers", self._link(stream.to_pim_bytes), None), ("pim", op.part, 0, stream)]
+            return [("link", "transfers", self._stream_links(stream)[0], None), ("pim", op.part, 0, stream)]
         if op.kind == "embedding":
             stream = m.embedding(op.tensor, position % op.rows)
-            return [("pim", op.part, 0, stream), ("link", "transfers", self._link(stream.from_pim_bytes), None)]
-        if op.kind == "asic":
-            cycles = vector_cycles(asic, op.asic_kind, op.elements_at(context), op.rows_at(context))
-            return [("asic", op.part, cycles_to_ps(asic, cycles), None)]
-        raise RuntimeError(f"pimsim bug: no instructions for op kind {op.kind!r}")
+            return [("pim", op.part, 0, stream), ("link", "transfers", self._stream_links(stream)[1], None)]
+        cycles = vector_cycles(asic, op.asic_kind, op.elements_at(context), op.rows_at(context))
+        return [("asic", op.part, cycles_to_ps(asic, cycles), None)]
 
     def _ideal_ps(self, context: int) -> float:
         """The token's weight and KV bytes at the device's peak internal bandwidth."""

@@ -4,12 +4,15 @@
 that lives for the whole run: open rows, bank timing and refresh carry from one stream to the next.
 
 ``FastTiming`` simulates each distinct stream (by its key: what it computes, not where it sits) once
-from an idle memory with refresh off, and once more with a refresh falling due at its midpoint (and
-every nREFI after); the difference per refresh is what one refresh costs that stream. Refreshes fall
-due on a fixed grid (every nREFI from the start, as in the kernel), so at each use the stream pays
-that cost for every grid point inside it, and waits out nRFC when one fell due just before it started
-while the memory idled. What this leaves out: the exact bank state a stream inherits from the one
-before (each is timed from idle), and where in the stream a refresh lands.
+from an idle memory with refresh off, and again with refreshes falling due at a few points inside it
+(at one point and every nREFI after, for a long one); the average difference per refresh is what one
+refresh costs that stream. Refreshes fall due every nREFI whatever the memory does, so at each use a
+stream pays that cost times the refreshes expected before its last command issues (last issue /
+nREFI, compounded), plus the expected wait for one that fell due while the memory idled before it.
+Expected values, not the exact phase of the refresh clock: a model whose layers take nearly a whole
+number of nREFI can see refreshes land on the same ops again and again at cycle fidelity; fast
+fidelity averages over that. It also leaves out the bank state a stream inherits (each is timed from
+idle).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pimsim.dram.timing_state import (
 )
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
+
+SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
 
 
 class _Counts:
@@ -71,6 +76,7 @@ def _channels(compiled: Compiled, stream: Stream) -> np.ndarray:
 @dataclass(frozen=True)
 class _Known:
     cycles: int  # refresh-free length of the stream, from an idle memory
+    last_issue: int  # cycle its last command issues (a refresh due later than this never delays it)
     cost: float  # cycles one refresh due during the stream adds to it
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
@@ -130,8 +136,8 @@ class FastTiming:
         self.ref_id = compiled.command_names.index(compiled.standard.refresh)
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
-        self._busy_refreshes: dict[tuple, int] = {}
-        self.free = 0  # cycle the memory finished its last stream
+        self._busy_refreshes: dict[tuple, float] = {}
+        self.free = 0.0  # cycle the memory finished its last stream
 
     def known(self, stream: Stream) -> _Known:
         """What one run of the stream costs (simulated on first sight)."""
@@ -143,52 +149,58 @@ class FastTiming:
     def _simulate(self, stream: Stream) -> _Known:
         ncmd = len(self.compiled.command_names)
         if len(stream) == 0:
-            return _Known(0, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
+            return _Known(0, 0, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
         chans = _channels(self.compiled, stream)
         zero = np.zeros(len(stream), np.int64)
-        st, _, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
+        st, issue_at, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
         _check(self.compiled, stream, err)
         d0 = int(st.chan[chans, C_END].max())
+        last_issue = int(issue_at.max())
         counts = st.counts.sum(axis=0)
         cost, extra = 0.0, np.zeros(ncmd)
-        if self.refresh:  # once more, with a refresh due halfway (and every nREFI after)
-            mid = new_state(self.spec)
-            mid.ref_due[:] = max(min(d0 // 2, self.nrefi), 1)
-            st1, _, _, err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, zero,
-                                          state=mid)
-            _check(self.compiled, stream, err)
-            refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
-            cost = max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes
-            if cost >= self.nrefi:
+        if self.refresh:
+            # again with refreshes: the first due at one of SAMPLES points spread over the stream (or
+            # over the first nREFI of a long one), the rest every nREFI after; what a refresh costs
+            # depends on where it lands (rows open or not), so cost and added commands per refresh
+            # are averaged over the runs
+            n = self.nrefi
+            span = min(last_issue, n)
+            points = sorted({max((2 * k + 1) * span // (2 * SAMPLES), 1) for k in range(SAMPLES)})
+            costs, added = [], np.zeros(ncmd)
+            for due in points:
+                st1 = new_state(self.spec)
+                st1.ref_due[:] = due
+                st1, _, _, err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, zero,
+                                              state=st1)
+                _check(self.compiled, stream, err)
+                refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
+                costs.append(max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes)
+                added += (st1.counts.sum(axis=0) - counts) / refreshes
+            cost = sum(costs) / len(costs)
+            if cost >= n:
                 raise PimsimError(_stuck_message(self.compiled, f"a command of {stream.key[0]}"))
-            extra = (st1.counts.sum(axis=0) - counts) / refreshes  # PREA, reopening ACTs (REF counted apart)
+            extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
-        return _Known(d0, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
+        return _Known(d0, last_issue, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
 
     def run(self, stream: Stream, start_ps: int) -> int:
         k = self.known(stream)
         self._uses[stream.key] = self._uses.get(stream.key, 0) + 1
-        start = -(-start_ps // self.tck_ps)
-        if not self.refresh or k.cycles == 0:
-            end = start + k.cycles
-        else:
-            n = self.nrefi
-            # a refresh due while the memory was idle holds the rank for nRFC from its due time
-            due = start // n * n
-            if due >= max(self.free, n):
-                start = max(start, due + self.nrfc)
-            # refreshes due while the stream runs cost it what one cost it halfway, each
-            hits, end = -1, start + k.cycles
-            while True:
-                now = (int(end) - 1) // n - start // n
-                if now == hits:
-                    break
-                hits = now
-                end = start + k.cycles + hits * k.cost
-            self._busy_refreshes[stream.key] = self._busy_refreshes.get(stream.key, 0) + hits
-        end = int(round(end))
+        start = start_ps / self.tck_ps
+        end = start + k.cycles
+        if self.refresh and k.cycles:
+            n, rfc = self.nrefi, self.nrfc
+            # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
+            # holds the rank for nRFC from then: the expected wait
+            m = min(max(start - self.free, 0.0), rfc)
+            wait = (rfc * m - m * m / 2) / n
+            # refreshes due before its last command issues each cost what one cost it on average; they
+            # come once per nREFI, and each pushes the rest later (a geometric series)
+            hits = k.last_issue / (n - k.cost)
+            self._busy_refreshes[stream.key] = self._busy_refreshes.get(stream.key, 0.0) + hits
+            end += wait + hits * k.cost
         self.free = max(self.free, end)
-        return end * self.tck_ps
+        return round(end * self.tck_ps)
 
     def counts(self) -> dict:
         c = _Counts(self.compiled)
@@ -201,7 +213,7 @@ class FastTiming:
         c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
             org = self.compiled.hw.dram.organization
-            c.commands[self.ref_id] += self.free // self.nrefi * org.channels * org.ranks
+            c.commands[self.ref_id] += int(self.free // self.nrefi) * org.channels * org.ranks
         out = c.summary()
         out["distinct_streams"] = len(self._known)
         return out

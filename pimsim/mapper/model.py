@@ -9,7 +9,7 @@ what the ``fast`` fidelity reuses timings by.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,6 +74,7 @@ class ModelMap:
         self._lanes_out = self.hw.pim.lanes_per_unit if self.hw.pim.accumulate == "lanes" else 1
         self._acc_bytes = FORMAT_BITS[self.hw.pim.accumulator_format] // 8
         self._programs: dict = {}
+        self._shifts: dict = {}
 
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
@@ -101,10 +102,17 @@ class ModelMap:
             out[ch] += v
         return out
 
-    def _shifted(self, proto: Stream, first_row: int, **changes) -> Stream:
-        if first_row == 0 and not changes:
-            return proto
-        return replace(proto, row_offset=first_row, **changes)
+    def _shifted(self, proto: Stream, first_row: int, asic_adds: int | None = None, outputs: int | None = None
+                 ) -> Stream:
+        """The prototype's stream for a tensor placed at `first_row` (memoised: layers repeat)."""
+        key = (proto.key, first_row, asic_adds, outputs)
+        got = self._shifts.get(key)
+        if got is None:
+            got = self._shifts[key] = Stream(
+                proto.key, proto.cmd, proto.node, proto.row, proto.column, proto.to_pim_bytes, proto.from_pim_bytes,
+                proto.asic_adds if asic_adds is None else asic_adds, proto.outputs if outputs is None else outputs,
+                first_row)
+        return got
 
     def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None) -> Stream:
         """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time).

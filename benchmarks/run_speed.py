@@ -1,0 +1,68 @@
+"""Simulator speed of `pimsim run`: wall-clock seconds for whole token-generation runs.
+
+    python benchmarks/run_speed.py [--repeat 3] [--cycle-tokens 32] [--skip-long]
+
+(a) the README's run, as a user types it (a fresh process: Python, numba cache load, tracing cache);
+(b) gpt2-xl on gddr6-aim, 1024 tokens, fast fidelity (in-process, after a warm-up run);
+(c) gpt2-xl on gddr6-aim at cycle fidelity: seconds per token over --cycle-tokens tokens, and the
+    projection to 1024 tokens (every command of every token goes through the kernel, so the cost per
+    token is flat apart from attention's growth with the context).
+
+Medians of --repeat runs. Set OMP_WAIT_POLICY=PASSIVE on shared machines (numba and torch threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from pimsim.runs import run_model
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def show(label: str, times: list[float], extra: str = "") -> None:
+    print(f"{label}\n  wall (median of {len(times)}) {statistics.median(times):.2f} s "
+          f"(min {min(times):.2f}, max {max(times):.2f}){extra}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cycle-tokens", type=int, default=32)
+    ap.add_argument("--skip-long", action="store_true", help="skip (b) and (c)")
+    args = ap.parse_args()
+    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python "
+          f"{platform.python_version()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+
+    cmd = [sys.executable, "-m", "pimsim", "run", "--hw", "hbm-pim.yaml", "--model", "gpt2-xl", "--quiet"]
+    run_model("hbm-pim.yaml", "gpt2-xl")  # fills the numba and graph caches, as a user's first run does
+    show("(a) pimsim run --hw hbm-pim.yaml --model gpt2-xl   (16 tokens, fast, fresh process)",
+         timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat))
+    if args.skip_long:
+        return
+    run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=4)
+    show("(b) gpt2-xl on gddr6-aim, 1024 tokens from an empty cache, fast fidelity (in-process)",
+         timed(lambda: run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=1024), args.repeat))
+    n = args.cycle_tokens
+    times = timed(lambda: run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=n, fidelity="cycle"),
+                  args.repeat)
+    per = statistics.median(times) / n
+    show(f"(c) gpt2-xl on gddr6-aim, {n} tokens, cycle fidelity (in-process)", times,
+         f"\n  -> {per:.3f} s per token; about {per * 1024:.0f} s for 1024 tokens")
+
+
+if __name__ == "__main__":
+    main()
