@@ -29,3 +29,17 @@ def test_pim_mac_throughput_matches_the_published_peaks():
     # about 1 TFLOPS per 16-pseudo-channel stack (Samsung quotes ~1.2 TFLOPS at a 300 MHz PIM clock)
     assert hbm["peak_GFLOPS_per_channel"] * hbm["channels"] == pytest.approx(1024.0)
     assert 0 < hbm["efficiency"] < 1 and 0 < aim["efficiency"] < 1
+
+
+def test_pimgpt_calibration_runs_and_reports_the_papers_quantities(capsys, monkeypatch):
+    mod = _load("pimgpt_calibration")
+    monkeypatch.setattr(mod, "MODELS", ("gpt2",))
+    monkeypatch.setattr("sys.argv", ["pimgpt_calibration.py", "--prompt-len", "32", "--gen-tokens", "1"])
+    mod.main()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("gpt2"))
+    ms, hit, asic, non_mv, wide, slow = row.split()[1:]
+    assert 0.9 < float(hit.rstrip("%")) / 100 < 1
+    assert 0 < float(asic.rstrip("%")) < float(non_mv.rstrip("%")) < 100
+    assert 1 < float(wide.rstrip("x")) <= 2  # more channels help, at most linearly
+    assert float(slow.rstrip("%")) > 0  # a slower ASIC never speeds anything up
