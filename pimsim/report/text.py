@@ -120,6 +120,15 @@ def run_summary(result: dict) -> str:
     lines.append(f"memory     {mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows per bank used "
                  f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
                  f"{mem['kv_cache_tokens_reserved']:,} tokens")
+    f = result.get("functional")
+    if f:
+        matches = sum(f["top1_matches"])
+        lines.append(f"functional {f['weights']}, {f['prompt_tokens']} prompt tokens: top-1 agreement with PyTorch "
+                     f"FP32 {matches}/{len(f['top1_matches'])} ({100 * f['top1_agreement']:.1f}%), max |logit error| "
+                     f"{f['max_abs_logit_error']:.4g} ({100 * f['max_abs_logit_error_relative']:.2f}% of the largest "
+                     f"logit), mean {f['mean_abs_logit_error']:.3g}")
+        if "reference_text" in f:
+            lines.append(f"           {f['prompt']!r} -> PyTorch {f['reference_text']!r}, PIM {f['pim_text']!r}")
     lines.append(f"traceable  config_hash {result['config_hash']}, pimsim {result['pimsim_version']}; "
                  f"--json has the resolved config, the model card and every count")
     return "\n".join(lines)

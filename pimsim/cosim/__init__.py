@@ -1,0 +1,1 @@
+"""Functional co-simulation: real numbers through the PIM numerics and the ASIC approximations."""

@@ -1,0 +1,100 @@
+"""The numbers a PIM GEMV produces, computed for whole matrices at once.
+
+The bank model (:mod:`pimsim.pim.banks`) executes the mapper's command streams element by element;
+this module gives the same result, bit for bit, from the same rules (a test holds them together), fast
+enough to run every GEMV of a model token after token:
+
+- W and x are held in the operand format (BF16 or FP16); products of two operands are exact;
+- the input dimension is cut as the ``row_partition`` placement cuts it: channel-group parts, then
+  DRAM-row segments, then global-buffer blocks; one RDMAC per block returns the unit's accumulators;
+- within a block, ``accumulate: tree`` adds each column access's lane products pairwise, rounding every
+  sum to the accumulator format, and adds the result to one accumulator; ``accumulate: lanes`` adds
+  each lane's product to that lane's accumulator (rounded each time);
+- the ASIC adds an output's partial sums in FP32, one after another, in the order they were read
+  (parts, segments, blocks, then lanes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pimsim.config.models import HardwareConfig
+from pimsim.errors import PimsimError
+from pimsim.mapper.placement import Geometry, auto_split
+
+
+def blocks_of(geometry: Geometry, cols: int, split: int) -> list[tuple[int, int]]:
+    """Column-access ranges [a, b) of x, one per RDMAC, in the order the ASIC adds them."""
+    e, per_row, gb = geometry.elems_per_access, geometry.row_elems // geometry.elems_per_access, geometry.gb_chunks
+    accesses = -(-cols // e)
+    part = -(-accesses // split)
+    out = []
+    for p0 in range(0, accesses, part):
+        p1 = min(accesses, p0 + part)
+        for s0 in range(p0, p1, per_row):
+            s1 = min(p1, s0 + per_row)
+            out += [(b0, min(s1, b0 + gb)) for b0 in range(s0, s1, gb)]
+    return out
+
+
+def _round(values: np.ndarray, acc: str) -> np.ndarray:
+    """Sums rounded to the accumulator format: float32 sums already are; exact float64 sums of FP16
+    values are rounded to FP16 and kept as float64."""
+    if acc == "fp32":
+        return values
+    if acc == "fp16":
+        return values.astype(np.float16).astype(np.float64)
+    raise PimsimError(f"functional co-simulation supports fp32 and fp16 accumulators, not {acc}")
+
+
+class PimGemv:
+    """y = W x as the PIM memory computes it, for one weight matrix (stored once, in operand format)."""
+
+    def __init__(self, hw: HardwareConfig, W: np.ndarray, split: int | None = None):
+        pim = hw.pim
+        if pim.weight_format not in ("bf16", "fp16"):
+            raise PimsimError(f"functional co-simulation supports bf16 and fp16 weights, not {pim.weight_format}")
+        from pimsim.pim.formats import to_operands
+
+        self.hw, self.g = hw, Geometry.of(hw)
+        self.fmt, self.acc, self.mode = pim.weight_format, pim.accumulator_format, pim.accumulate
+        rows, cols = W.shape
+        e = self.g.elems_per_access
+        self.cols = cols
+        self.padded = -(-cols // e) * e
+        wq = np.zeros((rows, self.padded), np.float32)
+        wq[:, :cols] = to_operands(W, self.fmt)
+        self.W = wq.reshape(rows, self.padded // e, e)  # [rows, accesses, lanes]
+        split = auto_split(self.g, rows, cols) if split is None else split
+        self.blocks = blocks_of(self.g, cols, split)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from pimsim.pim.formats import to_operands
+
+        e = self.g.elems_per_access
+        xq = np.zeros(self.padded, np.float32)
+        xq[:self.cols] = to_operands(np.asarray(x, np.float32).ravel(), self.fmt)
+        xq = xq.reshape(-1, e)
+        rows = self.W.shape[0]
+        y = np.zeros(rows, np.float32)
+        # FP32 accumulators: float32 adds are the exact sum rounded once, as the hardware does; FP16
+        # ones are summed exactly in float64 and rounded (numpy's float16 adds could round twice)
+        wide = np.float32 if self.acc == "fp32" else np.float64
+        for a, b in self.blocks:
+            prod = (self.W[:, a:b, :] * xq[a:b]).astype(wide)  # exact products
+            if self.mode == "tree":
+                level = prod
+                while level.shape[-1] > 1:
+                    level = _round(level[..., 0::2] + level[..., 1::2], self.acc)
+                terms = level[..., 0]  # [rows, accesses]
+                acc = np.zeros(rows, wide)
+                for k in range(terms.shape[1]):
+                    acc = _round(acc + terms[:, k], self.acc)
+                y = (y + acc.astype(np.float32)).astype(np.float32)
+            else:
+                acc = np.zeros((rows, e), wide)
+                for k in range(prod.shape[1]):
+                    acc = _round(acc + prod[:, k, :], self.acc)
+                for lane in range(e):
+                    y = (y + acc[:, lane].astype(np.float32)).astype(np.float32)
+        return y

