@@ -30,6 +30,8 @@ def tiny(tmp_path_factory):
 
 
 class NoDram:
+    track_channels = False
+
     def run(self, stream, start):
         raise AssertionError("no PIM work expected")
 

@@ -66,9 +66,30 @@ def test_timeline_is_a_chrome_trace(capsys, tmp_path):
     assert rc == 0, err
     events = json.loads(path.read_text())["traceEvents"]
     slices = [e for e in events if e["ph"] == "X"]
-    assert {e["tid"] for e in slices} == {1, 2, 3}
-    assert all(e["dur"] > 0 for e in slices)
+    assert {e["tid"] for e in slices} == {1, 2, 3} | {100 + ch for ch in range(8)}  # units, then channels
+    assert all(e["dur"] > 0 for e in slices if e["tid"] < 100)
     assert any(e["cat"] == "softmax" for e in slices)
+    pim = [e for e in slices if e["tid"] == 3]
+    per_channel = [e for e in slices if e["tid"] >= 100]
+    assert max(e["ts"] + e["dur"] for e in per_channel) == pytest.approx(max(e["ts"] + e["dur"] for e in pim))
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e.get("tid", 0) >= 100}
+    assert names == {f"channel {ch}" for ch in range(8)}
+
+
+@pytest.mark.parametrize("fidelity", ["fast", "cycle"])
+def test_timeline_channel_tracks_end_with_their_streams(capsys, tmp_path, fidelity):
+    path = tmp_path / "t.json"
+    rc, _, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1",
+                     "--fidelity", fidelity, "--timeline", str(path), "--quiet")
+    assert rc == 0, err
+    slices = [e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]
+    by_start = {}
+    for e in slices:
+        if e["tid"] == 3:
+            by_start[e["ts"]] = e["ts"] + e["dur"]
+    for e in slices:
+        if e["tid"] >= 100:  # no channel outlasts the stream it belongs to
+            assert e["ts"] + e["dur"] <= by_start[e["ts"]] + 1e-6
 
 
 @pytest.mark.parametrize("argv, message", [

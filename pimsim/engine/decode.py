@@ -39,7 +39,8 @@ class DecodeResult:
     per_token_ps: list[int]
     breakdown_ps: dict[str, int]
     counts: dict
-    timeline: list[tuple] = field(default_factory=list)  # (unit, name, part, layer, start ps, end ps)
+    # (unit, name, part, layer, start ps, end ps, {channel: end ps} for PIM work)
+    timeline: list[tuple] = field(default_factory=list)
     ideal_ps: float = 0.0  # the internal-bandwidth bound of the same work
 
 
@@ -155,6 +156,7 @@ class DecodeSimulation:
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
         serial = self.schedule == "serial"
+        self.timing.track_channels = timeline
         per_token, breakdown = [], dict.fromkeys(PARTS, 0)
         events = []
         t = 0
@@ -167,8 +169,8 @@ class DecodeSimulation:
             for ins in program:
                 breakdown[ins.part] += ins.end - ins.start
             if timeline:
-                events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end) for ins in program
-                              if ins.end > ins.start)
+                events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end, ins.channel_ends)
+                              for ins in program if ins.end > ins.start)
             ideal += self._ideal_ps(position + 1)
             t = end
             if progress is not None:

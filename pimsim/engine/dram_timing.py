@@ -77,6 +77,7 @@ def _channels(compiled: Compiled, stream: Stream) -> np.ndarray:
 class _Known:
     cycles: int  # refresh-free length of the stream, from an idle memory
     last_issue: int  # cycle its last command issues (a refresh due later than this never delays it)
+    channel_cycles: dict  # channel -> refresh-free cycles until that channel's last command is done
     cost: float  # cycles one refresh due during the stream adds to it
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
@@ -92,6 +93,8 @@ class CycleTiming:
         self.state = new_state(self.spec)
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._channels: dict[tuple, np.ndarray] = {}
+        self.track_channels = False  # record each channel's end of the last stream (for timelines)
+        self.channel_ends: dict[int, int] = {}
 
     def run(self, stream: Stream, start_ps: int) -> int:
         """Issue the stream no earlier than start_ps; the time its last command is done."""
@@ -104,7 +107,10 @@ class CycleTiming:
         chans = self._channels.get(stream.key)
         if chans is None:
             chans = self._channels[stream.key] = _channels(self.compiled, stream)
-        return int(self.state.chan[chans, C_END].max() * self.tck_ps)
+        ends = self.state.chan[chans, C_END]
+        if self.track_channels:
+            self.channel_ends = {int(c): int(e * self.tck_ps) for c, e in zip(chans, ends)}
+        return int(ends.max() * self.tck_ps)
 
     def counts(self) -> dict:
         c = _Counts(self.compiled)
@@ -137,6 +143,8 @@ class FastTiming:
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
         self._busy_refreshes: dict[tuple, float] = {}
+        self.track_channels = False
+        self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
 
     def known(self, stream: Stream) -> _Known:
@@ -149,7 +157,7 @@ class FastTiming:
     def _simulate(self, stream: Stream) -> _Known:
         ncmd = len(self.compiled.command_names)
         if len(stream) == 0:
-            return _Known(0, 0, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
+            return _Known(0, 0, {}, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
         chans = _channels(self.compiled, stream)
         zero = np.zeros(len(stream), np.int64)
         st, issue_at, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
@@ -181,7 +189,8 @@ class FastTiming:
                 raise PimsimError(_stuck_message(self.compiled, f"a command of {stream.key[0]}"))
             extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
-        return _Known(d0, last_issue, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
+        per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
+        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
 
     def run(self, stream: Stream, start_ps: int) -> int:
         k = self.known(stream)
@@ -200,6 +209,9 @@ class FastTiming:
             self._busy_refreshes[stream.key] = self._busy_refreshes.get(stream.key, 0.0) + hits
             end += wait + hits * k.cost
         self.free = max(self.free, end)
+        if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
+            scale = (end - start) / k.cycles if k.cycles else 0.0
+            self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
         return round(end * self.tck_ps)
 
     def counts(self) -> dict:

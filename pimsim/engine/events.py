@@ -31,6 +31,7 @@ class Instr:
     stream: Stream | None = None  # command streams, for PIM work
     start: int = 0
     end: int = 0
+    channel_ends: dict | None = None  # PIM work: when each channel finished (recorded for timelines)
 
 
 def run_program(instrs: list[Instr], t0: int, timing, serial: bool, use_heap: bool = False) -> int:
@@ -64,6 +65,8 @@ def run_program(instrs: list[Instr], t0: int, timing, serial: bool, use_heap: bo
         ins = instrs[i]
         ins.start = max(now, ready_at[i])
         ins.end = timing.run(ins.stream, ins.start) if ins.stream is not None else ins.start + ins.ps
+        if ins.stream is not None and timing.track_channels:
+            ins.channel_ends = timing.channel_ends
         busy[unit] = True
         heapq.heappush(heap, (ins.end, UNITS.index(unit), seq, i))
         seq += 1
@@ -89,7 +92,13 @@ def _run_serial(instrs: list[Instr], t0: int, timing) -> int:
     """The serial schedule without the heap: with every instruction waiting for the one before it, the
     event loop above reduces to this (a test holds the two together)."""
     now = t0
+    track = timing.track_channels
     for ins in instrs:
         ins.start = now
-        now = ins.end = timing.run(ins.stream, now) if ins.stream is not None else now + ins.ps
+        if ins.stream is None:
+            now = ins.end = now + ins.ps
+        else:
+            now = ins.end = timing.run(ins.stream, now)
+            if track:
+                ins.channel_ends = timing.channel_ends
     return now
