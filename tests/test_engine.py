@@ -172,3 +172,13 @@ def test_cycle_timing_continues_one_dram_state(tiny):
     second = cyc.run(s, first)
     assert first > 0 and second > first
     assert fast.run(s, 0) > 0 and fast.counts()["commands"]["MACAB"] == cyc.counts()["commands"]["MACAB"] // 2
+
+
+@pytest.mark.parametrize("fidelity", ["fast", "cycle"])
+def test_serial_runs_without_instruction_objects_time_the_same(tiny, fidelity):
+    hw = load_hardware("gddr6-aim.yaml")
+    plain = DecodeSimulation(hw, tiny["llama"], 5, 4, "serial", fidelity).run()
+    traced = DecodeSimulation(hw, tiny["llama"], 5, 4, "serial", fidelity).run(timeline=True)
+    assert plain.per_token_ps == traced.per_token_ps and plain.breakdown_ps == traced.breakdown_ps
+    assert plain.counts == traced.counts
+    assert traced.timeline and not plain.timeline

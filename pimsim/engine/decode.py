@@ -104,22 +104,50 @@ class DecodeSimulation:
             self._plan = plan
         return self._plan
 
+    def _op_steps(self, index: int, op, position: int, context: int, shared: dict) -> list[tuple]:
+        steps = self._static.get(index)
+        if steps is not None:
+            return steps
+        if self.fidelity == "fast" and op.kind != "embedding":
+            # what fast timing needs of a stream is its key, the same for every layer: one layer's
+            # steps serve all of them at this position
+            key = (op.kind, op.which, op.heads, op.tensor if op.kind == "gemv" else None, op.asic_kind, op.elements,
+                   op.elements_per_token, op.rows, op.rows_per_token, op.bias)
+            steps = shared.get(key)
+            if steps is None:
+                steps = shared[key] = self._steps(op, position, context)
+        else:
+            steps = self._steps(op, position, context)
+        if op.kind == "gemv" or (op.kind == "asic" and not (op.elements_per_token or op.rows_per_token)):
+            self._static[index] = steps  # the same at every position
+        return steps
+
     def token_program(self, position: int) -> list[Instr]:
         """The instructions of the decode step at `position` (tokens in the cache before it)."""
         context = position + 1
         instrs: list[Instr] = []
         ops = self.graph.ops
+        shared: dict = {}
         for index, first, deps in self._template():
             op = ops[index]
-            steps = self._static.get(index)
-            if steps is None:
-                steps = self._steps(op, position, context)
-                if op.kind == "gemv" or (op.kind == "asic" and not (op.elements_per_token or op.rows_per_token)):
-                    self._static[index] = steps  # the same at every position
             name, layer = op.name, op.layer
-            for k, (unit, part, ps, stream) in enumerate(steps):
+            for k, (unit, part, ps, stream) in enumerate(self._op_steps(index, op, position, context, shared)):
                 instrs.append(Instr(unit, part, name, layer, (first + k - 1,) if k else deps, ps, stream))
         return instrs
+
+    def _serial_token(self, position: int, t: int, breakdown: dict) -> int:
+        """The serial schedule without instruction objects: each step starts when the one before ends
+        (what :func:`run_program` does with ``serial``; a test holds the two together)."""
+        context = position + 1
+        ops, timing = self.graph.ops, self.timing
+        shared: dict = {}
+        for index, _, _ in self._template():
+            op = ops[index]
+            for _, part, ps, stream in self._op_steps(index, op, position, context, shared):
+                end = timing.run(stream, t) if stream is not None else t + ps
+                breakdown[part] += end - t
+                t = end
+        return t
 
     def _steps(self, op, position: int, context: int) -> list[tuple]:
         """(unit, part, duration ps, stream) of each instruction of one op, in order."""
@@ -163,6 +191,14 @@ class DecodeSimulation:
         ideal = 0.0
         for i in range(self.gen_tokens):
             position = self.prompt_len + i
+            if serial and not timeline:
+                end = self._serial_token(position, t, breakdown)
+                per_token.append(end - t)
+                ideal += self._ideal_ps(position + 1)
+                t = end
+                if progress is not None:
+                    progress(1)
+                continue
             program = self.token_program(position)
             end = run_program(program, t, self.timing, serial)
             per_token.append(end - t)
