@@ -78,10 +78,24 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
             "reference": f"float64 product of the {fmt}-rounded operands",
             "seed": seed,
         }
+    if hw.energy is not None:
+        stats["energy"] = _kernel_energy(compiled, stats, program.asic_adds)
     if no_pim:
         result.baseline_stats = _no_pim_baseline(compiled, geometry, rows, cols)
         stats["speedup_over_no_pim"] = result.baseline_stats["cycles"] / stats["cycles"]
     return result
+
+
+def _kernel_energy(compiled, stats: dict, asic_adds: int) -> dict:
+    """Energy of one kernel run: its commands, every channel counted busy for the whole run, and the
+    ASIC's partial-sum additions (reading each partial sum and writing the result, 4 bytes each)."""
+    from pimsim.energy.model import Actions, energy_J, pin_bytes
+
+    org = compiled.hw.dram.organization
+    actions = Actions(commands=stats["commands"], total_s=stats["time_s"],
+                      busy_s=[stats["time_s"]] * org.channels, pin_bytes=pin_bytes(compiled, stats["commands"]),
+                      lane_ops=asic_adds, sram_bytes=8 * asic_adds)
+    return energy_J(compiled, actions)
 
 
 def _time_program(compiled, program, name: str) -> dict:

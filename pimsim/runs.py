@@ -72,6 +72,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
                                    schedule, fidelity, __version__),
         "notes": _notes(schedule, fidelity),
     }
+    if hw.energy is not None:
+        out.update(_energy(sim, result, total, gen_tokens, graph.weight_elements()))
     if timeline:
         out["_timeline"] = result.timeline  # taken out by the CLI, written as a trace file
     return out
@@ -86,3 +88,16 @@ def _notes(schedule: str, fidelity: str) -> list[str]:
                      "reused; refresh is added as its average cost; command counts are those streams' counts "
                      "times their uses, with one REF per nREFI per rank")
     return notes
+
+
+def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:
+    from pimsim.energy.model import Actions, energy_J, pin_bytes
+
+    commands = result.counts["commands"]
+    actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in result.channel_busy_ps],
+                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=result.work[0],
+                      lane_ops=result.work[1], sram_bytes=result.work[2])
+    e = energy_J(sim.compiled, actions)
+    return {"energy_per_token_J": e["total_J"] / tokens, "energy_total_J": e["total_J"],
+            "energy_breakdown_J": e["breakdown_J"], "energy_per_token_per_param_J": e["total_J"] / tokens / params,
+            "average_power_W": e["average_power_W"], "energy": e}

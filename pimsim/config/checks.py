@@ -57,7 +57,58 @@ def check(raw: Any) -> list[Problem]:
         problems += _check_pim(pim, org, std)
     if isinstance(raw.get("asic"), dict) and not isinstance(pim, dict):
         problems.append(Problem("asic", "an ASIC drives PIM commands; it needs a pim section"))
+    energy = raw.get("energy")
+    if isinstance(energy, dict) and std is not None:
+        problems += _check_energy(energy, std, raw)
     return problems
+
+
+def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
+    """Every command of the standard gets an energy, from currents or in pJ, and nothing unknown."""
+    from pimsim.config.models import CURRENTS, FROM_CURRENTS
+
+    dram = energy.get("dram")
+    if not isinstance(dram, dict):
+        return []
+    out = []
+    names = set(std.command_names)
+    per = dram.get("per_command_pJ") if isinstance(dram.get("per_command_pJ"), dict) else {}
+    for key in per:
+        if key not in names:
+            out.append(Problem(f"energy.dram.per_command_pJ.{key}",
+                               f"not a command of {std.name}{suggest(str(key), names)}"))
+    currents = dram.get("currents_mA")
+    if isinstance(currents, dict):
+        for key in currents:
+            if key not in CURRENTS:
+                out.append(Problem(f"energy.dram.currents_mA.{key}",
+                                   f"not a current pimsim uses ({', '.join(CURRENTS)}){suggest(str(key), CURRENTS)}"))
+        for key in CURRENTS:
+            if key not in currents:
+                out.append(Problem(f"energy.dram.currents_mA.{key}", "missing (the current-based method needs it)"))
+        if dram.get("VDD_V") is None:
+            out.append(Problem("energy.dram.VDD_V", "missing: currents need the voltage they are drawn at"))
+        if dram.get("background_mW") is not None:
+            out.append(Problem("energy.dram.background_mW", "give background power or currents, not both "
+                                                            "(IDD2N and IDD3N are the background)"))
+        derived = names & set(FROM_CURRENTS)
+    else:
+        derived = set()
+        if dram.get("background_mW") is None:
+            out.append(Problem("energy.dram.background_mW", "missing: without currents, give 'active' and "
+                                                            "'precharged' standby power per channel"))
+    background = dram.get("background_mW")
+    if isinstance(background, dict) and set(background) != {"active", "precharged"}:
+        out.append(Problem("energy.dram.background_mW", f"needs exactly 'active' and 'precharged', got "
+                                                        f"{sorted(map(str, background))}"))
+    missing = sorted(names - derived - set(per))
+    if missing:
+        why = "not given by the currents" if derived else "give each"
+        out.append(Problem("energy.dram.per_command_pJ", f"no energy for {', '.join(missing)} ({why})"))
+    if isinstance(raw.get("asic"), dict) and not isinstance(energy.get("asic"), dict):
+        out.append(Problem("energy.asic", "the hardware has an ASIC: give its lane_op_pJ, sram_pJ_per_byte and "
+                                          "leakage_mW"))
+    return out
 
 
 def _check_organization(org: dict) -> list[Problem]:

@@ -167,6 +167,36 @@ class AsicConfig(StrictModel):
         return 1e6 / self.freq_MHz
 
 
+CURRENTS = ("IDD0", "IDD2N", "IDD3N", "IDD4R", "IDD4W", "IDD5B")
+# commands whose energy the datasheet-current method gives (the rest must be stated in pJ)
+FROM_CURRENTS = ("ACT", "PRE", "PREA", "ACTAB", "RD", "WR", "REF")
+
+
+class DramEnergy(StrictModel):
+    """Energy of the memory, per channel. Either pJ per command plus background power, or the
+    datasheet currents of one channel's devices (with VDD) from which both follow; PIM commands the
+    currents say nothing about (MACAB, WRGB, RDMAC, ...) are given in pJ either way."""
+
+    VDD_V: Number | None = Field(None, gt=0, le=5, description="supply voltage the currents are measured at")
+    currents_mA: dict[str, Number] | None = Field(None, description=f"per channel: {', '.join(CURRENTS)}")
+    per_command_pJ: dict[str, Number] = Field(default_factory=dict, description="energy of one command")
+    background_mW: dict[str, Number] | None = Field(
+        None, description="per channel: 'active' (a row open) and 'precharged' standby power")
+
+
+class AsicEnergy(StrictModel):
+    lane_op_pJ: Number = Field(ge=0, description="one lane's arithmetic step (one pass over one element)")
+    sram_pJ_per_byte: Number = Field(ge=0, description="reading or writing one byte of the ASIC's buffer")
+    leakage_mW: Number = Field(ge=0, description="static power of the ASIC")
+
+
+class EnergyConfig(StrictModel):
+    dram: DramEnergy
+    io_pJ_per_bit: Number = Field(ge=0, description="moving one bit over the memory's pins (RD, WR, WRGB, RDMAC)")
+    link_pJ_per_bit: Number = Field(0.0, ge=0, description="moving one bit over an ASIC<->controller link")
+    asic: AsicEnergy | None = None
+
+
 class HardwareConfig(StrictModel):
     version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(description="schema version of this file")
     name: str = Field(min_length=1)
@@ -174,6 +204,7 @@ class HardwareConfig(StrictModel):
     dram: DramConfig
     pim: PimConfig | None = None
     asic: AsicConfig | None = None
+    energy: EnergyConfig | None = None
     mapping: MappingConfig = MappingConfig()
 
     @property

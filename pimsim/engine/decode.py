@@ -31,6 +31,7 @@ from pimsim.mapper.placement import Geometry
 from pimsim.workloads.opgraph import PARTS, OpGraph
 
 SCHEDULES = ("serial", "overlap")
+NO_WORK = (0, 0, 0)
 FIDELITIES = ("cycle", "fast")
 
 
@@ -42,6 +43,8 @@ class DecodeResult:
     # (unit, name, part, layer, start ps, end ps, {channel: end ps} for PIM work)
     timeline: list[tuple] = field(default_factory=list)
     ideal_ps: float = 0.0  # the internal-bandwidth bound of the same work
+    work: tuple = (0, 0, 0)  # link bytes, ASIC lane steps, ASIC buffer bytes
+    channel_busy_ps: tuple = ()  # per channel: time running command streams
 
 
 class DecodeSimulation:
@@ -71,6 +74,7 @@ class DecodeSimulation:
         self._static: dict = {}
         self._links: dict = {}
         self._plan: list | None = None
+        self.work = [0, 0, 0]  # link bytes, ASIC lane steps, ASIC buffer bytes (for the energy model)
 
     # ---- one token -----------------------------------------------------------------------------
     def _link(self, per_channel) -> int:
@@ -131,9 +135,16 @@ class DecodeSimulation:
         for index, first, deps in self._template():
             op = ops[index]
             name, layer = op.name, op.layer
-            for k, (unit, part, ps, stream) in enumerate(self._op_steps(index, op, position, context, shared)):
+            for k, (unit, part, ps, stream, work) in enumerate(self._op_steps(index, op, position, context, shared)):
                 instrs.append(Instr(unit, part, name, layer, (first + k - 1,) if k else deps, ps, stream))
+                self._add_work(work)
         return instrs
+
+    def _add_work(self, work) -> None:
+        w = self.work
+        w[0] += work[0]
+        w[1] += work[1]
+        w[2] += work[2]
 
     def _serial_token(self, position: int, t: int, breakdown: dict) -> int:
         """The serial schedule without instruction objects: each step starts when the one before ends
@@ -143,14 +154,18 @@ class DecodeSimulation:
         shared: dict = {}
         for index, _, _ in self._template():
             op = ops[index]
-            for _, part, ps, stream in self._op_steps(index, op, position, context, shared):
+            for _, part, ps, stream, work in self._op_steps(index, op, position, context, shared):
                 end = timing.run(stream, t) if stream is not None else t + ps
                 breakdown[part] += end - t
                 t = end
+                if work is not NO_WORK:
+                    self._add_work(work)
         return t
 
     def _steps(self, op, position: int, context: int) -> list[tuple]:
-        """(unit, part, duration ps, stream) of each instruction of one op, in order."""
+        """(unit, part, duration ps, stream, work) of each instruction of one op, in order; work is what
+        the energy model charges that the DRAM command counts do not: (link bytes, ASIC lane steps,
+        ASIC buffer bytes)."""
         m, asic = self.map, self.asic
         if op.kind in ("gemv", "scores", "context"):
             if op.kind == "gemv":
@@ -161,17 +176,26 @@ class DecodeSimulation:
                 stream = m.context(op.layer, context, op.heads)
             to_pim, from_pim = self._stream_links(stream)
             adds = stream.asic_adds + (op.rows if op.bias else 0)
-            return [("link", "transfers", to_pim, None), ("pim", op.part, 0, stream),
-                    ("link", "transfers", from_pim, None),
-                    ("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None)]
+            # the ASIC reads each partial sum (and bias) and writes each output, 4 bytes each
+            reduce_work = (0, adds, 4 * (adds + stream.outputs) + 4 * stream.outputs)
+            return [("link", "transfers", to_pim, None, (int(stream.to_pim_bytes.sum()), 0, 0)),
+                    ("pim", op.part, 0, stream, NO_WORK),
+                    ("link", "transfers", from_pim, None, (int(stream.from_pim_bytes.sum()), 0, 0)),
+                    ("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None, reduce_work)]
         if op.kind == "kv_append":
             stream = m.append(op.layer, position, op.which)
-            return [("link", "transfers", self._stream_links(stream)[0], None), ("pim", op.part, 0, stream)]
+            return [("link", "transfers", self._stream_links(stream)[0], None, (int(stream.to_pim_bytes.sum()), 0, 0)),
+                    ("pim", op.part, 0, stream, NO_WORK)]
         if op.kind == "embedding":
             stream = m.embedding(op.tensor, position % op.rows)
-            return [("pim", op.part, 0, stream), ("link", "transfers", self._stream_links(stream)[1], None)]
-        cycles = vector_cycles(asic, op.asic_kind, op.elements_at(context), op.rows_at(context))
-        return [("asic", op.part, cycles_to_ps(asic, cycles), None)]
+            return [("pim", op.part, 0, stream, NO_WORK),
+                    ("link", "transfers", self._stream_links(stream)[1], None,
+                     (int(stream.from_pim_bytes.sum()), 0, 0))]
+        elements = op.elements_at(context)
+        cycles = vector_cycles(asic, op.asic_kind, elements, op.rows_at(context))
+        # every lane of every pass (the fill cycles do no arithmetic); each element read and written once
+        work = (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 8 * elements)
+        return [("asic", op.part, cycles_to_ps(asic, cycles), None, work)]
 
     def _ideal_ps(self, context: int) -> float:
         """The token's weight and KV bytes at the device's peak internal bandwidth."""
@@ -211,7 +235,8 @@ class DecodeSimulation:
             t = end
             if progress is not None:
                 progress(1)
-        return DecodeResult(per_token, breakdown, self.timing.counts(), events, ideal)
+        return DecodeResult(per_token, breakdown, self.timing.counts(), events, ideal, tuple(self.work),
+                            tuple(float(b) for b in self.timing.busy_ps))
 
     def describe(self) -> dict:
         g = self.map.geometry

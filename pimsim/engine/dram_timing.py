@@ -95,6 +95,7 @@ class CycleTiming:
         self._channels: dict[tuple, np.ndarray] = {}
         self.track_channels = False  # record each channel's end of the last stream (for timelines)
         self.channel_ends: dict[int, int] = {}
+        self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)  # per channel, for energy
 
     def run(self, stream: Stream, start_ps: int) -> int:
         """Issue the stream no earlier than start_ps; the time its last command is done."""
@@ -108,6 +109,7 @@ class CycleTiming:
         if chans is None:
             chans = self._channels[stream.key] = _channels(self.compiled, stream)
         ends = self.state.chan[chans, C_END]
+        self.busy_ps[chans] += np.maximum(ends * self.tck_ps - start_ps, 0)
         if self.track_channels:
             self.channel_ends = {int(c): int(e * self.tck_ps) for c, e in zip(chans, ends)}
         return int(ends.max() * self.tck_ps)
@@ -143,6 +145,7 @@ class FastTiming:
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
         self._busy_refreshes: dict[tuple, float] = {}
+        self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
@@ -209,8 +212,10 @@ class FastTiming:
             self._busy_refreshes[stream.key] = self._busy_refreshes.get(stream.key, 0.0) + hits
             end += wait + hits * k.cost
         self.free = max(self.free, end)
+        scale = (end - start) / k.cycles if k.cycles else 0.0
+        for c, cyc in k.channel_cycles.items():
+            self.busy_ps[c] += cyc * scale * self.tck_ps
         if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
-            scale = (end - start) / k.cycles if k.cycles else 0.0
             self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
         return round(end * self.tck_ps)
 

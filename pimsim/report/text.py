@@ -17,6 +17,13 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e9:.1f} ns"
 
 
+def _joules(j: float) -> str:
+    for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9)):
+        if j >= scale:
+            return f"{j / scale:.3f} {unit}"
+    return f"{j * 1e12:.3f} pJ"
+
+
 def trace_summary(result: dict) -> str:
     hw = result["config"]
     org = hw["dram"]["organization"]
@@ -60,6 +67,12 @@ def gemv_summary(result: dict) -> str:
         f"{_si_bytes(result['bytes_over_pins'])} over the pins",
         f"asic       {result['asic']['adds']:,} additions of partial sums",
     ]
+    if "energy" in result:
+        e = result["energy"]
+        top = sorted(e["breakdown_J"].items(), key=lambda kv: -kv[1])[:3]
+        macs = result["shape"]["rows"] * result["shape"]["cols"]
+        lines.append(f"energy     {_joules(e['total_J'])} ({_joules(e['total_J'] / macs)} per weight); most in "
+                     + ", ".join(f"{k} {100 * v / e['total_J']:.0f}%" for k, v in top))
     if "functional" in result:
         f = result["functional"]
         lines.append(f"functional max |error| {f['max_abs_error']:.3g} against the {f['reference']} "
@@ -120,6 +133,18 @@ def run_summary(result: dict) -> str:
     lines.append(f"memory     {mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows per bank used "
                  f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
                  f"{mem['kv_cache_tokens_reserved']:,} tokens")
+    if "energy_per_token_J" in result:
+        from pimsim.energy.model import COMPONENTS
+
+        lines.append(f"energy     {_joules(result['energy_per_token_J'])} per token "
+                     f"({_joules(result['energy_per_token_per_param_J'])} per token per weight), average "
+                     f"{result['average_power_W']:.2f} W")
+        total = result["energy_total_J"]
+        per_token = result["energy_per_token_J"] / total
+        for part, joules in sorted(result["energy_breakdown_J"].items(), key=lambda kv: -kv[1]):
+            if joules > 0:
+                lines.append(f"  {COMPONENTS[part]:<52}{_joules(joules * per_token):>12} /token"
+                             f"{100 * joules / total:>8.1f}%")
     f = result.get("functional")
     if f:
         matches = sum(f["top1_matches"])
