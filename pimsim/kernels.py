@@ -269,6 +269,13 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
         "kv_rows_per_bank": layout.k.dram_rows + layout.v.dram_rows,
         "asic": {"score_adds": scores.asic_adds, "context_adds": ctx.asic_adds},
     }
+    if hw.energy is not None:
+        commands: dict[str, int] = {}
+        for ph in phases.values():
+            for k, v in ph["commands"].items():
+                commands[k] = commands.get(k, 0) + v
+        stats["energy"] = _kernel_energy(compiled, {"commands": commands, "time_s": stats["time_s"]},
+                                         scores.asic_adds + ctx.asic_adds)
     if functional:
         model = BankModel(hw)
         e = geometry.elems_per_access

@@ -105,3 +105,15 @@ def test_run_reports_energy_with_its_actions(capsys, tmp_path, monkeypatch):
     assert r["energy_breakdown_J"]["mac"] == pytest.approx(r["commands"]["MACAB"] * 1314.6e-12)
     assert out["gpt2-medium"]["energy_per_token_J"] > r["energy_per_token_J"]
     assert 1e-12 < r["energy_per_token_per_param_J"] < 1e-10
+
+
+def test_kernels_report_energy():
+    from pimsim.kernels import attention, gemv
+
+    hw = compiled("gddr6-aim.yaml").hw
+    g = gemv(hw, 512, 1024).stats
+    assert g["energy"]["breakdown_J"]["mac"] == pytest.approx(g["commands"]["MACAB"] * 1314.6e-12)
+    assert sum(g["energy"]["breakdown_J"].values()) == pytest.approx(g["energy"]["total_J"])
+    a = attention(hw, 4, 64, 100)
+    writes = a["phases"]["append"]["commands"]["WR"]
+    assert a["energy"]["breakdown_J"]["array_rw"] == pytest.approx(writes * 553.2e-12)

@@ -24,6 +24,13 @@ def _joules(j: float) -> str:
     return f"{j * 1e12:.3f} pJ"
 
 
+def _energy_line(e: dict, extra: str = "") -> str:
+    """Total energy and its three largest components, for the kernel reports."""
+    top = sorted(e["breakdown_J"].items(), key=lambda kv: -kv[1])[:3]
+    return (f"energy     {_joules(e['total_J'])}{extra}; most in "
+            + ", ".join(f"{k} {100 * v / e['total_J']:.0f}%" for k, v in top))
+
+
 def trace_summary(result: dict) -> str:
     hw = result["config"]
     org = hw["dram"]["organization"]
@@ -68,11 +75,8 @@ def gemv_summary(result: dict) -> str:
         f"asic       {result['asic']['adds']:,} additions of partial sums",
     ]
     if "energy" in result:
-        e = result["energy"]
-        top = sorted(e["breakdown_J"].items(), key=lambda kv: -kv[1])[:3]
         macs = result["shape"]["rows"] * result["shape"]["cols"]
-        lines.append(f"energy     {_joules(e['total_J'])} ({_joules(e['total_J'] / macs)} per weight); most in "
-                     + ", ".join(f"{k} {100 * v / e['total_J']:.0f}%" for k, v in top))
+        lines.append(_energy_line(result["energy"], f" ({_joules(result['energy']['total_J'] / macs)} per weight)"))
     if "functional" in result:
         f = result["functional"]
         lines.append(f"functional max |error| {f['max_abs_error']:.3g} against the {f['reference']} "
@@ -94,6 +98,8 @@ def attention_summary(result: dict) -> str:
         cmds = "  ".join(f"{k} {v:,}" for k, v in sorted(ph["commands"].items()))
         lines.append(f"  {name:<8} {ph['cycles']:>9,} cycles  {100 * ph['utilization']:5.1f}% of peak internal "
                      f"bandwidth   {cmds}")
+    if "energy" in result:
+        lines.append(_energy_line(result["energy"]))
     if "functional" in result:
         f = result["functional"]
         lines.append(f"functional max |error| scores {f['scores_max_abs_error']:.3g}, outputs "
