@@ -319,6 +319,10 @@ def cmd_run(args) -> int:
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
     tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens
+    if (args.weights or args.prompt) and not args.functional:
+        raise PimsimError("--weights and --prompt go with --functional")
+    if args.weights and not Path(args.weights).is_file():
+        raise PimsimError(f"--weights {args.weights}: no such file")
     started = time.perf_counter()
     bar = None
     if not args.quiet and args.json_out != "-":
@@ -340,15 +344,11 @@ def cmd_run(args) -> int:
             weights = find_smollm2()
         out["functional"] = cosimulate(hw, card, gen_tokens=tokens, prompt=args.prompt, weights=weights,
                                        seed=args.seed)
-    elif args.weights or args.prompt:
-        raise PimsimError("--weights and --prompt go with --functional")
     events = out.pop("_timeline", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
         _write(args.timeline, lambda p: write_timeline(p, events, title))
-    elapsed = time.perf_counter() - started
-    out = {k: out[k] for k in out if k != "pimsim_version"}
-    return _finish(args, hw, out, elapsed, run_summary)
+    return _finish(args, hw, out, time.perf_counter() - started, run_summary)
 
 
 def cmd_model_list(args) -> int:

@@ -79,22 +79,23 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
             "seed": seed,
         }
     if hw.energy is not None:
-        stats["energy"] = _kernel_energy(compiled, stats, program.asic_adds)
+        stats["energy"] = _kernel_energy(compiled, stats, program.asic_adds, program.outputs)
     if no_pim:
         result.baseline_stats = _no_pim_baseline(compiled, geometry, rows, cols)
         stats["speedup_over_no_pim"] = result.baseline_stats["cycles"] / stats["cycles"]
     return result
 
 
-def _kernel_energy(compiled, stats: dict, asic_adds: int) -> dict:
+def _kernel_energy(compiled, stats: dict, asic_adds: int, outputs: int) -> dict:
     """Energy of one kernel run: its commands, every channel counted busy for the whole run, and the
-    ASIC's partial-sum additions (reading each partial sum and writing the result, 4 bytes each)."""
+    ASIC's partial-sum additions."""
+    from pimsim.asic.costs import reduce_sram_bytes
     from pimsim.energy.model import Actions, energy_J, pin_bytes
 
     org = compiled.hw.dram.organization
     actions = Actions(commands=stats["commands"], total_s=stats["time_s"],
                       busy_s=[stats["time_s"]] * org.channels, pin_bytes=pin_bytes(compiled, stats["commands"]),
-                      lane_ops=asic_adds, sram_bytes=8 * asic_adds)
+                      lane_ops=asic_adds, sram_bytes=reduce_sram_bytes(asic_adds, outputs))
     return energy_J(compiled, actions)
 
 
@@ -275,7 +276,7 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
             for k, v in ph["commands"].items():
                 commands[k] = commands.get(k, 0) + v
         stats["energy"] = _kernel_energy(compiled, {"commands": commands, "time_s": stats["time_s"]},
-                                         scores.asic_adds + ctx.asic_adds)
+                                         scores.asic_adds + ctx.asic_adds, scores.outputs + ctx.outputs)
     if functional:
         model = BankModel(hw)
         e = geometry.elems_per_access

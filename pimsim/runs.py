@@ -5,7 +5,8 @@
     result["latency_per_token_s"], result["breakdown_s"]
 
 Every number in the result comes from the simulation of the resolved config and the traced graph that
-are named in it (``config``, ``model_card``, ``config_hash``).
+are named in it (``config``, ``model_card``, ``graph``); ``config_hash`` covers both, the traced ops
+included (so a different torch/transformers that traces differently changes it), and the run options.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "graph": {"ops": len(graph.ops), "weights": graph.weight_elements(), **graph.meta},
         "model_card": card.model_dump(mode="json"),
         "pimsim_version": __version__,
-        "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), prompt_len, gen_tokens,
-                                   schedule, fidelity, __version__),
+        "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.to_json(),
+                                   prompt_len, gen_tokens, schedule, fidelity, __version__),
         "notes": _notes(schedule, fidelity),
     }
     if hw.energy is not None:

@@ -22,11 +22,11 @@ from pimsim.mapper.placement import Geometry
 from pimsim.workloads.cards import load_card
 
 
-@settings(max_examples=16, deadline=None)
+@settings(max_examples=24, deadline=None)
 @given(name=st.sampled_from(["gddr6-aim.yaml", "hbm-pim.yaml"]), m=st.integers(1, 300),
-       n=st.integers(1, 2600), seed=st.integers(0, 99))
-def test_pim_numerics_equal_the_bank_model_bit_for_bit(name, m, n, seed):
-    hw = compiled(name).hw
+       n=st.integers(1, 2600), seed=st.integers(0, 99), strategy=st.sampled_from(["row_partition", "wave_major"]))
+def test_pim_numerics_equal_the_bank_model_bit_for_bit(name, m, n, seed, strategy):
+    hw = compiled(name, f"mapping.gemv={strategy}").hw
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((m, n)).astype(np.float32)
     x = rng.standard_normal(n).astype(np.float32)
@@ -39,6 +39,7 @@ def test_blocks_follow_parts_segments_and_the_global_buffer():
     assert blocks_of(aim, 1600, 2) == [(0, 50), (50, 100)]
     hbm = Geometry.of(compiled("hbm-pim.yaml").hw)  # 32 accesses per row, the buffer holds 8
     assert blocks_of(hbm, 640, 1) == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40)]
+    assert blocks_of(hbm, 640, 1, "wave_major") == [(0, 32), (32, 40)]
 
 
 def asic_math(*overrides):

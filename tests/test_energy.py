@@ -117,3 +117,11 @@ def test_kernels_report_energy():
     a = attention(hw, 4, 64, 100)
     writes = a["phases"]["append"]["commands"]["WR"]
     assert a["energy"]["breakdown_J"]["array_rw"] == pytest.approx(writes * 553.2e-12)
+
+
+def test_negative_costs_and_inverted_currents_are_refused():
+    with pytest.raises(ConfigError) as err:
+        load_hardware("hbm-pim.yaml", ["energy.dram.currents_mA.IDD4R=1", "energy.dram.per_command_pJ.MACAB=-5",
+                                       "energy.dram.currents_mA.IDD0=-1"])
+    text = str(err.value)
+    assert "IDD4R: 1 mA is below IDD3N" in text and "per_command_pJ.MACAB" in text and "currents_mA.IDD0" in text

@@ -182,3 +182,24 @@ def test_serial_runs_without_instruction_objects_time_the_same(tiny, fidelity):
     assert plain.per_token_ps == traced.per_token_ps and plain.breakdown_ps == traced.breakdown_ps
     assert plain.counts == traced.counts
     assert traced.timeline and not plain.timeline
+
+
+def test_a_simulation_runs_once(tiny):
+    sim = DecodeSimulation(load_hardware("gddr6-aim.yaml"), tiny["gpt2"], 4, 1)
+    sim.run()
+    with pytest.raises(RuntimeError, match="runs once"):
+        sim.run()
+
+
+def test_asic_buffer_must_hold_the_largest_vector(tiny):
+    hw = load_hardware("gddr6-aim.yaml", ["asic.sram_bytes=1000"])  # the LM head's 500 logits take 2,000 B
+    with pytest.raises(PimsimError, match="cannot hold the 500 outputs of lm_head"):
+        DecodeSimulation(hw, tiny["gpt2"], 4, 1)
+
+
+def test_channel_groups_must_divide_the_channels():
+    from pimsim.mapper.placement import Geometry, place_gemv
+
+    g = Geometry.of(load_hardware("gddr6-aim.yaml"))
+    with pytest.raises(PimsimError, match="power of two dividing the 8 channels"):
+        place_gemv(g, 10, 1024, split=3)

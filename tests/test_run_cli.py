@@ -114,3 +114,9 @@ def test_model_list(capsys):
     assert rc == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert "gpt2-xl" in names and "tinyllama-1.1b" in names
+
+
+def test_functional_flags_are_checked_before_simulating(capsys):
+    rc, _, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--functional",
+                     "--weights", "/nonexistent.gguf", "--quiet")
+    assert rc == 2 and "no such file" in err

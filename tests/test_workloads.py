@@ -132,3 +132,25 @@ def test_unknown_model_type_is_a_clear_error(tmp_path):
     card = load_card(write_card(tmp_path, "x", "not-a-model", {"n_layer": 2}))
     with pytest.raises(PimsimError, match="not-a-model"):
         trace_card(card)
+
+
+def test_cached_graph_takes_the_cards_own_context(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    long = load_card(write_card(tmp_path, "long", "gpt2", TINY_GPT2, context=64))
+    assert traced_graph(long).meta["context"] == 64
+    short = load_card(write_card(tmp_path, "short", "gpt2", TINY_GPT2, context=20))
+    assert traced_graph(short).meta["context"] == 20  # same shapes, from the cache, its own context
+
+
+def test_context_beyond_the_models_positions_is_refused(tmp_path):
+    card = load_card(write_card(tmp_path, "wide", "gpt2", {**TINY_GPT2, "n_positions": 32}, context=64))
+    with pytest.raises(PimsimError, match="longer than the model's 32 positions"):
+        traced_graph(card, use_cache=False)
+
+
+@pytest.mark.parametrize("bad, message", [({"activation_function": "foo"}, "cannot build"),
+                                          ({"n_head": 0}, "cannot build|failed")])
+def test_cards_transformers_rejects_are_clear_errors(tmp_path, bad, message):
+    card = load_card(write_card(tmp_path, "bad", "gpt2", {**TINY_GPT2, **bad}))
+    with pytest.raises(PimsimError, match=message):
+        trace_card(card)

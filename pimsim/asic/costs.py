@@ -68,6 +68,12 @@ def reduce_cycles(asic: AsicConfig, adds: int, bias: int = 0) -> int:
     return -(-work // asic.lanes) + asic.pipeline_cycles if work > 0 else 0
 
 
+def reduce_sram_bytes(adds: int, outputs: int) -> int:
+    """Buffer traffic of a partial-sum reduction: every partial sum read and every output written,
+    4 bytes (FP32) each. Partial sums = adds + outputs (an output of k partial sums takes k - 1 adds)."""
+    return 4 * (adds + outputs) + 4 * outputs
+
+
 def link_ps(asic: AsicConfig, nbytes: int) -> int:
     """Picoseconds to move ``nbytes`` over one ASIC<->channel link."""
     if nbytes <= 0:

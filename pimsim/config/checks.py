@@ -86,6 +86,14 @@ def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
         for key in CURRENTS:
             if key not in currents:
                 out.append(Problem(f"energy.dram.currents_mA.{key}", "missing (the current-based method needs it)"))
+        i = {k: _num(v) for k, v in currents.items()}
+        # every operating current is drawn on top of active standby, which is at least precharge standby;
+        # otherwise a derived energy would come out negative
+        for above, below in (("IDD3N", "IDD2N"), ("IDD0", "IDD3N"), ("IDD4R", "IDD3N"), ("IDD4W", "IDD3N"),
+                             ("IDD5B", "IDD3N")):
+            if i.get(above) is not None and i.get(below) is not None and i[above] < i[below]:
+                out.append(Problem(f"energy.dram.currents_mA.{above}",
+                                   f"{i[above]:g} mA is below {below} = {i[below]:g} mA"))
         if dram.get("VDD_V") is None:
             out.append(Problem("energy.dram.VDD_V", "missing: currents need the voltage they are drawn at"))
         if dram.get("background_mW") is not None:

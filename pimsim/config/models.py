@@ -133,8 +133,9 @@ class MappingConfig(StrictModel):
                                      "same placement, each row open across all blocks of its segment")
     channel_split: Literal["auto", "never"] = Field(
         "auto", description="auto: a matrix with at most half as many output rows as PIM slots (the transposed V "
-                            "cache) is split over channel groups, each group holding one part of the input "
-                            "dimension; never: such matrices use only the channels their rows reach")
+                            "cache, a K cache reserved for few tokens) is split over channel groups, each group "
+                            "holding one part of the input dimension; never: such matrices use only the channels "
+                            "their rows reach")
 
 
 class LinkConfig(StrictModel):
@@ -178,9 +179,11 @@ class DramEnergy(StrictModel):
     currents say nothing about (MACAB, WRGB, RDMAC, ...) are given in pJ either way."""
 
     VDD_V: Number | None = Field(None, gt=0, le=5, description="supply voltage the currents are measured at")
-    currents_mA: dict[str, Number] | None = Field(None, description=f"per channel: {', '.join(CURRENTS)}")
-    per_command_pJ: dict[str, Number] = Field(default_factory=dict, description="energy of one command")
-    background_mW: dict[str, Number] | None = Field(
+    currents_mA: dict[str, Annotated[Number, Field(gt=0, le=1e5)]] | None = Field(
+        None, description=f"per channel: {', '.join(CURRENTS)}")
+    per_command_pJ: dict[str, Annotated[Number, Field(ge=0, le=1e9)]] = Field(
+        default_factory=dict, description="energy of one command")
+    background_mW: dict[str, Annotated[Number, Field(ge=0, le=1e6)]] | None = Field(
         None, description="per channel: 'active' (a row open) and 'precharged' standby power")
 
 

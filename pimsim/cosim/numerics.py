@@ -5,8 +5,9 @@ this module gives the same result, bit for bit, from the same rules (a test hold
 enough to run every GEMV of a model token after token:
 
 - W and x are held in the operand format (BF16 or FP16); products of two operands are exact;
-- the input dimension is cut as the ``row_partition`` placement cuts it: channel-group parts, then
-  DRAM-row segments, then global-buffer blocks; one RDMAC per block returns the unit's accumulators;
+- the input dimension is cut as the placement cuts it: channel-group parts, then DRAM-row segments,
+  then (``row_partition``) global-buffer blocks; one RDMAC per block (per segment for ``wave_major``)
+  returns the unit's accumulators;
 - within a block, ``accumulate: tree`` adds each column access's lane products pairwise, rounding every
   sum to the accumulator format, and adds the result to one accumulator; ``accumulate: lanes`` adds
   each lane's product to that lane's accumulator (rounded each time);
@@ -23,8 +24,10 @@ from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry, auto_split
 
 
-def blocks_of(geometry: Geometry, cols: int, split: int) -> list[tuple[int, int]]:
-    """Column-access ranges [a, b) of x, one per RDMAC, in the order the ASIC adds them."""
+def blocks_of(geometry: Geometry, cols: int, split: int, strategy: str = "row_partition") -> list[tuple[int, int]]:
+    """Column-access ranges [a, b) of x, one per RDMAC, in the order the ASIC adds them:
+    ``row_partition`` reads the accumulators after every global-buffer block, ``wave_major`` once per
+    segment (the units keep accumulating while the next block of x is loaded)."""
     e, per_row, gb = geometry.elems_per_access, geometry.row_elems // geometry.elems_per_access, geometry.gb_chunks
     accesses = -(-cols // e)
     part = -(-accesses // split)
@@ -33,7 +36,8 @@ def blocks_of(geometry: Geometry, cols: int, split: int) -> list[tuple[int, int]
         p1 = min(accesses, p0 + part)
         for s0 in range(p0, p1, per_row):
             s1 = min(p1, s0 + per_row)
-            out += [(b0, min(s1, b0 + gb)) for b0 in range(s0, s1, gb)]
+            step = gb if strategy == "row_partition" else s1 - s0
+            out += [(b0, min(s1, b0 + step)) for b0 in range(s0, s1, step)]
     return out
 
 
@@ -66,7 +70,7 @@ class PimGemv:
         wq[:, :cols] = to_operands(W, self.fmt)
         self.W = wq.reshape(rows, self.padded // e, e)  # [rows, accesses, lanes]
         split = auto_split(self.g, rows, cols) if split is None else split
-        self.blocks = blocks_of(self.g, cols, split)
+        self.blocks = blocks_of(self.g, cols, split, hw.mapping.gemv)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         from pimsim.pim.formats import to_operands

@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from pimsim.asic.costs import cycles_to_ps, link_ps, reduce_cycles, vector_cycles
+from pimsim.asic.costs import cycles_to_ps, link_ps, reduce_cycles, reduce_sram_bytes, vector_cycles
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.dram_timing import timing_for
@@ -69,12 +69,32 @@ class DecodeSimulation:
         self.schedule, self.fidelity = schedule, fidelity
         self.compiled = compile_standard(hw)
         self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens)
+        self.asic = hw.asic
+        self._check_asic_buffer(prompt_len + gen_tokens)
         self.timing = timing_for(self.compiled, fidelity)
         self.asic = hw.asic
         self._static: dict = {}
         self._links: dict = {}
         self._plan: list | None = None
+        self._ran = False
         self.work = [0, 0, 0]  # link bytes, ASIC lane steps, ASIC buffer bytes (for the energy model)
+
+    def _check_asic_buffer(self, context: int) -> None:
+        """The largest vector the ASIC holds (FP32) must fit its buffer: logits, scores, activations."""
+        need, what = 0, ""
+        for op in self.graph.ops:
+            if op.kind == "asic":
+                size, name = 4 * op.elements_at(context), f"{op.asic_kind} over {op.elements_at(context):,} values"
+            elif op.kind in ("gemv", "scores", "context"):
+                rows = op.rows if op.kind == "gemv" else op.heads * (context if op.kind == "scores" else op.head_dim)
+                size, name = 4 * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
+            else:
+                continue
+            if size > need:
+                need, what = size, name
+        if need > self.asic.sram_bytes:
+            raise PimsimError(f"{self.graph.model} on {self.hw.name}: the ASIC's {self.asic.sram_bytes:,} B buffer "
+                              f"cannot hold {what} ({need:,} B in FP32); raise asic.sram_bytes")
 
     # ---- one token -----------------------------------------------------------------------------
     def _link(self, per_channel) -> int:
@@ -176,8 +196,7 @@ class DecodeSimulation:
                 stream = m.context(op.layer, context, op.heads)
             to_pim, from_pim = self._stream_links(stream)
             adds = stream.asic_adds + (op.rows if op.bias else 0)
-            # the ASIC reads each partial sum (and bias) and writes each output, 4 bytes each
-            reduce_work = (0, adds, 4 * (adds + stream.outputs) + 4 * stream.outputs)
+            reduce_work = (0, adds, reduce_sram_bytes(adds, stream.outputs))
             return [("link", "transfers", to_pim, None, (int(stream.to_pim_bytes.sum()), 0, 0)),
                     ("pim", op.part, 0, stream, NO_WORK),
                     ("link", "transfers", from_pim, None, (int(stream.from_pim_bytes.sum()), 0, 0)),
@@ -207,6 +226,9 @@ class DecodeSimulation:
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
+        if self._ran:  # the DRAM state, refresh clock and energy counts would carry over into a second run
+            raise RuntimeError("a DecodeSimulation runs once; make a new one for another run")
+        self._ran = True
         serial = self.schedule == "serial"
         self.timing.track_channels = timeline
         per_token, breakdown = [], dict.fromkeys(PARTS, 0)

@@ -2,7 +2,7 @@
 and the command streams of every op of a decode step.
 
 Tensors of the same shape get the same program with their rows shifted, so a program is built once
-per shape (GPT-2 XL: 4 GEMV shapes for 192 matrices) and once per context length for attention.
+per shape (GPT-2 XL: 5 GEMV shapes for 193 matrices) and once per context length for attention.
 Each :class:`Stream` carries a ``key`` naming what it computes regardless of where it sits, which is
 what the ``fast`` fidelity reuses timings by.
 """

@@ -9,11 +9,12 @@ accesses and cut into *segments* of one DRAM row each; output rows are dealt to 
 being a (channel, PIM unit, bank of the unit) triple, so a *wave* of consecutive output rows occupies
 every slot once. Tile (wave w, segment s) of every slot sits in DRAM row first + w x segments + s.
 
-A matrix with at most half as many output rows as there are slots (the transposed V cache: head_dim
-rows) would leave channels idle. Such a matrix is *split*: the channels form ``split`` groups, the
-input dimension is cut into as many contiguous parts, and part j lives on channel group j, its rows
-dealt over that group's slots. Every group works on its own part of x (the global buffer is per
-channel) and the ASIC adds the groups' partial sums like those of any split row.
+A matrix with at most half as many output rows as there are slots (the transposed V cache, whose
+rows are the head dimensions; a K cache reserved for few tokens) would leave channels idle. Such a
+matrix is *split*: the channels form ``split`` groups, the input dimension is cut into as many
+contiguous parts, and part j lives on channel group j, its rows dealt over that group's slots.
+Every group works on its own part of x (the global buffer is per channel) and the ASIC adds the
+groups' partial sums like those of any split row.
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ def place_gemv(geometry: Geometry, rows_out: int, cols_in: int, allocator: RowAl
     if rows_out < 1 or cols_in < 1:
         raise PimsimError(f"a GEMV needs at least one row and one column, got {rows_out} x {cols_in}")
     split = auto_split(geometry, rows_out, cols_in) if split is None else split
+    if split < 1 or geometry.channels % split or split & (split - 1):
+        raise PimsimError(f"{tensor!r}: {split} channel groups must be a power of two dividing the "
+                          f"{geometry.channels} channels")
     allocator = allocator or RowAllocator(geometry)
     draft = GemvPlacement(geometry, rows_out, cols_in, 0, split)
     first = allocator.allocate(tensor, draft.dram_rows)

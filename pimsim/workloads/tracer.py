@@ -29,7 +29,7 @@ from pimsim.errors import PimsimError, TraceError
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.opgraph import Op, OpGraph
 
-TRACER_VERSION = 1  # bump when the graph a trace produces changes; part of the cache key
+TRACER_VERSION = 2  # bump when the graph a trace produces changes; part of the cache key
 _PAST = (3, 7)  # cache lengths of the two traces
 
 # ops that only re-describe or move their first tensor input: the output is the same value
@@ -61,15 +61,29 @@ class _Tag:
 
 
 def trace_card(card: ModelCard) -> OpGraph:
-    """Trace the card's model (uncached; see :func:`pimsim.workloads.cache.traced_graph`)."""
+    """Trace the card's model (uncached; see :func:`traced_graph`)."""
     torch, transformers = _import_torch()
     model = _build(card, torch, transformers)
-    runs = [_trace_once(model, past, torch) for past in _PAST]
+    try:
+        runs = [_trace_once(model, past, torch) for past in _PAST]
+    except (TraceError, PimsimError):
+        raise
+    except Exception as exc:  # a config transformers accepts but cannot run (zero layers, odd sizes)
+        raise PimsimError(f"model card {card.name}: running the model failed: {type(exc).__name__}: {exc}") from None
     ops = _merge(runs, [p + 1 for p in _PAST], card)
     _assign_parts(ops)
     tensors = _tensors(ops)
     meta = _meta(card, ops, torch, transformers)
-    return OpGraph(card.name, ops, tensors, meta)
+    meta["max_positions"] = max_positions(model.config)
+    return _checked(card, OpGraph(card.name, ops, tensors, meta))
+
+
+def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
+    positions = graph.meta.get("max_positions")
+    if positions is not None and card.context > positions:
+        raise PimsimError(f"model card {card.name}: context {card.context} is longer than the model's "
+                          f"{positions} positions (its config's max_position_embeddings / n_positions)")
+    return graph
 
 
 def _import_torch():
@@ -85,19 +99,28 @@ def _import_torch():
 def _build(card: ModelCard, torch, transformers):
     try:
         config = transformers.AutoConfig.for_model(card.hf.model_type, **card.hf.config)
-    except (ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # whatever transformers raises for a bad config is the card's problem
         raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} config "
-                          f"from it: {exc}") from None
+                          f"from it: {type(exc).__name__}: {exc}") from None
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         try:
             model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-        except ValueError as exc:
-            raise PimsimError(f"model card {card.name}: {card.hf.model_type!r} is not a decoder transformers "
-                              f"can build for causal LM: {exc}") from None
+        except Exception as exc:
+            raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} "
+                              f"causal LM from it: {type(exc).__name__}: {exc}") from None
     return model.eval()  # eval: no dropout ops in the trace
+
+
+def max_positions(config) -> int | None:
+    """How many positions the model's position embedding or rotary setup is built for."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def _trace_once(model, past: int, torch) -> list[Op]:
@@ -376,7 +399,8 @@ def traced_graph(card: ModelCard, use_cache: bool = True) -> OpGraph:
         try:
             graph = OpGraph.from_json(path.read_text())
             graph.model = card.name
-            return graph
+            graph.meta["context"] = card.context  # not part of the shape key: the card's own
+            return _checked(card, graph)
         except (ValueError, TypeError, KeyError):
             pass  # a damaged cache file is traced again
     graph = trace_card(card)
