@@ -88,6 +88,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonnegative, default=0, help="random-weight seed for --functional")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("baseline", help="run a model card's architecture for real in PyTorch (CPU or CUDA)")
+    p.add_argument("--model", required=True, metavar="MODEL", help="a bundled model card or a path")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--prompt-len", type=_positive, metavar="P", help="prompt tokens (default: the card's)")
+    p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens timed (default: the card's)")
+    p.add_argument("--warmup", type=_nonnegative, default=3, metavar="W", help="untimed tokens first (default 3)")
+    p.add_argument("--threads", type=_positive, metavar="T", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", metavar="FILE.json", help="write the record as JSON (for `pimsim compare`)")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("compare", help="speed-up and energy efficiency of a PIM system over baselines")
+    _add_hw(p)
+    p.add_argument("--model", required=True, metavar="MODEL")
+    p.add_argument("--baseline", dest="baselines", action="append", default=[], metavar="RECORD.json|DEVICE",
+                   help="a `pimsim baseline` record, or a device roofline: t4, a100, h100, xeon-gold-6154, "
+                        "this-machine, or a path to a device description (repeatable)")
+    p.add_argument("--prompt-len", type=_nonnegative, metavar="P", help="for rooflines (default: the card's)")
+    p.add_argument("--gen-tokens", type=_positive, metavar="N", help="for rooflines (default: the card's)")
+    p.add_argument("--fidelity", choices=("fast", "cycle"), default="fast")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the comparison as JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("model", help="model cards")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     q = msub.add_parser("list", help="list the bundled model cards")
@@ -349,6 +372,58 @@ def cmd_run(args) -> int:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
         _write(args.timeline, lambda p: write_timeline(p, events, title))
     return _finish(args, hw, out, time.perf_counter() - started, run_summary)
+
+
+def cmd_baseline(args) -> int:
+    from pimsim.baseline.measure import measure
+    from pimsim.workloads.cards import load_card
+
+    card = load_card(args.model)
+    _check_writable(args.out, "--out")
+    record = measure(card, args.device, args.dtype, args.prompt_len, args.gen_tokens, args.threads, args.warmup)
+    record["pimsim_version"] = __version__
+    host = record["host"]
+    energy = (f"{record['energy_per_token_J'] * 1e3:.2f} mJ/token ({record['energy_kind']})"
+              if record["energy_per_token_J"] is not None else f"energy not measured: {record['energy_note']}")
+    print(f"{card.name} on {args.device} ({host.get('gpu') or host['cpu']}), {args.dtype}, torch {host['torch']}, "
+          f"{host['torch_threads']} threads, OMP_WAIT_POLICY={host['OMP_WAIT_POLICY']}\n"
+          f"decode     {record['latency_per_token_s'] * 1e3:.3f} ms/token median (p10 "
+          f"{record['latency_p10_s'] * 1e3:.3f}, p90 {record['latency_p90_s'] * 1e3:.3f}) over "
+          f"{record['gen_tokens']} tokens after {record['warmup_tokens']} warm-up, prompt {record['prompt_len']}\n"
+          f"prefill    {record['prefill_s'] * 1e3:.2f} ms;  peak memory "
+          f"{record['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
+          f"energy     {energy}")
+    if args.out:
+        _write(args.out, lambda p: Path(p).write_text(json.dumps(record, indent=2) + "\n"))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pimsim.baseline.compare import compare
+    from pimsim.workloads.cards import load_card
+
+    hw = _load(args)
+    card = load_card(args.model)
+    _check_writable(args.json_out, "--json")
+    out = compare(hw, card, args.baselines, args.prompt_len, args.gen_tokens, args.fidelity)
+    if args.json_out == "-":
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{card.name} on {hw.name} ({args.fidelity} fidelity) against each baseline; every row says where its "
+          f"numbers come from")
+    print(f"{'baseline':<22}{'kind':<10}{'ms/token':>10}{'PIM ms':>9}{'speed-up':>10}{'mJ/token':>10}{'PIM mJ':>9}"
+          f"{'energy eff.':>13}")
+    for r in out["rows"]:
+        e = r["baseline_energy_per_token_J"]
+        eff = f"{r['energy_efficiency']:.1f}x" if r["energy_efficiency"] else "-"
+        pim_e = r["pim_energy_per_token_J"]
+        print(f"{r['baseline'][:21]:<22}{r['kind']:<10}{r['baseline_latency_per_token_s'] * 1e3:>10.3f}"
+              f"{r['pim_latency_per_token_s'] * 1e3:>9.3f}{r['speedup']:>9.1f}x"
+              f"{(e * 1e3 if e else float('nan')):>10.2f}{(pim_e * 1e3 if pim_e else float('nan')):>9.3f}{eff:>13}")
+        print(f"    {r['provenance']}; energy: {r['baseline_energy_kind']}")
+    if args.json_out:
+        _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
+    return 0
 
 
 def cmd_model_list(args) -> int:

@@ -13,7 +13,9 @@ _PACKAGES = {"hwconfigs": "pimsim.bundled.hwconfigs", "workloads": "pimsim.bundl
 def bundled_dir(kind: str) -> Path:
     """Where the bundled files of `kind` are: inside the installed package, or, when pimsim runs from
     a source checkout without being installed (``python -m pytest`` in the repository), the top-level
-    folder of the checkout."""
+    folder of the checkout. Baseline device specs live in ``hwconfigs/baselines``."""
+    if kind == "baselines":
+        return bundled_dir("hwconfigs") / "baselines"
     try:
         return Path(str(resources.files(_PACKAGES[kind])))
     except ModuleNotFoundError:
@@ -22,7 +24,7 @@ def bundled_dir(kind: str) -> Path:
 
 def bundled_names(kind: str) -> list[str]:
     root = bundled_dir(kind)
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+    return sorted(p.name for p in root.glob("*.yaml"))
 
 
 def resolve(name_or_path: str | Path, kind: str) -> Path:

@@ -1,0 +1,166 @@
+"""Measured baselines: the model card's architecture run for real in PyTorch (random weights, the same
+shapes), generating tokens greedily with a KV cache, one token per forward pass.
+
+Recorded: decode latency per token (median, p10, p90, mean) after warm-up tokens, the prefill time,
+peak memory, energy where a counter is readable (NVML's total-energy counter on NVIDIA GPUs, RAPL
+through powercap on CPUs that allow it), and the host: CPU model, cores, threads, torch version,
+OpenMP settings, GPU name and driver. Where no counter is readable, energy is left out here; the
+comparison estimates it from a device spec's power and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from pimsim.errors import PimsimError
+from pimsim.workloads.cards import ModelCard
+
+DTYPES = ("fp32", "fp16", "bf16")
+RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class _EnergyCounter:
+    """Joules between start() and stop(), from NVML or RAPL; None where neither can be read."""
+
+    def __init__(self, device: str):
+        self.kind, self.reader, self.start_value = None, None, None
+        if device == "cuda":
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # mJ since driver load (Volta and later)
+                self.kind = "NVML total energy counter"
+                self.reader = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) * 1e-3
+            except Exception as exc:  # no pynvml, no GPU counter: energy is not measured
+                self.why = f"NVML not readable ({type(exc).__name__})"
+        else:
+            try:
+                int(RAPL.read_text())
+                self.kind = "RAPL package-0 counter (powercap)"
+                self.reader = lambda: int(RAPL.read_text()) * 1e-6
+            except (OSError, ValueError) as exc:
+                self.why = f"RAPL not readable ({type(exc).__name__}: {RAPL})"
+
+    def start(self):
+        self.start_value = self.reader() if self.reader else None
+
+    def stop(self) -> float | None:
+        if self.reader is None or self.start_value is None:
+            return None
+        return self.reader() - self.start_value
+
+
+def measure(card: ModelCard, device: str = "cpu", dtype: str = "fp32", prompt_len: int | None = None,
+            gen_tokens: int | None = None, threads: int | None = None, warmup: int = 3, seed: int = 0) -> dict:
+    if device not in ("cpu", "cuda"):
+        raise PimsimError(f"device must be cpu or cuda, not {device!r}")
+    if dtype not in DTYPES:
+        raise PimsimError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
+    gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
+    if prompt_len < 1 or gen_tokens < 1:
+        raise PimsimError("a measured baseline needs a prompt of at least 1 token and at least 1 generated token")
+    if prompt_len + warmup + gen_tokens > card.context:
+        raise PimsimError(f"{card.name}: prompt {prompt_len} + {warmup} warm-up + {gen_tokens} tokens exceeds the "
+                          f"context of {card.context}")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads on a shared machine
+    import logging
+    import warnings
+
+    import torch
+    import transformers
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PimsimError("--device cuda: torch sees no CUDA GPU here")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    config = transformers.AutoConfig.for_model(card.hf.model_type, **card.hf.config)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype).eval()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ids = torch.randint(0, config.vocab_size, (1, prompt_len), device=device)
+    counter = _EnergyCounter(device)
+    times = []
+    with torch.no_grad():
+        sync()
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True)
+        sync()
+        prefill_s = time.perf_counter() - t0
+        cache = out.past_key_values
+        token = out.logits[:, -1:].argmax(-1)
+        for i in range(warmup + gen_tokens):
+            if i == warmup:
+                counter.start()
+                run_t0 = time.perf_counter()
+            sync()
+            t = time.perf_counter()
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            token = out.logits[:, -1:].argmax(-1)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+        run_s = time.perf_counter() - run_t0
+        joules = counter.stop()
+    times_sorted = sorted(times)
+    pick = lambda q: times_sorted[min(len(times_sorted) - 1, int(q * len(times_sorted)))]  # noqa: E731
+    record = {
+        "kind": "measured", "model": card.name, "device": device, "dtype": dtype, "prompt_len": prompt_len,
+        "gen_tokens": gen_tokens, "warmup_tokens": warmup, "weights": f"random (seed {seed}), same shapes as the card",
+        "latency_per_token_s": statistics.median(times), "latency_p10_s": pick(0.1), "latency_p90_s": pick(0.9),
+        "latency_mean_s": statistics.fmean(times), "per_token_s": times, "prefill_s": prefill_s,
+        "energy_per_token_J": joules / gen_tokens if joules is not None else None,
+        "energy_kind": counter.kind if joules is not None else None,
+        "energy_note": None if joules is not None else getattr(counter, "why", "no counter"),
+        "average_power_W": joules / run_s if joules is not None else None,
+        "host": _host(device, torch, threads),
+        "peak_memory_bytes": (torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss()),
+    }
+    return record
+
+
+def _max_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def _host(device: str, torch, threads) -> dict:
+    host = {"cpu": _cpu_model(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "threads_requested": threads,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "python": platform.python_version(), "platform": platform.platform()}
+    if device == "cuda":
+        host["gpu"] = torch.cuda.get_device_name(0)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            host["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception:  # the driver version is a nicety
+            host["driver"] = None
+    return host
