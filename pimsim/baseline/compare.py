@@ -68,7 +68,8 @@ def compare(hw: HardwareConfig, card: ModelCard, baselines: list[str], prompt_le
             base = _load_record(path, card)
             where = base["host"].get("gpu") or base["host"]["cpu"]
             provenance = (f"measured {base['device']} {base['dtype']} on {where}, torch {base['host']['torch']}, "
-                          f"{base['host']['torch_threads']} threads, OMP_WAIT_POLICY={base['host']['OMP_WAIT_POLICY']}, {base['gen_tokens']} tokens")
+                          f"{base['host']['torch_threads']} threads, "
+                          f"OMP_WAIT_POLICY={base['host']['OMP_WAIT_POLICY']}, {base['gen_tokens']} tokens")
         else:
             base = roofline(load_device(name), graph, prompt_len, gen_tokens)
             provenance = f"roofline of {base['description']} ({base['spec']['source']}), {base['dtype']}, " \
