@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens timed (default: the card's)")
     p.add_argument("--warmup", type=_nonnegative, default=3, metavar="W", help="untimed tokens first (default 3)")
     p.add_argument("--threads", type=_positive, metavar="T", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--attention", choices=("sdpa", "eager"), default="sdpa",
+                   help="PyTorch's fused attention (default; cuDNN's backend off on CUDA) or plain matrix products")
     p.add_argument("--out", metavar="FILE.json", help="write the record as JSON (for `pimsim compare`)")
     p.set_defaults(func=cmd_baseline)
 
@@ -380,12 +382,14 @@ def cmd_baseline(args) -> int:
 
     card = load_card(args.model)
     _check_writable(args.out, "--out")
-    record = measure(card, args.device, args.dtype, args.prompt_len, args.gen_tokens, args.threads, args.warmup)
+    record = measure(card, args.device, args.dtype, args.prompt_len, args.gen_tokens, args.threads, args.warmup,
+                     attention=args.attention)
     record["pimsim_version"] = __version__
     host = record["host"]
     energy = (f"{record['energy_per_token_J'] * 1e3:.2f} mJ/token ({record['energy_kind']})"
               if record["energy_per_token_J"] is not None else f"energy not measured: {record['energy_note']}")
-    print(f"{card.name} on {args.device} ({host.get('gpu') or host['cpu']}), {args.dtype}, torch {host['torch']}, "
+    print(f"{card.name} on {args.device} ({host.get('gpu') or host['cpu']}), {args.dtype}, {args.attention} attention, "
+          f"torch {host['torch']}, "
           f"{host['torch_threads']} threads, OMP_WAIT_POLICY={host['OMP_WAIT_POLICY']}\n"
           f"decode     {record['latency_per_token_s'] * 1e3:.3f} ms/token median (p10 "
           f"{record['latency_p10_s'] * 1e3:.3f}, p90 {record['latency_p90_s'] * 1e3:.3f}) over "

@@ -43,3 +43,15 @@ def test_pimgpt_calibration_runs_and_reports_the_papers_quantities(capsys, monke
     assert 0 < float(asic.rstrip("%")) < float(non_mv.rstrip("%")) < 100
     assert 1 < float(wide.rstrip("x")) <= 2  # more channels help, at most linearly
     assert float(slow.rstrip("%")) > 0  # a slower ASIC never speeds anything up
+
+
+def test_pimgpt_headline_runs_against_rooflines_and_records(capsys, monkeypatch):
+    mod = _load("pimgpt_headline")
+    monkeypatch.setattr(mod, "MODELS", ("gpt2",))
+    monkeypatch.setattr("sys.argv", ["pimgpt_headline.py", "--prompt-len", "16", "--gen-tokens", "2"])
+    mod.main()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("gpt2 "))
+    assert row.count("x") == 4  # speed-up and energy efficiency against both devices
+    assert "paper, measured: 41-137x" in out
+    assert "h100-gpt2-fp16" in out and "NVML total energy counter" in out  # the bundled measured record
