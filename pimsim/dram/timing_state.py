@@ -108,13 +108,13 @@ def _new_chan(channels: int) -> np.ndarray:
     return chan
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def channel_floor(params, chan, ch):
     """No command may issue before the channel's previous one, plus the command-bus gap."""
     return max(chan[ch, C_PREV] + params[P_GAP], 0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, s, tmin):
     """Earliest cycle >= tmin at which command c scoped at node s satisfies every constraint."""
     e = tmin
@@ -143,7 +143,7 @@ def earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
     return e
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t):
     """Record that command c scoped at node s issued at cycle t (t never decreases per channel)."""
     commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
@@ -162,7 +162,7 @@ def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts
     chan[ch, C_LAST_NODE] = s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t):
     """The part of `commit` that a command repeated right after itself on the same node needs: the
     last command and node stay, and it is in no window rule (the fast path's precondition)."""
@@ -177,13 +177,13 @@ def commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t):
         chan[ch, C_END] = done
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def bank_range(node, params, s):
     base = params[P_BASE + 3]
     return node[s, N_LO + 3] - base, node[s, N_HI + 3] - base
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def check_state(node, cmds, params, bank, c, s, row, err):
     """Whether command c at node s is legal in the stream's view of bank state; fills err if not."""
     eff = cmds[c, K_EFFECT]
@@ -208,7 +208,7 @@ def check_state(node, cmds, params, bank, c, s, row, err):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_effect(node, cmds, params, bank, chan, c, s, row, internal):
     """Change bank state for command c; ``internal`` marks refresh-related commands the kernel added."""
     eff = cmds[c, K_EFFECT]

@@ -39,14 +39,18 @@ class Stream:
     asic_adds: int = 0  # partial sums the ASIC adds up after it
     outputs: int = 0
     row_offset: int = 0
+    _rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.cmd)
 
     def rows(self) -> np.ndarray:
+        """The real row arguments (computed once: a model's streams are reused token after token)."""
         if self.row_offset == 0:
             return self.row
-        return np.where(self.row >= 0, self.row + self.row_offset, self.row)
+        if self._rows is None:
+            self._rows = np.where(self.row >= 0, self.row + self.row_offset, self.row)
+        return self._rows
 
 
 @dataclass
