@@ -113,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the comparison as JSON ('-' for stdout)")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("sweep", help="run a design-space sweep (grid, zipped, random) locally or on Dask")
+    p.add_argument("file", nargs="?", metavar="SWEEP.yaml", help="a sweep file (or give --hw, --model, --grid)")
+    p.add_argument("--hw", metavar="HW.yaml", help="base hardware description")
+    p.add_argument("--model", dest="models", action="append", default=[], metavar="MODEL", help="repeatable")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a swept config key and its values (repeatable; the product is run)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (points.jsonl, points.parquet)")
+    p.add_argument("--jobs", type=_positive, default=1, metavar="N", help="local worker processes (default 1)")
+    p.add_argument("--cluster", metavar="tcp://HOST:PORT", help="a Dask scheduler (or DASK_SCHEDULER_ADDRESS)")
+    p.add_argument("--prompt-len", type=_nonnegative, metavar="P")
+    p.add_argument("--gen-tokens", type=_positive, metavar="N")
+    p.add_argument("--schedule", choices=("serial", "overlap"))
+    p.add_argument("--fidelity", choices=("fast", "cycle"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("model", help="model cards")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     q = msub.add_parser("list", help="list the bundled model cards")
@@ -428,6 +444,33 @@ def cmd_compare(args) -> int:
     if args.json_out:
         _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from pimsim.sweep.points import Sweep, load_sweep_file, parse_grid
+    from pimsim.sweep.runner import run_sweep
+
+    if args.file:
+        sweep = load_sweep_file(args.file)
+        if args.hw:
+            sweep.hw = args.hw
+        if args.models:
+            sweep.models = args.models
+        sweep.grid.update(parse_grid(args.grid))
+    else:
+        if not args.hw or not args.models:
+            raise PimsimError("give a sweep file, or --hw, at least one --model and --grid axes")
+        sweep = Sweep(args.hw, args.models, grid=parse_grid(args.grid))
+    for key in ("prompt_len", "gen_tokens", "schedule", "fidelity"):
+        if getattr(args, key) is not None:
+            sweep.run[key] = getattr(args, key)
+    result = run_sweep(sweep, args.out, args.jobs, args.cluster, progress=not args.quiet)
+    print(f"{result['points']} points: {result['ran']} run, {result['skipped']} already done, "
+          f"{result['failed']} failed -> {result['jsonl']}, {result['parquet']}")
+    for row in result["rows"]:
+        if row.get("status") != "ok":
+            print(f"  failed {row['model']} {row['id']}: {row['error']}", file=sys.stderr)
+    return EXIT_VIOLATION if result["failed"] else 0
 
 
 def cmd_model_list(args) -> int:

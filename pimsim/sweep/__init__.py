@@ -1,0 +1,1 @@
+"""Design-space sweeps: points, a local or Dask executor, tidy rows in JSONL and Parquet."""

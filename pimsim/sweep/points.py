@@ -1,0 +1,228 @@
+"""Sweep points: grids, zipped axes and random samples over config keys, filtered by constraints.
+
+A sweep file (YAML):
+
+    hw: gddr6-aim.yaml
+    models: [gpt2, gpt2-xl]
+    run: {prompt_len: 64, gen_tokens: 8, schedule: serial, fidelity: fast}
+    grid: {dram.organization.channels: [4, 8, 16], asic.freq_MHz: [100, 1000]}
+    zip: {asic.lanes: [64, 256], asic.pipeline_cycles: [2, 4]}     # varied together
+    random: {count: 4, seed: 0, axes: {asic.link.latency_ns: [1, 20]}} # uniform in [low, high]
+    constraints: ["asic.freq_MHz >= 100 or dram.organization.channels <= 8"]
+
+Every point is one model with one set of config overrides (``--set`` values). Its id hashes the model,
+the overrides, the run options and the base config file, so a re-run recognises finished points.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import operator
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pimsim.config.loader import read_yaml
+from pimsim.errors import ConfigError, PimsimError, Problem
+from pimsim.resources import resolve
+
+# short names people type for the keys a sweep touches most
+ALIASES = {"dram.channels": "dram.organization.channels", "dram.rows": "dram.organization.rows",
+           "channels": "dram.organization.channels"}
+RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity"}
+FILE_KEYS = {"hw", "models", "run", "grid", "zip", "random", "constraints"}
+
+
+@dataclass
+class Sweep:
+    hw: str
+    models: list[str]
+    run: dict = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    zipped: dict[str, list] = field(default_factory=dict)
+    random_axes: dict[str, list] = field(default_factory=dict)
+    random_count: int = 0
+    random_seed: int = 0
+    constraints: list[str] = field(default_factory=list)
+
+    def points(self) -> list[dict]:
+        """Every point that passes the constraints: {"model", "overrides", "id"}."""
+        axes = [[{}]]
+        for key, values in self.grid.items():
+            axes.append([{key: v} for v in values])
+        if self.zipped:
+            lengths = {len(v) for v in self.zipped.values()}
+            axes.append([dict(zip(self.zipped, values)) for values in zip(*self.zipped.values())] if lengths else [{}])
+        if self.random_count:
+            rng = random.Random(self.random_seed)
+            samples = []
+            for _ in range(self.random_count):
+                samples.append({k: rng.uniform(lo, hi) if isinstance(lo, float) or isinstance(hi, float)
+                                else rng.randint(lo, hi) for k, (lo, hi) in self.random_axes.items()})
+            axes.append(samples)
+        checks = [_compile(c) for c in self.constraints]
+        base = _file_digest(self.hw)
+        out = []
+        for model in self.models:
+            for combo in itertools.product(*axes):
+                overrides = {}
+                for part in combo:
+                    overrides.update(part)
+                if all(check(overrides) for check in checks):
+                    out.append({"model": model, "overrides": overrides,
+                                "id": point_id(model, overrides, self.run, base)})
+        return out
+
+
+def point_id(model: str, overrides: dict, run: dict, base_digest: str) -> str:
+    text = json.dumps([model, sorted(overrides.items()), sorted(run.items()), base_digest], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(hw: str) -> str:
+    try:
+        return hashlib.sha256(resolve(hw, "hwconfigs").read_bytes()).hexdigest()[:16]
+    except PimsimError:
+        return hw  # reported when the point's config is loaded
+
+
+def _key(key: str) -> str:
+    return ALIASES.get(key, key)
+
+
+def parse_grid(texts: list[str]) -> dict[str, list]:
+    """``--grid key=v1,v2,...`` (values read as YAML) -> {key: [values]}."""
+    import yaml
+
+    grid = {}
+    for text in texts:
+        key, sep, values = text.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise PimsimError(f"--grid {text!r}: expected KEY=V1,V2,..., e.g. --grid asic.freq_MHz=100,1000")
+        grid[_key(key.strip())] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def load_sweep_file(path: str | Path) -> Sweep:
+    raw = read_yaml(Path(path))
+    problems = []
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), [Problem("", "expected a mapping (a sweep file)")])
+    for key in raw:
+        if key not in FILE_KEYS:
+            problems.append(Problem(str(key), f"unknown key (known: {', '.join(sorted(FILE_KEYS))})"))
+    if not isinstance(raw.get("hw"), str):
+        problems.append(Problem("hw", "missing: the base hardware description"))
+    models = raw.get("models")
+    if not (isinstance(models, list) and models and all(isinstance(m, str) for m in models)):
+        problems.append(Problem("models", "a list of model cards"))
+    run = raw.get("run") or {}
+    for key in run if isinstance(run, dict) else ["run"]:
+        if key not in RUN_KEYS:
+            problems.append(Problem(f"run.{key}", f"unknown (known: {', '.join(sorted(RUN_KEYS))})"))
+    sections = {}
+    for name in ("grid", "zip"):
+        section = raw.get(name) or {}
+        if not isinstance(section, dict) or not all(isinstance(v, list) and v for v in section.values()):
+            problems.append(Problem(name, "a mapping of config keys to non-empty lists of values"))
+            section = {}
+        sections[name] = {_key(k): v for k, v in section.items()}
+    if sections["zip"] and len({len(v) for v in sections["zip"].values()}) > 1:
+        problems.append(Problem("zip", "zipped axes need lists of the same length"))
+    rnd = raw.get("random") or {}
+    axes = rnd.get("axes", {}) if isinstance(rnd, dict) else {}
+    if rnd and not (isinstance(rnd.get("count"), int) and rnd["count"] > 0 and isinstance(axes, dict)
+                    and all(isinstance(v, list) and len(v) == 2 for v in axes.values())):
+        problems.append(Problem("random", "needs count (>0) and axes {key: [low, high]}"))
+    constraints = raw.get("constraints") or []
+    for i, text in enumerate(constraints if isinstance(constraints, list) else [constraints]):
+        try:
+            _compile(text)
+        except PimsimError as exc:
+            problems.append(Problem(f"constraints[{i}]", str(exc)))
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Sweep(raw["hw"], models, dict(run), sections["grid"], sections["zip"],
+                 {_key(k): v for k, v in axes.items()}, int(rnd.get("count", 0)), int(rnd.get("seed", 0)),
+                 list(constraints))
+
+
+# --- constraints: a small expression language over the swept keys (no calls, no attributes) --------------
+_OPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq,
+        ast.NotEq: operator.ne, ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.Div: operator.truediv, ast.Mod: operator.mod}
+
+
+def _compile(text: str):
+    if not isinstance(text, str):
+        raise PimsimError(f"constraint {text!r} is not text")
+    names = {}
+
+    def dotted(node) -> str | None:
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name):
+            return ".".join([node.id, *reversed(parts)])
+        return None
+
+    def check(node):
+        if isinstance(node, ast.Expression):
+            return check(node.body)
+        if isinstance(node, (ast.Attribute, ast.Name)):
+            key = dotted(node)
+            if key is None:
+                raise PimsimError(f"constraint {text!r}: only config keys, numbers and operators are allowed")
+            names[id(node)] = _key(key)
+            return
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+            return
+        if isinstance(node, ast.BoolOp):
+            return [check(v) for v in node.values]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            return check(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return check(node.left), check(node.right)
+        if isinstance(node, ast.Compare) and all(type(o) in _OPS for o in node.ops):
+            return [check(node.left), *[check(c) for c in node.comparators]]
+        raise PimsimError(f"constraint {text!r}: {type(node).__name__} is not allowed")
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise PimsimError(f"constraint {text!r}: not an expression ({exc.msg})") from None
+    check(tree)
+
+    def evaluate(node, values):
+        if isinstance(node, ast.Expression):
+            return evaluate(node.body, values)
+        if id(node) in names:
+            key = names[id(node)]
+            if key not in values:
+                return None  # a key this point does not set: the constraint cannot reject it
+            return values[key]
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.BoolOp):
+            results = [evaluate(v, values) for v in node.values]
+            return all(results) if isinstance(node.op, ast.And) else any(results)
+        if isinstance(node, ast.UnaryOp):
+            v = evaluate(node.operand, values)
+            return (not v) if isinstance(node.op, ast.Not) else -v
+        if isinstance(node, ast.BinOp):
+            return _OPS[type(node.op)](evaluate(node.left, values), evaluate(node.right, values))
+        left = evaluate(node.left, values)
+        for op, comp in zip(node.ops, node.comparators):
+            right = evaluate(comp, values)
+            if left is None or right is None:
+                return True
+            if not _OPS[type(op)](left, right):
+                return False
+            left = right
+        return True
+
+    return lambda values: bool(evaluate(tree, values))
