@@ -129,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("plot", help="figures from results (PNG or PDF)")
+    p.add_argument("kind", choices=("sweep", "heatmap", "pareto", "breakdown", "compare", "tokens", "timeline"),
+                   help="sweep/heatmap/pareto: a sweep folder or points.parquet; breakdown/tokens: `pimsim run "
+                        "--json` files; compare: a `pimsim compare --json` file; timeline: a --timeline file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="FIG.png|FIG.pdf")
+    p.add_argument("--x", help="swept key on the x axis (sweep, heatmap)")
+    p.add_argument("--y", help="metric (sweep) or second key (heatmap)")
+    p.add_argument("--hue", help="swept key for one line each (sweep)")
+    p.add_argument("--value", default="latency_per_token_s", help="metric colouring a heatmap")
+    p.add_argument("--logx", action="store_true")
+    p.add_argument("--logy", action="store_true")
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("model", help="model cards")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     q = msub.add_parser("list", help="list the bundled model cards")
@@ -471,6 +485,49 @@ def cmd_sweep(args) -> int:
         if row.get("status") != "ok":
             print(f"  failed {row['model']} {row['id']}: {row['error']}", file=sys.stderr)
     return EXIT_VIOLATION if result["failed"] else 0
+
+
+def cmd_plot(args) -> int:
+    from pimsim.report import plots
+
+    if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise PimsimError(f"--out {args.out}: give a .png, .pdf or .svg file")
+    _check_writable(args.out, "--out")
+    if args.kind in ("sweep", "heatmap", "pareto"):
+        frame = _sweep_frame(args.inputs[0])
+        if args.kind == "sweep":
+            if not args.x or not args.y:
+                raise PimsimError("plot sweep needs --x KEY and --y METRIC")
+            fig = plots.sweep_lines(frame, args.x, args.y, args.hue, args.logx, args.logy)
+        elif args.kind == "heatmap":
+            if not args.x or not args.y:
+                raise PimsimError("plot heatmap needs --x KEY and --y KEY")
+            fig = plots.sweep_heatmap(frame, args.x, args.y, args.value)
+        else:
+            fig = plots.pareto(frame)
+    elif args.kind == "breakdown":
+        fig = plots.breakdown([plots.load_json(p) for p in args.inputs])
+    elif args.kind == "compare":
+        fig = plots.compare_bars(plots.load_json(args.inputs[0]))
+    elif args.kind == "tokens":
+        fig = plots.tokens(plots.load_json(args.inputs[0]))
+    else:
+        fig = plots.timeline(plots.load_json(args.inputs[0]))
+    _write(args.out, fig.savefig)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _sweep_frame(path: str):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise PimsimError("sweep plots need pandas and pyarrow: pip install '.[plot]'") from None
+    p = Path(path)
+    p = p / "points.parquet" if p.is_dir() else p
+    if not p.is_file():
+        raise PimsimError(f"{path}: no points.parquet (run `pimsim sweep ... --out DIR` first)")
+    return pd.read_parquet(p)
 
 
 def cmd_model_list(args) -> int:
