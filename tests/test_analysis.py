@@ -55,3 +55,13 @@ def test_pimgpt_headline_runs_against_rooflines_and_records(capsys, monkeypatch)
     assert row.count("x") == 4  # speed-up and energy efficiency against both devices
     assert "paper, measured: 41-137x" in out
     assert "h100-gpt2-fp16" in out and "NVML total energy counter" in out  # the bundled measured record
+
+
+@pytest.mark.slow
+def test_design_space_studies_run_and_draw(tmp_path, monkeypatch, capsys):
+    mod = _load("design_space")
+    monkeypatch.setattr("sys.argv", ["design_space.py", "--out", str(tmp_path), "--jobs", "1"])
+    mod.main()
+    out = capsys.readouterr().out
+    assert "channel scaling" in out and "mapping strategies" in out
+    assert {p.name for p in tmp_path.glob("*.png")} == {"channels.png", "asic-clock.png", "context-gpt2-xl.png"}
