@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", metavar="OUT.json",
                    help="write a Perfetto / Chrome trace of ASIC, link and PIM activity (open in ui.perfetto.dev)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--check-protocol", action="store_true",
+                   help="with --fidelity cycle: re-verify every issued command with the independent protocol checker "
+                        "(slow; fails loudly on any violation)")
     p.add_argument("--functional", action="store_true",
                    help="also decode --gen-tokens tokens with real numbers through the PIM arithmetic and the ASIC's "
                         "approximations, against PyTorch FP32 on the same weights (top-1 agreement, logit error)")
@@ -387,7 +390,8 @@ def cmd_run(args) -> int:
                    file=sys.stderr)
     try:
         out = run_model(hw, card, args.prompt_len, args.gen_tokens, args.schedule, args.fidelity,
-                        timeline=bool(args.timeline), progress=bar.update if bar else None)
+                        timeline=bool(args.timeline), progress=bar.update if bar else None,
+                        check_protocol=args.check_protocol)
     finally:
         if bar is not None:
             bar.close()

@@ -25,13 +25,14 @@ from pimsim.workloads.tracer import traced_graph
 
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
-              overrides: list[str] | None = None, timeline: bool = False, progress=None) -> dict:
+              overrides: list[str] | None = None, timeline: bool = False, progress=None,
+              check_protocol: bool = False) -> dict:
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
     graph = traced_graph(card)
-    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity)
+    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol)
     result = sim.run(timeline=timeline, progress=progress)
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
     total = sum(per_token_s)
@@ -64,6 +65,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "commands": counts["commands"],
         "row_hits": counts["row_hits"], "row_misses": counts["row_misses"], "row_conflicts": counts["row_conflicts"],
         "distinct_streams": counts["distinct_streams"],
+        **({"protocol_check": counts["protocol_check"]} if "protocol_check" in counts else {}),
         "per_token_s": per_token_s,
         "memory": sim.describe(),
         "graph": {"ops": len(graph.ops), "weights": graph.weight_elements(), **graph.meta},

@@ -203,3 +203,38 @@ def test_channel_groups_must_divide_the_channels():
     g = Geometry.of(load_hardware("gddr6-aim.yaml"))
     with pytest.raises(PimsimError, match="power of two dividing the 8 channels"):
         place_gemv(g, 10, 1024, split=3)
+
+
+@pytest.mark.parametrize("hw_name", ["gddr6-aim.yaml", "hbm-pim.yaml"])
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+def test_every_command_of_a_run_is_protocol_clean(tiny, hw_name, model):
+    hw = load_hardware(hw_name, ["dram.timing.nREFI=700"])  # refresh often: it lands inside every kind of stream
+    sim = DecodeSimulation(hw, tiny[model], 30, 3, "serial", "cycle", check_protocol=True)
+    result = sim.run()
+    assert result.counts["protocol_check"]["violations"] == 0
+    assert result.counts["protocol_check"]["commands_checked"] > 1000
+    assert result.counts["commands"]["REF"] > 10
+    plain = DecodeSimulation(hw, tiny[model], 30, 3, "serial", "cycle").run()
+    assert plain.per_token_ps == result.per_token_ps  # recording changes nothing
+
+
+def test_protocol_check_catches_a_broken_stream(tiny):
+    hw = load_hardware("gddr6-aim.yaml")
+    sim = DecodeSimulation(hw, tiny["gpt2"], 4, 1, "serial", "cycle", check_protocol=True)
+    sim.run()
+    rec = sim.timing.records[3]
+    rec[-1, 0] = rec[0, 0]  # move a stream's last command back to its first command's cycle
+    checked, violations = sim.timing.protocol_violations()
+    assert violations and checked > 0
+
+
+def test_protocol_check_needs_cycle_fidelity(tiny):
+    with pytest.raises(PimsimError, match="needs --fidelity cycle"):
+        DecodeSimulation(load_hardware("gddr6-aim.yaml"), tiny["gpt2"], 4, 1, fidelity="fast", check_protocol=True)
+
+
+@pytest.mark.slow
+def test_gpt2_on_both_pim_configs_is_protocol_clean():
+    for hw in ("gddr6-aim.yaml", "hbm-pim.yaml"):
+        r = run_model(hw, "gpt2", prompt_len=30, gen_tokens=1, fidelity="cycle", check_protocol=True)
+        assert r["protocol_check"]["violations"] == 0

@@ -49,7 +49,7 @@ class DecodeResult:
 
 class DecodeSimulation:
     def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
-                 schedule: str = "serial", fidelity: str = "fast"):
+                 schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False):
         if hw.pim is None or hw.asic is None:
             missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
             raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
@@ -71,7 +71,10 @@ class DecodeSimulation:
         self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens)
         self.asic = hw.asic
         self._check_asic_buffer(prompt_len + gen_tokens)
-        self.timing = timing_for(self.compiled, fidelity)
+        if check_protocol and fidelity != "cycle":
+            raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
+        self.check_protocol = check_protocol
+        self.timing = timing_for(self.compiled, fidelity, record=check_protocol)
         self.asic = hw.asic
         self._static: dict = {}
         self._links: dict = {}
@@ -257,7 +260,15 @@ class DecodeSimulation:
             t = end
             if progress is not None:
                 progress(1)
-        return DecodeResult(per_token, breakdown, self.timing.counts(), events, ideal, tuple(self.work),
+        counts = self.timing.counts()
+        if self.check_protocol:
+            checked, violations = self.timing.protocol_violations()
+            if violations:
+                shown = "\n  ".join(str(v) for v in violations[:5])
+                raise RuntimeError(f"pimsim bug: the run issued {len(violations)} command(s) that break the "
+                                   f"{self.hw.dram.standard} protocol, for example:\n  {shown}")
+            counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
+        return DecodeResult(per_token, breakdown, counts, events, ideal, tuple(self.work),
                             tuple(float(b) for b in self.timing.busy_ps))
 
     def describe(self) -> dict:

@@ -3,7 +3,8 @@
 The executor is the only seam between a laptop and a cluster: a local process pool (``--jobs N``) or a
 Dask distributed client's executor (``--cluster tcp://host:8786`` or ``DASK_SCHEDULER_ADDRESS``). Rows
 are appended to ``points.jsonl`` and flushed as each point finishes, so a crash loses nothing done; a
-re-run skips the points already there (failed ones are tried again). ``points.parquet`` is written
+re-run first compacts the file (one row per finished point; torn lines and failed rows dropped), then
+runs what is missing. ``points.parquet`` is written
 from all rows at the end.
 """
 
@@ -44,6 +45,23 @@ def run_point(hw: str, point: dict, run: dict) -> dict:
         row["status"], row["error"] = "error", str(exc)
     row["wall_s"] = time.perf_counter() - started
     return row
+
+
+def _compact(path: Path) -> list[dict]:
+    """Before (re)starting: keep one finished row per point and drop torn lines (a run killed while
+    writing) and failed rows (those points run again), so the file ends with every point once."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    latest: dict[str, dict] = {}
+    for row in read_rows(path):
+        latest[row["id"]] = row
+    keep = [r for r in latest.values() if r.get("status") == "ok"]
+    if len(keep) != len(lines):
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in keep))
+        tmp.replace(path)
+    return keep
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -87,7 +105,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, jobs: int = 1, cluster: str | N
     points = sweep.points()
     if not points:
         raise PimsimError("the sweep has no points (check the grid and the constraints)")
-    done = {r["id"] for r in read_rows(jsonl) if r.get("status") == "ok"}
+    done = {r["id"] for r in _compact(jsonl)}
     todo = [p for p in points if p["id"] not in done]
     if todo:
         from pimsim.dram.warmup import warm_up
