@@ -75,7 +75,6 @@ class DecodeSimulation:
             raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
         self.check_protocol = check_protocol
         self.timing = timing_for(self.compiled, fidelity, record=check_protocol)
-        self.asic = hw.asic
         self._static: dict = {}
         self._links: dict = {}
         self._plan: list | None = None
