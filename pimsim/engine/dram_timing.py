@@ -126,8 +126,6 @@ class CycleTiming:
         if not self.record:
             raise RuntimeError("CycleTiming(record=True) keeps the commands the checker needs")
         rec = np.concatenate(self.records) if self.records else np.zeros((0, 6), np.int64)
-        # the kernel catches up on idle refreshes only when work arrives, so refresh starvation
-        # between a channel's last command and the end of the run is not a violation
         issued = issued_from_record(self.compiled, rec)
         return len(issued), check(self.compiled, issued)
 
