@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pimsim.baseline.compare import _estimate
+from pimsim.baseline.compare import estimate_energy
 from pimsim.baseline.devices import load_device
 from pimsim.baseline.roofline import roofline
 from pimsim.runs import run_model
@@ -74,7 +74,7 @@ def main() -> None:
             energy = record["energy_per_token_J"]
             kind = record["energy_kind"]
             if energy is None:
-                energy, kind = _estimate(record)
+                energy, kind = estimate_energy(record)
             where = record["host"].get("gpu") or record["host"]["cpu"]
             print(f"  {stem:<26} {where[:28]:<28} {record['latency_per_token_s'] * 1e3:9.3f} ms/token -> "
                   f"{record['latency_per_token_s'] / pim['latency_per_token_s']:7.1f}x; "

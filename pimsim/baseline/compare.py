@@ -31,7 +31,7 @@ CPU_CORE_W = 10.0  # assumed: power of one busy server core, for CPU runs withou
 _GPU_SPECS = {"H100": "h100", "A100": "a100", "T4": "t4"}
 
 
-def _estimate(base: dict) -> tuple[float | None, str]:
+def estimate_energy(base: dict) -> tuple[float | None, str]:
     """Energy per token of a measured run without a counter: busy cores x an assumed per-core power on
     a CPU; the named device's spec power on a GPU pimsim has a spec for; otherwise none."""
     t = base["latency_per_token_s"]
@@ -78,7 +78,7 @@ def compare(hw: HardwareConfig, card: ModelCard, baselines: list[str], prompt_le
         energy = base.get("energy_per_token_J")
         energy_kind = base.get("energy_kind") or "none"
         if energy is None and base["kind"] == "measured":  # no counter: estimate, and say how
-            energy, energy_kind = _estimate(base)
+            energy, energy_kind = estimate_energy(base)
         pim_energy = run.get("energy_per_token_J")
         rows.append({
             "baseline": name, "kind": base["kind"], "provenance": provenance,

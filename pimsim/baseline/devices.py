@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from pimsim.config.loader import read_yaml
+from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, Problem
 from pimsim.resources import resolve
 
@@ -41,7 +41,7 @@ def load_device(name: str) -> DeviceSpec:
     try:
         spec = DeviceSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(str(path), [Problem(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]) from None
+        raise ConfigError(str(path), problems_from_validation(exc, DeviceSpec)) from None
     if spec.version != 1:
         raise ConfigError(str(path), [Problem("version", f"{spec.version}: this pimsim reads version 1")])
     return spec

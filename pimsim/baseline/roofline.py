@@ -21,8 +21,8 @@ def token_time_s(spec: DeviceSpec, graph: OpGraph, context: int, dtype: str) -> 
         raise PimsimError(f"{spec.name}: no {dtype} peak given (has {', '.join(spec.peak_TFLOPS)})")
     meta = graph.meta
     size = DTYPE_BYTES[dtype]
-    weights = sum(op.rows * op.cols for op in graph.ops if op.kind == "gemv")
-    kv = 2 * meta["layers"] * meta["kv_heads"] * meta["head_dim"] * context
+    weights = graph.gemv_elements()
+    kv = graph.kv_elements(context)
     attention_flops = 2 * 2 * meta["layers"] * meta["heads"] * meta["head_dim"] * context
     nbytes = (weights + kv) * size
     flops = 2 * weights + attention_flops

@@ -104,7 +104,7 @@ def validate(raw: Any, source: str) -> HardwareConfig:
     try:
         config = HardwareConfig.model_validate(raw)
     except ValidationError as exc:
-        problems += [_problem_from_pydantic(err) for err in exc.errors()]
+        problems += problems_from_validation(exc, HardwareConfig)
     problems += checks.check(raw)
     if problems:
         seen, unique = set(), []
@@ -123,12 +123,17 @@ def load_hardware(name_or_path: str | Path, overrides: list[str] | None = None) 
     return validate(raw, str(path))
 
 
-def _problem_from_pydantic(err: dict) -> Problem:
+def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """One Problem per pydantic error of `model`: dotted path, "did you mean" for unknown keys, the value."""
+    return [_problem_from_pydantic(err, model) for err in exc.errors()]
+
+
+def _problem_from_pydantic(err: dict, model: type[BaseModel]) -> Problem:
     loc = [str(x) for x in err["loc"]]
     path = ".".join(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = _fields_at(HardwareConfig, loc[:-1])
+        known = _fields_at(model, loc[:-1])
         return Problem(path, f"unknown key{checks.suggest(loc[-1], known)}")
     if kind == "missing":
         return Problem(path, "missing")

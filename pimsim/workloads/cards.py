@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from pimsim.config.loader import read_yaml
+from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, Problem
 from pimsim.resources import resolve
 
@@ -56,10 +56,7 @@ def load_card(name_or_path: str | Path) -> ModelCard:
     try:
         card = ModelCard.model_validate(raw)
     except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            problems.append(Problem(where, err["msg"]))
-        raise ConfigError(str(path), problems) from None
+        raise ConfigError(str(path), problems_from_validation(exc, ModelCard)) from None
     if card.version != 1:
         problems.append(Problem("version", f"{card.version}: this pimsim reads model cards of version 1"))
     d = card.defaults

@@ -71,12 +71,15 @@ class OpGraph:
         d = json.loads(text)
         return cls(d["model"], [Op(**op) for op in d["ops"]], d["tensors"], d["meta"])
 
-    def count(self, kind: str) -> int:
-        return sum(op.kind == kind for op in self.ops)
-
-    @property
-    def layers(self) -> int:
-        return int(self.meta["layers"])
-
     def weight_elements(self) -> int:
+        """Every weight and embedding table stored (a tied table once)."""
         return sum(t["rows"] * t["cols"] for t in self.tensors.values())
+
+    def gemv_elements(self) -> int:
+        """Weights a decode step reads: every GEMV's matrix once (embedding tables only by a row)."""
+        return sum(op.rows * op.cols for op in self.ops if op.kind == "gemv")
+
+    def kv_elements(self, context: int) -> int:
+        """Cached K and V values a decode step reads at a context length."""
+        m = self.meta
+        return 2 * m["layers"] * m["kv_heads"] * m["head_dim"] * context
