@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity", choices=("fast", "cycle"), default="fast",
                    help="fast: each distinct command stream simulated once and reused (default); cycle: every "
                         "command of every token through the DRAM kernel")
+    p.add_argument("--weight-format", metavar="FORMAT",
+                   help="store the transformer blocks' weights in FORMAT (bf16, fp16, int8, ternary, ternary-b3, "
+                        "binary; default: the card's quantization, else the hardware's weight_format); the PIM units "
+                        "must support it (pim.formats)")
     p.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     p.add_argument("--timeline", metavar="OUT.json",
@@ -369,11 +373,11 @@ def cmd_kernel_attention(args) -> int:
 def cmd_run(args) -> int:
     from pimsim.report.text import run_summary
     from pimsim.report.timeline import write_timeline
-    from pimsim.runs import run_model
+    from pimsim.runs import hardware_for, run_model
     from pimsim.workloads.cards import load_card
 
-    hw = _load(args)
     card = load_card(args.model)
+    hw = hardware_for(_load(args), card, args.weight_format)
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
     tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens
@@ -391,7 +395,7 @@ def cmd_run(args) -> int:
     try:
         out = run_model(hw, card, args.prompt_len, args.gen_tokens, args.schedule, args.fidelity,
                         timeline=bool(args.timeline), progress=bar.update if bar else None,
-                        check_protocol=args.check_protocol)
+                        check_protocol=args.check_protocol, weight_format=args.weight_format)
     finally:
         if bar is not None:
             bar.close()

@@ -23,9 +23,9 @@ from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
 from pimsim.mapper.attention import append_program, kv_layout
 from pimsim.mapper.gemv import RD_FIRST_ROW, RD_GROUP, RD_POS, STRATEGIES
-from pimsim.mapper.placement import Geometry, place_gemv
+from pimsim.mapper.placement import Geometry, auto_pack, auto_split, place_gemv
 from pimsim.pim.banks import BankModel
-from pimsim.pim.formats import to_operands
+from pimsim.pim.formats import pad_value, to_operands
 from pimsim.pim.reduce import sum_partials
 from pimsim.trace.files import CommandTrace, RequestTrace
 
@@ -55,19 +55,19 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
     functional = (W is not None) if functional is None else functional
     compiled = compile_standard(hw)
     geometry = Geometry.of(hw)
-    placement = place_gemv(geometry, rows, cols)
-    lanes_out = hw.pim.lanes_per_unit if hw.pim.accumulate == "lanes" else 1
-    program = STRATEGIES[hw.mapping.gemv](compiled, placement, lanes_out)
+    split = auto_split(geometry, rows, cols)
+    placement = place_gemv(geometry, rows, cols, split=split, pack=auto_pack(geometry, rows, cols, split))
+    program = STRATEGIES[hw.mapping.gemv](compiled, placement, geometry.lanes_out)
     stats = _stats(compiled, geometry, placement, program, _time_program(compiled, program, "gemv program"))
     result = GemvResult(stats=stats)
     if functional:
         rng = _rng(seed)
-        fmt = hw.pim.weight_format
+        fmt, x_fmt = hw.pim.weight_format, hw.pim.input_format
         W = _random(rng, (rows, cols), fmt) if W is None else W
-        x = _random(rng, (cols,), fmt) if x is None else np.asarray(x, np.float32).ravel()
+        x = _random(rng, (cols,), x_fmt) if x is None else np.asarray(x, np.float32).ravel()
         if x.shape != (cols,):
             raise PimsimError(f"x must have {cols} elements to match W, got {x.shape[0]}")
-        wq, xq = _operands(W, fmt), _operands(x, fmt)  # refuses unquantized int8 data up front
+        wq, xq = _operands(W, fmt), _operands(x, x_fmt)  # refuses unquantized integer data up front
         result.y = _run_functional(compiled, hw, placement, program, wq, xq)
         wq, xq = wq.astype(np.float64), xq.astype(np.float64)
         exact, scale = wq @ xq, np.abs(wq) @ np.abs(xq)
@@ -75,7 +75,7 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
         stats["functional"] = {
             "max_abs_error": float(err.max()),
             "max_error_relative_to_sum_of_magnitudes": float((err / np.maximum(scale, 1e-30)).max()),
-            "reference": f"float64 product of the {fmt}-rounded operands",
+            "reference": f"float64 product of the {fmt} weights and {x_fmt} inputs",
             "seed": seed,
         }
     if hw.energy is not None:
@@ -114,9 +114,14 @@ def _rng(seed: int) -> np.random.Generator:
 
 
 def _random(rng: np.random.Generator, shape, fmt: str) -> np.ndarray:
-    """Random operands: standard normal for float formats, uniform integers for int8."""
+    """Random operands: standard normal for float formats, uniform integers for int8, uniform trits
+    or signs for ternary and binary."""
     if fmt == "int8":
         return rng.integers(-128, 128, shape).astype(np.float32)
+    if fmt in ("ternary", "ternary-b3"):
+        return rng.integers(-1, 2, shape).astype(np.float32)
+    if fmt == "binary":
+        return (2 * rng.integers(0, 2, shape) - 1).astype(np.float32)
     return rng.standard_normal(shape).astype(np.float32)
 
 
@@ -157,7 +162,7 @@ def _stats(compiled, geometry, placement, program, summary) -> dict:
         "peak_internal_bandwidth_GBps": peak_internal / 1e9,
         "utilization": in_banks / time_s / peak_internal if time_s else 0.0,
         "placement": {"segments": placement.segments, "waves": placement.waves, "dram_rows": placement.dram_rows,
-                      "channel_groups": placement.split,
+                      "channel_groups": placement.split, "rows_per_dram_row": placement.pack,
                       "padded_cols": placement.cols_padded, "area_utilization": placement.utilization},
         "asic": {"partial_sums": program.partial_sums, "adds": program.asic_adds},
         "refresh": summary["refresh"],
@@ -171,8 +176,10 @@ def _store_matrix(model: BankModel, placement, matrix: np.ndarray, rows: int | N
         return
     m = np.arange(rows)
     for lo, width in placement.column_tiles():
-        channel, bank, dram_row, _ = placement.where(m, np.full(rows, lo))
-        model.store_rows(channel, bank, dram_row, matrix[:rows, lo:lo + width])
+        channel, bank, dram_row, elem = placement.where(m, np.full(rows, lo))
+        for offset in np.unique(elem):  # packed output rows start at different places of a DRAM row
+            sel = elem == offset
+            model.store_rows(channel[sel], bank[sel], dram_row[sel], matrix[:rows][sel, lo:lo + width], int(offset))
 
 
 def _collect(program, results, geometry) -> np.ndarray:
@@ -197,13 +204,14 @@ def _collect(program, results, geometry) -> np.ndarray:
 def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
     g = placement.geometry
     model = BankModel(hw)
-    padded = np.zeros((W.shape[0], placement.cols_padded), np.float32)
+    padded = np.full((W.shape[0], placement.cols_padded), pad_value(g.fmt), np.float32)
     padded[:, :W.shape[1]] = W
     _store_matrix(model, placement, padded)
     xp = np.zeros(placement.cols_padded, np.float32)
     xp[:W.shape[1]] = x
     results = model.run(compiled, program.cmd, program.node, program.row, program.column,
-                        payload_index=program.payload, payloads=xp.reshape(-1, g.elems_per_access),
+                        payload_index=program.payload,
+                        payloads=xp.reshape(-1, g.elems_per_access // g.writes_per_mac),
                         select=program.select)
     return _collect(program, results, g)[:, 0]
 
@@ -238,10 +246,12 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
         raise PimsimError(f"context {context} must be between 1 and the reserved {max_context}")
     if heads * head_dim * max_context > MAX_ELEMENTS:
         raise PimsimError("the KV cache is beyond what pimsim simulates")
+    if hw.pim is not None and hw.pim.cache_format != hw.pim.weight_format:
+        hw = hw.with_weight_format(hw.pim.cache_format)  # attention runs on the KV cache's datapath
     compiled = compile_standard(hw)
     geometry = Geometry.of(hw)
     layout = kv_layout(geometry, heads, head_dim, max_context)
-    lanes_out = hw.pim.lanes_per_unit if hw.pim.accumulate == "lanes" else 1
+    lanes_out = geometry.lanes_out
     t = context - 1  # the new token
     K = V = q = p = None
     if functional:

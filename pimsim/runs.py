@@ -17,6 +17,7 @@ from pimsim import __version__
 from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
+from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
 from pimsim.workloads.cards import ModelCard, load_card
 from pimsim.workloads.opgraph import PART_TITLES
@@ -26,9 +27,10 @@ from pimsim.workloads.tracer import traced_graph
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
-              check_protocol: bool = False) -> dict:
+              check_protocol: bool = False, weight_format: str | None = None) -> dict:
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
+    hw = hardware_for(hw, card, weight_format)
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
     graph = traced_graph(card)
@@ -48,6 +50,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "prompt_len": prompt_len,
         "schedule": schedule,
         "fidelity": fidelity,
+        "weight_format": hw.pim.weight_format,
+        "kv_format": hw.pim.cache_format,
         "latency_per_token_s": total / gen_tokens,
         "latency_first_token_s": per_token_s[0],
         "latency_last_token_s": per_token_s[-1],
@@ -80,6 +84,18 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if timeline:
         out["_timeline"] = result.timeline  # taken out by the CLI, written as a trace file
     return out
+
+
+def hardware_for(hw: HardwareConfig, card: ModelCard, weight_format: str | None = None) -> HardwareConfig:
+    """The hardware holding the model's block weights in `weight_format`, else in the card's format,
+    else in the hardware's own (see HardwareConfig.with_weight_format)."""
+    fmt = weight_format or (card.quantization.weight_format if card.quantization else None)
+    if fmt is None or hw.pim is None:
+        return hw
+    try:
+        return hw.with_weight_format(fmt)
+    except ValueError as exc:
+        raise PimsimError(f"{card.name} in {fmt}: {exc}") from None
 
 
 def _notes(schedule: str, fidelity: str) -> list[str]:

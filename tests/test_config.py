@@ -198,6 +198,7 @@ EXPECTED_PROBLEMS = [
     ("dram.timing.nWR", "missing"),
     ("pim", "no PIM commands"),
     ("pim.global_buffer_bytes", "smaller than one column access (64 B)"),
+    ("pim.mac_cycles", "16 lanes take 2 passes over the 32 bf16 weights"),
     ("dram.organization.ranks", "multi-rank"),
     ("dram.address_mapping", "2 ranks need a 'rank' field"),
     ("dram.timing.nBL", "8 cycles, but a burst of 8 beats"),
@@ -244,6 +245,7 @@ def test_each_problem_alone_is_reported_alone():
 def test_global_buffer_must_hold_whole_column_accesses(gb, fragment):
     raw = _raw("gddr6-aim.yaml")
     raw["pim"]["global_buffer_bytes"] = gb
+    del raw["pim"]["formats"], raw["energy"]["dram"]["mac_pJ_by_format"]  # (they would add their own problems)
     err = _config_error(raw)
     assert err.problems == [Problem("pim.global_buffer_bytes", fragment)]
 
@@ -252,6 +254,8 @@ def test_pim_section_on_ddr4_is_rejected():
     raw = _raw("ddr4-2400.yaml")
     raw["pim"] = copy.deepcopy(_raw("gddr6-aim.yaml")["pim"])
     raw["pim"]["global_buffer_bytes"] = 64  # a whole number of DDR4's 64 B accesses: only the PIM problem
+    raw["pim"]["lanes_per_unit"] = 32  # one lane per bf16 value of a 64 B access
+    del raw["pim"]["formats"]  # AiM's extra datapaths are sized for 32 B accesses
     err = _config_error(raw)
     assert err.problems == [Problem("pim", "standard DDR4 has no PIM commands; remove the pim section")]
 

@@ -12,7 +12,9 @@ the algorithm the PIM-GPT ASIC uses for it:
 - tanh, sigmoid, SiLU through exp and a reciprocal; a row reduction is a pass over the row, then an
   adder tree of log2(lanes) levels per row (rows reduced side by side when they are short);
 - softmax over rows: max, subtract, exp, sum, one reciprocal per row, multiply;
-- LayerNorm over rows: sum, subtract mean, square, sum, one 1/sqrt per row, scale, shift.
+- LayerNorm over rows: sum, subtract mean, square, sum, one 1/sqrt per row, scale, shift;
+- quantize (int8 absmax per row, BitNet's activations): max of |x|, one reciprocal per row for the
+  scale, then scale and round-and-clip (2 passes).
 
 Partial-sum reduction of a split GEMV is one add per partial sum beyond the first of each output.
 """
@@ -34,7 +36,7 @@ def _passes(asic: AsicConfig) -> dict[str, int]:
 
 
 ELEMENTWISE = ("add", "mul", "relu", "exp", "reciprocal", "div", "rsqrt", "sqrt", "gelu", "tanh", "sigmoid", "silu")
-ROWWISE = ("reduce", "softmax", "layernorm")
+ROWWISE = ("reduce", "softmax", "layernorm", "quantize")
 KINDS = ELEMENTWISE + ROWWISE
 
 
@@ -58,12 +60,15 @@ def vector_cycles(asic: AsicConfig, kind: str, elements: int, rows: int = 1) -> 
         return reduction + per_row + fill  # + the mean's scaling (free for sum/max, kept simple)
     if kind == "softmax":
         return 2 * reduction + (1 + p["exp"] + 1) * sweep + p["reciprocal"] * per_row + fill
+    if kind == "quantize":
+        return reduction + p["reciprocal"] * per_row + 2 * sweep + fill
     # layernorm: sum, subtract, square, sum, 1/sqrt per row, normalise, scale, shift
     return 2 * reduction + 4 * sweep + p["rsqrt"] * per_row + fill
 
 
 def reduce_cycles(asic: AsicConfig, adds: int, bias: int = 0) -> int:
-    """Adding the partial sums of a split GEMV (and its bias): one add per lane per cycle."""
+    """Adding the partial sums of a split GEMV (and its bias, or any one-step-per-output work such as
+    scaling quantized outputs back): one add per lane per cycle."""
     work = adds + bias
     return -(-work // asic.lanes) + asic.pipeline_cycles if work > 0 else 0
 

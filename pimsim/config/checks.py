@@ -113,6 +113,17 @@ def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
     if missing:
         why = "not given by the currents" if derived else "give each"
         out.append(Problem("energy.dram.per_command_pJ", f"no energy for {', '.join(missing)} ({why})"))
+    pim = raw.get("pim") if isinstance(raw.get("pim"), dict) else {}
+    extra = pim.get("formats") if isinstance(pim.get("formats"), dict) else {}
+    by_format = dram.get("mac_pJ_by_format") if isinstance(dram.get("mac_pJ_by_format"), dict) else {}
+    for fmt in extra:
+        costs = by_format.get(fmt)
+        if fmt != pim.get("weight_format") and not (isinstance(costs, dict) and "MACAB" in costs):
+            out.append(Problem(f"energy.dram.mac_pJ_by_format.{fmt}",
+                               f"missing: pim.formats has {fmt}, so its MACAB (and MACSB) energy is needed"))
+    for fmt in by_format:
+        if fmt not in extra:
+            out.append(Problem(f"energy.dram.mac_pJ_by_format.{fmt}", f"pim.formats has no {fmt} to cost"))
     if isinstance(raw.get("asic"), dict) and not isinstance(energy.get("asic"), dict):
         out.append(Problem("energy.asic", "the hardware has an ASIC: give its lane_op_pJ, sram_pJ_per_byte and "
                                           "leakage_mW"))
@@ -208,7 +219,7 @@ def _check_mapping(dram: dict, org: dict) -> list[Problem]:
 
 
 def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
-    from pimsim.config.models import FORMAT_BITS
+    from pimsim.pim.formats import LOW_BIT
 
     out = []
     if std is not None and "MACAB" not in std.command_names:
@@ -220,15 +231,63 @@ def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
         out.append(Problem("pim.global_buffer_bytes", f"{gb} B is smaller than one column access ({access} B)"))
     if gb is not None and access and gb >= access and gb % access:
         out.append(Problem("pim.global_buffer_bytes", f"{gb} B is not a whole number of {access} B column accesses"))
-    lanes, fmt = _int(pim.get("lanes_per_unit")), pim.get("weight_format")
-    if lanes and access and isinstance(fmt, str) and fmt in FORMAT_BITS and lanes * FORMAT_BITS[fmt] > access * 8:
-        out.append(Problem("pim.lanes_per_unit",
-                           f"{lanes} lanes of {fmt} need {lanes * FORMAT_BITS[fmt]} bits per column, "
-                           f"but one column access holds {access * 8}"))
+    fmt = pim.get("weight_format")
+    native = {"lanes": pim.get("lanes_per_unit"), "activation_format": pim.get("activation_format"),
+              "mac_cycles": pim.get("mac_cycles", 0)}
+    out += _check_datapath("pim", "lanes_per_unit", fmt, native, access, gb)
+    formats = pim.get("formats")
+    if isinstance(formats, dict):
+        for name, spec in formats.items():
+            if isinstance(spec, dict) and isinstance(name, str):
+                out += _check_datapath(f"pim.formats.{name}", "lanes", name, spec, access, gb)
+    kv = pim.get("kv_format") or pim.get("activation_format") or fmt
+    if isinstance(kv, str) and kv in LOW_BIT:
+        out.append(Problem("pim.kv_format", f"the KV cache needs bf16, fp16 or int8 values; with {fmt} weights "
+                                            "give kv_format"))
+    elif isinstance(kv, str) and kv != fmt and not (isinstance(formats, dict) and kv in formats):
+        out.append(Problem("pim.kv_format", f"attention over a {kv} KV cache needs MAC units for {kv} values: "
+                                            f"add pim.formats.{kv} (or keep the KV cache in {fmt})"))
     per_unit = _int(pim.get("banks_per_unit"))
     bgs, bpg = _int(org.get("bankgroups")), _int(org.get("banks_per_group"))
     if per_unit and bgs and bpg and (bgs * bpg) % per_unit:
         out.append(Problem("pim.banks_per_unit", f"{bgs * bpg} banks cannot be shared evenly by units of {per_unit}"))
+    return out
+
+
+def _check_datapath(where: str, lanes_key: str, fmt, spec: dict, access: int | None, gb: int | None
+                    ) -> list[Problem]:
+    """One weight format's MAC datapath against the column access and the global buffer."""
+    from fractions import Fraction
+
+    from pimsim.pim.formats import LOW_BIT, OPERAND_BITS, WEIGHT_BITS
+
+    if not isinstance(fmt, str) or fmt not in WEIGHT_BITS or not access:
+        return []
+    out = []
+    per_access = Fraction(access * 8) / WEIGHT_BITS[fmt]
+    lanes, cycles = _int(spec.get("lanes")), _int(spec.get("mac_cycles", 0))
+    if per_access.denominator != 1:
+        return [Problem(where, f"a {access} B column access does not hold a whole number of {fmt} weights")]
+    elems = int(per_access)
+    if lanes and lanes > elems:
+        out.append(Problem(f"{where}.{lanes_key}", f"{lanes} lanes, but one column access holds only {elems} {fmt} "
+                                                   f"weights"))
+    elif lanes and lanes < elems and cycles == 0:
+        out.append(Problem(f"{where}.mac_cycles", f"{lanes} lanes take {-(-elems // lanes)} passes over the {elems} "
+                                                  f"{fmt} weights of a column access: give the cycles one pass takes"))
+    act = spec.get("activation_format") or (fmt if fmt in OPERAND_BITS else None)
+    if act is None and fmt in LOW_BIT:
+        out.append(Problem(f"{where}.activation_format", f"{fmt} weights need an activation format (int8, bf16 "
+                                                         "or fp16) for the input vector"))
+    if isinstance(act, str) and act in OPERAND_BITS:
+        act_bytes = elems * OPERAND_BITS[act] // 8
+        if act_bytes % access:
+            out.append(Problem(f"{where}.activation_format",
+                               f"one MAC's {elems} {act} activations ({act_bytes} B) are not a whole number of "
+                               f"{access} B global-buffer writes"))
+        elif gb and access <= gb < act_bytes:
+            out.append(Problem("pim.global_buffer_bytes", f"{gb} B cannot hold one MAC's {elems} {act} activations "
+                                                          f"({act_bytes} B) for {fmt} weights"))
     return out
 
 

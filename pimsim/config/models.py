@@ -110,18 +110,68 @@ class DramConfig(StrictModel):
         return {k: int(math.log2(v)) for k, v in counts.items()}
 
 
+WeightFormat = Literal["bf16", "fp16", "int8", "ternary", "ternary-b3", "binary"]
+ActivationFormat = Literal["bf16", "fp16", "int8"]
+AccumulatorFormat = Literal["fp32", "fp16", "int32"]
+
+
+class PimFormat(StrictModel):
+    """The MAC datapath for one more weight format (ternary and binary weights use sign-select adders)."""
+
+    lanes: StrictInt = Field(ge=1, le=65536, description="products one pass of a MAC works on (the adder tree's "
+                                                          "width for accumulate: tree)")
+    activation_format: ActivationFormat = Field(description="format of the input vector in the global buffer")
+    accumulator_format: AccumulatorFormat = Field(description="format of the MAC accumulators")
+    accumulate: Literal["tree", "lanes"] | None = Field(None, description="default: as the native format")
+    mac_cycles: StrictInt = Field(0, ge=0, le=4096, description="tCK cycles one pass of the lanes keeps a unit "
+                                                                "busy (0: as fast as the column path delivers)")
+
+
 class PimConfig(StrictModel):
     banks_per_unit: StrictInt = Field(ge=1, description="banks sharing one PIM MAC unit")
     lanes_per_unit: StrictInt = Field(ge=1, description="multiply-accumulate lanes per unit")
     global_buffer_bytes: StrictInt = Field(ge=1, description="input-vector buffer per channel")
-    weight_format: Literal["bf16", "fp16", "int8"] = Field(description="format of weights in the banks")
-    accumulator_format: Literal["fp32", "fp16", "int32"] = Field(description="format of the MAC accumulators")
+    weight_format: WeightFormat = Field(description="format of weights in the banks")
+    accumulator_format: AccumulatorFormat = Field(description="format of the MAC accumulators")
     accumulate: Literal["tree", "lanes"] = Field(
         description="tree: an adder tree sums a MAC's lane products into one accumulator per unit (AiM); "
                     "lanes: each lane accumulates on its own (SIMD, HBM-PIM)")
+    activation_format: ActivationFormat | None = Field(
+        None, description="format of the input vector in the global buffer (default: the weight format; "
+                          "ternary and binary weights need one)")
+    mac_cycles: StrictInt = Field(0, ge=0, le=4096, description="tCK cycles one pass of the lanes keeps a unit "
+                                                                "busy (0: as fast as the column path delivers)")
+    kv_format: ActivationFormat | None = Field(
+        None, description="format of the KV cache (default: the activation format); attention MACs use it")
+    formats: dict[WeightFormat, PimFormat] = Field(
+        default_factory=dict, description="more weight formats the MAC units support (pimsim run --weight-format)")
+
+    @property
+    def input_format(self) -> str:
+        return self.activation_format or self.weight_format
+
+    @property
+    def cache_format(self) -> str:
+        return self.kv_format or self.input_format
+
+    @property
+    def supported_formats(self) -> tuple[str, ...]:
+        return (self.weight_format, *sorted(f for f in self.formats if f != self.weight_format))
+
+    def datapath(self, fmt: str | None = None) -> PimFormat:
+        """The MAC datapath for weights (or KV values) in `fmt` (default: the weight format)."""
+        fmt = fmt or self.weight_format
+        if fmt == self.weight_format:
+            return PimFormat(lanes=self.lanes_per_unit, activation_format=self.input_format,
+                             accumulator_format=self.accumulator_format, accumulate=self.accumulate,
+                             mac_cycles=self.mac_cycles)
+        if fmt not in self.formats:
+            raise ValueError(f"the PIM units do not support {fmt} (supported: {', '.join(self.supported_formats)})")
+        spec = self.formats[fmt]
+        return spec if spec.accumulate else spec.model_copy(update={"accumulate": self.accumulate})
 
 
-FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}
+FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}  # activations and accumulators
 
 
 class MappingConfig(StrictModel):
@@ -136,6 +186,10 @@ class MappingConfig(StrictModel):
                             "cache, a K cache reserved for few tokens) is split over channel groups, each group "
                             "holding one part of the input dimension; never: such matrices use only the channels "
                             "their rows reach")
+    row_packing: Literal["auto", "never"] = Field(
+        "auto", description="auto: a weight matrix whose rows fill at most half a DRAM row (narrow weight formats) "
+                            "holds several output rows per DRAM row, each on a global-buffer boundary, so one row "
+                            "activation serves them all; never: one output row's segment per DRAM row")
 
 
 class LinkConfig(StrictModel):
@@ -169,6 +223,9 @@ CURRENTS = ("IDD0", "IDD2N", "IDD3N", "IDD4R", "IDD4W", "IDD5B")
 FROM_CURRENTS = ("ACT", "PRE", "PREA", "ACTAB", "RD", "WR", "REF")
 
 
+Cost = Annotated[Number, Field(ge=0, le=1e9)]
+
+
 class DramEnergy(StrictModel):
     """Energy of the memory, per channel. Either pJ per command plus background power, or the
     datasheet currents of one channel's devices (with VDD) from which both follow; PIM commands the
@@ -181,6 +238,8 @@ class DramEnergy(StrictModel):
         default_factory=dict, description="energy of one command")
     background_mW: dict[str, Annotated[Number, Field(ge=0, le=1e6)]] | None = Field(
         None, description="per channel: 'active' (a row open) and 'precharged' standby power")
+    mac_pJ_by_format: dict[WeightFormat, dict[Literal["MACAB", "MACSB"], Cost]] = Field(
+        default_factory=dict, description="MACAB and MACSB energy for each extra weight format of pim.formats")
 
 
 class AsicEnergy(StrictModel):
@@ -209,3 +268,39 @@ class HardwareConfig(StrictModel):
     @property
     def standard(self):
         return STANDARDS[self.dram.standard]
+
+    def with_weight_format(self, fmt: str) -> HardwareConfig:
+        """This hardware holding its weights in `fmt`: the MAC datapath of ``pim.formats[fmt]`` (and its
+        MAC energy) becomes the active one; the KV cache stays in the format it had. A format the units
+        do not support is a ValueError naming those they do."""
+        pim = self.pim
+        if pim is None:
+            raise ValueError(f"{self.name}: has no pim section, so it holds no weights in any format")
+        if fmt == pim.weight_format:
+            return self
+        spec = pim.formats.get(fmt)
+        if spec is None:
+            raise ValueError(f"{self.name}: its PIM units do not support {fmt} weights (supported: "
+                             f"{', '.join(pim.supported_formats)}; add pim.formats.{fmt} to the config)")
+        native = PimFormat(lanes=pim.lanes_per_unit, activation_format=pim.input_format,
+                           accumulator_format=pim.accumulator_format, accumulate=pim.accumulate,
+                           mac_cycles=pim.mac_cycles) if pim.weight_format in ("bf16", "fp16", "int8") else None
+        formats = {k: v for k, v in pim.formats.items() if k != fmt}
+        if native is not None:
+            formats[pim.weight_format] = native
+        new_pim = pim.model_copy(update=dict(
+            weight_format=fmt, lanes_per_unit=spec.lanes, activation_format=spec.activation_format,
+            accumulator_format=spec.accumulator_format, accumulate=spec.accumulate or pim.accumulate,
+            mac_cycles=spec.mac_cycles, kv_format=pim.cache_format, formats=formats))
+        update: dict[str, Any] = {"pim": new_pim}
+        if self.energy is not None:
+            dram = self.energy.dram
+            by_format = dict(dram.mac_pJ_by_format)
+            costs = dict(dram.per_command_pJ)
+            if fmt in by_format:
+                if native is not None:
+                    by_format[pim.weight_format] = {k: costs[k] for k in ("MACAB", "MACSB") if k in costs}
+                costs.update(by_format.pop(fmt))
+            update["energy"] = self.energy.model_copy(update={"dram": dram.model_copy(
+                update={"per_command_pJ": costs, "mac_pJ_by_format": by_format})})
+        return self.model_copy(update=update)

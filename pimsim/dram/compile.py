@@ -118,10 +118,27 @@ def _repeat_gap(c: int, gap: int, grouped: dict, win_role: np.ndarray) -> int:
     return max([gap] + [lat for lat in grouped.get((c, c), []) if lat > NO_RULE])
 
 
+def derived_timing(hw: HardwareConfig) -> dict[str, int]:
+    """Values of the standard's derived parameters. ``nMAC``: the cycles one MAC command keeps a PIM unit
+    busy in the configured weight format, as many passes of its lanes as a column access has weights
+    times the cycles of a pass (0 where the units keep pace with the column path)."""
+    out = {}
+    for p in hw.standard.derived_params:
+        if p.name != "nMAC":
+            raise RuntimeError(f"pimsim bug: no value for the derived timing parameter {p.name!r}")
+        out["nMAC"] = 0
+        if hw.pim is not None:
+            from pimsim.pim.formats import elements_in
+
+            elems = elements_in(hw.dram.organization.access_bytes, hw.pim.weight_format)
+            out["nMAC"] = -(-elems // hw.pim.lanes_per_unit) * hw.pim.mac_cycles
+    return out
+
+
 def compile_standard(hw: HardwareConfig) -> Compiled:
     std = hw.standard
     org = hw.dram.organization
-    timing = dict(hw.dram.timing)
+    timing = dict(hw.dram.timing) | derived_timing(hw)
     names = std.command_names
     ncmd = len(names)
     cid = {n: i for i, n in enumerate(names)}

@@ -99,6 +99,9 @@ class Standard:
     commands: tuple[Command, ...]
     constraints: tuple[Constraint, ...]
     sanity: tuple[tuple[str, str, str, str], ...] = field(default=())
+    # parameters a rule may use that another section of the config sets (not dram.timing): see
+    # pimsim.dram.compile.derived_timing
+    derived_params: tuple[TimingParam, ...] = field(default=())
     # Command used to close all banks before a refresh, to refresh, and to reopen rows afterwards.
     precharge_all: str = "PREA"
     refresh: str = "REF"
@@ -109,7 +112,7 @@ class Standard:
         names = [c.name for c in self.commands]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate command names")
-        params = {p.name for p in self.timing_params}
+        params = {p.name for p in self.timing_params + self.derived_params}
         for c in self.constraints:
             for cmd in (*c.preceding, *c.following):
                 if cmd not in names:

@@ -27,7 +27,6 @@ from pimsim.engine.events import Instr, run_program
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper.model import ModelMap
-from pimsim.mapper.placement import Geometry
 from pimsim.workloads.opgraph import PARTS, OpGraph
 
 SCHEDULES = ("serial", "overlap")
@@ -119,6 +118,7 @@ class DecodeSimulation:
             plan, done_by, count = [], {}, 0
             sizes = {"gemv": 4, "scores": 4, "context": 4, "kv_append": 2, "embedding": 2, "asic": 1}
             for index, op in enumerate(self.graph.ops):
+                extra = 1 if op.kind == "gemv" and self._quantized(op) else 0
                 deps = tuple(sorted({i for v in op.inputs for i in done_by.get(v, ())}))
                 if op.kind == "join":
                     done_by[op.output] = deps
@@ -126,7 +126,7 @@ class DecodeSimulation:
                 if op.kind not in sizes:
                     raise RuntimeError(f"pimsim bug: no instructions for op kind {op.kind!r}")
                 plan.append((index, count, deps))
-                count += sizes[op.kind]
+                count += sizes[op.kind] + extra
                 done_by[op.output] = (count - 1,)
             self._plan = plan
         return self._plan
@@ -198,9 +198,16 @@ class DecodeSimulation:
             else:
                 stream = m.context(op.layer, context, op.heads)
             to_pim, from_pim = self._stream_links(stream)
-            adds = stream.asic_adds + (op.rows if op.bias else 0)
+            quantized = op.kind == "gemv" and self._quantized(op)
+            # integer outputs of quantized activations are scaled back: one multiply each
+            adds = stream.asic_adds + (op.rows if op.bias else 0) + (op.rows if quantized else 0)
             reduce_work = (0, adds, reduce_sram_bytes(adds, stream.outputs))
-            return [("link", "transfers", to_pim, None, (int(stream.to_pim_bytes.sum()), 0, 0)),
+            first = []
+            if quantized:
+                cycles = vector_cycles(asic, "quantize", op.cols)
+                first = [("asic", "quantize", cycles_to_ps(asic, cycles), None,
+                          (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 4 * op.cols + op.cols))]
+            return first + [("link", "transfers", to_pim, None, (int(stream.to_pim_bytes.sum()), 0, 0)),
                     ("pim", op.part, 0, stream, NO_WORK),
                     ("link", "transfers", from_pim, None, (int(stream.from_pim_bytes.sum()), 0, 0)),
                     ("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None, reduce_work)]
@@ -219,12 +226,19 @@ class DecodeSimulation:
         work = (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 8 * elements)
         return [("asic", op.part, cycles_to_ps(asic, cycles), None, work)]
 
+    def _quantized(self, op) -> bool:
+        """A GEMV whose float input the ASIC quantizes to integers first (int8 activations of ternary or
+        binary weights): integer activations, weights in the low-bit set."""
+        g = self.map.geometry
+        return op.tensor in self.map.low_bit and g.integer and self.map.kv_geometry.fmt != g.fmt
+
     def _ideal_ps(self, context: int) -> float:
         """The token's weight and KV bytes at the device's peak internal bandwidth."""
         if self._weights_ideal is None:
-            self._ps_per_element = Geometry.of(self.hw).operand_bytes / peak_internal_Bps(self.compiled) * 1e12
-            self._weights_ideal = self.graph.gemv_elements() * self._ps_per_element
-        return self._weights_ideal + self.graph.kv_elements(context) * self._ps_per_element
+            ps_per_byte = 1e12 / peak_internal_Bps(self.compiled)
+            self._ps_per_kv = self.map.kv_geometry.operand_bytes * ps_per_byte
+            self._weights_ideal = self.map.gemv_bytes() * ps_per_byte
+        return self._weights_ideal + self.graph.kv_elements(context) * self._ps_per_kv
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:

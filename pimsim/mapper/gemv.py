@@ -79,10 +79,15 @@ class _Builder:
         return part * self.placement.part_accesses + seg * self.accesses_per_row
 
     def emit_buffer(self, chan, part, seg, accesses):
-        """WRGB of the given segment-local column accesses of x."""
-        first = self.first_access(part, seg)
+        """WRGB of x for the given segment-local column accesses of W: each MAC's activations take
+        ``writes_per_mac`` writes (several where narrow weights meet wider activations). Payload p is
+        chunk p of x in writes; write j of access k lands in buffer slot (k x writes_per_mac + j) modulo
+        the buffer, where the MAC on access k reads it."""
+        g = self.g
+        first, per, slots = self.first_access(part, seg), g.writes_per_mac, g.gb_chunks * g.writes_per_mac
         for k in accesses:
-            self.emit("WRGB", chan, k=k * self.g.burst_length, p=first + k)
+            for j in range(per):
+                self.emit("WRGB", chan, k=(k * per + j) % slots * g.burst_length, p=(first + k) * per + j)
 
     def read(self, rank, ch, wave, seg, sel, group, base):
         self.emit("RDMAC", rank)
@@ -116,7 +121,17 @@ class _Builder:
             yield sel, base
 
     def row_of(self, wave, seg):
-        return self.placement.first_row + wave * self.placement.segments + seg
+        return self.placement.row_of(wave, seg)
+
+    def by_dram_row(self, waves):
+        """The active virtual waves grouped by the DRAM row they share (one each without packing)."""
+        groups: list[list[int]] = []
+        for w in waves:
+            if groups and groups[-1][0] // self.placement.pack == w // self.placement.pack:
+                groups[-1].append(w)
+            else:
+                groups.append([w])
+        return groups
 
     def program(self) -> GemvProgram:
         a = lambda v: np.asarray(v, np.int64)  # noqa: E731
@@ -144,13 +159,15 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                     continue
                 for _, lo, hi in parts:
                     b.emit_buffer(chan, part, seg, range(lo, hi))
-                for w in waves:
-                    r = b.row_of(w, seg)
+                for row_waves in b.by_dram_row(waves):
+                    r = b.row_of(row_waves[0], seg)
                     b.emit("ACTAB", rank, r=r)
-                    for sel, base in b.selects(w, first_slot):
-                        for gi, lo, hi in parts:
-                            b.emit_macs(rank, r, lo, hi, sel)
-                            b.read(rank, ch, w, seg, sel, gi, base)
+                    for w in row_waves:
+                        off = placement.access_offset(w)
+                        for sel, base in b.selects(w, first_slot):
+                            for gi, lo, hi in parts:
+                                b.emit_macs(rank, r, off + lo, off + hi, sel)
+                                b.read(rank, ch, w, seg, sel, gi, base)
                     b.emit("PREA", rank)
     return b.program()
 
@@ -178,22 +195,25 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
             fits = len({k // g.gb_chunks for k in used}) == 1
             if fits:  # the whole segment in the buffer at once: write it once for all waves
                 b.emit_buffer(chan, part, seg, used)
-            for w in waves:
-                r = b.row_of(w, seg)
+            for row_waves in b.by_dram_row(waves):
+                r = b.row_of(row_waves[0], seg)
                 b.emit("ACTAB", rank, r=r)
-                for sel, base in b.selects(w, first_slot):
-                    loaded = used[0] // g.gb_chunks if fits else -1
-                    for gi, lo, hi in parts:
-                        k = lo
-                        while k < hi:
-                            block = k // g.gb_chunks
-                            if block != loaded:  # bring this block of x into the buffer
-                                b.emit_buffer(chan, part, seg, [kk for kk in used if kk // g.gb_chunks == block])
-                                loaded = block
-                            end = min(hi, (block + 1) * g.gb_chunks)
-                            b.emit_macs(rank, r, k, end, sel)
-                            k = end
-                        b.read(rank, ch, w, seg, sel, gi, base)
+                for w in row_waves:
+                    off = placement.access_offset(w)
+                    for sel, base in b.selects(w, first_slot):
+                        loaded = used[0] // g.gb_chunks if fits else -1
+                        for gi, lo, hi in parts:
+                            k = lo
+                            while k < hi:
+                                block = k // g.gb_chunks
+                                if block != loaded:  # bring this block of x into the buffer
+                                    b.emit_buffer(chan, part, seg,
+                                                  [kk for kk in used if kk // g.gb_chunks == block])
+                                    loaded = block
+                                end = min(hi, (block + 1) * g.gb_chunks)
+                                b.emit_macs(rank, r, off + k, off + end, sel)
+                                k = end
+                            b.read(rank, ch, w, seg, sel, gi, base)
                 b.emit("PREA", rank)
     return b.program()
 

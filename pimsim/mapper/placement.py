@@ -15,6 +15,14 @@ matrix is *split*: the channels form ``split`` groups, the input dimension is cu
 contiguous parts, and part j lives on channel group j, its rows dealt over that group's slots.
 Every group works on its own part of x (the global buffer is per channel) and the ASIC adds the
 groups' partial sums like those of any split row.
+
+A weight matrix whose rows need at most half a DRAM row (narrow formats: 128 ternary weights per
+column access make a GPT-2 XL row of 1600 weights 13 of the 64 accesses of a GDDR6-AiM row) is
+*packed*: ``pack`` output rows share each DRAM row of a slot, each starting on a global-buffer
+boundary, so the one block of x in the buffer serves all of them and a row activation is paid once
+per ``pack`` output rows. Output rows are dealt to slots first, then to the packed places of a DRAM
+row ("virtual waves" v: DRAM row v // pack, place v % pack), so a partly filled matrix (a KV cache)
+still spreads over every slot.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pimsim.config.models import HardwareConfig
+from pimsim.config.models import FORMAT_BITS, HardwareConfig
 from pimsim.errors import PimsimError
-from pimsim.pim.formats import OPERAND_BITS
+from pimsim.pim.formats import OPERAND_BITS, WEIGHT_BITS, elements_in
 
 
 @dataclass(frozen=True)
@@ -37,25 +45,37 @@ class Geometry:
     banks_per_unit: int
     rows: int  # DRAM rows per bank
     row_elems: int  # operands per DRAM row
-    elems_per_access: int  # operands per column access (= MAC lanes)
-    gb_chunks: int  # column accesses the global buffer holds
+    elems_per_access: int  # operands per column access (the products of one MAC)
+    gb_chunks: int  # MACs whose activations the global buffer holds at once
     burst_length: int  # device columns per column access
-    operand_bytes: float
+    operand_bytes: float  # bytes one stored operand (weight or KV value) takes
     integer: bool  # integer operands and accumulators (partial sums are added exactly)
     split_small: bool = True  # split matrices with few output rows over channel groups
+    pack_rows: bool = True  # pack narrow weight matrices several output rows to a DRAM row
+    writes_per_mac: int = 1  # global-buffer writes (one column access each) carrying one MAC's activations
+    lanes_out: int = 1  # accumulators a unit returns per RDMAC (its lanes, when they accumulate apart)
+    acc_bytes: int = 4  # bytes of one accumulator value
+    fmt: str = "bf16"  # format of the stored operands
 
     @classmethod
-    def of(cls, hw: HardwareConfig) -> Geometry:
+    def of(cls, hw: HardwareConfig, kv: bool = False) -> Geometry:
+        """The geometry of the weights (or, with `kv`, of the KV cache) in hw's configured formats."""
         if hw.pim is None:
             raise PimsimError(f"{hw.name}: has no pim section; PIM kernels need PIM hardware")
         org, pim = hw.dram.organization, hw.pim
-        bits = OPERAND_BITS[pim.weight_format]
+        fmt = pim.cache_format if kv else pim.weight_format
+        path = pim.datapath(fmt)
+        elems = elements_in(org.access_bytes, fmt)
+        act_bytes = elems * OPERAND_BITS[path.activation_format] // 8  # one MAC's activations
         return cls(channels=org.channels, units=org.ranks * org.banks // pim.banks_per_unit,
-                   banks_per_unit=pim.banks_per_unit, rows=org.rows, row_elems=org.row_bytes * 8 // bits,
-                   elems_per_access=org.access_bytes * 8 // bits,
-                   gb_chunks=pim.global_buffer_bytes // org.access_bytes, burst_length=org.burst_length,
-                   operand_bytes=bits / 8, integer=pim.accumulator_format == "int32",
-                   split_small=hw.mapping.channel_split == "auto")
+                   banks_per_unit=pim.banks_per_unit, rows=org.rows, row_elems=elements_in(org.row_bytes, fmt),
+                   elems_per_access=elems, gb_chunks=pim.global_buffer_bytes // act_bytes,
+                   burst_length=org.burst_length, operand_bytes=float(WEIGHT_BITS[fmt] / 8),
+                   integer=path.accumulator_format == "int32", split_small=hw.mapping.channel_split == "auto",
+                   pack_rows=hw.mapping.row_packing == "auto",
+                   writes_per_mac=act_bytes // org.access_bytes,
+                   lanes_out=path.lanes if path.accumulate == "lanes" else 1,
+                   acc_bytes=FORMAT_BITS[path.accumulator_format] // 8, fmt=fmt)
 
     @property
     def slots(self) -> int:
@@ -98,6 +118,7 @@ class GemvPlacement:
     cols_in: int  # N
     first_row: int  # DRAM row of tile (wave 0, segment 0)
     split: int = 1  # channel groups, each holding one contiguous part of the input dimension
+    pack: int = 1  # output rows per DRAM row of a slot (1: a row's segment starts every DRAM row)
 
     @property
     def cols_padded(self) -> int:
@@ -130,11 +151,27 @@ class GemvPlacement:
 
     @property
     def waves(self) -> int:
+        """Virtual waves: rounds of output rows over every slot (``pack`` of them share a DRAM row)."""
         return -(-self.rows_out // self.slots_per_wave)
 
     @property
+    def pack_stride(self) -> int:
+        """Column accesses from one packed output row to the next: the part, rounded up to whole
+        global-buffer loads (so each packed row reads x from the same buffer places)."""
+        gb = self.geometry.gb_chunks
+        return -(-self.part_accesses // gb) * gb
+
+    @property
     def dram_rows(self) -> int:
-        return self.waves * self.segments
+        return -(-self.waves // self.pack) * self.segments
+
+    def row_of(self, wave: int, segment: int) -> int:
+        """DRAM row of a virtual wave's segment."""
+        return self.first_row + wave // self.pack * self.segments + segment
+
+    def access_offset(self, wave: int) -> int:
+        """Column accesses before a virtual wave's place in its DRAM row."""
+        return wave % self.pack * self.pack_stride
 
     def segment_columns(self, segment: int, part: int = 0) -> int:
         """Column accesses of W in one segment of one part (the last ones may be shorter, or empty)."""
@@ -160,7 +197,8 @@ class GemvPlacement:
         channel, rest = np.divmod(slot, g.units * g.banks_per_unit)
         select, unit = np.divmod(rest, g.units)
         segment, elem = np.divmod(local, g.row_elems)
-        row = self.first_row + wave * self.segments + segment
+        row = self.first_row + wave // self.pack * self.segments + segment
+        elem = elem + wave % self.pack * self.pack_stride * g.elems_per_access
         return part * self.channels_per_group + channel, unit * g.banks_per_unit + select, row, elem
 
     @property
@@ -182,8 +220,20 @@ def auto_split(geometry: Geometry, rows_out: int, cols_in: int) -> int:
     return split
 
 
+def auto_pack(geometry: Geometry, rows_out: int, cols_in: int, split: int) -> int:
+    """Output rows per DRAM row for a weight matrix: as many GB-aligned places as a DRAM row holds,
+    when there are at least two (and rows enough to fill them)."""
+    if not geometry.pack_rows:
+        return 1
+    probe = GemvPlacement(geometry, rows_out, cols_in, 0, split)
+    pack = (geometry.row_elems // geometry.elems_per_access) // probe.pack_stride
+    return max(1, min(pack, probe.waves))
+
+
 def place_gemv(geometry: Geometry, rows_out: int, cols_in: int, allocator: RowAllocator | None = None,
-               tensor: str = "W", split: int | None = None) -> GemvPlacement:
+               tensor: str = "W", split: int | None = None, pack: int = 1) -> GemvPlacement:
+    """Place W (rows_out x cols_in); ``pack`` output rows per DRAM row (see :func:`auto_pack`), which
+    only a segment of at most half a DRAM row allows."""
     if rows_out < 1 or cols_in < 1:
         raise PimsimError(f"a GEMV needs at least one row and one column, got {rows_out} x {cols_in}")
     split = auto_split(geometry, rows_out, cols_in) if split is None else split
@@ -191,6 +241,10 @@ def place_gemv(geometry: Geometry, rows_out: int, cols_in: int, allocator: RowAl
         raise PimsimError(f"{tensor!r}: {split} channel groups must be a power of two dividing the "
                           f"{geometry.channels} channels")
     allocator = allocator or RowAllocator(geometry)
-    draft = GemvPlacement(geometry, rows_out, cols_in, 0, split)
+    draft = GemvPlacement(geometry, rows_out, cols_in, 0, split, pack)
+    if pack < 1 or (pack > 1 and (draft.segments != 1 or pack * draft.pack_stride * geometry.elems_per_access
+                                   > geometry.row_elems)):
+        raise PimsimError(f"{tensor!r}: {pack} output rows of {draft.pack_stride} column accesses do not fit one "
+                          f"DRAM row of {geometry.row_elems // geometry.elems_per_access}")
     first = allocator.allocate(tensor, draft.dram_rows)
-    return GemvPlacement(geometry, rows_out, cols_in, first, split)
+    return GemvPlacement(geometry, rows_out, cols_in, first, split, pack)

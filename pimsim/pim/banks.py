@@ -4,10 +4,13 @@ It executes the same command streams the timing kernel issues (timing plays no p
 order of commands per channel):
 
 - ``ACT``/``ACTAB`` open a row, ``PRE``/``PREA``/``REF`` close rows;
-- ``WRGB`` writes one column access worth of operands (its payload) into the channel's global buffer,
-  at chunk ``column / burst_length`` modulo the buffer's size in chunks;
+- ``WRGB`` writes one column access worth of activations (its payload) into the channel's global
+  buffer, at slot ``column / burst_length`` modulo the buffer's size in column accesses;
 - ``MACAB`` makes every PIM unit of the channel multiply one column access of its bank's open row by
-  the global-buffer chunk with the same index (modulo the buffer) and accumulate; with several banks
+  the activations of global-buffer chunk ``column / burst_length`` (modulo the buffer) and accumulate.
+  A chunk is as many activations as a column access holds weights: one write slot where weights and
+  activations are as wide (bf16, fp16, int8), several where they are narrower (128 ternary weights
+  take 128 int8 activations, four 32 B writes). With several banks
   per unit, the command's bank selector (0 .. banks_per_unit-1) says which bank of each group feeds
   its unit. ``MACSB`` does the same in the one unit of the addressed bank;
 - ``RDMAC`` reads every unit's accumulators of the channel and clears them;
@@ -30,7 +33,7 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
 from pimsim.dram.standard import Effect, Level
 from pimsim.errors import PimsimError
-from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, round_acc, to_operands
+from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, elements_in, round_acc, to_operands
 
 # what each command does to the functional state
 R_NONE, R_OPEN, R_CLOSE, R_MAC, R_WRGB, R_RDMAC, R_WRITE = range(7)
@@ -56,18 +59,21 @@ class BankModel:
         org, pim = hw.dram.organization, hw.pim
         self.hw = hw
         self.format = pim.weight_format
-        bits = OPERAND_BITS[self.format]
-        self.elems_per_access = org.access_bytes * 8 // bits
-        if pim.lanes_per_unit != self.elems_per_access:
+        self.input_format = pim.input_format
+        self.elems_per_access = elements_in(org.access_bytes, self.format)
+        self.inputs_per_write = org.access_bytes * 8 // OPERAND_BITS[self.input_format]
+        integer = pim.accumulator_format == "int32"
+        if pim.lanes_per_unit != self.elems_per_access and not integer:
+            # several passes of fewer lanes would round differently; integer sums are exact either way
             raise PimsimError(f"{hw.name}: the functional model needs one lane per operand of a column access "
                               f"({self.elems_per_access} {self.format} values), got {pim.lanes_per_unit} lanes")
-        self.row_elems = org.row_bytes * 8 // bits
+        self.row_elems = elements_in(org.row_bytes, self.format)
         self.banks = org.ranks * org.banks
         self.banks_per_unit = pim.banks_per_unit
         self.units = self.banks // pim.banks_per_unit
         self.acc_width = pim.lanes_per_unit if pim.accumulate == "lanes" else 1
         self.acc_kind = ACCUMULATORS[pim.accumulator_format]
-        self.gb_chunks = pim.global_buffer_bytes // org.access_bytes
+        self.gb_chunks = pim.global_buffer_bytes // (self.elems_per_access * OPERAND_BITS[self.input_format] // 8)
         channels = org.channels
         # rows that were ever written get a slot in `data`; the rest of the memory reads as zeros
         self.slot = np.full((channels, self.banks, org.rows), -1, np.int32)
@@ -113,8 +119,9 @@ class BankModel:
         """Execute a command stream (the kernel's arrays); returns what every RDMAC read.
 
         ``payload_index[i]`` is the row of ``payloads`` that WRGB or WR command i writes (one column
-        access of operands each); -1 for commands without data. ``select[i]`` is the bank within each
-        unit that all-bank MAC i uses (default 0).
+        access of activations or of weights each); -1 for commands without data. Where weights and
+        activations differ in width (ternary weights, int8 activations), a stream writes only one kind.
+        ``select[i]`` is the bank within each unit that all-bank MAC i uses (default 0).
         """
         if compiled.hw.dram.organization != self.hw.dram.organization:
             raise PimsimError("the command stream was compiled for a different memory organisation")
@@ -127,9 +134,15 @@ class BankModel:
         select = np.zeros(n, np.int64) if select is None else np.asarray(select, np.int64)
         if np.any((select < 0) | (select >= self.banks_per_unit)):
             raise PimsimError(f"bank selectors must be in 0..{self.banks_per_unit - 1}")
+        has_wr, has_wrgb = np.any(roles[cmd] == R_WRITE), np.any(roles[cmd] == R_WRGB)
+        width, fmt = self.inputs_per_write, self.input_format
+        if has_wr:
+            if has_wrgb and (width, fmt) != (self.elems_per_access, self.format):
+                raise PimsimError(f"a stream writing both {self.format} weights and {fmt} activations needs two runs")
+            width, fmt = self.elems_per_access, self.format
         if payloads is None:
-            payloads = np.zeros((0, self.elems_per_access), np.float32)
-        payloads = to_operands(payloads, self.format).reshape(-1, self.elems_per_access)
+            payloads = np.zeros((0, width), np.float32)
+        payloads = to_operands(payloads, fmt).reshape(-1, width)
         needs = (roles[cmd] == R_WRGB) | (roles[cmd] == R_WRITE)
         if np.any(needs & (payload_index < 0)) or np.any(payload_index >= len(payloads)):
             raise PimsimError("every WRGB and WR command needs a payload row (payload_index)")
@@ -153,7 +166,8 @@ class BankModel:
             roles[cmd], channel.astype(np.int64), bank.astype(np.int64), np.asarray(row, np.int64),
             accesses, np.asarray(payload_index, np.int64), payloads, select,
             self.slot, self.data, self.global_buffer, self.acc, self.open_row,
-            self.banks_per_unit, self.elems_per_access, self.gb_chunks, self.acc_width, self.acc_kind)
+            self.banks_per_unit, self.elems_per_access, self.inputs_per_write, self.gb_chunks, self.acc_width,
+            self.acc_kind)
         if err[0] >= 0:
             raise PimsimError(f"command {int(err[0])} ({names[cmd[int(err[0])]]}): bank {int(err[1])} of channel "
                               f"{int(channel[int(err[0])])} has no row {'open' if err[2] < 0 else int(err[2])} "
@@ -163,7 +177,7 @@ class BankModel:
 
 @njit(cache=True)
 def _execute(role, channel, bank, row, col, payload_index, payloads, select, slot, data, gb, acc, open_row,
-             banks_per_unit, elems, gb_chunks, acc_width, acc_kind):
+             banks_per_unit, elems, per_write, gb_chunks, acc_width, acc_kind):
     n = role.shape[0]
     units, width = acc.shape[1], acc.shape[2]
     n_read = 0
@@ -183,8 +197,8 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
             for bb in range(lo, hi):
                 open_row[ch, bb] = row[i] if r == R_OPEN else -1
         elif r == R_WRGB:
-            start = (col[i] % gb_chunks) * elems
-            for e in range(elems):
+            start = (col[i] % (gb.shape[1] // per_write)) * per_write
+            for e in range(per_write):
                 gb[ch, start + e] = payloads[payload_index[i], e]
         elif r == R_WRITE:
             if open_row[ch, b] != row[i]:

@@ -123,6 +123,9 @@ def run_summary(result: dict) -> str:
         "",
         f"{'part':<48}{'time':>12}{'share':>9}",
     ]
+    if result.get("weight_format") and result["weight_format"] != result.get("kv_format"):
+        lines.insert(2, f"formats    block weights {result['weight_format']} (inputs "
+                        f"{hw['pim']['activation_format']}); KV cache, embeddings and LM head {result['kv_format']}")
     for part, seconds in sorted(result["breakdown_s"].items(), key=lambda kv: -kv[1]):
         share = 100 * result["breakdown_share"][part]
         lines.append(f"  {result['breakdown_titles'][part]:<46}{_time(seconds):>12}{share:>8.1f}%")

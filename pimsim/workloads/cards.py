@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
@@ -32,6 +32,21 @@ class RunDefaults(_Strict):
     gen_tokens: StrictInt = Field(16, ge=1, description="tokens generated")
 
 
+# which weight formats each quantizer produces (pimsim.workloads.quantize)
+QUANTIZER_FORMATS = {"bitnet": ("ternary", "ternary-b3"), "liu-ternary": ("ternary", "ternary-b3"),
+                     "liu-binary": ("binary",)}
+
+
+class Quantization(_Strict):
+    """How the model's transformer-block weights are stored (embeddings and the LM head stay in the
+    hardware's KV-cache format, as BitNet keeps them in high precision)."""
+
+    weight_format: Literal["bf16", "fp16", "int8", "ternary", "ternary-b3", "binary"]
+    quantizer: Literal["bitnet", "liu-ternary", "liu-binary"] | None = Field(
+        None, description="how weights and activations are quantized (functional runs; timing does not depend "
+                          "on it)")
+
+
 class ModelCard(_Strict):
     version: StrictInt = Field(description="schema version of this file (1)")
     name: str = Field(min_length=1)
@@ -39,6 +54,7 @@ class ModelCard(_Strict):
     hf: HfArchitecture
     context: StrictInt = Field(ge=2, le=1 << 20, description="longest sequence the model supports")
     defaults: RunDefaults = RunDefaults()
+    quantization: Quantization | None = None
 
     def shape_key(self) -> str:
         """A hash of everything that shapes the traced graph (not the name or the defaults)."""
@@ -63,6 +79,10 @@ def load_card(name_or_path: str | Path) -> ModelCard:
     if d.prompt_len + d.gen_tokens > card.context:
         problems.append(Problem("defaults", f"prompt_len {d.prompt_len} + gen_tokens {d.gen_tokens} exceeds the "
                                             f"context of {card.context}"))
+    q = card.quantization
+    if q is not None and q.quantizer is not None and q.weight_format not in QUANTIZER_FORMATS[q.quantizer]:
+        problems.append(Problem("quantization.quantizer", f"{q.quantizer} makes "
+                                f"{' or '.join(QUANTIZER_FORMATS[q.quantizer])} weights, not {q.weight_format}"))
     if problems:
         raise ConfigError(str(path), problems)
     return card

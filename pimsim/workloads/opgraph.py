@@ -19,10 +19,11 @@ import json
 from dataclasses import asdict, dataclass, field
 
 PARTS = ("embedding", "qkv", "attn_scores", "softmax", "attn_context", "out_proj", "ffn", "lm_head", "asic",
-         "kv_write", "transfers")
+         "quantize", "kv_write", "transfers")
 PART_TITLES = {"embedding": "embedding reads", "qkv": "QKV projection", "attn_scores": "attention scores",
                "softmax": "softmax", "attn_context": "attention context", "out_proj": "output projection",
                "ffn": "FFN", "lm_head": "LM head", "asic": "other ASIC ops (norms, activations, residuals)",
+               "quantize": "activation quantization (ASIC)",
                "kv_write": "KV-cache writes", "transfers": "ASIC<->memory transfers"}
 
 

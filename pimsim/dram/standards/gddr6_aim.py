@@ -72,6 +72,8 @@ CONSTRAINTS = (
         Constraint(CH, ("WRGB",), tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC",), "nCCDL", note="accumulators settle before they are read"),
+        Constraint(RK, MACS, MACS, "nMAC", note="a unit finishes one MAC's passes over its lanes before the next"),
+        Constraint(CH, MACS, ("RDMAC",), "nMAC", note="the last MAC's passes end before its result is read"),
     )
 )
 
@@ -88,4 +90,5 @@ GDDR6_AIM = Standard(
     constraints=CONSTRAINTS,
     sanity=SANITY,
     activate_all="ACTAB",
+    derived_params=(TimingParam("nMAC", "cycles one MAC keeps a PIM unit busy (pim.lanes_per_unit, pim.mac_cycles)"),),
 )

@@ -10,7 +10,7 @@ GDDR6-AiM, the all-bank activate is spaced by nRRD but kept out of the four-acti
 device activates all banks by design in PIM mode, which a per-activate power window does not describe.
 """
 
-from pimsim.dram.standard import Command, Constraint, Level, Standard
+from pimsim.dram.standard import Command, Constraint, Level, Standard, TimingParam
 from pimsim.dram.standards.ddr4 import bus_constraints, row_constraints
 from pimsim.dram.standards.gddr6_aim import COMMANDS as _AIM_COMMANDS
 from pimsim.dram.standards.gddr6_aim import SANITY as GDDR6_SANITY
@@ -55,6 +55,8 @@ CONSTRAINTS = (
         Constraint(CH, ("WRGB",), tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC",), "nCCDL"),
+        Constraint(RK, MACS, MACS, "nMAC", note="a unit finishes one MAC's passes over its lanes before the next"),
+        Constraint(CH, MACS, ("RDMAC",), "nMAC", note="the last MAC's passes end before its result is read"),
     )
 )
 
@@ -66,4 +68,5 @@ HBM2_PIM = Standard(
     constraints=CONSTRAINTS,
     sanity=GDDR6_SANITY,
     activate_all="ACTAB",
+    derived_params=(TimingParam("nMAC", "cycles one MAC keeps a PIM unit busy (pim.lanes_per_unit, pim.mac_cycles)"),),
 )
