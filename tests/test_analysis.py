@@ -65,3 +65,18 @@ def test_design_space_studies_run_and_draw(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "channel scaling" in out and "mapping strategies" in out
     assert {p.name for p in tmp_path.glob("*.png")} == {"channels.png", "asic-clock.png", "context-gpt2-xl.png"}
+
+
+def test_number_formats_study_runs_and_orders_the_formats(tmp_path, capsys, monkeypatch):
+    mod = _load("number_formats")
+    monkeypatch.setattr(mod, "MODELS", ["gpt2", "bitnet-b1.58-3b"])
+    monkeypatch.setattr(mod, "FOCUS", "gpt2")
+    monkeypatch.setattr(mod, "RUN", {"prompt_len": 8, "gen_tokens": 1})
+    monkeypatch.setattr("sys.argv", ["number_formats.py", "--out", str(tmp_path), "--jobs", "1"])
+    mod.main()
+    out = capsys.readouterr().out
+    assert (tmp_path / "formats.png").is_file() and (tmp_path / "formats-breakdown.png").is_file()
+    aim = out.split("gpt2 on gddr6-aim:")[1].split("bitnet")[0]
+    speed = {line.split()[0]: float(line.split()[1]) for line in aim.strip().splitlines()}
+    assert speed["bf16"] < speed["int8"] < speed["ternary"] < speed["binary"]
+    assert "bf16        does not run: bitnet-b1.58-3b does not fit in gddr6-aim" in out

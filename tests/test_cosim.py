@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pimsim.cli import main
 from pimsim.config import load_hardware
 from pimsim.cosim.approx import AsicMath
-from pimsim.cosim.numerics import PimGemv, blocks_of
+from pimsim.cosim.numerics import PimGemv, QuantizedGemv, blocks_of
 from pimsim.cosim.run import cosimulate, find_smollm2
 from pimsim.kernels import gemv
 from pimsim.mapper.placement import Geometry
@@ -133,3 +133,48 @@ def test_missing_weights_file_is_an_error(tiny_card):
 def test_real_smollm2_weights_keep_their_top1_tokens():
     r = cosimulate(load_hardware("gddr6-aim.yaml"), load_card("smollm2-135m"), gen_tokens=8, weights=find_smollm2())
     assert r["top1_agreement"] >= 0.875 and r["max_abs_logit_error_relative"] < 0.05
+
+
+# ---- quantized (ternary, binary) weights ------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(["gddr6-aim.yaml", "hbm-pim.yaml"]), quantizer=st.sampled_from(
+    ["bitnet", "liu-ternary", "liu-binary"]), m=st.integers(1, 300), n=st.integers(1, 2600), seed=st.integers(0, 99))
+def test_quantized_gemv_equals_the_bank_model_and_the_integer_reference(name, quantizer, m, n, seed):
+    from pimsim.workloads.quantize import get_quantizer, quantized_linear
+
+    q = get_quantizer(quantizer)
+    hw = compiled(name).hw.with_weight_format(q.weight_format)
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((m, n)).astype(np.float32)
+    x = (rng.standard_normal(n) * 3).astype(np.float32)
+    pim = QuantizedGemv(hw, W, quantizer)
+    y = pim(x)
+    assert np.array_equal(y, quantized_linear(pim.weight, x, quantizer))  # the quantizer module's reference
+    # the integer part through the bank model: the same sums, the same scaling
+    codes, x_scale = q.quantize_activation(x)
+    acc = gemv(hw, W=pim.weight.codes.astype(np.float32), x=codes.astype(np.float32)).y
+    want = (acc.astype(np.float64) * pim.weight.scale.astype(np.float64) / np.float64(x_scale)).astype(np.float32)
+    assert np.array_equal(y, want)
+
+
+def test_quantized_gemv_needs_integer_hardware():
+    with pytest.raises(Exception, match="needs int8 activations and int32 accumulators"):
+        QuantizedGemv(compiled("gddr6-aim.yaml").hw, np.ones((2, 2), np.float32), "bitnet")
+
+
+def test_cosimulation_of_a_tiny_ternary_gpt2_matches_the_fake_quantized_reference(tiny_card):
+    hw = load_hardware("gddr6-aim.yaml").with_weight_format("ternary")
+    r = cosimulate(hw, tiny_card, gen_tokens=3, prompt_len=4)
+    assert r["quantizer"] == "bitnet" and r["weight_format"] == "ternary"
+    assert "fake quantization to 8 block weight matrices" in r["reference"]
+    assert r["top1_agreement"] == 1.0 and 0 < r["max_abs_logit_error_relative"] < 0.05
+    plain = cosimulate(load_hardware("gddr6-aim.yaml"), tiny_card, gen_tokens=3, prompt_len=4)
+    assert plain["quantizer"] is None
+    binary = cosimulate(load_hardware("gddr6-aim.yaml").with_weight_format("binary"), tiny_card, 3, prompt_len=4)
+    assert binary["quantizer"] == "liu-binary" and binary["top1_agreement"] == 1.0
+
+
+def test_int8_weights_have_no_functional_quantizer(tiny_card):
+    with pytest.raises(Exception, match="needs an int8 weight quantizer"):
+        cosimulate(load_hardware("gddr6-aim.yaml").with_weight_format("int8"), tiny_card, 1)

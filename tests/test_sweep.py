@@ -61,6 +61,19 @@ def test_sweep_runs_resumes_and_records_failures(tmp_path):
     assert (again["ran"], again["skipped"]) == (1, 2)  # the failed point is tried again, the rest skipped
 
 
+def test_weight_format_is_a_sweep_axis_of_run_options(tmp_path):
+    from pimsim.runs import run_model
+
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run={"prompt_len": 8, "gen_tokens": 1},
+                  grid={"weight_format": ["bf16", "ternary", "fp16"], "asic.lanes": [256]})
+    result = run_sweep(sweep, tmp_path, jobs=1, progress=False)
+    rows = {r["set:weight_format"]: r for r in read_rows(tmp_path / "points.jsonl")}
+    assert (result["ran"], result["failed"]) == (3, 1) and "do not support fp16" in rows["fp16"]["error"]
+    assert rows["ternary"]["weight_format"] == "ternary" and rows["bf16"]["weight_format"] == "bf16"
+    direct = run_model("gddr6-aim.yaml", "gpt2", 8, 1, weight_format="ternary")
+    assert rows["ternary"]["latency_per_token_s"] == direct["latency_per_token_s"]
+
+
 def test_sweep_cli_exit_status_counts_failures(tmp_path, capsys):
     rc = main(["sweep", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--grid", "asic.lanes=0,64",
                "--gen-tokens", "1", "--prompt-len", "4", "--out", str(tmp_path), "--quiet"])

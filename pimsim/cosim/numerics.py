@@ -13,6 +13,10 @@ enough to run every GEMV of a model token after token:
   each lane's product to that lane's accumulator (rounded each time);
 - the ASIC adds an output's partial sums in FP32, one after another, in the order they were read
   (parts, segments, blocks, then lanes).
+
+:class:`QuantizedGemv` does the same for integer weights (ternary, binary, int8 codes) and int8
+activations: every RDMAC's partial sum is exact in its int32 accumulator (wrapping like the hardware if
+it ever overflowed), the ASIC adds them exactly and applies the scales (:mod:`pimsim.workloads.quantize`).
 """
 
 from __future__ import annotations
@@ -102,3 +106,35 @@ class PimGemv:
                 for lane in range(e):
                     y = (y + acc[:, lane].astype(np.float32)).astype(np.float32)
         return y
+
+
+class QuantizedGemv:
+    """y = W x for a quantized weight: integer codes in the banks, per-token int8 activations, scales on
+    the ASIC. The result equals :func:`pimsim.workloads.quantize.quantized_linear` bit for bit unless an
+    int32 accumulator wraps (it would need more than 2**31 / 127 / 127 = 133k full-scale products)."""
+
+    def __init__(self, hw: HardwareConfig, W: np.ndarray, quantizer: str, split: int | None = None):
+        from pimsim.workloads.quantize import get_quantizer
+
+        self.g = Geometry.of(hw)
+        if not self.g.integer or hw.pim.input_format != "int8":
+            raise PimsimError(f"quantized co-simulation needs int8 activations and int32 accumulators; "
+                              f"{hw.name} holds {hw.pim.weight_format} weights with {hw.pim.input_format} inputs and "
+                              f"{hw.pim.accumulator_format} accumulators")
+        self.quantizer = get_quantizer(quantizer)
+        self.weight = self.quantizer.quantize_weight(W)
+        rows, cols = W.shape
+        split = auto_split(self.g, rows, cols) if split is None else split
+        e = self.g.elems_per_access
+        self.columns = [(a * e, min(cols, b * e)) for a, b in blocks_of(self.g, cols, split, hw.mapping.gemv)]
+        self.codes = self.weight.codes.astype(np.int64)
+        self.scale = self.weight.scale.astype(np.float64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        codes, x_scale = self.quantizer.quantize_activation(np.asarray(x, np.float32).ravel())
+        xc = codes.astype(np.int64)
+        acc = np.zeros(self.codes.shape[0], np.int64)
+        for lo, hi in self.columns:  # one RDMAC per block: an int32 accumulator each
+            partial = self.codes[:, lo:hi] @ xc[lo:hi]
+            acc += (partial + 2**31) % 2**32 - 2**31
+        return (acc.astype(np.float64) * self.scale / np.float64(x_scale)).astype(np.float32)

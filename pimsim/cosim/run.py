@@ -6,6 +6,10 @@
    - every GEMV with a weight (``mm``/``addmm`` on a parameter) by :class:`PimGemv`: the weight in
      the banks' operand format, the mapper's parts, segments and global-buffer blocks, the MAC units'
      accumulation, the ASIC's FP32 sum of partial sums (bit for bit what the bank model gives);
+   - with ternary, binary or int8 block weights, those GEMVs by :class:`QuantizedGemv` (the card's
+     quantizer: integer codes, per-token int8 activations, integer MACs, scales on the ASIC) while the
+     reference runs the same quantizer as fake quantization in FP32
+     (:func:`pimsim.workloads.quantize.fake_quantize_model`); the LM head stays in the KV format;
    - attention's products with the KV cache (``bmm``) by operands rounded to the PIM format and FP32
      accumulation (PyTorch's summation order, not the banks');
    - softmax, LayerNorm, GELU, SiLU, sigmoid, tanh, exp, 1/x and 1/sqrt by the ASIC's approximations
@@ -28,7 +32,7 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.cosim.approx import AsicMath
-from pimsim.cosim.numerics import PimGemv
+from pimsim.cosim.numerics import PimGemv, QuantizedGemv
 from pimsim.errors import PimsimError
 from pimsim.workloads.cards import ModelCard
 
@@ -82,15 +86,18 @@ def _check_shapes(card: ModelCard, config) -> None:
 
 
 class _PimMode:
-    """Builds the dispatch mode lazily (torch is imported only for functional runs)."""
+    """Builds the dispatch mode lazily (torch is imported only for functional runs). Parameters named in
+    `quantized` are multiplied as `quantizer` says; every other weight in the KV cache's format."""
 
-    def __init__(self, hw: HardwareConfig, model):
+    def __init__(self, hw: HardwareConfig, model, quantized: frozenset = frozenset(), quantizer: str | None = None):
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
 
         self.hw = hw
+        self.dense_hw = hw.with_weight_format(hw.pim.cache_format)
+        self.quantized, self.quantizer = quantized, quantizer
         self.math = AsicMath(hw.asic)
-        self.fmt = hw.pim.weight_format
+        self.fmt = hw.pim.cache_format
         self.params = {p.untyped_storage().data_ptr(): name for name, p in model.named_parameters()}
         self.gemvs: dict[tuple, PimGemv] = {}
         self.counts = {"gemv": 0, "attention": 0, "asic": 0}
@@ -131,7 +138,9 @@ class _PimMode:
         key = (name, tuple(matrix.shape), tuple(matrix.stride()))
         pim = self.gemvs.get(key)
         if pim is None:  # the PIM stores W as outputs x inputs; the product here is x @ matrix
-            pim = self.gemvs[key] = PimGemv(self.hw, matrix.detach().float().t().contiguous().numpy())
+            W = matrix.detach().float().t().contiguous().numpy()
+            pim = self.gemvs[key] = (QuantizedGemv(self.hw, W, self.quantizer) if name in self.quantized
+                                     else PimGemv(self.dense_hw, W))
         rows = [pim(row.detach().float().numpy()) for row in x.reshape(-1, x.shape[-1])]
         self.counts["gemv"] += len(rows)
         return self.torch.from_numpy(np.stack(rows)).reshape(*x.shape[:-1], matrix.shape[1])
@@ -161,6 +170,22 @@ class _PimMode:
             self.counts["asic"] += 1
             return args[0].float() * m.reciprocal(args[1])
         return func(*args, **kwargs)
+
+
+def _quantizer_for(card: ModelCard, fmt: str) -> str | None:
+    """The quantizer that makes `fmt` weights: the card's if it makes that format, else BitNet's for
+    ternary and Liu et al.'s for binary; none for floating-point formats."""
+    from pimsim.workloads.cards import QUANTIZER_FORMATS
+
+    if fmt in ("bf16", "fp16"):
+        return None
+    q = card.quantization
+    if q is not None and q.quantizer is not None and fmt in QUANTIZER_FORMATS[q.quantizer]:
+        return q.quantizer
+    if fmt == "int8":
+        raise PimsimError("functional co-simulation of int8 weights needs an int8 weight quantizer, which pimsim "
+                          "does not have yet (timing runs of int8 weights work)")
+    return "liu-binary" if fmt == "binary" else "bitnet"
 
 
 def _decode(model, tokens: list[int], steps: int, mode=None, forced: list[int] | None = None):
@@ -204,8 +229,17 @@ def cosimulate(hw: HardwareConfig, card: ModelCard, gen_tokens: int = 8, prompt:
         if prompt is not None:
             raise PimsimError("--prompt needs real weights with a tokenizer (--weights FILE.gguf)")
         tokens = [(7919 * i + 11) % vocab for i in range(max(prompt_len, 1))]  # fixed, arbitrary ids
-    ref_tokens, ref_logits = _decode(model, tokens, gen_tokens)
-    pim = _PimMode(hw, model)
+    quantizer = _quantizer_for(card, hw.pim.weight_format)
+    reference, quantized = model, frozenset()
+    if quantizer is not None:
+        import copy
+
+        from pimsim.workloads.quantize import fake_quantize_model
+
+        reference, replaced = fake_quantize_model(copy.deepcopy(model), quantizer)
+        quantized = frozenset(f"{name}.weight" for name in replaced)
+    ref_tokens, ref_logits = _decode(reference, tokens, gen_tokens)
+    pim = _PimMode(hw, model, quantized, quantizer)
     pim_tokens, pim_logits = _decode(model, tokens, gen_tokens, mode=pim.mode, forced=ref_tokens)
     ref, got = np.stack(ref_logits), np.stack(pim_logits)
     err = np.abs(got - ref)
@@ -222,6 +256,11 @@ def cosimulate(hw: HardwareConfig, card: ModelCard, gen_tokens: int = 8, prompt:
         "reference_tokens": ref_tokens,
         "pim_tokens": pim_tokens,
         "replaced_ops": pim.counts,
+        "weight_format": hw.pim.weight_format,
+        "quantizer": quantizer,
+        "reference": ("PyTorch FP32" if quantizer is None else
+                      f"PyTorch FP32 with the {quantizer} quantizer's weights and int8 activations applied as fake "
+                      f"quantization to {len(quantized)} block weight matrices (the LM head unquantized)"),
         "method": "teacher-forced: the PIM system is fed the reference's tokens; top-1 compares each "
                   "position's argmax",
         "wall_clock_s": time.perf_counter() - started,

@@ -10,7 +10,8 @@ A sweep file (YAML):
     random: {count: 4, seed: 0, axes: {asic.link.latency_ns: [1, 20]}} # uniform in [low, high]
     constraints: ["asic.freq_MHz >= 100 or dram.organization.channels <= 8"]
 
-Every point is one model with one set of config overrides (``--set`` values). Its id hashes the model,
+Every point is one model with one set of config overrides (``--set`` values); ``weight_format`` is the
+one axis (or run key) that is a run option instead (``pimsim run --weight-format``). Its id hashes the model,
 the overrides, the run options and the base config file, so a re-run recognises finished points.
 """
 
@@ -32,7 +33,9 @@ from pimsim.resources import resolve
 # short names people type for the keys a sweep touches most
 ALIASES = {"dram.channels": "dram.organization.channels", "dram.rows": "dram.organization.rows",
            "channels": "dram.organization.channels"}
-RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity"}
+RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format"}
+# grid keys that are run options, not hardware settings (``--grid weight_format=bf16,ternary``)
+RUN_AXES = {"weight_format"}
 FILE_KEYS = {"hw", "models", "run", "grid", "zip", "random", "constraints"}
 
 

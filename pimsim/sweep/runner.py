@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pimsim import __version__
 from pimsim.errors import PimsimError
-from pimsim.sweep.points import Sweep
+from pimsim.sweep.points import RUN_AXES, Sweep
 
-METRICS = ("latency_per_token_s", "latency_first_token_s", "latency_last_token_s", "tokens_per_s", "total_time_s",
-           "row_hit_rate", "bytes_internal", "bytes_external", "bound_efficiency", "energy_per_token_J",
+METRICS = ("weight_format", "latency_per_token_s", "latency_first_token_s", "latency_last_token_s", "tokens_per_s",
+           "total_time_s", "row_hit_rate", "bytes_internal", "bytes_external", "bound_efficiency", "energy_per_token_J",
            "energy_per_token_per_param_J", "average_power_W", "config_hash")
 
 
@@ -34,9 +34,11 @@ def run_point(hw: str, point: dict, run: dict) -> dict:
     row = {"id": point["id"], "model": point["model"], **{f"set:{k}": v for k, v in point["overrides"].items()},
            **{f"run:{k}": v for k, v in run.items()}, "pimsim_version": __version__}
     try:
-        overrides = [f"{k}={json.dumps(v)}" for k, v in point["overrides"].items()]
-        out = run_model(hw, point["model"], run.get("prompt_len"), run.get("gen_tokens"),
-                        run.get("schedule", "serial"), run.get("fidelity", "fast"), overrides=overrides)
+        options = {**run, **{k: v for k, v in point["overrides"].items() if k in RUN_AXES}}
+        overrides = [f"{k}={json.dumps(v)}" for k, v in point["overrides"].items() if k not in RUN_AXES]
+        out = run_model(hw, point["model"], options.get("prompt_len"), options.get("gen_tokens"),
+                        options.get("schedule", "serial"), options.get("fidelity", "fast"), overrides=overrides,
+                        weight_format=options.get("weight_format"))
         row.update({k: out.get(k) for k in METRICS})
         row.update({f"time:{k}": v for k, v in out["breakdown_s"].items()})
         row.update({f"energy:{k}": v for k, v in out.get("energy_breakdown_J", {}).items()})
