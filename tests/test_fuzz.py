@@ -119,5 +119,7 @@ def test_mutated_hardware_files_validate_or_fail_clearly(tmp_path, data):
 
     try:
         gemv(hw, 64, 64)
+        for fmt in hw.pim.formats if hw.pim else ():  # and in every extra weight format it lets through
+            gemv(hw.with_weight_format(fmt), 64, 64)
     except PimsimError:
         pass

@@ -243,15 +243,17 @@ class DramEnergy(StrictModel):
 
 
 class AsicEnergy(StrictModel):
-    lane_op_pJ: Number = Field(ge=0, description="one lane's arithmetic step (one pass over one element)")
-    sram_pJ_per_byte: Number = Field(ge=0, description="reading or writing one byte of the ASIC's buffer")
-    leakage_mW: Number = Field(ge=0, description="static power of the ASIC")
+    # upper limits far beyond any real circuit: a value past them is a unit mistake (fJ for pJ, uW for mW)
+    lane_op_pJ: Number = Field(ge=0, le=1e4, description="one lane's arithmetic step (one pass over one element)")
+    sram_pJ_per_byte: Number = Field(ge=0, le=1e4, description="reading or writing one byte of the ASIC's buffer")
+    leakage_mW: Number = Field(ge=0, le=1e6, description="static power of the ASIC")
 
 
 class EnergyConfig(StrictModel):
     dram: DramEnergy
-    io_pJ_per_bit: Number = Field(ge=0, description="moving one bit over the memory's pins (RD, WR, WRGB, RDMAC)")
-    link_pJ_per_bit: Number = Field(0.0, ge=0, description="moving one bit over an ASIC<->controller link")
+    io_pJ_per_bit: Number = Field(ge=0, le=1e3, description="moving one bit over the memory's pins (RD, WR, WRGB, "
+                                                            "RDMAC)")
+    link_pJ_per_bit: Number = Field(0.0, ge=0, le=1e3, description="moving one bit over an ASIC<->controller link")
     asic: AsicEnergy | None = None
 
 

@@ -21,6 +21,7 @@ import ast
 import hashlib
 import itertools
 import json
+import math
 import operator
 import random
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pimsim.resources import resolve
 # short names people type for the keys a sweep touches most
 ALIASES = {"dram.channels": "dram.organization.channels", "dram.rows": "dram.organization.rows",
            "channels": "dram.organization.channels"}
+MAX_POINTS = 100_000  # a sweep's points are listed up front; far beyond this, listing alone would exhaust memory
 RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format"}
 # grid keys that are run options, not hardware settings (``--grid weight_format=bf16,ternary``)
 RUN_AXES = {"weight_format"}
@@ -59,6 +61,8 @@ class Sweep:
         if self.zipped:
             lengths = {len(v) for v in self.zipped.values()}
             axes.append([dict(zip(self.zipped, values)) for values in zip(*self.zipped.values())] if lengths else [{}])
+        if self.random_count > MAX_POINTS:
+            raise PimsimError(f"{self.random_count:,} random samples is beyond what one sweep runs ({MAX_POINTS:,})")
         if self.random_count:
             rng = random.Random(self.random_seed)
             samples = []
@@ -66,6 +70,10 @@ class Sweep:
                 samples.append({k: rng.uniform(lo, hi) if isinstance(lo, float) or isinstance(hi, float)
                                 else rng.randint(lo, hi) for k, (lo, hi) in self.random_axes.items()})
             axes.append(samples)
+        combos = len(self.models) * math.prod(len(a) for a in axes)
+        if combos > MAX_POINTS:
+            raise PimsimError(f"the sweep spans {combos:,} points before its constraints, beyond what one sweep "
+                              f"runs ({MAX_POINTS:,}); split it or sample it (random: {{count: N, ...}})")
         checks = [_compile(c) for c in self.constraints]
         base = _file_digest(self.hw)
         out = []
