@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=_nonnegative, metavar="P",
                    help="tokens already in the KV cache when generation starts (default: the card's)")
     p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens to generate (default: the card's)")
+    p.add_argument("--source-len", type=_positive, metavar="S",
+                   help="encoder-decoder models (bart-base...): source tokens the encoder runs over once before "
+                        "decoding, and the cross-attention K/V every decode step reads (default: the card's)")
     p.add_argument("--schedule", choices=("serial", "overlap"), default="serial",
                    help="serial: one instruction at a time, as in PIM-GPT (default); overlap: data dependencies only")
     p.add_argument("--fidelity", choices=("fast", "cycle"), default="fast",
@@ -395,7 +398,8 @@ def cmd_run(args) -> int:
     try:
         out = run_model(hw, card, args.prompt_len, args.gen_tokens, args.schedule, args.fidelity,
                         timeline=bool(args.timeline), progress=bar.update if bar else None,
-                        check_protocol=args.check_protocol, weight_format=args.weight_format)
+                        check_protocol=args.check_protocol, weight_format=args.weight_format,
+                        source_len=args.source_len)
     finally:
         if bar is not None:
             bar.close()

@@ -7,6 +7,10 @@
 Every number in the result comes from the simulation of the resolved config and the traced graph that
 are named in it (``config``, ``model_card``, ``graph``); ``config_hash`` covers both, the traced ops
 included (so a different torch/transformers that traces differently changes it), and the run options.
+
+An encoder-decoder model (BART) runs its encoder once over ``source_len`` source tokens before the
+first decode step; that pass is timed on its own and reported under ``encoder`` (time, energy, what
+was counted), never inside the per-token figures.
 """
 
 from __future__ import annotations
@@ -17,25 +21,35 @@ from pimsim import __version__
 from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
+from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
 from pimsim.workloads.cards import ModelCard, load_card
 from pimsim.workloads.opgraph import PART_TITLES
-from pimsim.workloads.tracer import traced_graph
+from pimsim.workloads.tracer import check_source_len, traced_encoder, traced_graph
 
 
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
-              check_protocol: bool = False, weight_format: str | None = None) -> dict:
+              check_protocol: bool = False, weight_format: str | None = None,
+              source_len: int | None = None) -> dict:
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
     graph = traced_graph(card)
-    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol)
+    encoder = None
+    if graph.meta.get("encoder_decoder") and source_len is None:
+        source_len = card.defaults.source_len
+    check_source_len(graph, source_len)
+    if graph.meta.get("encoder_decoder"):
+        graph.meta["source_len"] = source_len  # the run's (the card's by default)
+        encoder = traced_encoder(card, source_len)
+    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len)
     result = sim.run(timeline=timeline, progress=progress)
+    weights = sim.map.weight_elements()
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
     total = sum(per_token_s)
     counts = result.counts
@@ -72,15 +86,22 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         **({"protocol_check": counts["protocol_check"]} if "protocol_check" in counts else {}),
         "per_token_s": per_token_s,
         "memory": sim.describe(),
-        "graph": {"ops": len(graph.ops), "weights": graph.weight_elements(), **graph.meta},
+        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta},
         "model_card": card.model_dump(mode="json"),
         "pimsim_version": __version__,
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.to_json(),
-                                   prompt_len, gen_tokens, schedule, fidelity, __version__),
+                                   prompt_len, gen_tokens, schedule, fidelity, __version__,
+                                   *((encoder.to_json(), source_len) if encoder is not None else ())),
         "notes": _notes(schedule, fidelity),
     }
     if hw.energy is not None:
-        out.update(_energy(sim, result, total, gen_tokens, graph.weight_elements()))
+        out.update(_energy(sim, result, total, gen_tokens, weights))
+    if encoder is not None:
+        out["source_len"] = source_len
+        out["graph"]["encoder_ops"] = len(encoder.ops)
+        out["encoder"] = _encoder(sim, per_token_s[0])
+        out["notes"] += ENCODER_NOTES + [f"cross-attention: every decode step reads each decoder layer's cross K/V "
+                                         f"of {source_len} source tokens from the PIM (in the bound too)"]
     if timeline:
         out["_timeline"] = result.timeline  # taken out by the CLI, written as a trace file
     return out
@@ -109,14 +130,45 @@ def _notes(schedule: str, fidelity: str) -> list[str]:
     return notes
 
 
-def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:
+def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
+    """The encoder pass, simulated on its own: time, where it went, energy, and what was counted."""
+    enc = run_encoder(sim)
+    time_s = enc.time_ps * 1e-12
+    busy = sum(enc.breakdown_ps.values())
+    own = set(sim.encoder.tensors) - set(sim.graph.tensors)
+    out = {
+        "time_s": time_s,
+        "time_to_first_token_s": time_s + first_token_s,
+        "source_len": sim.source_len,
+        "layers": sim.encoder.meta["layers"],
+        "weights": sum(sim.map.tensors[n]["rows"] * sim.map.tensors[n]["cols"] for n in own),
+        "breakdown_s": {k: v * 1e-12 for k, v in enc.breakdown_ps.items() if v},
+        "breakdown_share": {k: v / busy for k, v in enc.breakdown_ps.items() if v},
+        "breakdown_titles": {k: PART_TITLES[k] for k, v in enc.breakdown_ps.items() if v},
+        "counted": enc.counted,
+        "activation_bytes": enc.activation_bytes,
+        "row_hit_rate": enc.counts["row_hit_rate"],
+        "commands": enc.counts["commands"],
+        **({"protocol_check": enc.counts["protocol_check"]} if "protocol_check" in enc.counts else {}),
+    }
+    if sim.hw.energy is not None:
+        e = _energy_of(sim, enc.counts["commands"], time_s, enc.channel_busy_ps, enc.work)
+        out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
+                    "average_power_W": e["average_power_W"]})
+    return out
+
+
+def _energy_of(sim: DecodeSimulation, commands: dict, total_s: float, busy_ps, work) -> dict:
     from pimsim.energy.model import Actions, energy_J, pin_bytes
 
-    commands = result.counts["commands"]
-    actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in result.channel_busy_ps],
-                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=result.work[0],
-                      lane_ops=result.work[1], sram_bytes=result.work[2])
-    e = energy_J(sim.compiled, actions)
+    actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
+                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work[0], lane_ops=work[1],
+                      sram_bytes=work[2])
+    return energy_J(sim.compiled, actions)
+
+
+def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:
+    e = _energy_of(sim, result.counts["commands"], total_s, result.channel_busy_ps, result.work)
     return {"energy_per_token_J": e["total_J"] / tokens, "energy_total_J": e["total_J"],
             "energy_breakdown_J": e["breakdown_J"], "energy_per_token_per_param_J": e["total_J"] / tokens / params,
             "average_power_W": e["average_power_W"], "energy": e}

@@ -178,3 +178,12 @@ def test_cosimulation_of_a_tiny_ternary_gpt2_matches_the_fake_quantized_referenc
 def test_int8_weights_have_no_functional_quantizer(tiny_card):
     with pytest.raises(Exception, match="needs an int8 weight quantizer"):
         cosimulate(load_hardware("gddr6-aim.yaml").with_weight_format("int8"), tiny_card, 1)
+
+
+def test_encoder_decoder_models_are_refused_rather_than_run_as_their_decoder():
+    with pytest.raises(Exception, match="encoder-decoder model; functional co-simulation covers decoder-only"):
+        cosimulate(load_hardware("gddr6-aim.yaml"), load_card("bart-base"), 1)
+    from pimsim.baseline.measure import measure
+
+    with pytest.raises(Exception, match="encoder-decoder model; measured baselines cover decoder-only"):
+        measure(load_card("bart-base"))

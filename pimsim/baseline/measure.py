@@ -78,6 +78,9 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str = "fp32", prompt_le
         raise PimsimError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if attention not in ("sdpa", "eager"):
         raise PimsimError(f"attention must be sdpa or eager, not {attention!r}")
+    if card.defaults.source_len is not None:  # the causal-LM loop below would run BART's decoder alone
+        raise PimsimError(f"{card.name} is an encoder-decoder model; measured baselines cover decoder-only "
+                          "models so far")
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
     if prompt_len < 1 or gen_tokens < 1:

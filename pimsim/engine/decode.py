@@ -11,6 +11,10 @@ Per op:
 
 Token i (0-based) of a run with prompt length P sits at position P + i: the cache holds P + i tokens
 before its step and P + i + 1 after. Tokens follow one another (each needs the previous one's output).
+
+An encoder-decoder model's decode step also reads each layer's cross-attention K/V: scores and context
+over the source's S tokens, in their own region. Its encoder pass, which runs once before the first
+token, is :mod:`pimsim.engine.encoder`; it reuses :meth:`DecodeSimulation.steps` for its ops.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper.model import ModelMap
 from pimsim.workloads.opgraph import PARTS, OpGraph
+from pimsim.workloads.tracer import check_source_len
 
 SCHEDULES = ("serial", "overlap")
 NO_WORK = (0, 0, 0)
@@ -48,7 +53,8 @@ class DecodeResult:
 
 class DecodeSimulation:
     def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
-                 schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False):
+                 schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False,
+                 encoder: OpGraph | None = None, source_len: int | None = None):
         if hw.pim is None or hw.asic is None:
             missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
             raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
@@ -63,11 +69,16 @@ class DecodeSimulation:
         if prompt_len + gen_tokens > context:
             raise PimsimError(f"{graph.model}: a prompt of {prompt_len} plus {gen_tokens} generated tokens is "
                               f"{prompt_len + gen_tokens} tokens, longer than its context of {context}")
-        self.hw, self.graph = hw, graph
+        check_source_len(graph, source_len)
+        if graph.meta.get("encoder_decoder") and (encoder is None or encoder.meta.get("source_len") != source_len):
+            raise PimsimError(f"{graph.model}: an encoder-decoder run needs its encoder pass traced at the source "
+                              f"length {source_len}")
+        self.hw, self.graph, self.encoder = hw, graph, encoder
         self.prompt_len, self.gen_tokens = prompt_len, gen_tokens
+        self.source_len = source_len or 0
         self.schedule, self.fidelity = schedule, fidelity
         self.compiled = compile_standard(hw)
-        self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens)
+        self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens, encoder, self.source_len)
         self.asic = hw.asic
         self._check_asic_buffer(prompt_len + gen_tokens)
         if check_protocol and fidelity != "cycle":
@@ -84,11 +95,14 @@ class DecodeSimulation:
     def _check_asic_buffer(self, context: int) -> None:
         """The largest vector the ASIC holds (FP32) must fit its buffer: logits, scores, activations."""
         need, what = 0, ""
+        source = self.source_len
         for op in self.graph.ops:
             if op.kind == "asic":
-                size, name = 4 * op.elements_at(context), f"{op.asic_kind} over {op.elements_at(context):,} values"
+                elements = op.elements_at(context, source)
+                size, name = 4 * elements, f"{op.asic_kind} over {elements:,} values"
             elif op.kind in ("gemv", "scores", "context"):
-                rows = op.rows if op.kind == "gemv" else op.heads * (context if op.kind == "scores" else op.head_dim)
+                length = source if op.cross else context
+                rows = op.rows if op.kind == "gemv" else op.heads * (length if op.kind == "scores" else op.head_dim)
                 size, name = 4 * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
             else:
                 continue
@@ -139,12 +153,13 @@ class DecodeSimulation:
             # what fast timing needs of a stream is its key, the same for every layer: one layer's
             # steps serve all of them at this position
             key = (op.kind, op.which, op.heads, op.tensor if op.kind == "gemv" else None, op.asic_kind, op.elements,
-                   op.elements_per_token, op.rows, op.rows_per_token, op.bias)
+                   op.elements_per_token, op.rows, op.rows_per_token, op.bias, op.cross, op.elements_per_source,
+                   op.rows_per_source)
             steps = shared.get(key)
             if steps is None:
-                steps = shared[key] = self._steps(op, position, context)
+                steps = shared[key] = self.steps(op, position, context)
         else:
-            steps = self._steps(op, position, context)
+            steps = self.steps(op, position, context)
         if op.kind == "gemv" or (op.kind == "asic" and not (op.elements_per_token or op.rows_per_token)):
             self._static[index] = steps  # the same at every position
         return steps
@@ -185,18 +200,19 @@ class DecodeSimulation:
                     self._add_work(work)
         return t
 
-    def _steps(self, op, position: int, context: int) -> list[tuple]:
+    def steps(self, op, position: int, context: int) -> list[tuple]:
         """(unit, part, duration ps, stream, work) of each instruction of one op, in order; work is what
         the energy model charges that the DRAM command counts do not: (link bytes, ASIC lane steps,
-        ASIC buffer bytes)."""
+        ASIC buffer bytes). Cross-attention ops run over the source length instead of the context."""
         m, asic = self.map, self.asic
         if op.kind in ("gemv", "scores", "context"):
+            length = self.source_len if op.cross else context
             if op.kind == "gemv":
                 stream = m.gemv(op.tensor)
             elif op.kind == "scores":
-                stream = m.scores(op.layer, context, op.heads)
+                stream = m.scores(op.layer, length, op.heads, op.cross)
             else:
-                stream = m.context(op.layer, context, op.heads)
+                stream = m.context(op.layer, length, op.heads, op.cross)
             to_pim, from_pim = self._stream_links(stream)
             quantized = op.kind == "gemv" and self._quantized(op)
             # integer outputs of quantized activations are scaled back: one multiply each
@@ -212,7 +228,7 @@ class DecodeSimulation:
                     ("link", "transfers", from_pim, None, (int(stream.from_pim_bytes.sum()), 0, 0)),
                     ("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None, reduce_work)]
         if op.kind == "kv_append":
-            stream = m.append(op.layer, position, op.which)
+            stream = m.append(op.layer, position, op.which, op.cross)
             return [("link", "transfers", self._stream_links(stream)[0], None, (int(stream.to_pim_bytes.sum()), 0, 0)),
                     ("pim", op.part, 0, stream, NO_WORK)]
         if op.kind == "embedding":
@@ -220,8 +236,15 @@ class DecodeSimulation:
             return [("pim", op.part, 0, stream, NO_WORK),
                     ("link", "transfers", self._stream_links(stream)[1], None,
                      (int(stream.from_pim_bytes.sum()), 0, 0))]
-        elements = op.elements_at(context)
-        cycles = vector_cycles(asic, op.asic_kind, elements, op.rows_at(context))
+        if op.kind == "matmul":
+            # a product of two activations (an encoder's self-attention) on the ASIC: one multiply-add per
+            # lane per cycle, like a "mul" pass; each operand and result value through the buffer once
+            cycles = vector_cycles(asic, "mul", op.elements)
+            values = op.heads * (op.rows * op.head_dim + op.head_dim * op.cols + op.rows * op.cols)
+            work = (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 4 * values)
+            return [("asic", op.part, cycles_to_ps(asic, cycles), None, work)]
+        elements = op.elements_at(context, self.source_len)
+        cycles = vector_cycles(asic, op.asic_kind, elements, op.rows_at(context, self.source_len))
         # every lane of every pass (the fill cycles do no arithmetic); each element read and written once
         work = (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 8 * elements)
         return [("asic", op.part, cycles_to_ps(asic, cycles), None, work)]
@@ -238,7 +261,7 @@ class DecodeSimulation:
             ps_per_byte = 1e12 / peak_internal_Bps(self.compiled)
             self._ps_per_kv = self.map.kv_geometry.operand_bytes * ps_per_byte
             self._weights_ideal = self.map.gemv_bytes() * ps_per_byte
-        return self._weights_ideal + self.graph.kv_elements(context) * self._ps_per_kv
+        return self._weights_ideal + self.graph.kv_elements(context, self.source_len) * self._ps_per_kv
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
@@ -286,9 +309,13 @@ class DecodeSimulation:
 
     def describe(self) -> dict:
         g = self.map.geometry
-        return {"rows_per_bank_used": self.map.rows_used, "rows_per_bank": g.rows,
-                "memory_used_fraction": self.map.rows_used / g.rows,
-                "kv_cache_tokens_reserved": self.map.max_context}
+        out = {"rows_per_bank_used": self.map.rows_used, "rows_per_bank": g.rows,
+               "memory_used_fraction": self.map.rows_used / g.rows,
+               "kv_cache_tokens_reserved": self.map.max_context}
+        if self.map.cross_kv:
+            out.update({"cross_kv_tokens_reserved": self.source_len,
+                        "cross_kv_rows_per_bank": self.map.cross_kv_rows()})
+        return out
 
 
 def config_hash(*parts) -> str:

@@ -1,6 +1,11 @@
 """A whole model in the PIM memory: every weight and embedding table placed, a KV cache per layer,
 and the command streams of every op of a decode step.
 
+An encoder-decoder model also has its encoder's weights and each decoder layer's cross-attention K/V
+projections placed (the encoder pass's graph, run once before decoding), and per decoder layer a
+cross-attention K/V region laid out like the KV cache (K row-major, V transposed) but reserved for the
+source's S tokens: decode steps read it (q.K^T and p.V over S tokens), the encoder pass writes it.
+
 Tensors of the same shape get the same program with their rows shifted, so a program is built once
 per shape (GPT-2 XL: 5 GEMV shapes for 193 matrices) and once per context length for attention.
 Each :class:`Stream` carries a ``key`` naming what it computes regardless of where it sits, which is
@@ -59,34 +64,58 @@ class ModelMap:
     compiled: Compiled
     graph: OpGraph
     max_context: int
+    encoder: OpGraph | None = None  # an encoder-decoder's encoder pass (its weights live here too)
+    source_len: int = 0  # tokens of cross-attention K/V reserved per decoder layer
     geometry: Geometry = field(init=False)  # of the block weights (in the configured weight format)
     kv_geometry: Geometry = field(init=False)  # of the KV cache, embedding tables and LM head
     tables: dict[str, GemvPlacement] = field(init=False)
     kv: dict[int, KVLayout] = field(init=False)
+    cross_kv: dict[int, KVLayout] = field(init=False)  # per decoder layer, for source_len tokens
     rows_used: int = field(init=False)
 
     def __post_init__(self):
         g = self.geometry = Geometry.of(self.hw)
         self.kv_geometry = Geometry.of(self.hw, kv=True)
+        self.tensors = self._all_tensors()
         self.low_bit = self._block_weights() if g != self.kv_geometry else set()
         alloc = RowAllocator(g, f"{self.hw.name} ({self.hw.dram.organization.capacity_bytes / 2**30:g} GiB)")
         meta = self.graph.meta
         self._programs: dict = {}
         self._shifts: dict = {}
+        self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
+        if self._cross_layers and self.source_len < 1:
+            raise PimsimError(f"{self.graph.model}: an encoder-decoder model needs a source length of at least 1")
         self._need = self._rows_needed(g)
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
-        self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.graph.tensors.items()}
+        self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()}
         self.kv = {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.max_context, alloc,
                                     f"L{layer}.")
-                   for layer in sorted({op.layer for op in self.graph.ops if op.kind == "scores"})}
+                   for layer in sorted({op.layer for op in self.graph.ops if op.kind == "scores" and not op.cross})}
+        self.cross_kv = {layer: kv_layout(self.kv_geometry, meta["cross_kv_heads"], meta["head_dim"], self.source_len,
+                                          alloc, f"L{layer}.cross.")
+                         for layer in self._cross_layers}
         self.rows_used = alloc.next_row
 
+    def _all_tensors(self) -> dict[str, dict]:
+        """The decode step's tensors, then those only the encoder pass uses (a shared table once)."""
+        tensors = dict(self.graph.tensors)
+        for name, t in (self.encoder.tensors if self.encoder is not None else {}).items():
+            if tensors.setdefault(name, t) != t:
+                raise PimsimError(f"{name}: the encoder pass uses it as {t}, the decode step as {tensors[name]}")
+        return tensors
+
+    def weight_elements(self) -> int:
+        """Every weight and embedding table stored, the encoder's included (a tied table once)."""
+        return sum(t["rows"] * t["cols"] for t in self.tensors.values())
+
     def _block_weights(self) -> set[str]:
-        """Tensors that only transformer blocks multiply by: these take the weight format. Embedding
-        tables and the LM head stay in the KV cache's (higher-precision) format, as BitNet keeps them."""
+        """Tensors that only transformer blocks multiply by (the encoder's and the cross-attention K/V
+        projections included): these take the weight format. Embedding tables and the LM head stay in
+        the KV cache's (higher-precision) format, as BitNet keeps them."""
         used: dict[str, bool] = {}
-        for op in self.graph.ops:
+        ops = self.graph.ops + (self.encoder.ops if self.encoder is not None else [])
+        for op in ops:
             if op.tensor is not None:
                 in_block = op.kind == "gemv" and op.layer is not None
                 used[op.tensor] = used.get(op.tensor, True) and in_block
@@ -114,20 +143,32 @@ class ModelMap:
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
         rows = sum(GemvPlacement(*self._layout(name, t["rows"], t["cols"])).dram_rows
-                   for name, t in self.graph.tensors.items())
+                   for name, t in self.tensors.items())
         kv = self._proto_kv()
         self._kv_rows = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
-        return rows + self._kv_rows
+        self._cross_rows = 0
+        if self._cross_layers:
+            cross = self._proto_kv(cross=True)
+            self._cross_rows = len(self._cross_layers) * (cross.k.dram_rows + cross.v.dram_rows)
+        return rows + self._kv_rows + self._cross_rows
 
     def _does_not_fit(self, g: Geometry) -> str:
-        kv_rows = self._kv_rows
+        kv_rows, cross_rows = self._kv_rows, self._cross_rows
         row_bytes = g.row_elems * g.operand_bytes * g.slots
-        return (f"{self.graph.model} does not fit in {self.hw.name}: its {g.fmt} weights take "
-                f"{self._need - kv_rows:,} rows of every bank and a KV cache for {self.max_context:,} tokens "
-                f"{kv_rows:,} more, "
+        encoder = " (the encoder's included)" if self.encoder is not None else ""
+        cross = (f", cross-attention K/V for {self.source_len:,} source tokens {cross_rows:,} more" if cross_rows
+                 else "")
+        shorter = "a shorter source or prompt" if cross_rows else "a shorter prompt"
+        return (f"{self.graph.model} does not fit in {self.hw.name}: its {g.fmt} weights{encoder} take "
+                f"{self._need - kv_rows - cross_rows:,} rows of every bank and a KV cache for {self.max_context:,} "
+                f"tokens {kv_rows:,} more{cross}, "
                 f"{self._need:,} in all ({self._need * row_bytes / 2**30:.2f} GiB with padding); the memory has "
-                f"{g.rows:,} rows per bank ({g.rows * row_bytes / 2**30:.2f} GiB). Use a shorter prompt or fewer "
+                f"{g.rows:,} rows per bank ({g.rows * row_bytes / 2**30:.2f} GiB). Use {shorter} or fewer "
                 f"tokens, a narrower --weight-format, or more memory (--set dram.organization.rows=... or channels)")
+
+    def cross_kv_rows(self) -> int:
+        """DRAM rows per bank the cross-attention K/V regions take (0 for a decoder-only model)."""
+        return self._cross_rows
 
     # ---- streams -------------------------------------------------------------------------------
     def _shifted(self, proto: Stream, first_row: int, asic_adds: int | None = None, outputs: int | None = None
@@ -161,18 +202,26 @@ class ModelMap:
             self._programs[key] = self._gemv_stream(key, proto)
         return self._shifted(self._programs[key], t.first_row)
 
-    def scores(self, layer: int, context: int, heads: int) -> Stream:
+    def _kv_of(self, layer: int, cross: bool) -> tuple[KVLayout, tuple]:
+        """A layer's K/V layout (self-attention cache or, with `cross`, cross-attention K/V) and what
+        program keys of that layout add (cross K/V have their own length)."""
+        if cross:
+            return self.cross_kv[layer], ("cross", self.source_len)
+        return self.kv[layer], ()
+
+    def scores(self, layer: int, context: int, heads: int, cross: bool = False) -> Stream:
         """q.K^T of every query head over `context` cached tokens; grouped query heads take turns.
+        With `cross`, over the layer's cross-attention K (context: the source length).
 
         Cached tokens are output rows dealt to PIM units, so the commands change only when the context
         reaches the next unit: the stream of the context rounded up to whole units is the same, with
         fewer partial sums (every token row has as many)."""
-        layout = self.kv[layer]
+        layout, extra = self._kv_of(layer, cross)
         g = self.kv_geometry
         whole = min(-(-context // g.units) * g.units, layout.max_context)
-        key = ("scores", whole, heads)
+        key = ("scores", whole, heads) + extra
         if key not in self._programs:
-            proto = self._proto_kv()
+            proto = self._proto_kv(cross)
             group = heads // layout.heads
             self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole)
         s = self._programs[key]
@@ -180,37 +229,39 @@ class ModelMap:
         outputs = s.outputs * context // whole
         return self._shifted(s, layout.k.first_row, asic_adds=partials - outputs, outputs=outputs)
 
-    def context(self, layer: int, context: int, heads: int) -> Stream:
-        """p.V of every query head over `context` cached tokens. The commands change only when the
-        context reaches the next column access (p is sent in whole accesses, zero-padded)."""
-        layout = self.kv[layer]
+    def context(self, layer: int, context: int, heads: int, cross: bool = False) -> Stream:
+        """p.V of every query head over `context` cached tokens (with `cross`, over the layer's
+        cross-attention V). The commands change only when the context reaches the next column access
+        (p is sent in whole accesses, zero-padded)."""
+        layout, extra = self._kv_of(layer, cross)
         g = self.kv_geometry
         whole = -(-context // g.elems_per_access) * g.elems_per_access
-        key = ("context", whole, heads)
+        key = ("context", whole, heads) + extra
         if key not in self._programs:
-            proto = self._proto_kv()
+            proto = self._proto_kv(cross)
             group = heads // layout.heads
             self._programs[key] = self._gemv_stream(key, proto.v, group, proto.v_groups(whole), layout.head_dim)
         return self._shifted(self._programs[key], layout.k.first_row)  # V sits after K, as in the prototype
 
-    def append(self, layer: int, token: int, which: str) -> Stream:
-        """Writing the new token's keys or values (`which` = "k" or "v") into the cache. A token's K row
-        sits in slot token mod slots, one wave further down for every round of slots: the same
-        commands as that slot's first token, rows shifted."""
-        layout = self.kv[layer]
+    def append(self, layer: int, token: int, which: str, cross: bool = False) -> Stream:
+        """Writing the new token's keys or values (`which` = "k" or "v") into the cache (with `cross`,
+        source token `token`'s into the layer's cross-attention K/V). A token's K row sits in slot
+        token mod slots, one wave further down for every round of slots: the same commands as that
+        slot's first token, rows shifted."""
+        layout, _ = self._kv_of(layer, cross)
         if which == "k":
             wave, first = divmod(token, layout.k.slots_per_wave)
-            s = self._append_stream(first, which)
+            s = self._append_stream(first, which, cross)
             return self._shifted(s, layout.k.first_row + wave * layout.k.segments)
         # A value lands in column access token // e of rows that depend only on that access: every token
         # of one access has the same commands (timing only; the payload differs)
         e = self.kv_geometry.elems_per_access
-        return self._shifted(self._append_stream(token // e * e, which), layout.k.first_row)
+        return self._shifted(self._append_stream(token // e * e, which, cross), layout.k.first_row)
 
-    def _append_stream(self, token: int, which: str) -> Stream:
-        key = ("append", token, which)
+    def _append_stream(self, token: int, which: str, cross: bool = False) -> Stream:
+        key = ("append", token, which) + (("cross", self.source_len) if cross else ())
         if key not in self._programs:
-            proto = self._proto_kv()
+            proto = self._proto_kv(cross)
             prog = append_program(self.compiled, proto, token, parts=which)
             writes = self._count_by_channel(prog, "WR")
             nbytes = writes * self.hw.dram.organization.access_bytes
@@ -231,12 +282,15 @@ class ModelMap:
                                          nbytes)
         return self._shifted(self._programs[key], t.first_row)
 
-    def _proto_kv(self) -> KVLayout:
-        """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted)."""
-        if "kv" not in self._programs:
+    def _proto_kv(self, cross: bool = False) -> KVLayout:
+        """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted);
+        with `cross`, the cross-attention K/V layout."""
+        key = "cross_kv" if cross else "kv"
+        if key not in self._programs:
             meta = self.graph.meta
-            self._programs["kv"] = kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.max_context)
-        return self._programs["kv"]
+            heads, tokens = (meta["cross_kv_heads"], self.source_len) if cross else (meta["kv_heads"], self.max_context)
+            self._programs[key] = kv_layout(self.kv_geometry, heads, meta["head_dim"], tokens)
+        return self._programs[key]
 
     def _count_by_channel(self, prog, name: str) -> np.ndarray:
         c = self.compiled

@@ -113,7 +113,9 @@ def run_summary(result: dict) -> str:
     org = hw["dram"]["organization"]
     lines = [
         f"model      {result['model']} ({result['graph']['weights'] / 1e6:,.0f} M weights, "
-        f"{result['graph']['layers']} layers)  on  {result['hw']} ({hw['dram']['standard']}, "
+        + (f"{result['encoder']['layers']} encoder + " if "encoder" in result else "")
+        + f"{result['graph']['layers']} {'decoder ' if 'encoder' in result else ''}layers)  on  {result['hw']} "
+        f"({hw['dram']['standard']}, "
         f"{org['channels']} channels)",
         f"run        prompt {result['prompt_len']} tokens in the KV cache, {result['tokens']} generated; "
         f"{result['schedule']} schedule, {result['fidelity']} fidelity",
@@ -123,6 +125,15 @@ def run_summary(result: dict) -> str:
         "",
         f"{'part':<48}{'time':>12}{'share':>9}",
     ]
+    enc = result.get("encoder")
+    if enc is not None:  # an encoder-decoder's encoder pass: once, before the first token, apart from the above
+        lines[1] += f"; source {result['source_len']} tokens"
+        energy = f", {_joules(enc['energy_J'])}" if "energy_J" in enc else ""
+        top = sorted(enc["breakdown_s"].items(), key=lambda kv: -kv[1])[:3]
+        most = ", ".join(f"{enc['breakdown_titles'][k]} {100 * enc['breakdown_share'][k]:.0f}%" for k, _ in top)
+        lines.insert(4, f"encoder    {_time(enc['time_s'])}{energy} once over {enc['source_len']} source tokens, "
+                        f"before the first token (not in the latency above): {enc['counted']['gemv_passes']:,} "
+                        f"GEMV passes; most in {most}")
     if result.get("weight_format") and result["weight_format"] != result.get("kv_format"):
         lines.insert(2, f"formats    block weights {result['weight_format']} (inputs "
                         f"{hw['pim']['activation_format']}); KV cache, embeddings and LM head {result['kv_format']}")
@@ -141,7 +152,9 @@ def run_summary(result: dict) -> str:
     mem = result["memory"]
     lines.append(f"memory     {mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows per bank used "
                  f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
-                 f"{mem['kv_cache_tokens_reserved']:,} tokens")
+                 f"{mem['kv_cache_tokens_reserved']:,} tokens"
+                 + (f", cross-attention K/V for {mem['cross_kv_tokens_reserved']:,} source tokens"
+                    if "cross_kv_tokens_reserved" in mem else ""))
     if "energy_per_token_J" in result:
         from pimsim.energy.model import COMPONENTS
 

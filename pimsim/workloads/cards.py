@@ -1,7 +1,10 @@
-"""Model cards: a decoder's Hugging Face architecture config plus pimsim's defaults for it.
+"""Model cards: a decoder's (or encoder-decoder's) Hugging Face architecture config plus pimsim's
+defaults for it.
 
 A card names a ``transformers`` model type and the config values that differ from its defaults; the
-tracer builds the model from exactly that, so a new decoder family needs a card, not code.
+tracer builds the model from exactly that, so a new decoder family needs a card, not code. An
+encoder-decoder card (BART) also gives the source length its encoder runs over, ``defaults.source_len``;
+whether a model is one is its config's to say, so the tracer checks that, not the loader.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class HfArchitecture(_Strict):
 class RunDefaults(_Strict):
     prompt_len: StrictInt = Field(64, ge=0, description="tokens already in the KV cache when generation starts")
     gen_tokens: StrictInt = Field(16, ge=1, description="tokens generated")
+    source_len: StrictInt | None = Field(None, ge=1, description="encoder-decoder models only (required there): "
+                                                                  "source tokens the encoder runs over")
 
 
 # which weight formats each quantizer produces (pimsim.workloads.quantize)

@@ -6,11 +6,20 @@ values are plain integers, so the engine can follow data dependencies. Kinds:
 - ``gemv``: y = W x (+ bias) with weight tensor ``tensor`` of ``rows`` outputs and ``cols`` inputs.
 - ``embedding``: ``count`` rows of table ``tensor`` read out of memory.
 - ``scores`` / ``context``: q.K^T and p.V of every head over the KV cache of layer ``layer``
-  (``heads`` query heads sharing ``kv_heads`` cached heads of ``head_dim``).
+  (``heads`` query heads sharing ``kv_heads`` cached heads of ``head_dim``); with ``cross`` over the
+  layer's cross-attention K/V (an encoder-decoder's projections of the source, ``source`` tokens long).
 - ``kv_append``: the new token's keys (``which`` = "k") or values ("v") written into the cache.
 - ``asic``: vector work of ``asic_kind`` over ``elements`` values in ``rows`` independent rows; the
-  counts depend on the context length c as ``elements + elements_per_token * c`` (softmax grows with it).
+  counts depend on the context length c and the source length s as
+  ``elements + elements_per_token * c + elements_per_source * s`` (softmax grows with them).
 - ``join``: free (a concatenation or reshaping); it only passes its inputs on.
+
+An encoder-decoder model has a second graph, its *encoder pass* (``meta["phase"] == "encoder"``),
+traced at one source length S: the encoder over S tokens, then each decoder layer's cross-attention K
+and V projected from its output. There a ``gemv`` or ``embedding`` has ``count`` = S rows (S passes
+of the weight's stream, S table rows), a ``matmul`` is a product of two activations (the encoder's
+self-attention, ``elements`` multiply-adds done on the ASIC), and a ``kv_append`` with ``cross``
+writes ``count`` tokens into the cross-attention K/V region.
 """
 
 from __future__ import annotations
@@ -19,12 +28,17 @@ import json
 from dataclasses import asdict, dataclass, field
 
 PARTS = ("embedding", "qkv", "attn_scores", "softmax", "attn_context", "out_proj", "ffn", "lm_head", "asic",
-         "quantize", "kv_write", "transfers")
+         "quantize", "kv_write", "transfers", "cross_scores", "cross_context", "cross_kv")
 PART_TITLES = {"embedding": "embedding reads", "qkv": "QKV projection", "attn_scores": "attention scores",
                "softmax": "softmax", "attn_context": "attention context", "out_proj": "output projection",
                "ffn": "FFN", "lm_head": "LM head", "asic": "other ASIC ops (norms, activations, residuals)",
                "quantize": "activation quantization (ASIC)",
-               "kv_write": "KV-cache writes", "transfers": "ASIC<->memory transfers"}
+               "kv_write": "KV-cache writes", "transfers": "ASIC<->memory transfers",
+               "cross_scores": "cross-attention scores", "cross_context": "cross-attention context",
+               "cross_kv": "cross-attention K/V projection"}
+# Op fields added for encoder-decoder models: left out of the JSON at their defaults, so a decoder-only
+# graph serializes as it did before they existed
+_OPTIONAL = {"cross": False, "elements_per_source": 0, "rows_per_source": 0}
 
 
 @dataclass
@@ -48,12 +62,22 @@ class Op:
     elements: int = 0
     elements_per_token: int = 0
     rows_per_token: int = 0
+    cross: bool = False  # scores/context/kv_append over the cross-attention K/V (encoder-decoder models)
+    elements_per_source: int = 0
+    rows_per_source: int = 0
 
-    def elements_at(self, context: int) -> int:
-        return self.elements + self.elements_per_token * context
+    def elements_at(self, context: int, source: int = 0) -> int:
+        return self.elements + self.elements_per_token * context + self.elements_per_source * source
 
-    def rows_at(self, context: int) -> int:
-        return self.rows + self.rows_per_token * context
+    def rows_at(self, context: int, source: int = 0) -> int:
+        return self.rows + self.rows_per_token * context + self.rows_per_source * source
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key, default in _OPTIONAL.items():
+            if d[key] == default:
+                del d[key]
+        return d
 
 
 @dataclass
@@ -65,7 +89,7 @@ class OpGraph:
 
     def to_json(self) -> str:
         return json.dumps({"model": self.model, "meta": self.meta, "tensors": self.tensors,
-                           "ops": [asdict(op) for op in self.ops]})
+                           "ops": [op.to_dict() for op in self.ops]})
 
     @classmethod
     def from_json(cls, text: str) -> OpGraph:
@@ -80,7 +104,12 @@ class OpGraph:
         """Weights a decode step reads: every GEMV's matrix once (embedding tables only by a row)."""
         return sum(op.rows * op.cols for op in self.ops if op.kind == "gemv")
 
-    def kv_elements(self, context: int) -> int:
-        """Cached K and V values a decode step reads at a context length."""
+    def kv_elements(self, context: int, source: int | None = None) -> int:
+        """Cached K and V values a decode step reads at a context length; with cross-attention also
+        the cross K/V of `source` tokens (default: the graph's ``source_len``, the card's)."""
         m = self.meta
-        return 2 * m["layers"] * m["kv_heads"] * m["head_dim"] * context
+        kv = 2 * m["layers"] * m["kv_heads"] * m["head_dim"] * context
+        if m.get("cross_layers"):
+            source = m.get("source_len", 0) if source is None else source
+            kv += 2 * m["cross_layers"] * m["cross_kv_heads"] * m["head_dim"] * source
+        return kv

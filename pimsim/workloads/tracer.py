@@ -15,10 +15,22 @@ Views pass their input's tag on; everything else is classified by its aten name 
 
 The step is traced at two cache lengths, and op sizes that grow with the context are stored per token.
 Nothing here knows a model family: only aten ops and the cache API.
+
+Encoder-decoder models (``config.is_encoder_decoder``: BART) are built as sequence-to-sequence LMs. The
+encoder runs over a source of S tokens, the decoder's prompt fills its self-attention cache and the
+cross-attention K/V (the source projected by each decoder layer), and one more decoder token is traced
+as above; cross-attention K/V tensors are tagged like the self cache, with a ``cross`` flag, and the
+decode step only reads them (q.K^T and p.V over S tokens). A third trace at a second source length
+gives the sizes that grow with S per source token. The encoder pass itself (the encoder over S tokens
+and the cross K/V projections, run once before decoding) is a second graph, :func:`traced_encoder`,
+traced at the run's S: there a weight's matrix product over n rows is n GEMV passes, a product of two
+activations (the encoder's self-attention) is a ``matmul`` for the ASIC.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import warnings
@@ -29,8 +41,9 @@ from pimsim.errors import PimsimError, TraceError
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.opgraph import Op, OpGraph
 
-TRACER_VERSION = 2  # bump when the graph a trace produces changes; part of the cache key
+TRACER_VERSION = 3  # bump when the graph a trace produces changes; part of the cache key
 _PAST = (3, 7)  # cache lengths of the two traces
+_SOURCE = (16, 24)  # source lengths of an encoder-decoder's traces (the third at _PAST[0], _SOURCE[1])
 
 # ops that only re-describe or move their first tensor input: the output is the same value
 _ALIASES = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "clone", "contiguous",
@@ -58,19 +71,21 @@ class _Tag:
     layer: int = -1  # KV cache layer
     which: str = ""  # "k" or "v"
     mask: bool = False  # a constant that is a mask
+    cross: bool = False  # cross-attention K/V of an encoder-decoder
+    heads: int = 0  # cached heads (cross K/V)
 
 
 def trace_card(card: ModelCard) -> OpGraph:
     """Trace the card's model (uncached; see :func:`traced_graph`)."""
     torch, transformers = _import_torch()
     model = _build(card, torch, transformers)
-    try:
-        runs = [_trace_once(model, past, torch) for past in _PAST]
-    except (TraceError, PimsimError):
-        raise
-    except Exception as exc:  # a config transformers accepts but cannot run (zero layers, odd sizes)
-        raise PimsimError(f"model card {card.name}: running the model failed: {type(exc).__name__}: {exc}") from None
-    ops = _merge(runs, [p + 1 for p in _PAST], card)
+    seq2seq = is_encoder_decoder(model.config)
+    _check_kind(card, seq2seq)
+    points = [(past, _SOURCE[0] if seq2seq else None) for past in _PAST]
+    if seq2seq:
+        points.append((_PAST[0], _SOURCE[1]))
+    runs = _running(card, lambda: [_trace_once(model, past, torch, source) for past, source in points])
+    ops = _merge(runs, [p + 1 for p in _PAST], card, _SOURCE if seq2seq else None)
     _assign_parts(ops)
     tensors = _tensors(ops)
     meta = _meta(card, ops, torch, transformers)
@@ -78,12 +93,53 @@ def trace_card(card: ModelCard) -> OpGraph:
     return _checked(card, OpGraph(card.name, ops, tensors, meta))
 
 
+def _running(card: ModelCard, run):
+    try:
+        return run()
+    except (TraceError, PimsimError):
+        raise
+    except Exception as exc:  # a config transformers accepts but cannot run (zero layers, odd sizes)
+        raise PimsimError(f"model card {card.name}: running the model failed: {type(exc).__name__}: {exc}") from None
+
+
+def is_encoder_decoder(config) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def _check_kind(card: ModelCard, seq2seq: bool) -> None:
+    source = card.defaults.source_len
+    if seq2seq and source is None:
+        raise PimsimError(f"model card {card.name}: an encoder-decoder model needs defaults.source_len (the source "
+                          f"tokens the encoder runs over)")
+    if not seq2seq and source is not None:
+        raise PimsimError(f"model card {card.name}: defaults.source_len is for encoder-decoder models; "
+                          f"{card.hf.model_type} is decoder-only")
+
+
 def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
     positions = graph.meta.get("max_positions")
     if positions is not None and card.context > positions:
         raise PimsimError(f"model card {card.name}: context {card.context} is longer than the model's "
                           f"{positions} positions (its config's max_position_embeddings / n_positions)")
+    _check_kind(card, bool(graph.meta.get("encoder_decoder")))
+    if graph.meta.get("encoder_decoder"):
+        graph.meta["source_len"] = card.defaults.source_len
+        check_source_len(graph, card.defaults.source_len, f"model card {card.name}: defaults.source_len")
     return graph
+
+
+def check_source_len(graph: OpGraph, source_len: int | None, what: str = "--source-len") -> None:
+    """A source length fits the model: given for (and only for) an encoder-decoder, within its positions."""
+    if not graph.meta.get("encoder_decoder"):
+        if source_len is not None:
+            raise PimsimError(f"{what}: {graph.model} is decoder-only; a source length is for encoder-decoder models")
+        return
+    if source_len is None or source_len < 1:
+        raise PimsimError(f"{what}: {graph.model} is an encoder-decoder model and needs a source length of at "
+                          f"least 1, got {source_len}")
+    positions = graph.meta.get("max_positions")
+    if positions is not None and source_len > positions:
+        raise PimsimError(f"{what}: {source_len} source tokens are more than {graph.model}'s {positions} positions")
 
 
 def _import_torch():
@@ -106,11 +162,14 @@ def _build(card: ModelCard, torch, transformers):
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
+        seq2seq = is_encoder_decoder(config)
+        auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
         try:
-            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+            model = auto.from_config(config, attn_implementation="eager")
         except Exception as exc:
+            what = "sequence-to-sequence LM" if seq2seq else "causal LM"
             raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} "
-                              f"causal LM from it: {type(exc).__name__}: {exc}") from None
+                              f"{what} from it: {type(exc).__name__}: {exc}") from None
     return model.eval()  # eval: no dropout ops in the trace
 
 
@@ -123,18 +182,55 @@ def max_positions(config) -> int | None:
     return None
 
 
-def _trace_once(model, past: int, torch) -> list[Op]:
-    from torch.utils._python_dispatch import TorchDispatchMode
+def _cache_keyword(model) -> str:
+    """The forward's name for the KV cache: ``cache`` in newer transformers (5.24 deprecates
+    ``past_key_values``), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
+
+def _cache_of(out):
+    cache = out.get("cache")
+    return out.get("past_key_values") if cache is None else cache
+
+
+def _cache_layers(cache, what: str = "KV cache") -> list:
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+        raise TraceError(f"{type(cache).__name__}: pimsim reads the {what} through .layers[i].keys/.values "
+                         f"(transformers 5); this cache has another layout")
+    return layers
+
+
+def _ids(torch, n: int):
+    return torch.zeros((1, n), dtype=torch.long, device="meta")
+
+
+def _trace_once(model, past: int, torch, source: int | None = None) -> list[Op]:
+    """Ops of one decode step after `past` tokens (and, for an encoder-decoder, a source of `source`)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = model(input_ids=torch.zeros((1, past), dtype=torch.long, device="meta"), use_cache=True)
-        cache = out.past_key_values
-        layers = getattr(cache, "layers", None)
-        if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
-            raise TraceError(f"{type(cache).__name__}: pimsim reads the KV cache through .layers[i].keys/.values "
-                             f"(transformers 5); this cache has another layout")
-        tagger = _Tagger(model, layers)
+        if source is None:
+            cache = _cache_of(model(input_ids=_ids(torch, past), use_cache=True))
+            layers, cross = _cache_layers(cache), []
+            step = {"input_ids": _ids(torch, 1)}
+        else:
+            encoded = model.get_encoder()(input_ids=_ids(torch, source))
+            cache = _cache_of(model(encoder_outputs=encoded, decoder_input_ids=_ids(torch, past), use_cache=True))
+            layers = _cache_layers(getattr(cache, "self_attention_cache", None))
+            cross = _cache_layers(getattr(cache, "cross_attention_cache", None), "cross-attention cache")
+            step = {"encoder_outputs": encoded, "decoder_input_ids": _ids(torch, 1)}
+        tagger = _Tagger(model, layers, cross)
+        with _recording(model, tagger, torch):
+            model(**step, **{_cache_keyword(model): cache}, use_cache=True)
+    _check_supported(tagger)
+    return tagger.ops
+
+
+class _recording:
+    """Every aten op of the calls inside goes through ``tagger.op``; module hooks keep its path."""
+
+    def __init__(self, model, tagger, torch):
+        from torch.utils._python_dispatch import TorchDispatchMode
 
         class Recorder(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -143,26 +239,35 @@ def _trace_once(model, past: int, torch) -> list[Op]:
                 tagger.op(func, args, kwargs, result)
                 return result
 
-        hooks = [m.register_forward_pre_hook(tagger.enter) for m in model.modules()]
-        hooks += [m.register_forward_hook(tagger.leave) for m in model.modules()]
+        self.model, self.tagger, self.mode = model, tagger, Recorder()
+
+    def __enter__(self):
+        modules = list(self.model.modules())
+        self.hooks = [m.register_forward_pre_hook(self.tagger.enter) for m in modules]
+        self.hooks += [m.register_forward_hook(self.tagger.leave) for m in modules]
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
         try:
-            with Recorder():
-                model(input_ids=torch.zeros((1, 1), dtype=torch.long, device="meta"), past_key_values=cache,
-                      use_cache=True)
+            return self.mode.__exit__(*exc)
         finally:
-            for h in hooks:
+            for h in self.hooks:
                 h.remove()
+
+
+def _check_supported(tagger) -> None:
     if tagger.unsupported:
         names = ", ".join(sorted(tagger.unsupported))
         raise TraceError(f"aten ops pimsim has no ASIC model for, on activations: {names}")
-    return tagger.ops
 
 
 class _Tagger:
-    def __init__(self, model, cache_layers):
+    def __init__(self, model, cache_layers, cross_layers=(), passes: bool = False):
         import torch
 
         self.torch = torch
+        self.passes = passes  # the encoder pass: a weight's product over n rows is n GEMV passes
         self.tags: dict[int, _Tag] = {}
         self.keep = []  # tensors stay alive during the trace, so their ids stay unique
         for name, p in model.named_parameters():
@@ -170,6 +275,9 @@ class _Tagger:
         for i, layer in enumerate(cache_layers):
             self._set(layer.keys, _Tag("kv", layer=i, which="k"))
             self._set(layer.values, _Tag("kv", layer=i, which="v"))
+        for i, layer in enumerate(cross_layers):
+            self._set(layer.keys, _Tag("kv", layer=i, which="k", cross=True, heads=layer.keys.shape[1]))
+            self._set(layer.values, _Tag("kv", layer=i, which="v", cross=True, heads=layer.values.shape[1]))
         self.paths = {m: n for n, m in model.named_modules()}
         self.stack: list[str] = []
         self.ops: list[Op] = []
@@ -231,6 +339,9 @@ class _Tagger:
             new = [t for t in tags if t.kind == "act"]
             k = kv[0]
             out = outs[0]
+            if k.cross:  # cross-attention K/V are the source's, fixed once the encoder has run
+                raise TraceError(f"{self._where()[0]}: the decode step appends to the cross-attention K/V; pimsim "
+                                 f"expects them computed once from the encoder's output")
             self._emit("kv_append", aten, [], new, layer=k.layer, which=k.which, kv_heads=out.shape[1],
                        head_dim=out.shape[-1])
             self._set(out, _Tag("kv", layer=k.layer, which=k.which))
@@ -280,9 +391,13 @@ class _Tagger:
         acts = [t for t in op_tags if t.kind == "act"]
         if params and len(operands) == 2 and operands[1].dim() == 2:
             x = operands[0]
+            bias = aten == "addmm"
+            if self.passes:  # n rows: n passes of the weight's stream
+                self._emit("gemv", aten, outs, acts, tensor=params[0].name, rows=out.shape[-1], cols=x.shape[-1],
+                           bias=bias, count=x.numel() // x.shape[-1])
+                return
             if x.numel() != x.shape[-1]:
                 raise TraceError(f"{aten} on {tuple(x.shape)}: pimsim traces decoding, one token at a time")
-            bias = aten == "addmm"
             self._emit("gemv", aten, outs, acts, tensor=params[0].name, rows=out.shape[-1], cols=x.shape[-1],
                        bias=bias)
             return
@@ -295,67 +410,108 @@ class _Tagger:
             else:
                 head_dim = out.shape[-1]
                 kind = "context"
-            self._emit(kind, aten, outs, acts, heads=heads, head_dim=head_dim, which=k.which, layer=k.layer)
+            cross = {"cross": True, "kv_heads": k.heads} if k.cross else {}
+            self._emit(kind, aten, outs, acts, heads=heads, head_dim=head_dim, which=k.which, layer=k.layer,
+                       **cross)
+            return
+        if self.passes and len(acts) == 2 and len(operands) == 2:  # the encoder's attention, on the ASIC
+            a, b = operands
+            batch = out.numel() // (out.shape[-2] * out.shape[-1])
+            self._emit("matmul", aten, outs, acts, heads=batch, rows=a.shape[-2], head_dim=a.shape[-1],
+                       cols=b.shape[-1], elements=batch * a.shape[-2] * a.shape[-1] * b.shape[-1])
             return
         raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]}: a matrix product of two activations "
                          f"is not something pimsim maps yet")
 
 
-def _merge(runs: list[list[Op]], contexts: list[int], card: ModelCard) -> list[Op]:
-    """One op list from traces at two context lengths: sizes that differ grow linearly with the context."""
-    a, b = runs
-    if len(a) != len(b) or any((x.kind, x.name, x.asic_kind) != (y.kind, y.name, y.asic_kind) for x, y in zip(a, b)):
-        raise TraceError(f"{card.name}: the decode step's ops change with the context length; pimsim expects one "
-                         f"graph for every position")
+def _merge(runs: list[list[Op]], contexts: list[int], card: ModelCard,
+           sources: tuple[int, int] | None = None) -> list[Op]:
+    """One op list from traces at two context lengths (the first two runs): sizes that differ grow
+    linearly with the context. With `sources`, a third run at the first context and the second source
+    length gives the growth with the source length."""
+    a = runs[0]
+    for b in runs[1:]:
+        if len(a) != len(b) or any((x.kind, x.name, x.asic_kind) != (y.kind, y.name, y.asic_kind)
+                                   for x, y in zip(a, b)):
+            raise TraceError(f"{card.name}: the decode step's ops change with the context or source length; pimsim "
+                             f"expects one graph for every position")
     ca, cb = contexts
-    for x, y in zip(a, b):
+    sa, sb = sources or (0, 0)
+    for i, x in enumerate(a):
         if x.kind != "asic":
             continue
-        for attr, per in (("elements", "elements_per_token"), ("rows", "rows_per_token")):
+        y = runs[1][i]
+        for attr, per, per_source in (("elements", "elements_per_token", "elements_per_source"),
+                                      ("rows", "rows_per_token", "rows_per_source")):
             va, vb = getattr(x, attr), getattr(y, attr)
             slope, rest = divmod(vb - va, cb - ca)
-            if rest or va - slope * ca < 0:
-                raise TraceError(f"{x.name}: {attr} {va} at context {ca} and {vb} at {cb} is not linear in it")
-            setattr(x, attr, va - slope * ca)
+            source_slope = 0
+            if sources:
+                vs = getattr(runs[2][i], attr)
+                source_slope, rest_s = divmod(vs - va, sb - sa)
+                rest = rest or rest_s
+            base = va - slope * ca - source_slope * sa
+            if rest or base < 0:
+                at_source = f" (and {getattr(runs[2][i], attr)} at source length {sb})" if sources else ""
+                raise TraceError(f"{x.name}: {attr} {va} at context {ca} and {vb} at {cb}{at_source} is not linear in "
+                                 f"them")
+            setattr(x, attr, base)
             setattr(x, per, slope)
+            setattr(x, per_source, source_slope)
     return a
 
 
 def _assign_parts(ops: list[Op]) -> None:
     """Which part of the model each op belongs to, from the graph alone (no per-family names)."""
-    by_layer: dict[int, dict[str, list[int]]] = {}
+    # (layer, cross) -> kind -> op indices: a decoder layer of an encoder-decoder has two attentions
+    by_layer: dict[tuple[int, bool], dict[str, list[int]]] = {}
     for i, op in enumerate(ops):
         if op.kind in ("scores", "context"):
-            by_layer.setdefault(op.layer, {}).setdefault(op.kind, []).append(i)
-    attention = {}  # layer -> (module path of attention, first scores index, last context index)
-    for layer, found in by_layer.items():
-        if "scores" not in found or "context" not in found:
-            raise TraceError(f"layer {layer}: attention without both q.K^T and p.V")
-        first, last = found["scores"][0], found["context"][-1]
-        prefix = os.path.commonprefix([ops[first].name.split(":")[0], ops[last].name.split(":")[0]]).rstrip(".")
-        attention[layer] = (prefix, first, last)
+            by_layer.setdefault((op.layer, op.cross), {}).setdefault(op.kind, []).append(i)
+    attention = _attention_windows(ops, by_layer, "scores", "context")
     vocab = max((op.rows for op in ops if op.kind == "embedding"), default=-1)
     for i, op in enumerate(ops):
         if op.kind == "gemv":
-            path = op.name.split(":")[0]
-            att = attention.get(op.layer)
-            if att and path.startswith(att[0]) and i < att[1]:
-                op.part = "qkv"
-            elif att and path.startswith(att[0]) and i > att[2]:
-                op.part = "out_proj"
-            elif op.rows == vocab and op.layer is None:
+            op.part = _gemv_part(op, i, attention)
+            if op.part == "ffn" and op.rows == vocab and op.layer is None:
                 op.part = "lm_head"
-            else:
-                op.part = "ffn"
         elif op.kind == "asic":
             op.part = "softmax" if op.asic_kind == "softmax" else "asic"
+        elif op.kind in ("scores", "context") and op.cross:
+            op.part = "cross_scores" if op.kind == "scores" else "cross_context"
         else:
             op.part = {"scores": "attn_scores", "context": "attn_context", "kv_append": "kv_write",
                        "embedding": "embedding", "join": "asic"}[op.kind]
     appends = sorted((op.layer, op.which) for op in ops if op.kind == "kv_append")
-    if appends != [(layer, w) for layer in sorted(by_layer) for w in "kv"]:
-        raise TraceError(f"KV appends {appends} do not match the attention layers {sorted(by_layer)}: expected one "
+    self_layers = sorted(layer for layer, cross in by_layer if not cross)
+    if appends != [(layer, w) for layer in self_layers for w in "kv"]:
+        raise TraceError(f"KV appends {appends} do not match the attention layers {self_layers}: expected one "
                          f"K and one V append each")
+
+
+def _attention_windows(ops: list[Op], by_layer: dict, first_kind: str, last_kind: str) -> dict:
+    """(layer, cross) -> (module path of the attention, index of its first q.K^T, of its last p.V)."""
+    attention = {}
+    for key, found in by_layer.items():
+        if first_kind not in found or last_kind not in found:
+            raise TraceError(f"layer {key[0]}: attention without both q.K^T and p.V")
+        first, last = found[first_kind][0], found[last_kind][-1]
+        prefix = os.path.commonprefix([ops[first].name.split(":")[0], ops[last].name.split(":")[0]]).rstrip(".")
+        attention[key] = (prefix, first, last)
+    return attention
+
+
+def _gemv_part(op: Op, index: int, attention: dict) -> str:
+    """A weight product in a layer is the projection into an attention of that layer whose module it
+    sits in, when before that attention's q.K^T; its output projection when after its p.V; else FFN."""
+    path = op.name.split(":")[0]
+    for (layer, _), (prefix, first, last) in attention.items():
+        if layer == op.layer and path.startswith(prefix):
+            if index < first:
+                return "qkv"
+            if index > last:
+                return "out_proj"
+    return "ffn"
 
 
 def _tensors(ops: list[Op]) -> dict[str, dict]:
@@ -369,10 +525,11 @@ def _tensors(ops: list[Op]) -> dict[str, dict]:
 
 
 def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> dict:
-    scores = [op for op in ops if op.kind == "scores"]
+    scores = [op for op in ops if op.kind == "scores" and not op.cross]
+    cross = [op for op in ops if op.kind == "scores" and op.cross]
     appends = [op for op in ops if op.kind == "kv_append"]
     embed = [op for op in ops if op.kind == "embedding"]
-    return {
+    meta = {
         "layers": len({op.layer for op in scores}),
         "heads": scores[0].heads,
         "kv_heads": appends[0].kv_heads,
@@ -384,26 +541,136 @@ def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> dict:
         "traced_with": {"torch": torch.__version__, "transformers": transformers.__version__,
                         "tracer": TRACER_VERSION, "cache_lengths": list(_PAST)},
     }
+    if cross:
+        meta.update({"encoder_decoder": True, "cross_layers": len({op.layer for op in cross}),
+                     "cross_kv_heads": cross[0].kv_heads})
+        meta["traced_with"]["source_lengths"] = list(_SOURCE)
+    return meta
 
 
+# ---- the encoder pass -----------------------------------------------------------------------------
+def trace_encoder(card: ModelCard, source_len: int) -> OpGraph:
+    """The encoder pass of an encoder-decoder card over `source_len` source tokens (uncached; see
+    :func:`traced_encoder`): the encoder's ops, then each decoder layer's cross-attention K and V
+    projections of its output and their writes into the cross K/V region."""
+    torch, transformers = _import_torch()
+    model = _build(card, torch, transformers)
+    if not is_encoder_decoder(model.config):
+        raise PimsimError(f"{card.name}: a decoder-only model has no encoder")
+    positions = max_positions(model.config)
+    if source_len < 1 or (positions is not None and source_len > positions):
+        raise PimsimError(f"{card.name}: a source of {source_len} tokens; the encoder takes 1 to {positions}")
+    ops = _running(card, lambda: _trace_encoder(model, source_len, torch))
+    _assign_encoder_parts(ops)
+    meta = {"phase": "encoder", "source_len": source_len,
+            "layers": len({op.layer for op in ops if op.kind == "matmul"}),
+            "cross_layers": len({op.layer for op in ops if op.kind == "kv_append"}), "model_type": card.hf.model_type,
+            "traced_with": {"torch": torch.__version__, "transformers": transformers.__version__,
+                            "tracer": TRACER_VERSION}}
+    return OpGraph(card.name, ops, _tensors(ops), meta)
+
+
+def _trace_encoder(model, source: int, torch) -> list[Op]:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tagger = _Tagger(model, [], passes=True)
+        with _recording(model, tagger, torch):
+            encoded = model.get_encoder()(input_ids=_ids(torch, source))
+        encoder_ops = list(tagger.ops)
+        # The decoder's first step projects the encoder's output into every layer's cross-attention K/V
+        # (its other ops, the first token's, are the decode step's and are left out here)
+        with _recording(model, tagger, torch):
+            out = model(encoder_outputs=encoded, decoder_input_ids=_ids(torch, 1), use_cache=True)
+        cross = _cache_layers(getattr(_cache_of(out), "cross_attention_cache", None), "cross-attention cache")
+    _check_supported(tagger)
+    return encoder_ops + _cross_fill(tagger, cross, source)
+
+
+def _cross_fill(tagger: _Tagger, cross_layers, source: int) -> list[Op]:
+    """Per decoder layer, the GEMV passes that made its cross K and V (found by following the cached
+    tensors back to the weight products they came from) and the writes of S tokens into the region."""
+    producer = {op.output: op for op in tagger.ops}
+    ops: list[Op] = []
+    for layer, cache in enumerate(cross_layers):
+        for which, t in (("k", cache.keys), ("v", cache.values)):
+            op = producer.get(tagger._tag(t).value)
+            while op is not None and op.kind == "join" and len(op.inputs) == 1:
+                op = producer.get(op.inputs[0])
+            if op is None or op.kind != "gemv" or op.count != source:
+                raise TraceError(f"cross-attention {which.upper()} of decoder layer {layer}: not a weight's product "
+                                 f"over the {source} source tokens; pimsim cannot tell how it was computed")
+            gemv = dataclasses.replace(op, layer=layer, part="cross_kv", inputs=list(op.inputs))
+            ops.append(gemv)
+            ops.append(Op(kind="kv_append", name=f"{op.name.split(':')[0]}:cross_{which}", part="kv_write",
+                          layer=layer, inputs=[gemv.output], output=tagger._new_value(), which=which,
+                          kv_heads=t.shape[1], head_dim=t.shape[-1], count=source, cross=True))
+    return ops
+
+
+def _assign_encoder_parts(ops: list[Op]) -> None:
+    """Parts of the encoder pass: a layer's first product of activations is q.K^T, its last p.V; weight
+    products by where they sit against them (as in a decode step); the cross K/V ops are set already."""
+    by_layer: dict[tuple[int, bool], dict[str, list[int]]] = {}
+    for i, op in enumerate(ops):
+        if op.kind == "matmul":
+            by_layer.setdefault((op.layer, False), {}).setdefault("matmul", []).append(i)
+    for found in by_layer.values():
+        ops[found["matmul"][0]].part = "attn_scores"
+        ops[found["matmul"][-1]].part = "attn_context"
+    attention = _attention_windows(ops, by_layer, "matmul", "matmul")
+    for i, op in enumerate(ops):
+        if op.part:
+            continue
+        if op.kind == "gemv":
+            op.part = _gemv_part(op, i, attention)
+        elif op.kind == "asic":
+            op.part = "softmax" if op.asic_kind == "softmax" else "asic"
+        else:
+            op.part = {"embedding": "embedding", "join": "asic", "matmul": "attn_scores"}[op.kind]
+
+
+# ---- cached graphs ----------------------------------------------------------------------------------
 def traced_graph(card: ModelCard, use_cache: bool = True) -> OpGraph:
     """The card's graph, from the on-disk cache when the same shapes were traced by the same versions."""
+    path = cache_dir() / f"{card.hf.model_type}-{card.shape_key()}-t{TRACER_VERSION}-{_versions()}.json"
+
+    def adopt(graph: OpGraph) -> OpGraph:
+        graph.model = card.name
+        graph.meta["context"] = card.context  # not part of the shape key: the card's own
+        return _checked(card, graph)
+
+    return _cached(path, lambda: trace_card(card), adopt, use_cache)
+
+
+def traced_encoder(card: ModelCard, source_len: int, use_cache: bool = True) -> OpGraph:
+    """The encoder pass over `source_len` tokens, cached like :func:`traced_graph` (per source length:
+    its attention grows with the square of it)."""
+    path = (cache_dir() / f"{card.hf.model_type}-{card.shape_key()}-encoder{source_len}-t{TRACER_VERSION}-"
+                          f"{_versions()}.json")
+
+    def adopt(graph: OpGraph) -> OpGraph:
+        graph.model = card.name
+        return graph
+
+    return _cached(path, lambda: trace_encoder(card, source_len), adopt, use_cache)
+
+
+def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        versions = f"{version('torch')}-{version('transformers')}"
+        return f"{version('torch')}-{version('transformers')}"
     except PackageNotFoundError:
-        versions = "missing"
-    path = cache_dir() / f"{card.hf.model_type}-{card.shape_key()}-t{TRACER_VERSION}-{versions}.json"
+        return "missing"
+
+
+def _cached(path: Path, trace, adopt, use_cache: bool) -> OpGraph:
     if use_cache and path.is_file():
         try:
-            graph = OpGraph.from_json(path.read_text())
-            graph.model = card.name
-            graph.meta["context"] = card.context  # not part of the shape key: the card's own
-            return _checked(card, graph)
+            return adopt(OpGraph.from_json(path.read_text()))
         except (ValueError, TypeError, KeyError):
             pass  # a damaged cache file is traced again
-    graph = trace_card(card)
+    graph = trace()
     if use_cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
