@@ -63,8 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="simulate token generation of a model on PIM hardware")
     _add_hw(p)
-    p.add_argument("--model", required=True, metavar="MODEL",
-                   help="a bundled model card (gpt2, gpt2-xl, opt-1.3b, ...; see 'pimsim model list') or a path")
+    p.add_argument("--model", metavar="MODEL",
+                   help="a bundled model card (gpt2, gpt2-xl, opt-1.3b, ...; see 'pimsim model list') or a path "
+                        "(required unless --spec-dec names the target)")
+    p.add_argument("--spec-dec", metavar="SPEC",
+                   help="speculative decoding: draft=CARD,target=CARD,k=K and alpha=A (seeded per-token acceptance), "
+                        "trace=FILE (accepted counts per verify step) or draft_layers=N (measured with real weights, "
+                        "the draft being the target's first N layers); policy=vanilla|pearl, "
+                        "placement=same|group|asic, draft_channels=C, seed=S; or a spec-dec card")
     p.add_argument("--prompt-len", type=_nonnegative, metavar="P",
                    help="tokens already in the KV cache when generation starts (default: the card's)")
     p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens to generate (default: the card's)")
@@ -379,6 +385,10 @@ def cmd_run(args) -> int:
     from pimsim.runs import hardware_for, run_model
     from pimsim.workloads.cards import load_card
 
+    if args.spec_dec:
+        return _run_specdec(args)
+    if not args.model:
+        raise PimsimError("run needs --model (or --spec-dec with a target)")
     card = load_card(args.model)
     hw = hardware_for(_load(args), card, args.weight_format)
     _check_writable(args.json_out, "--json")
@@ -416,6 +426,32 @@ def cmd_run(args) -> int:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
         _write(args.timeline, lambda p: write_timeline(p, events, title))
     return _finish(args, hw, out, time.perf_counter() - started, run_summary)
+
+
+def _run_specdec(args) -> int:
+    from pimsim.engine.specdec import run_specdec
+    from pimsim.report.text import specdec_summary
+    from pimsim.workloads.cards import load_card
+    from pimsim.workloads.specdec import parse_spec
+
+    spec = parse_spec(args.spec_dec)
+    unsupported = [flag for flag, on in (("--functional", args.functional), ("--timeline", args.timeline),
+                                         ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
+                                         ("--schedule overlap", args.schedule == "overlap")) if on]
+    if unsupported:
+        raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")
+    if args.model and load_card(args.model).name != load_card(spec.target).name:
+        raise PimsimError(f"--model {args.model} is not the spec-dec target {spec.target}")
+    _check_writable(args.json_out, "--json")
+    hw = _load(args)
+    if args.weight_format and hw.pim is not None:
+        try:
+            hw = hw.with_weight_format(args.weight_format)
+        except ValueError as exc:
+            raise PimsimError(str(exc)) from None
+    started = time.perf_counter()
+    out = run_specdec(hw, spec, args.prompt_len, args.gen_tokens, args.fidelity)
+    return _finish(args, hw, out, time.perf_counter() - started, specdec_summary)
 
 
 def cmd_baseline(args) -> int:
@@ -543,12 +579,21 @@ def _sweep_frame(path: str):
 
 
 def cmd_model_list(args) -> int:
-    from pimsim.resources import bundled_names
+    from pimsim.config.loader import read_yaml
+    from pimsim.resources import bundled_names, resolve
     from pimsim.workloads.cards import load_card
+    from pimsim.workloads.specdec import load_spec
 
+    specs = []
     for name in bundled_names("workloads"):
+        raw = read_yaml(resolve(name, "workloads"))
+        if isinstance(raw, dict) and raw.get("kind") == "spec-dec":
+            specs.append(load_spec(name))
+            continue
         card = load_card(name)
-        print(f"{card.name:<16} {card.description}")
+        print(f"{card.name:<20} {card.description}")
+    for spec in specs:
+        print(f"{spec.name:<20} spec-dec (pimsim run --spec-dec {spec.name}): {spec.description}")
     return 0
 
 

@@ -152,23 +152,25 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
         **({"protocol_check": enc.counts["protocol_check"]} if "protocol_check" in enc.counts else {}),
     }
     if sim.hw.energy is not None:
-        e = _energy_of(sim, enc.counts["commands"], time_s, enc.channel_busy_ps, enc.work)
+        e = _energy_of(sim, enc.counts, time_s, enc.channel_busy_ps, enc.work)
         out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
                     "average_power_W": e["average_power_W"]})
     return out
 
 
-def _energy_of(sim: DecodeSimulation, commands: dict, total_s: float, busy_ps, work) -> dict:
+def _energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
     from pimsim.energy.model import Actions, energy_J, pin_bytes
 
+    commands = counts["commands"]
     actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
+                      macs_by_format=counts.get("macs_by_format"),
                       pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work[0], lane_ops=work[1],
                       sram_bytes=work[2])
     return energy_J(sim.compiled, actions)
 
 
 def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:
-    e = _energy_of(sim, result.counts["commands"], total_s, result.channel_busy_ps, result.work)
+    e = _energy_of(sim, result.counts, total_s, result.channel_busy_ps, result.work)
     return {"energy_per_token_J": e["total_J"] / tokens, "energy_total_J": e["total_J"],
             "energy_breakdown_J": e["breakdown_J"], "energy_per_token_per_param_J": e["total_J"] / tokens / params,
             "average_power_W": e["average_power_W"], "energy": e}

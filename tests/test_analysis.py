@@ -80,3 +80,19 @@ def test_number_formats_study_runs_and_orders_the_formats(tmp_path, capsys, monk
     speed = {line.split()[0]: float(line.split()[1]) for line in aim.strip().splitlines()}
     assert speed["bf16"] < speed["int8"] < speed["ternary"] < speed["binary"]
     assert "bf16        does not run: bitnet-b1.58-3b does not fit in gddr6-aim" in out
+
+
+def test_specdec_study_runs_and_puts_the_gpu_above_pim(tmp_path, capsys, monkeypatch):
+    mod = _load("specdec")
+    monkeypatch.setattr(mod, "TARGET", "gpt2-medium")
+    monkeypatch.setattr(mod, "TOKENS", 8)
+    monkeypatch.setattr(mod, "KS", [1, 4])
+    monkeypatch.setattr("sys.argv", ["specdec.py", "--out", str(tmp_path)])
+    mod.main()
+    out = capsys.readouterr().out
+    assert (tmp_path / "specdec-alpha-k.png").is_file() and "PEARL up to 3.79x" in out
+    best = {line.split("(k =")[0].strip(): float(line.rsplit("best ", 1)[1].split("x")[0])
+            for line in out.splitlines() if "best " in line}
+    # a one-vector global buffer pays a verify step nearly k + 1 times over: no speed-up; the GPU's is free
+    assert best["gddr6-aim (1-vector buffer)"] < 1 < best["H100 roofline (fp16)"]
+    assert best["gddr6-aim (1-vector buffer)"] < best["gddr6-aim, 16-vector buffer"]

@@ -260,3 +260,64 @@ def test_raw_configs_are_not_mutated():
     before = copy.deepcopy(raw)
     validate_hardware(raw, "x.yaml")
     assert raw == before
+
+
+# ---- review findings: each would have been a silent wrong number or a crash ---------------------
+
+def test_fewer_integer_lanes_than_weights_accumulate_lane_by_lane_exactly():
+    """HBM-PIM's per-lane accumulators with 16 lanes for 32 int8 weights a column: two passes, lane e % 16."""
+    hw = load_hardware("hbm-pim.yaml", ["pim.formats.int8.lanes=16", "pim.formats.int8.mac_cycles=1"]
+                       ).with_weight_format("int8")
+    rng = np.random.default_rng(3)
+    W = rng.integers(-128, 128, (40, 300)).astype(np.float32)
+    x = rng.integers(-128, 128, 300).astype(np.float32)
+    assert np.array_equal(gemv(hw, W=W, x=x).y, W.astype(np.int64) @ x.astype(np.int64))
+
+
+def test_kv_and_lm_head_macs_are_charged_at_their_own_datapaths_energy():
+    out = run_model("gddr6-aim.yaml", "gpt2-ternary", prompt_len=8, gen_tokens=1)
+    macs = out["energy"]["actions"]["commands"]["MACAB"]
+    by_format = run_model("gddr6-aim.yaml", "gpt2-ternary", prompt_len=8, gen_tokens=1,
+                          fidelity="cycle")["energy"]["actions"]["commands"]["MACAB"]
+    assert macs == by_format  # the two fidelities count the same MACs
+    # every MAC is either a ternary block-weight MAC (1032 pJ) or a bf16 KV/LM-head MAC (1314.6 pJ)
+    counts = _mac_counts("gddr6-aim.yaml", "gpt2-ternary")
+    assert sum(counts.values()) == macs and set(counts) == {"ternary", "bf16"}
+    want = (counts["ternary"] * 1032 + counts["bf16"] * 1314.6) * 1e-12
+    assert out["energy_breakdown_J"]["mac"] == pytest.approx(want, rel=1e-12)
+
+
+def _mac_counts(hw_name: str, model: str) -> dict:
+    from pimsim.engine.decode import DecodeSimulation
+    from pimsim.runs import hardware_for
+    from pimsim.workloads.cards import load_card
+    from pimsim.workloads.tracer import traced_graph
+
+    card = load_card(model)
+    sim = DecodeSimulation(hardware_for(load_hardware(hw_name, []), card), traced_graph(card), 8, 1)
+    return sim.run().counts["macs_by_format"]
+
+
+def test_a_kv_datapath_with_another_mac_spacing_is_refused():
+    hw = load_hardware("gddr6-aim.yaml", ["pim.formats.ternary.lanes=64", "pim.formats.ternary.mac_cycles=2"])
+    with pytest.raises(PimsimError, match="one spacing"):
+        run_model(hw, "gpt2", gen_tokens=1, weight_format="ternary")
+
+
+def test_narrow_weights_take_several_buffer_writes_per_mac_and_the_links_carry_them():
+    hw = load_hardware("gddr6-aim.yaml", ["dram.refresh.enabled=false"])
+    for fmt, per_mac in (("int8", 1), ("ternary", 4), ("binary", 8)):
+        s = gemv(hw.with_weight_format(fmt), 6400, 1600).stats
+        accesses = -(-1600 // Geometry.of(hw.with_weight_format(fmt)).elems_per_access)
+        assert s["commands"]["WRGB"] == 8 * accesses * per_mac  # x once per channel, int8 (1600 B + padding)
+
+
+def test_more_impossible_datapaths_are_refused():
+    raw = _raw("gddr6-aim.yaml")
+    raw["pim"]["formats"]["ternary"]["activation_format"] = "bf16"  # float products into int32 accumulators
+    raw["pim"]["formats"]["bf16"] = {"lanes": 16, "activation_format": "bf16", "accumulator_format": "fp32"}
+    del raw["energy"]["dram"]["mac_pJ_by_format"]["binary"]["MACSB"]
+    problems = _problems(raw)
+    assert any(p == "pim.formats.ternary.accumulator_format" for p, _ in problems)
+    assert any(p == "pim.formats.bf16" and "native weight format" in m for p, m in problems)
+    assert any(p == "energy.dram.mac_pJ_by_format.binary" and "MACSB" in m for p, m in problems)

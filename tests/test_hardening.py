@@ -161,26 +161,28 @@ def test_a_yaml_tag_that_would_build_an_object_is_refused(tmp_path):
 
 # ---- unit mistakes -------------------------------------------------------------------------------------
 
-def _unit_fields(node, path=()):
-    """Dotted paths of every number whose key names a unit (tCK_ps, freq_MHz, io_pJ_per_bit, ...)."""
+UNIT = r"_(ps|ns|MHz|Gbps_per_pin|pJ|pJ_per_bit|pJ_per_byte|mW|mA|bytes|V)$"
+
+
+def _unit_fields(node, path=(), in_unit=False):
+    """Dotted paths of every number whose key (or an enclosing key: per_command_pJ.ACT) names a unit."""
     for key, value in node.items():
         if isinstance(value, dict):
-            yield from _unit_fields(value, (*path, key))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and re.search(
-                r"_(ps|ns|MHz|Gbps_per_pin|pJ|pJ_per_bit|pJ_per_byte|mW|bytes|V)$", key):
+            yield from _unit_fields(value, (*path, key), in_unit or bool(re.search(UNIT, key)))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and (in_unit or re.search(UNIT, key)):
             yield ".".join((*path, key)), value
 
 
-def _gddr6_unit_fields():
+def _bundled_unit_fields():
     import yaml
 
-    raw = yaml.safe_load((ROOT / "hwconfigs" / "gddr6-aim.yaml").read_text())
-    return list(_unit_fields(raw))
+    return [(name, key, value) for name in ("gddr6-aim.yaml", "hbm-pim.yaml")
+            for key, value in _unit_fields(yaml.safe_load((ROOT / "hwconfigs" / name).read_text()))]
 
 
 @pytest.mark.parametrize("scale", [1e3, 1e-3])
-@pytest.mark.parametrize("key, value", _gddr6_unit_fields())
-def test_a_value_in_the_wrong_unit_is_refused_or_runs(key, value, scale):
+@pytest.mark.parametrize("name, key, value", _bundled_unit_fields())
+def test_a_value_in_the_wrong_unit_is_refused_or_runs(name, key, value, scale):
     """A number off by a factor of 1000 (ns for ps, GHz for MHz) either fails validation with the
     field named, or is still a possible machine and simulates without a traceback."""
     from pimsim.config import load_hardware
@@ -191,7 +193,7 @@ def test_a_value_in_the_wrong_unit_is_refused_or_runs(key, value, scale):
     if key.endswith("bytes"):
         scaled = int(scaled)
     try:
-        hw = load_hardware("gddr6-aim.yaml", [f"{key}={scaled!r}"])
+        hw = load_hardware(name, [f"{key}={scaled!r}"])
     except ConfigError as exc:
         assert any(p.path.startswith(key.rsplit(".", 1)[0]) or p.path.startswith("dram.timing") for p in exc.problems)
         return

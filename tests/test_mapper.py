@@ -136,8 +136,8 @@ def test_kernel_gemv_cli(capsys):
 
 
 def test_int8_gemv_with_int32_accumulators_is_exact():
-    hw = load_hardware("gddr6-aim.yaml", ["pim.weight_format=int8", "pim.accumulator_format=int32",
-                                          "pim.lanes_per_unit=32"])
+    hw = load_hardware("gddr6-aim.yaml").with_weight_format("int8")  # 32 lanes, int8 inputs, int32 sums
+    assert (hw.pim.lanes_per_unit, hw.pim.input_format, hw.pim.accumulator_format) == (32, "int8", "int32")
     rng = np.random.default_rng(2)
     W = rng.integers(-128, 128, (200, 700)).astype(np.float32)
     x = rng.integers(-128, 128, 700).astype(np.float32)

@@ -118,9 +118,10 @@ def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
     by_format = dram.get("mac_pJ_by_format") if isinstance(dram.get("mac_pJ_by_format"), dict) else {}
     for fmt in extra:
         costs = by_format.get(fmt)
-        if fmt != pim.get("weight_format") and not (isinstance(costs, dict) and "MACAB" in costs):
+        missing = [c for c in ("MACAB", "MACSB") if not (isinstance(costs, dict) and c in costs)]
+        if fmt != pim.get("weight_format") and missing:
             out.append(Problem(f"energy.dram.mac_pJ_by_format.{fmt}",
-                               f"missing: pim.formats has {fmt}, so its MACAB (and MACSB) energy is needed"))
+                               f"missing {' and '.join(missing)}: pim.formats has {fmt}, so its MAC energy is needed"))
     for fmt in by_format:
         if fmt not in extra:
             out.append(Problem(f"energy.dram.mac_pJ_by_format.{fmt}", f"pim.formats has no {fmt} to cost"))
@@ -233,20 +234,24 @@ def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
         out.append(Problem("pim.global_buffer_bytes", f"{gb} B is not a whole number of {access} B column accesses"))
     fmt = pim.get("weight_format")
     native = {"lanes": pim.get("lanes_per_unit"), "activation_format": pim.get("activation_format"),
-              "mac_cycles": pim.get("mac_cycles", 0)}
+              "accumulator_format": pim.get("accumulator_format"), "mac_cycles": pim.get("mac_cycles", 0)}
     out += _check_datapath("pim", "lanes_per_unit", fmt, native, access, gb)
     formats = pim.get("formats")
     if isinstance(formats, dict):
         for name, spec in formats.items():
-            if isinstance(spec, dict) and isinstance(name, str):
+            if name == fmt:
+                out.append(Problem(f"pim.formats.{name}", f"{name} is the native weight format: its datapath is "
+                                                          "lanes_per_unit, accumulator_format, ... (drop this entry)"))
+            elif isinstance(spec, dict) and isinstance(name, str):
                 out += _check_datapath(f"pim.formats.{name}", "lanes", name, spec, access, gb)
     kv = pim.get("kv_format") or pim.get("activation_format") or fmt
     if isinstance(kv, str) and kv in LOW_BIT:
         out.append(Problem("pim.kv_format", f"the KV cache needs bf16, fp16 or int8 values; with {fmt} weights "
                                             "give kv_format"))
     elif isinstance(kv, str) and kv != fmt and not (isinstance(formats, dict) and kv in formats):
+        keep = f" (or keep the KV cache in {fmt})" if fmt not in LOW_BIT else ""
         out.append(Problem("pim.kv_format", f"attention over a {kv} KV cache needs MAC units for {kv} values: "
-                                            f"add pim.formats.{kv} (or keep the KV cache in {fmt})"))
+                                            f"add pim.formats.{kv}{keep}"))
     per_unit = _int(pim.get("banks_per_unit"))
     bgs, bpg = _int(org.get("bankgroups")), _int(org.get("banks_per_group"))
     if per_unit and bgs and bpg and (bgs * bpg) % per_unit:
@@ -276,6 +281,9 @@ def _check_datapath(where: str, lanes_key: str, fmt, spec: dict, access: int | N
         out.append(Problem(f"{where}.mac_cycles", f"{lanes} lanes take {-(-elems // lanes)} passes over the {elems} "
                                                   f"{fmt} weights of a column access: give the cycles one pass takes"))
     act = spec.get("activation_format") or (fmt if fmt in OPERAND_BITS else None)
+    if act in ("bf16", "fp16") and spec.get("accumulator_format") == "int32":
+        out.append(Problem(f"{where}.accumulator_format", f"int32 accumulators cannot add {act} products; use fp32 "
+                                                          "or fp16, or int8 activations"))
     if act is None and fmt in LOW_BIT:
         out.append(Problem(f"{where}.activation_format", f"{fmt} weights need an activation format (int8, bf16 "
                                                          "or fp16) for the input vector"))

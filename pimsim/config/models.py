@@ -145,6 +145,9 @@ class PimConfig(StrictModel):
         None, description="format of the KV cache (default: the activation format); attention MACs use it")
     formats: dict[WeightFormat, PimFormat] = Field(
         default_factory=dict, description="more weight formats the MAC units support (pimsim run --weight-format)")
+    buffer_vectors: StrictInt = Field(1, ge=1, le=64, description="input vectors the global buffer holds side by "
+                                                                  "side, global_buffer_bytes each (a wider buffer "
+                                                                  "for speculative verify steps)")
 
     @property
     def input_format(self) -> str:
@@ -186,6 +189,13 @@ class MappingConfig(StrictModel):
                             "cache, a K cache reserved for few tokens) is split over channel groups, each group "
                             "holding one part of the input dimension; never: such matrices use only the channels "
                             "their rows reach")
+    verify: Literal["auto", "row_reuse", "vector_major"] = Field(
+        "auto", description="a GEMV of several input vectors (a speculative verify step): row_reuse opens each row "
+                            "once for all vectors, rewriting the global buffer per vector unless pim.buffer_vectors "
+                            "holds them all; vector_major runs the whole GEMV once per vector (the buffer written "
+                            "once per vector, every row opened per vector); auto: row_reuse where the buffer holds "
+                            "every vector, else vector_major (rewriting a one-vector buffer inside every open row "
+                            "costs more than reopening the rows on both bundled PIM configs)")
     row_packing: Literal["auto", "never"] = Field(
         "auto", description="auto: a weight matrix whose rows fill at most half a DRAM row (narrow weight formats) "
                             "holds several output rows per DRAM row, each on a global-buffer boundary, so one row "
@@ -223,7 +233,7 @@ CURRENTS = ("IDD0", "IDD2N", "IDD3N", "IDD4R", "IDD4W", "IDD5B")
 FROM_CURRENTS = ("ACT", "PRE", "PREA", "ACTAB", "RD", "WR", "REF")
 
 
-Cost = Annotated[Number, Field(ge=0, le=1e9)]
+Cost = Annotated[Number, Field(ge=0, le=1e7)]  # 10 uJ a command: far past any device, so a unit slip shows
 
 
 class DramEnergy(StrictModel):
@@ -234,7 +244,7 @@ class DramEnergy(StrictModel):
     VDD_V: Number | None = Field(None, gt=0, le=5, description="supply voltage the currents are measured at")
     currents_mA: dict[str, Annotated[Number, Field(gt=0, le=1e5)]] | None = Field(
         None, description=f"per channel: {', '.join(CURRENTS)}")
-    per_command_pJ: dict[str, Annotated[Number, Field(ge=0, le=1e9)]] = Field(
+    per_command_pJ: dict[str, Cost] = Field(
         default_factory=dict, description="energy of one command")
     background_mW: dict[str, Annotated[Number, Field(ge=0, le=1e6)]] | None = Field(
         None, description="per channel: 'active' (a row open) and 'precharged' standby power")
@@ -284,12 +294,9 @@ class HardwareConfig(StrictModel):
         if spec is None:
             raise ValueError(f"{self.name}: its PIM units do not support {fmt} weights (supported: "
                              f"{', '.join(pim.supported_formats)}; add pim.formats.{fmt} to the config)")
-        native = PimFormat(lanes=pim.lanes_per_unit, activation_format=pim.input_format,
-                           accumulator_format=pim.accumulator_format, accumulate=pim.accumulate,
-                           mac_cycles=pim.mac_cycles) if pim.weight_format in ("bf16", "fp16", "int8") else None
+        native = pim.datapath()  # kept, so the run can switch back and its KV cache keeps a datapath
         formats = {k: v for k, v in pim.formats.items() if k != fmt}
-        if native is not None:
-            formats[pim.weight_format] = native
+        formats[pim.weight_format] = native
         new_pim = pim.model_copy(update=dict(
             weight_format=fmt, lanes_per_unit=spec.lanes, activation_format=spec.activation_format,
             accumulator_format=spec.accumulator_format, accumulate=spec.accumulate or pim.accumulate,
@@ -300,8 +307,7 @@ class HardwareConfig(StrictModel):
             by_format = dict(dram.mac_pJ_by_format)
             costs = dict(dram.per_command_pJ)
             if fmt in by_format:
-                if native is not None:
-                    by_format[pim.weight_format] = {k: costs[k] for k in ("MACAB", "MACSB") if k in costs}
+                by_format[pim.weight_format] = {k: costs[k] for k in ("MACAB", "MACSB") if k in costs}
                 costs.update(by_format.pop(fmt))
             update["energy"] = self.energy.model_copy(update={"dram": dram.model_copy(
                 update={"per_command_pJ": costs, "mac_pJ_by_format": by_format})})

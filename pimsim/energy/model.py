@@ -57,6 +57,7 @@ class Actions:
     link_bytes: int = 0  # bytes over the ASIC<->controller links
     lane_ops: int = 0  # ASIC lane steps
     sram_bytes: int = 0  # ASIC buffer traffic
+    macs_by_format: dict[str, int] | None = None  # MAC commands by the datapath's format (default: all the active one)
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,6 +101,21 @@ def pin_bytes(compiled: Compiled, commands: dict[str, int]) -> int:
                if transfer[compiled.command_names.index(c)] in (int(Transfer.READ), int(Transfer.WRITE)))
 
 
+def _other_datapaths_J(hw: HardwareConfig, macs_by_format: dict[str, int], per_command: dict[str, float]) -> float:
+    """What MACs on another datapath than the active weight format's (the KV cache, embeddings and LM head
+    of a run with narrow block weights) cost beyond the active MACAB price they were counted at."""
+    extra = 0.0
+    table = hw.energy.dram.mac_pJ_by_format
+    for fmt, n in macs_by_format.items():
+        if fmt == hw.pim.weight_format or not n:
+            continue
+        if fmt not in table or "MACAB" not in table[fmt]:
+            raise PimsimError(f"{hw.name}: {n:,} MACs ran in {fmt}, but energy.dram.mac_pJ_by_format has no {fmt} "
+                              "MACAB cost")
+        extra += n * (table[fmt]["MACAB"] * 1e-12 - per_command["MACAB"])
+    return extra
+
+
 def energy_J(compiled: Compiled, actions: Actions) -> dict:
     """Energy by component (J), the total, and the costs used."""
     hw = compiled.hw
@@ -108,6 +124,7 @@ def energy_J(compiled: Compiled, actions: Actions) -> dict:
     parts = dict.fromkeys(COMPONENTS, 0.0)
     for cmd, n in actions.commands.items():
         parts[_COMMAND_COMPONENT.get(cmd, "global_buffer")] += n * per_command[cmd]
+    parts["mac"] += _other_datapaths_J(hw, actions.macs_by_format or {}, per_command)
     parts["io"] = actions.pin_bytes * 8 * e.io_pJ_per_bit * 1e-12
     parts["link"] = actions.link_bytes * 8 * e.link_pJ_per_bit * 1e-12
     active, precharged = background_W(hw)

@@ -54,7 +54,10 @@ class DecodeResult:
 class DecodeSimulation:
     def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
                  schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False,
-                 encoder: OpGraph | None = None, source_len: int | None = None):
+                 encoder: OpGraph | None = None, source_len: int | None = None,
+                 share: DecodeSimulation | None = None):
+        """``share``: another simulation on the same hardware whose memory this model shares (a
+        speculative draft beside its target): the same DRAM timing state, and rows after that model's."""
         if hw.pim is None or hw.asic is None:
             missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
             raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
@@ -77,14 +80,18 @@ class DecodeSimulation:
         self.prompt_len, self.gen_tokens = prompt_len, gen_tokens
         self.source_len = source_len or 0
         self.schedule, self.fidelity = schedule, fidelity
-        self.compiled = compile_standard(hw)
-        self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens, encoder, self.source_len)
+        _check_one_mac_spacing(hw)
+        if share is not None and share.hw != hw:
+            raise PimsimError("models sharing a memory need the same hardware description")
+        self.compiled = compile_standard(hw) if share is None else share.compiled
+        self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens, encoder, self.source_len,
+                            base_row=share.map.rows_used if share is not None else 0)
         self.asic = hw.asic
         self._check_asic_buffer(prompt_len + gen_tokens)
         if check_protocol and fidelity != "cycle":
             raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
         self.check_protocol = check_protocol
-        self.timing = timing_for(self.compiled, fidelity, record=check_protocol)
+        self.timing = timing_for(self.compiled, fidelity, record=check_protocol) if share is None else share.timing
         self._static: dict = {}
         self._links: dict = {}
         self._plan: list | None = None
@@ -200,15 +207,47 @@ class DecodeSimulation:
                     self._add_work(work)
         return t
 
-    def steps(self, op, position: int, context: int) -> list[tuple]:
+    def verify_steps(self, position: int, tokens: int) -> list[tuple]:
+        """The steps of one pass over `tokens` new tokens at positions position, position + 1, ... (a
+        speculative verify step; tokens = 1 is an ordinary decode step): every GEMV multiplies all the
+        tokens' vectors at once (``mapping.verify``); attention, KV appends, embeddings and ASIC work
+        run token by token, each over its own context (causal: token j sees position + j + 1 tokens).
+        Rejected tokens' cache entries are simply overwritten by later steps."""
+        out: list[tuple] = []
+        shared: list[dict] = [{} for _ in range(tokens)]
+        for index, _, _ in self._template():
+            op = self.graph.ops[index]
+            if op.kind == "gemv" and tokens > 1:
+                out += self.steps(op, position, position + 1, vectors=tokens)
+                continue
+            for j in range(tokens):
+                out += self._op_steps(index, op, position + j, position + j + 1, shared[j])
+        return out
+
+    def advance(self, steps: list[tuple], start_ps: int, breakdown: dict) -> int:
+        """Run steps one after another from `start_ps` (the serial schedule); returns the end time and
+        adds each step's time to `breakdown` and its work to the energy counters."""
+        t, timing = start_ps, self.timing
+        for _, part, ps, stream, work in steps:
+            end = timing.run(stream, t) if stream is not None else t + ps
+            breakdown[part] += end - t
+            t = end
+            if work is not NO_WORK:
+                self._add_work(work)
+        return t
+
+    def steps(self, op, position: int, context: int, vectors: int = 1) -> list[tuple]:
         """(unit, part, duration ps, stream, work) of each instruction of one op, in order; work is what
         the energy model charges that the DRAM command counts do not: (link bytes, ASIC lane steps,
-        ASIC buffer bytes). Cross-attention ops run over the source length instead of the context."""
+        ASIC buffer bytes). Cross-attention ops run over the source length instead of the context.
+        A GEMV may take `vectors` input vectors at once (a verify step); other ops take one."""
         m, asic = self.map, self.asic
+        if vectors > 1 and op.kind != "gemv":
+            raise RuntimeError(f"pimsim bug: only GEMVs take several input vectors, not {op.kind}")
         if op.kind in ("gemv", "scores", "context"):
             length = self.source_len if op.cross else context
             if op.kind == "gemv":
-                stream = m.gemv(op.tensor)
+                stream = m.gemv(op.tensor, vectors)
             elif op.kind == "scores":
                 stream = m.scores(op.layer, length, op.heads, op.cross)
             else:
@@ -216,13 +255,13 @@ class DecodeSimulation:
             to_pim, from_pim = self._stream_links(stream)
             quantized = op.kind == "gemv" and self._quantized(op)
             # integer outputs of quantized activations are scaled back: one multiply each
-            adds = stream.asic_adds + (op.rows if op.bias else 0) + (op.rows if quantized else 0)
+            adds = stream.asic_adds + (op.rows * vectors if op.bias else 0) + (op.rows * vectors if quantized else 0)
             reduce_work = (0, adds, reduce_sram_bytes(adds, stream.outputs))
             first = []
-            if quantized:
-                cycles = vector_cycles(asic, "quantize", op.cols)
+            if quantized:  # each vector quantized with its own scale (a row of the quantize op)
+                cycles = vector_cycles(asic, "quantize", op.cols * vectors, vectors)
                 first = [("asic", "quantize", cycles_to_ps(asic, cycles), None,
-                          (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 4 * op.cols + op.cols))]
+                          (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 5 * op.cols * vectors))]
             return first + [("link", "transfers", to_pim, None, (int(stream.to_pim_bytes.sum()), 0, 0)),
                     ("pim", op.part, 0, stream, NO_WORK),
                     ("link", "transfers", from_pim, None, (int(stream.from_pim_bytes.sum()), 0, 0)),
@@ -316,6 +355,20 @@ class DecodeSimulation:
             out.update({"cross_kv_tokens_reserved": self.source_len,
                         "cross_kv_rows_per_bank": self.map.cross_kv_rows()})
         return out
+
+
+def _check_one_mac_spacing(hw: HardwareConfig) -> None:
+    """The MAC commands of a run share one spacing rule (nMAC, the block weights' datapath), so the KV
+    cache's datapath must not need a different one: refused rather than timed with the wrong one."""
+    from pimsim.dram.compile import derived_timing
+
+    if hw.pim is None or hw.pim.cache_format == hw.pim.weight_format:
+        return
+    weights, kv = derived_timing(hw)["nMAC"], derived_timing(hw.with_weight_format(hw.pim.cache_format))["nMAC"]
+    if weights != kv:
+        raise PimsimError(f"{hw.name}: MACs on {hw.pim.weight_format} weights take {weights} cycles (nMAC) and on the "
+                          f"{hw.pim.cache_format} KV cache {kv}; pimsim times every MAC of a run with one spacing, so "
+                          "give both datapaths the same passes x mac_cycles")
 
 
 def config_hash(*parts) -> str:

@@ -61,6 +61,25 @@ class _Counts:
                 "row_hit_rate": hits / total if total else None, "bytes_over_pins": int(moved) * access}
 
 
+class _MacTally:
+    """MAC commands by the operand format their stream computes in: a run with narrow block weights
+    multiplies its KV cache, embeddings and LM head on another datapath, at another energy."""
+
+    def __init__(self, compiled: Compiled):
+        names = compiled.command_names
+        self._ids = [names.index(n) for n in ("MACAB", "MACSB") if n in names]
+        self._per_stream: dict[tuple, int] = {}
+        self.by_format: dict[str, int] = {}
+
+    def add(self, stream: Stream) -> None:
+        if not stream.fmt or not self._ids:
+            return
+        n = self._per_stream.get(stream.key)
+        if n is None:
+            n = self._per_stream[stream.key] = int(np.isin(stream.cmd, self._ids).sum())
+        self.by_format[stream.fmt] = self.by_format.get(stream.fmt, 0) + n
+
+
 def _check(compiled: Compiled, stream: Stream, err) -> None:
     if err[0] == ERR_STUCK:
         raise PimsimError(_stuck_message(compiled, f"a command of {stream.key[0]}"))
@@ -98,11 +117,13 @@ class CycleTiming:
         self.track_channels = False  # record each channel's end of the last stream (for timelines)
         self.channel_ends: dict[int, int] = {}
         self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)  # per channel, for energy
+        self.macs = _MacTally(compiled)
 
     def run(self, stream: Stream, start_ps: int) -> int:
         """Issue the stream no earlier than start_ps; the time its last command is done."""
         if len(stream) == 0:
             return start_ps
+        self.macs.add(stream)
         tmin = np.full(len(stream), -(-start_ps // self.tck_ps), np.int64)
         _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column, tmin,
                                       record=self.record, state=self.state)
@@ -140,6 +161,7 @@ class CycleTiming:
         c.rows += self.state.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0)
         out = c.summary()
         out["distinct_streams"] = len(self._channels)
+        out["macs_by_format"] = dict(self.macs.by_format)
         return out
 
 
@@ -164,6 +186,7 @@ class FastTiming:
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
+        self.macs = _MacTally(compiled)
 
     def known(self, stream: Stream) -> _Known:
         """What one run of the stream costs (simulated on first sight)."""
@@ -212,6 +235,7 @@ class FastTiming:
 
     def run(self, stream: Stream, start_ps: int) -> int:
         k = self.known(stream)
+        self.macs.add(stream)
         self._uses[stream.key] = self._uses.get(stream.key, 0) + 1
         start = start_ps / self.tck_ps
         end = start + k.cycles
@@ -248,6 +272,7 @@ class FastTiming:
             c.commands[self.ref_id] += int(self.free // self.nrefi) * org.channels * org.ranks
         out = c.summary()
         out["distinct_streams"] = len(self._known)
+        out["macs_by_format"] = dict(self.macs.by_format)
         return out
 
 

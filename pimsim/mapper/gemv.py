@@ -50,7 +50,7 @@ class _Builder:
     of a range of column accesses, and the bookkeeping of RDMACs and partial sums."""
 
     def __init__(self, compiled: Compiled, placement: GemvPlacement, lanes_out: int,
-                 groups: list[tuple[int, int]] | None, rows_active: int | None):
+                 groups: list[tuple[int, int]] | None, rows_active: int | None, vectors: int = 1):
         self.g = g = placement.geometry
         self.placement = placement
         self.lanes_out = lanes_out
@@ -58,6 +58,7 @@ class _Builder:
         self.compiled = compiled
         self.groups = groups if groups is not None else [(0, placement.cols_padded // g.elems_per_access)]
         self.rows_active = placement.rows_out if rows_active is None else rows_active
+        self.vectors = vectors
         self.accesses_per_row = g.row_elems // g.elems_per_access
         self.lists = tuple([] for _ in range(6))  # cmd, node, row, column, select, payload
         self.reads: list[tuple] = []
@@ -78,16 +79,17 @@ class _Builder:
         """Index in x (in column accesses) of the first access of a segment of a channel group's part."""
         return part * self.placement.part_accesses + seg * self.accesses_per_row
 
-    def emit_buffer(self, chan, part, seg, accesses):
+    def emit_buffer(self, chan, part, seg, accesses, vector: int = 0):
         """WRGB of x for the given segment-local column accesses of W: each MAC's activations take
         ``writes_per_mac`` writes (several where narrow weights meet wider activations). Payload p is
         chunk p of x in writes; write j of access k lands in buffer slot (k x writes_per_mac + j) modulo
         the buffer, where the MAC on access k reads it."""
         g = self.g
         first, per, slots = self.first_access(part, seg), g.writes_per_mac, g.gb_chunks * g.writes_per_mac
+        base = vector * (self.placement.cols_padded // g.elems_per_access) * per  # vector v's chunks of x
         for k in accesses:
             for j in range(per):
-                self.emit("WRGB", chan, k=(k * per + j) % slots * g.burst_length, p=(first + k) * per + j)
+                self.emit("WRGB", chan, k=(k * per + j) % slots * g.burst_length, p=base + (first + k) * per + j)
 
     def read(self, rank, ch, wave, seg, sel, group, base):
         self.emit("RDMAC", rank)
@@ -136,20 +138,28 @@ class _Builder:
     def program(self) -> GemvProgram:
         a = lambda v: np.asarray(v, np.int64)  # noqa: E731
         return GemvProgram(self.placement, *(a(v) for v in self.lists), np.asarray(self.reads, np.int64).reshape(-1, 7),
-                           self.rows_active * len(self.groups), len(self.groups), self.partials)
+                           self.rows_active * len(self.groups) * self.vectors, len(self.groups), self.partials)
 
 
 def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
-                 groups: list[tuple[int, int]] | None = None, rows_active: int | None = None) -> GemvProgram:
+                 groups: list[tuple[int, int]] | None = None, rows_active: int | None = None,
+                 vectors: int = 1, buffer_vectors: int = 1) -> GemvProgram:
     """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
 
     ``groups`` splits the columns into independent dot products, as (first column access, number of
     accesses) over the padded input: each group gets its own RDMAC (attention reads one score per
     head from a row holding all heads). Columns in no group are never read. Default: one group of all
     columns. ``rows_active`` limits the work to the first output rows (a KV cache filled so far).
+
+    ``vectors`` > 1 multiplies W by several input vectors (a speculative verify step's k + 1 tokens)
+    reusing each activated row: the row opens once and every vector's MACs and RDMAC run on it. A global
+    buffer that holds ``buffer_vectors`` >= ``vectors`` inputs side by side (a wider buffer) gets each
+    vector's block once; a one-vector buffer gets the next vector's block written in while the row
+    stays open.
     """
-    b = _Builder(compiled, placement, lanes_out, groups, rows_active)
+    b = _Builder(compiled, placement, lanes_out, groups, rows_active, vectors)
     g = b.g
+    resident = vectors == 1 or buffer_vectors >= vectors
     for ch, rank, chan, part, first_slot, waves in b.channels():
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg, part)
@@ -157,17 +167,23 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                 parts = b.parts(part, seg, b0, min(ncol, b0 + g.gb_chunks))
                 if not parts:
                     continue
-                for _, lo, hi in parts:
-                    b.emit_buffer(chan, part, seg, range(lo, hi))
+                if resident:
+                    for v in range(vectors):
+                        for _, lo, hi in parts:
+                            b.emit_buffer(chan, part, seg, range(lo, hi), v)
                 for row_waves in b.by_dram_row(waves):
                     r = b.row_of(row_waves[0], seg)
                     b.emit("ACTAB", rank, r=r)
-                    for w in row_waves:
-                        off = placement.access_offset(w)
-                        for sel, base in b.selects(w, first_slot):
-                            for gi, lo, hi in parts:
-                                b.emit_macs(rank, r, off + lo, off + hi, sel)
-                                b.read(rank, ch, w, seg, sel, gi, base)
+                    for v in range(vectors):
+                        if not resident:
+                            for _, lo, hi in parts:
+                                b.emit_buffer(chan, part, seg, range(lo, hi), v)
+                        for w in row_waves:
+                            off = placement.access_offset(w)
+                            for sel, base in b.selects(w, first_slot):
+                                for gi, lo, hi in parts:
+                                    b.emit_macs(rank, r, off + lo, off + hi, sel)
+                                    b.read(rank, ch, w, seg, sel, gi, base)
                     b.emit("PREA", rank)
     return b.program()
 

@@ -44,6 +44,7 @@ class Stream:
     asic_adds: int = 0  # partial sums the ASIC adds up after it
     outputs: int = 0
     row_offset: int = 0
+    fmt: str = ""  # the operand format its MACs compute in (their energy is that datapath's)
     _rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -66,6 +67,7 @@ class ModelMap:
     max_context: int
     encoder: OpGraph | None = None  # an encoder-decoder's encoder pass (its weights live here too)
     source_len: int = 0  # tokens of cross-attention K/V reserved per decoder layer
+    base_row: int = 0  # rows below this belong to another model sharing the memory (a speculative draft's target)
     geometry: Geometry = field(init=False)  # of the block weights (in the configured weight format)
     kv_geometry: Geometry = field(init=False)  # of the KV cache, embedding tables and LM head
     tables: dict[str, GemvPlacement] = field(init=False)
@@ -79,13 +81,14 @@ class ModelMap:
         self.tensors = self._all_tensors()
         self.low_bit = self._block_weights() if g != self.kv_geometry else set()
         alloc = RowAllocator(g, f"{self.hw.name} ({self.hw.dram.organization.capacity_bytes / 2**30:g} GiB)")
+        alloc.next_row = self.base_row
         meta = self.graph.meta
         self._programs: dict = {}
         self._shifts: dict = {}
         self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
         if self._cross_layers and self.source_len < 1:
             raise PimsimError(f"{self.graph.model}: an encoder-decoder model needs a source length of at least 1")
-        self._need = self._rows_needed(g)
+        self._need = self._rows_needed(g) + self.base_row
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
         self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()}
@@ -159,9 +162,10 @@ class ModelMap:
         cross = (f", cross-attention K/V for {self.source_len:,} source tokens {cross_rows:,} more" if cross_rows
                  else "")
         shorter = "a shorter source or prompt" if cross_rows else "a shorter prompt"
-        return (f"{self.graph.model} does not fit in {self.hw.name}: its {g.fmt} weights{encoder} take "
-                f"{self._need - kv_rows - cross_rows:,} rows of every bank and a KV cache for {self.max_context:,} "
-                f"tokens {kv_rows:,} more{cross}, "
+        other = f" after the {self.base_row:,} rows per bank of the model sharing it" if self.base_row else ""
+        return (f"{self.graph.model} does not fit in {self.hw.name}{other}: its {g.fmt} weights{encoder} take "
+                f"{self._need - kv_rows - cross_rows - self.base_row:,} rows of every bank and a KV cache for "
+                f"{self.max_context:,} tokens {kv_rows:,} more{cross}, "
                 f"{self._need:,} in all ({self._need * row_bytes / 2**30:.2f} GiB with padding); the memory has "
                 f"{g.rows:,} rows per bank ({g.rows * row_bytes / 2**30:.2f} GiB). Use {shorter} or fewer "
                 f"tokens, a narrower --weight-format, or more memory (--set dram.organization.rows=... or channels)")
@@ -180,26 +184,43 @@ class ModelMap:
             got = self._shifts[key] = Stream(
                 proto.key, proto.cmd, proto.node, proto.row, proto.column, proto.to_pim_bytes, proto.from_pim_bytes,
                 proto.asic_adds if asic_adds is None else asic_adds, proto.outputs if outputs is None else outputs,
-                first_row)
+                first_row, proto.fmt)
         return got
 
-    def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None) -> Stream:
-        """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time).
-        The ASIC sends each channel what its global-buffer writes carry, and gets back its RDMAC results."""
+    def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None,
+                     vectors: int = 1) -> Stream:
+        """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time), each
+        time over `vectors` input vectors sharing every opened row (row_partition only). The ASIC sends
+        each channel what its global-buffer writes carry, and gets back its RDMAC results."""
         g = placement.geometry
-        program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, g.lanes_out, groups, rows_active)
+        if vectors > 1:
+            program = STRATEGIES["row_partition"](self.compiled, placement, g.lanes_out, groups, rows_active,
+                                                  vectors, self.hw.pim.buffer_vectors)
+        else:
+            program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, g.lanes_out, groups, rows_active)
         reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
         to_pim = self._count_by_channel(program, "WRGB") * self.hw.dram.organization.access_bytes * repeat
         from_pim = reads * g.units * g.lanes_out * g.acc_bytes * repeat
         arrays = [np.tile(a, repeat) for a in (program.cmd, program.node, program.row, program.column)]
-        return Stream(key, *arrays, to_pim, from_pim, program.asic_adds * repeat, program.outputs * repeat)
+        return Stream(key, *arrays, to_pim, from_pim, program.asic_adds * repeat, program.outputs * repeat,
+                      fmt=g.fmt)
 
-    def gemv(self, tensor: str) -> Stream:
+    def gemv(self, tensor: str, vectors: int = 1) -> Stream:
+        """y = W x, or W times `vectors` input vectors at once (a speculative verify step) as
+        ``mapping.verify`` says: row_reuse (each row opened once for all of them) or vector_major (the
+        one-vector program once per vector), auto choosing row_reuse only where the global buffer holds
+        every vector."""
         t = self.tables[tensor]
-        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt)
+        mode = self.hw.mapping.verify if vectors > 1 else ""
+        if mode == "auto":
+            mode = "row_reuse" if self.hw.pim.buffer_vectors >= vectors else "vector_major"
+        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, vectors, mode)
         if key not in self._programs:
             proto = GemvPlacement(t.geometry, t.rows_out, t.cols_in, 0, t.split, t.pack)
-            self._programs[key] = self._gemv_stream(key, proto)
+            if mode == "row_reuse":
+                self._programs[key] = self._gemv_stream(key, proto, vectors=vectors)
+            else:
+                self._programs[key] = self._gemv_stream(key, proto, repeat=vectors)
         return self._shifted(self._programs[key], t.first_row)
 
     def _kv_of(self, layer: int, cross: bool) -> tuple[KVLayout, tuple]:

@@ -241,5 +241,6 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
                     acc[ch, u, 0] = round_acc(acc[ch, u, 0] + products[0], acc_kind)
                 else:
                     for e in range(elems):
-                        acc[ch, u, e] = round_acc(acc[ch, u, e] + products[e], acc_kind)
+                        # with fewer lanes than weights a column takes passes: lane e % width
+                        acc[ch, u, e % acc_width] = round_acc(acc[ch, u, e % acc_width] + products[e], acc_kind)
     return out_index, out_values, err

@@ -179,3 +179,33 @@ def run_summary(result: dict) -> str:
     lines.append(f"traceable  config_hash {result['config_hash']}, pimsim {result['pimsim_version']}; "
                  f"--json has the resolved config, the model card and every count")
     return "\n".join(lines)
+
+
+def specdec_summary(result: dict) -> str:
+    """The ``pimsim run --spec-dec`` report: tokens per verify step, latency, speed-up and energy against
+    plain decoding of the target on the same hardware."""
+    spec = result["spec_dec"]
+    acc = spec["acceptance"]
+    source = (f"alpha {acc['alpha']} (seed {acc['seed']})" if acc.get("alpha") is not None else
+              f"trace {acc['trace']}" if acc.get("trace") else f"measured ({result['acceptance'].get('file', '')})")
+    where = spec["placement"] + (f", draft on {spec['draft_channels']} channels" if spec.get("draft_channels") else "")
+    ar = result["autoregressive"]
+    lines = [
+        f"spec-dec   target {result['target']}, draft {result['draft']}  on  {result['hw']}; k = {spec['k']}, "
+        f"{spec['policy']} policy, {where}",
+        f"run        prompt {result['prompt_len']} tokens, {result['tokens']} generated in {result['rounds']} rounds "
+        f"({result['verify_steps']} verify steps); acceptance {source}",
+        f"accepted   {result['tokens_per_verify_step']:.2f} tokens per verify step"
+        + (f" (expected {result['expected_tokens_per_verify_step']:.2f})"
+           if "expected_tokens_per_verify_step" in result else ""),
+        f"latency    {_time(result['latency_per_token_s'])} per token;  {result['tokens_per_s']:,.1f} tokens/s  "
+        f"(draft busy {_time(result['time_s']['draft'])}, verify {_time(result['time_s']['verify'])})",
+        f"vs plain   {_time(ar['latency_per_token_s'])} per token autoregressive: speed-up "
+        f"{result['speedup_over_autoregressive']:.3f}x",
+    ]
+    if "energy_per_token_J" in result:
+        ratio = result.get("energy_ratio_over_autoregressive")
+        lines.append(f"energy     {_joules(result['energy_per_token_J'])} per token"
+                     + (f" ({ratio:.3f}x plain decoding's {_joules(ar['energy_per_token_J'])})" if ratio else ""))
+    lines += [f"note       {n}" for n in result["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,311 @@
+"""Speculative decoding on the PIM system (issue 8): a draft model proposes tokens, the target verifies
+them in one pass over k + 1 positions, and the accepted prefix plus the target's own next token is kept.
+
+Each model is a :class:`DecodeSimulation`; a verify step is :meth:`DecodeSimulation.verify_steps`, in
+which every GEMV multiplies all k + 1 input vectors at once (``mapping.verify``) and attention, KV writes
+and ASIC work run per token over its own (causal) context. Rejected tokens' cache entries are
+overwritten later. Placements of the draft:
+
+- ``same``: its weights after the target's on the same channels (one DRAM state: they take turns);
+- ``group``: its own ``draft_channels`` channels, the target on the others (two DRAM states);
+- ``asic``: the ASIC computes it, reading its weights and KV cache over the pins at the memory's peak
+  external bandwidth (a roofline: max of bytes over bandwidth and multiply-adds over the ASIC's lanes).
+
+Policies:
+
+- ``vanilla``: draft k tokens, then verify them; the next round starts from the last kept token;
+- ``pearl`` (Liu et al. 2024, PEARL), on a channel group: in a *draft phase* the drafter makes k tokens
+  while the target already verifies the first one (pre-verify: a rejection ends the phase early, one
+  token kept); in a *verify phase* the target verifies the pending drafts while the drafter makes the
+  next k (post-verify: if all are accepted the next phase is a verify phase on those, otherwise the
+  extra drafts are dropped and a draft phase follows). A phase ends when both models are done; the
+  draft length adapts through the two phases. The ASIC serves both models; its work is a few percent
+  of each step, and contention for it is not modelled (the run reports both models' ASIC busy time).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pimsim.config.models import HardwareConfig
+from pimsim.engine.decode import DecodeSimulation
+from pimsim.errors import PimsimError
+from pimsim.workloads.acceptance import RateAcceptance, TraceAcceptance, expected_tokens_per_step, measure_acceptance
+from pimsim.workloads.cards import ModelCard, load_card
+from pimsim.workloads.opgraph import PARTS
+from pimsim.workloads.specdec import SpecDec
+from pimsim.workloads.tracer import traced_graph
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "decoder_layers")
+
+
+def layer_skipped(card: ModelCard, layers: int) -> ModelCard:
+    """The card's model with only its first `layers` layers (a self-speculative draft)."""
+    config = dict(card.hf.config)
+    key = next((k for k in LAYER_KEYS if k in config), "num_hidden_layers")
+    config[key] = layers
+    return card.model_copy(update={"name": f"{card.name}-first{layers}", "description": f"{card.name}, first {layers} "
+                                   "layers", "hf": card.hf.model_copy(update={"config": config})})
+
+
+def split_channels(hw: HardwareConfig, draft_channels: int) -> tuple[HardwareConfig, HardwareConfig]:
+    """The target's and the draft's share of the memory: the last `draft_channels` channels for the draft."""
+    org = hw.dram.organization
+    if not 1 <= draft_channels < org.channels:
+        raise PimsimError(f"the draft's channel group must leave the target at least one of the {org.channels} "
+                          f"channels, got draft_channels={draft_channels}")
+
+    def part(channels: int, role: str) -> HardwareConfig:
+        dram = hw.dram.model_copy(update={"organization": org.model_copy(update={"channels": channels})})
+        return hw.model_copy(update={"dram": dram, "name": f"{hw.name}[{role}: {channels} ch]"})
+
+    return part(org.channels - draft_channels, "target"), part(draft_channels, "draft")
+
+
+class SpecDecRun:
+    def __init__(self, hw: HardwareConfig, spec: SpecDec, prompt_len: int | None, gen_tokens: int | None,
+                 fidelity: str = "fast"):
+        self.hw, self.spec, self.fidelity = hw, spec, fidelity
+        self.target_card = load_card(spec.target)
+        self.prompt_len = self.target_card.defaults.prompt_len if prompt_len is None else prompt_len
+        self.gen_tokens = self.target_card.defaults.gen_tokens if gen_tokens is None else gen_tokens
+        if self.target_card.defaults.source_len is not None:
+            raise PimsimError(f"{spec.target}: speculative decoding covers decoder-only targets so far")
+        self.measured = None
+        if spec.acceptance.measure is not None:
+            self.draft_card = layer_skipped(self.target_card, spec.acceptance.measure.draft_layers)
+        else:
+            self.draft_card = load_card(spec.draft)
+        self.acceptance = self._acceptance()
+        k, reserve = spec.k, self.gen_tokens + spec.k  # a verify step writes up to k tokens past the end
+        target_graph, draft_graph = traced_graph(self.target_card), traced_graph(self.draft_card)
+        for card, graph in ((self.target_card, target_graph), (self.draft_card, draft_graph)):
+            if self.prompt_len + reserve > graph.meta["context"]:
+                raise PimsimError(f"{card.name}: a prompt of {self.prompt_len}, {self.gen_tokens} tokens and {k} "
+                                  f"drafts beyond them need {self.prompt_len + reserve} positions, more than its "
+                                  f"context of {graph.meta['context']}")
+        if target_graph.meta.get("vocab") != draft_graph.meta.get("vocab"):
+            self.notes = [f"the draft's vocabulary ({draft_graph.meta.get('vocab')}) differs from the target's "
+                          f"({target_graph.meta.get('vocab')}); timing is simulated as given"]
+        else:
+            self.notes = []
+        hw_target = hw_draft = hw
+        if spec.placement == "group":
+            hw_target, hw_draft = split_channels(hw, spec.draft_channels)
+        self.target = DecodeSimulation(hw_target, target_graph, self.prompt_len, reserve, "serial", fidelity)
+        self.draft = None
+        if spec.placement != "asic":
+            share = self.target if spec.placement == "same" else None
+            self.draft = DecodeSimulation(hw_draft, draft_graph, self.prompt_len, reserve, "serial", fidelity,
+                                          share=share)
+        self.draft_graph = draft_graph
+        self.breakdown = {"target": dict.fromkeys(PARTS, 0), "draft": dict.fromkeys(PARTS, 0)}
+        self.asic_draft = {"ps": 0, "reads": 0, "macs": 0}
+
+    def _acceptance(self):
+        a, k = self.spec.acceptance, self.spec.k
+        if a.alpha is not None:
+            return RateAcceptance(a.alpha, a.seed)
+        if a.trace is not None:
+            trace = TraceAcceptance.from_file(a.trace)
+            trace.check(k)
+            return trace
+        from pimsim.cosim.run import find_smollm2
+
+        weights = a.measure.weights or find_smollm2()
+        self.measured = measure_acceptance(weights, k, a.measure.draft_layers, a.measure.tokens, a.measure.prompt)
+        return TraceAcceptance(self.measured["accepted"], f"measured ({self.measured['weights']})")
+
+    # ---- one model's steps --------------------------------------------------------------------
+    def _draft_step(self, position: int, t: int) -> int:
+        if self.draft is not None:
+            return self.draft.advance(self.draft.verify_steps(position, 1), t, self.breakdown["draft"])
+        ps, reads, macs = self._asic_step(position + 1)
+        self.asic_draft["ps"] += ps
+        self.asic_draft["reads"] += reads
+        self.asic_draft["macs"] += macs
+        self.breakdown["draft"]["asic"] += ps
+        return t + ps
+
+    def _asic_step(self, context: int) -> tuple[int, int, int]:
+        """The draft's decode step on the ASIC: its weights and KV cache read over the pins (in the KV
+        format) at the memory's peak bandwidth, or its multiply-adds on the ASIC's lanes, whichever is
+        longer (a roofline, not a command-level simulation)."""
+        g, hw = self.draft_graph, self.hw
+        elements = g.gemv_elements() + g.kv_elements(context)
+        nbytes = elements * {"bf16": 2, "fp16": 2, "int8": 1}[hw.pim.cache_format]
+        memory_s = nbytes / hw.dram.peak_bandwidth_Bps
+        compute_s = elements / (hw.asic.lanes * hw.asic.freq_MHz * 1e6)
+        reads = -(-nbytes // hw.dram.organization.access_bytes)
+        return round(max(memory_s, compute_s) * 1e12), reads, elements
+
+    def _verify(self, position: int, tokens: int, t: int) -> int:
+        return self.target.advance(self.target.verify_steps(position, tokens), t, self.breakdown["target"])
+
+    # ---- policies -----------------------------------------------------------------------------
+    def run(self) -> dict:
+        steps = self._vanilla() if self.spec.policy == "vanilla" else self._pearl()
+        return self._result(steps)
+
+    def _vanilla(self) -> list[dict]:
+        """Draft k, verify k + 1 positions, keep the accepted prefix and the target's token."""
+        p, made, t, rounds = self.prompt_len, 0, 0, []
+        while made < self.gen_tokens:
+            k = min(self.spec.k, self.gen_tokens - made - 1)  # no drafts past the last token wanted
+            start = t
+            for i in range(k):
+                t = self._draft_step(p + i, t)
+            drafted = t
+            t = self._verify(p, k + 1, t)
+            accepted = self.acceptance.accepted(k)
+            kept = min(accepted + 1, self.gen_tokens - made)
+            rounds.append({"drafts": k, "accepted": accepted, "kept": kept, "start_ps": start,
+                           "draft_ps": drafted - start, "verify_ps": t - drafted})
+            p, made = p + kept, made + kept
+        self.total_ps = t
+        return rounds
+
+    def _pearl(self) -> list[dict]:
+        """Draft and verify phases on two channel groups at once (see the module docstring)."""
+        k = self.spec.k
+        if k < 1:
+            raise PimsimError("pearl needs k >= 1")
+        p, made, t, rounds = self.prompt_len, 0, 0, []
+        pending = 0  # drafts made during the last verify phase, all still valid
+        while made < self.gen_tokens:
+            start = t
+            if pending == 0:  # draft phase: k drafts, the first pre-verified by one target step
+                verify_end = self._verify(p, 1, t)
+                first_ok = self.acceptance.accepted(1) == 1
+                d = t
+                drafts = 0
+                for i in range(k):
+                    if not first_ok and d >= verify_end:
+                        break  # the rejection is known: the drafter starts again from the target's token
+                    d = self._draft_step(p + i, d)
+                    drafts += 1
+                t = max(verify_end, d)
+                if not first_ok:
+                    kept, pending = 1, 0
+                else:
+                    kept, pending = 1, drafts - 1  # the first draft is kept; the rest wait for a verify phase
+                rounds.append({"phase": "draft", "drafts": drafts, "accepted": int(first_ok), "kept": kept,
+                               "start_ps": start, "draft_ps": d - start, "verify_ps": verify_end - start})
+            else:  # verify phase: the target checks the pending drafts while the drafter makes k more
+                n = min(pending, self.gen_tokens - made)
+                verify_end = self._verify(p, n + 1, t)
+                d = t
+                for i in range(k):
+                    d = self._draft_step(p + n + i, d)
+                t = max(verify_end, d)
+                accepted = self.acceptance.accepted(n)
+                if accepted == n:
+                    kept, pending = n, k  # all accepted: the drafter's next k drafts stand
+                else:
+                    kept, pending = accepted + 1, 0
+                rounds.append({"phase": "verify", "drafts": n, "accepted": accepted, "kept": kept, "start_ps": start,
+                               "draft_ps": d - start, "verify_ps": verify_end - start})
+            kept = min(kept, self.gen_tokens - made)
+            rounds[-1]["kept"] = kept
+            p, made = p + kept, made + kept
+        self.total_ps = t
+        return rounds
+
+    # ---- the result ---------------------------------------------------------------------------
+    def _result(self, rounds: list[dict]) -> dict:
+        from pimsim.runs import run_model
+
+        spec, tokens = self.spec, self.gen_tokens
+        total_s = self.total_ps * 1e-12
+        verifies = [r for r in rounds if r.get("phase", "verify") == "verify"]
+        tokens_per_verify = float(np.mean([r["kept"] for r in verifies])) if verifies else 0.0
+        baseline = run_model(self.hw, self.target_card, self.prompt_len, tokens, "serial", self.fidelity,
+                             weight_format=self.target.hw.pim.weight_format)
+        out = {
+            "spec_dec": spec.model_dump(mode="json"),
+            "target": self.target_card.name, "draft": self.draft_card.name, "hw": self.hw.name,
+            "prompt_len": self.prompt_len, "tokens": tokens, "fidelity": self.fidelity,
+            "rounds": len(rounds), "verify_steps": len(verifies),
+            "drafts": [r["drafts"] for r in rounds], "accepted": [r["accepted"] for r in rounds],
+            "kept": [r["kept"] for r in rounds],
+            "tokens_per_verify_step": tokens_per_verify,
+            "latency_per_token_s": total_s / tokens, "tokens_per_s": tokens / total_s, "total_time_s": total_s,
+            "time_s": {"draft": sum(self.breakdown["draft"].values()) * 1e-12,
+                       "verify": sum(self.breakdown["target"].values()) * 1e-12},
+            "autoregressive": {"latency_per_token_s": baseline["latency_per_token_s"],
+                               "energy_per_token_J": baseline.get("energy_per_token_J"),
+                               "config_hash": baseline["config_hash"]},
+            "speedup_over_autoregressive": baseline["latency_per_token_s"] / (total_s / tokens),
+            "acceptance": self.acceptance.describe() if hasattr(self.acceptance, "describe") else {},
+            "notes": self.notes + [
+                "a verify step multiplies the k + 1 tokens' vectors in each GEMV at once (mapping.verify: "
+                f"{self.hw.mapping.verify}, pim.buffer_vectors = {self.hw.pim.buffer_vectors}); attention, KV "
+                "writes and ASIC work run per token", "the serial schedule within each model"],
+        }
+        if spec.acceptance.alpha is not None:
+            out["expected_tokens_per_verify_step"] = expected_tokens_per_step(spec.acceptance.alpha, spec.k)
+        if self.measured is not None:
+            out["measured_acceptance"] = self.measured
+        if spec.placement == "asic":
+            out["asic_draft"] = {**self.asic_draft, "method": "roofline: the draft's weights and KV cache over the "
+                                 "pins at peak bandwidth, or its multiply-adds on the ASIC lanes"}
+        if self.hw.energy is not None:
+            out.update(self._energy(total_s, tokens, baseline))
+        return out
+
+    def _energy(self, total_s: float, tokens: int, baseline: dict) -> dict:
+        from pimsim.energy.model import Actions, energy_J, pin_bytes
+
+        def of(sim: DecodeSimulation, leakage: bool) -> dict:
+            summary = sim.timing.counts()
+            counts = summary["commands"]
+            actions = Actions(commands=counts, total_s=total_s, busy_s=[b * 1e-12 for b in sim.timing.busy_ps],
+                              macs_by_format=summary["macs_by_format"],
+                              pin_bytes=pin_bytes(sim.compiled, counts), link_bytes=sim.work[0],
+                              lane_ops=sim.work[1], sram_bytes=sim.work[2])
+            e = energy_J(sim.compiled, actions)
+            if not leakage:  # one ASIC serves both models: its static power once
+                e["total_J"] -= e["breakdown_J"]["asic_leakage"]
+                e["breakdown_J"]["asic_leakage"] = 0.0
+            return e
+
+        target = of(self.target, True)
+        parts = {"target": target}
+        if self.spec.placement == "group":
+            parts["draft"] = of(self.draft, False)
+        elif self.spec.placement == "same":  # one DRAM state: the target's counts hold both; add the draft's work
+            w = self.draft.work
+            target_work = self.target.work
+            merged = [a + b for a, b in zip(target_work, w)]
+            self.target.work = merged
+            parts["target"] = target = of(self.target, True)
+            self.target.work = target_work
+        else:
+            parts["draft"] = self._asic_draft_energy()
+        total = sum(p["total_J"] for p in parts.values())
+        out = {"energy_per_token_J": total / tokens, "energy_total_J": total,
+               "energy_by_model_J": {k: v["total_J"] for k, v in parts.items()}}
+        if baseline.get("energy_per_token_J"):
+            out["energy_ratio_over_autoregressive"] = (total / tokens) / baseline["energy_per_token_J"]
+        return out
+
+    def _asic_draft_energy(self) -> dict:
+        """The ASIC draft's reads (RD commands, streaming whole rows) and multiply-adds, at the config's costs."""
+        from pimsim.dram.compile import compile_standard
+        from pimsim.energy.model import Actions, energy_J
+
+        org = self.hw.dram.organization
+        reads = self.asic_draft["reads"]
+        rows = math.ceil(reads / org.accesses_per_row)
+        commands = {"RD": reads, "ACT": rows, "PRE": rows}
+        actions = Actions(commands=commands, total_s=0.0, busy_s=[0.0] * org.channels,
+                          pin_bytes=reads * org.access_bytes, link_bytes=reads * org.access_bytes,
+                          lane_ops=self.asic_draft["macs"], sram_bytes=0)
+        return energy_J(compile_standard(self.hw), actions)
+
+
+def run_specdec(hw: HardwareConfig, spec: SpecDec, prompt_len: int | None = None, gen_tokens: int | None = None,
+                fidelity: str = "fast") -> dict:
+    return SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity).run()

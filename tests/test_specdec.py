@@ -1,0 +1,167 @@
+"""Speculative decoding on PIM: k = 0 is plain decoding, accepted counts follow the acceptance model,
+verify steps batch their GEMVs, the policies and placements behave, and bad specs are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_GPT2, write_card
+
+from pimsim.cli import main
+from pimsim.config import load_hardware
+from pimsim.engine.decode import DecodeSimulation
+from pimsim.engine.specdec import SpecDecRun, layer_skipped, run_specdec, split_channels
+from pimsim.errors import ConfigError, PimsimError
+from pimsim.runs import run_model
+from pimsim.workloads.acceptance import RateAcceptance, expected_tokens_per_step
+from pimsim.workloads.cards import load_card
+from pimsim.workloads.opgraph import PARTS
+from pimsim.workloads.specdec import load_spec, parse_spec
+from pimsim.workloads.tracer import traced_graph
+
+AIM = "gddr6-aim.yaml"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A tiny target (2 layers) and draft (1 layer) with a long context, as card paths."""
+    folder = tmp_path_factory.mktemp("cards")
+    big = dict(TINY_GPT2, n_positions=1024)
+    target = write_card(folder, "tiny-target", "gpt2", big, context=1024)
+    draft = write_card(folder, "tiny-draft", "gpt2", dict(big, n_layer=1), context=1024)
+    return str(target), str(draft)
+
+
+def spec(pair, **extra) -> str:
+    target, draft = pair
+    return ",".join([f"target={target}", f"draft={draft}", *(f"{k}={v}" for k, v in extra.items())])
+
+
+@pytest.mark.parametrize("fidelity", ["fast", "cycle"])
+def test_k_zero_is_plain_decoding_to_the_picosecond(pair, fidelity):
+    r = run_specdec(load_hardware(AIM), parse_spec(spec(pair, k=0, alpha=0.5)), 8, 6, fidelity)
+    plain = run_model(AIM, pair[0], 8, 6, fidelity=fidelity)
+    assert r["total_time_s"] == plain["total_time_s"] and r["speedup_over_autoregressive"] == 1.0
+    assert r["kept"] == [1] * 6 and r["time_s"]["draft"] == 0
+
+
+def test_accepted_counts_follow_the_seeded_acceptance_model_exactly(pair):
+    r = run_specdec(load_hardware(AIM), parse_spec(spec(pair, k=3, alpha=0.7, seed=11)), 8, 40)
+    model = RateAcceptance(0.7, 11)
+    rounds = SpecDecRun(load_hardware(AIM), parse_spec(spec(pair, k=3, alpha=0.7, seed=11)), 8, 40)
+    drafts = [r2["drafts"] for r2 in rounds._vanilla()]
+    assert r["accepted"] == [model.accepted(k) for k in drafts]
+    assert sum(r["kept"]) == 40 and all(k == a + 1 for k, a in zip(r["kept"][:-1], r["accepted"][:-1]))
+
+
+def test_mean_tokens_per_verify_step_approaches_the_closed_form(pair):
+    alpha, k = 0.75, 3
+    r = run_specdec(load_hardware(AIM), parse_spec(spec(pair, k=k, alpha=alpha, seed=2)), 0, 900)
+    full = [kept for kept, drafts in zip(r["kept"], r["drafts"]) if drafts == k]  # not the capped last rounds
+    want = expected_tokens_per_step(alpha, k)
+    # ~300 verify steps, each with a standard deviation under 1.2 tokens: within 3 sigma of the mean
+    assert np.mean(full) == pytest.approx(want, abs=3 * 1.2 / np.sqrt(len(full)))
+    assert r["expected_tokens_per_verify_step"] == pytest.approx(want)
+
+
+def test_a_verify_step_batches_its_gemvs_and_a_wider_buffer_makes_it_cheaper():
+    graph = traced_graph(load_card("gpt2"))
+    cost = {}
+    for vectors in (1, 8):
+        sim = DecodeSimulation(load_hardware(AIM, [f"pim.buffer_vectors={vectors}"]), graph, 16, 8)
+        one = sim.advance(sim.verify_steps(16, 1), 0, dict.fromkeys(PARTS, 0))
+        five = sim.advance(sim.verify_steps(16, 5), 0, dict.fromkeys(PARTS, 0))
+        cost[vectors] = five / one
+    # a one-vector buffer: the whole GEMV again per token (vector-major), about 5x; eight vectors held at
+    # once: each row opened once for all five, clearly less
+    assert 4.8 < cost[1] < 5.1 and cost[8] < 0.8 * cost[1]
+
+
+def test_same_placement_shares_the_memory_and_places_the_draft_after_the_target():
+    graph = traced_graph(load_card("gpt2"))
+    hw = load_hardware(AIM)
+    target = DecodeSimulation(hw, graph, 8, 4)
+    draft = DecodeSimulation(hw, traced_graph(load_card("gpt2")), 8, 4, share=target)
+    assert draft.timing is target.timing and draft.map.base_row == target.map.rows_used
+    assert min(t.first_row for t in draft.map.tables.values()) >= target.map.rows_used
+
+
+def test_group_placement_splits_the_channels():
+    t, d = split_channels(load_hardware(AIM), 2)
+    assert (t.dram.organization.channels, d.dram.organization.channels) == (6, 2)
+    with pytest.raises(PimsimError, match="leave the target at least one"):
+        split_channels(load_hardware(AIM), 8)
+
+
+def test_pearl_overlaps_drafting_and_verifying(pair):
+    hw = load_hardware(AIM)
+    vanilla = run_specdec(hw, parse_spec(spec(pair, k=4, alpha=0.9, placement="group", draft_channels=2)), 8, 30)
+    pearl = run_specdec(hw, parse_spec(spec(pair, k=4, alpha=0.9, placement="group", draft_channels=2,
+                                            policy="pearl")), 8, 30)
+    assert sum(pearl["kept"]) == 30 and pearl["total_time_s"] < vanilla["total_time_s"]
+    # busy time of the two models together exceeds the wall time only when they overlap
+    assert pearl["time_s"]["draft"] + pearl["time_s"]["verify"] > pearl["total_time_s"]
+    assert vanilla["time_s"]["draft"] + vanilla["time_s"]["verify"] == pytest.approx(vanilla["total_time_s"])
+
+
+def test_asic_placement_is_a_labelled_roofline(pair):
+    r = run_specdec(load_hardware(AIM), parse_spec(spec(pair, k=2, alpha=0.8, placement="asic")), 8, 6)
+    assert r["asic_draft"]["reads"] > 0 and "roofline" in r["asic_draft"]["method"]
+    assert r["energy_by_model_J"]["draft"] > 0
+
+
+def test_spec_dec_energy_counts_both_models(pair):
+    hw = load_hardware(AIM)
+    r = run_specdec(hw, parse_spec(spec(pair, k=3, alpha=0.8)), 8, 12)
+    assert r["energy_per_token_J"] > 0 and r["energy_ratio_over_autoregressive"] > 0
+    g = run_specdec(hw, parse_spec(spec(pair, k=3, alpha=0.8, placement="group", draft_channels=4)), 8, 12)
+    assert set(g["energy_by_model_J"]) == {"target", "draft"}
+
+
+def test_bad_specs_list_their_problems(pair):
+    with pytest.raises(ConfigError) as err:
+        parse_spec("target=gpt2,k=4,policy=pearl,alfa=1")
+    assert "alfa: unknown" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_spec("target=gpt2,k=4,policy=pearl")
+    text = str(err.value)
+    for bit in ("exactly one of alpha", "draft", "needs placement group", "needs alpha"):
+        assert bit in text
+    with pytest.raises(ConfigError, match="acceptance.alpha"):
+        parse_spec(spec(pair, alpha=1.5))
+    with pytest.raises(PimsimError, match="more than its context"):
+        run_specdec(load_hardware(AIM), parse_spec("target=gpt2,draft=gpt2,k=8,alpha=0.5"), 1010, 10)
+
+
+def test_bundled_spec_dec_cards_load():
+    assert load_spec("gpt2-xl-spec-gpt2").draft == "gpt2"
+    pearl = load_spec("gpt2-large-pearl-gpt2")
+    assert (pearl.policy, pearl.placement, pearl.draft_channels) == ("pearl", "group", 2)
+    assert load_spec("smollm2-self-spec").acceptance.measure.draft_layers == 20
+
+
+def test_layer_skipped_draft_keeps_the_first_layers():
+    card = layer_skipped(load_card("smollm2-135m"), 20)
+    assert card.hf.config["num_hidden_layers"] == 20 and card.name == "smollm2-135m-first20"
+    assert layer_skipped(load_card("gpt2"), 3).hf.config["n_layer"] == 3
+
+
+def test_trace_acceptance_replays_recorded_counts(pair, tmp_path):
+    path = tmp_path / "acc.txt"
+    path.write_text("2\n0\n1\n")
+    r = run_specdec(load_hardware(AIM), parse_spec(spec(pair, k=2, trace=str(path))), 8, 8)
+    assert r["accepted"][:3] == [2, 0, 1] and r["acceptance"]["kind"] == "trace"
+
+
+def test_spec_dec_through_the_cli(pair, capsys):
+    rc = main(["run", "--hw", AIM, "--spec-dec", spec(pair, k=2, alpha=0.8), "--gen-tokens", "6", "--json", "-"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["tokens"] == 6 and "config" in out and "speedup_over_autoregressive" in out
+    rc = main(["run", "--hw", AIM, "--spec-dec", spec(pair, k=2, alpha=0.8), "--gen-tokens", "6"])
+    assert rc == 0 and "speed-up" in capsys.readouterr().out
+    rc = main(["run", "--hw", AIM, "--spec-dec", spec(pair, k=2, alpha=0.8), "--functional"])
+    assert rc == 2 and "do not take --functional" in capsys.readouterr().err
+    rc = main(["run", "--hw", AIM])
+    assert rc == 2 and "needs --model" in capsys.readouterr().err
