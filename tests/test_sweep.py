@@ -74,6 +74,22 @@ def test_weight_format_is_a_sweep_axis_of_run_options(tmp_path):
     assert rows["ternary"]["latency_per_token_s"] == direct["latency_per_token_s"]
 
 
+def test_speculative_decoding_is_swept_over_alpha_and_k(tmp_path):
+    from pimsim.config import load_hardware
+    from pimsim.engine.specdec import run_specdec
+    from pimsim.workloads.specdec import parse_spec
+
+    run = {"prompt_len": 8, "gen_tokens": 6, "spec_dec": "draft=gpt2,k=2,alpha=0.5"}
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run=run,
+                  grid={"spec_dec.alpha": [0.5, 0.95], "spec_dec.k": [1, 3]})
+    result = run_sweep(sweep, tmp_path, jobs=1, progress=False)
+    rows = {(r["set:spec_dec.alpha"], r["set:spec_dec.k"]): r for r in read_rows(tmp_path / "points.jsonl")}
+    assert result["failed"] == 0 and len(rows) == 4
+    direct = run_specdec(load_hardware("gddr6-aim.yaml"), parse_spec("target=gpt2,draft=gpt2,k=3,alpha=0.95"), 8, 6)
+    assert rows[(0.95, 3)]["speedup_over_autoregressive"] == direct["speedup_over_autoregressive"]
+    assert rows[(0.5, 1)]["expected_tokens_per_verify_step"] == pytest.approx(1.5)
+
+
 def test_sweep_cli_exit_status_counts_failures(tmp_path, capsys):
     rc = main(["sweep", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--grid", "asic.lanes=0,64",
                "--gen-tokens", "1", "--prompt-len", "4", "--out", str(tmp_path), "--quiet"])

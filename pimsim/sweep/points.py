@@ -10,8 +10,10 @@ A sweep file (YAML):
     random: {count: 4, seed: 0, axes: {asic.link.latency_ns: [1, 20]}} # uniform in [low, high]
     constraints: ["asic.freq_MHz >= 100 or dram.organization.channels <= 8"]
 
-Every point is one model with one set of config overrides (``--set`` values); ``weight_format`` is the
-one axis (or run key) that is a run option instead (``pimsim run --weight-format``). Its id hashes the model,
+Every point is one model with one set of config overrides (``--set`` values); ``weight_format`` is an
+axis (or run key) that is a run option instead (``pimsim run --weight-format``). With ``run: {spec_dec:
+"draft=gpt2,k=4,alpha=0.8"}`` every point is a speculative-decoding run whose target is the point's
+model; axes ``spec_dec.alpha``, ``spec_dec.k``, ... vary its settings. Its id hashes the model,
 the overrides, the run options and the base config file, so a re-run recognises finished points.
 """
 
@@ -35,9 +37,10 @@ from pimsim.resources import resolve
 ALIASES = {"dram.channels": "dram.organization.channels", "dram.rows": "dram.organization.rows",
            "channels": "dram.organization.channels"}
 MAX_POINTS = 100_000  # a sweep's points are listed up front; far beyond this, listing alone would exhaust memory
-RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format"}
+RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format", "spec_dec"}
 # grid keys that are run options, not hardware settings (``--grid weight_format=bf16,ternary``)
 RUN_AXES = {"weight_format"}
+SPEC_DEC_AXIS = "spec_dec."  # grid keys spec_dec.alpha, spec_dec.k, ... vary a run's --spec-dec settings
 FILE_KEYS = {"hw", "models", "run", "grid", "zip", "random", "constraints"}
 
 
