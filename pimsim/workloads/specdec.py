@@ -95,13 +95,16 @@ def parse_spec(text: str) -> SpecDec:
     if "=" not in text:
         return load_spec(text)
     raw: dict = {"acceptance": {}}
-    problems = []
+    problems, seen = [], set()
     for item in text.split(","):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             problems.append(Problem(item or "(empty)", "expected key=value"))
             continue
+        if key in seen:
+            problems.append(Problem(key, "given twice"))
+        seen.add(key)
         try:
             if key in _FIELDS:
                 raw[key] = _FIELDS[key](value)
