@@ -236,3 +236,28 @@ def test_repeated_keys_and_impossible_layer_skips_are_refused():
         parse_spec("target=gpt2,draft=gpt2,k=2,k=3,alpha=0.5")
     with pytest.raises(PimsimError, match="keeps 1 .. 11 of its 12 layers, not 12"):
         layer_skipped(load_card("gpt2"), 12)
+
+
+@pytest.mark.parametrize("name", ["gddr6-aim.yaml", "hbm-pim.yaml"])
+def test_a_multi_vector_gemv_opens_each_row_once_and_is_protocol_clean(name):
+    from pimsim.dram.checker import check, issued_from_record
+    from pimsim.dram.compile import compile_standard
+    from pimsim.dram.kernel import run_commands
+    from pimsim.mapper.gemv import gemv_program
+    from pimsim.mapper.placement import Geometry, place_gemv
+
+    c = compile_standard(load_hardware(name))
+    g = Geometry.of(c.hw)
+    p = place_gemv(g, 700, 1500)
+    one = gemv_program(c, p, g.lanes_out)
+    count = lambda prog, n: int((prog.cmd == c.command_names.index(n)).sum())  # noqa: E731
+    for vectors, buffers in ((3, 1), (3, 4)):
+        prog = gemv_program(c, p, g.lanes_out, vectors=vectors, buffer_vectors=buffers)
+        assert count(prog, "ACTAB") == count(one, "ACTAB")
+        assert count(prog, "MACAB") == vectors * count(one, "MACAB")
+        assert count(prog, "RDMAC") == vectors * count(one, "RDMAC") and prog.outputs == vectors * one.outputs
+        if buffers >= vectors:  # every vector's block written once per block, not per row
+            assert count(prog, "WRGB") == vectors * count(one, "WRGB")
+        _, _, rec, err = run_commands(c.spec, prog.cmd, prog.node, prog.row, prog.column,
+                                      np.zeros(len(prog), np.int64), record=True)
+        assert err[0] == 0 and check(c, issued_from_record(c, rec)) == []

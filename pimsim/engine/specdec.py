@@ -142,7 +142,8 @@ class SpecDecRun:
     def _asic_step(self, context: int) -> tuple[int, int, int]:
         """The draft's decode step on the ASIC: its weights and KV cache read over the pins (in the KV
         format) at the memory's peak bandwidth, or its multiply-adds on the ASIC's lanes, whichever is
-        longer (a roofline, not a command-level simulation)."""
+        longer (a roofline, not a command-level simulation: the draft's vector ops, KV writes and buffer
+        traffic are left out, and the memory counts as precharged standby meanwhile)."""
         g, hw = self.draft_graph, self.hw
         elements = g.gemv_elements() + g.kv_elements(context)
         nbytes = elements * {"bf16": 2, "fp16": 2, "int8": 1}[hw.pim.cache_format]

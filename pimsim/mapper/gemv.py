@@ -155,7 +155,8 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     reusing each activated row: the row opens once and every vector's MACs and RDMAC run on it. A global
     buffer that holds ``buffer_vectors`` >= ``vectors`` inputs side by side (a wider buffer) gets each
     vector's block once; a one-vector buffer gets the next vector's block written in while the row
-    stays open.
+    stays open. Timing only for several vectors: the commands name no vector (a real device would need a
+    buffer-select field), so the functional bank model cannot run such a program.
     """
     b = _Builder(compiled, placement, lanes_out, groups, rows_active, vectors)
     g = b.g
