@@ -17,10 +17,12 @@ Policies:
 - ``pearl`` (Liu et al. 2024, PEARL), on a channel group: in a *draft phase* the drafter makes k tokens
   while the target already verifies the first one (pre-verify: a rejection ends the phase early, one
   token kept); in a *verify phase* the target verifies the pending drafts while the drafter makes the
-  next k (post-verify: if all are accepted the next phase is a verify phase on those, otherwise the
-  extra drafts are dropped and a draft phase follows). A phase ends when both models are done; the
-  draft length adapts through the two phases. The ASIC serves both models; its work is a few percent
-  of each step, and contention for it is not modelled (the run reports both models' ASIC busy time).
+  next k (post-verify: if all are accepted, the target's own next token is checked against the first
+  new draft and, if they agree, the other new drafts are the next verify phase's; otherwise they are
+  dropped, the drafter stops once the rejection is known, and a draft phase follows). A phase ends when
+  both models are done; how many drafts a target pass checks varies with the phases (k is the drafter's
+  step count per phase, not a fixed verify width). The ASIC serves both models; its work is a few
+  percent of each step, and contention for it is not modelled.
 """
 
 from __future__ import annotations
