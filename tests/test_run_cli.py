@@ -120,3 +120,14 @@ def test_functional_flags_are_checked_before_simulating(capsys):
     rc, _, err = run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--functional",
                      "--weights", "/nonexistent.gguf", "--quiet")
     assert rc == 2 and "no such file" in err
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    import subprocess
+    import sys
+
+    # `true` exits without reading, so pimsim always writes into a closed pipe
+    done = subprocess.run(f"{sys.executable} -m pimsim run --hw gddr6-aim.yaml --model gpt2 --gen-tokens 1 --quiet "
+                          f"| true; exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
