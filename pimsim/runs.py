@@ -152,13 +152,15 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
         **({"protocol_check": enc.counts["protocol_check"]} if "protocol_check" in enc.counts else {}),
     }
     if sim.hw.energy is not None:
-        e = _energy_of(sim, enc.counts, time_s, enc.channel_busy_ps, enc.work)
+        e = energy_of(sim, enc.counts, time_s, enc.channel_busy_ps, enc.work)
         out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
                     "average_power_W": e["average_power_W"]})
     return out
 
 
-def _energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
+def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
+    """Energy of what `sim` did: its timing's counts (commands, MACs by datapath), per-channel busy
+    time and work (link bytes, ASIC lane steps, buffer bytes) over `total_s`."""
     from pimsim.energy.model import Actions, energy_J, pin_bytes
 
     commands = counts["commands"]
@@ -170,7 +172,7 @@ def _energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, wor
 
 
 def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:
-    e = _energy_of(sim, result.counts, total_s, result.channel_busy_ps, result.work)
+    e = energy_of(sim, result.counts, total_s, result.channel_busy_ps, result.work)
     return {"energy_per_token_J": e["total_J"] / tokens, "energy_total_J": e["total_J"],
             "energy_breakdown_J": e["breakdown_J"], "energy_per_token_per_param_J": e["total_J"] / tokens / params,
             "average_power_W": e["average_power_W"], "energy": e}

@@ -195,16 +195,10 @@ class DecodeSimulation:
         """The serial schedule without instruction objects: each step starts when the one before ends
         (what :func:`run_program` does with ``serial``; a test holds the two together)."""
         context = position + 1
-        ops, timing = self.graph.ops, self.timing
+        ops = self.graph.ops
         shared: dict = {}
         for index, _, _ in self._template():
-            op = ops[index]
-            for _, part, ps, stream, work in self._op_steps(index, op, position, context, shared):
-                end = timing.run(stream, t) if stream is not None else t + ps
-                breakdown[part] += end - t
-                t = end
-                if work is not NO_WORK:
-                    self._add_work(work)
+            t = self.advance(self._op_steps(index, ops[index], position, context, shared), t, breakdown)
         return t
 
     def verify_steps(self, position: int, tokens: int) -> list[tuple]:

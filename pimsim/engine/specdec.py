@@ -276,7 +276,7 @@ class SpecDecRun:
                                "energy_per_token_J": baseline.get("energy_per_token_J"),
                                "config_hash": baseline["config_hash"]},
             "speedup_over_autoregressive": baseline["latency_per_token_s"] / (total_s / tokens),
-            "acceptance": self.acceptance.describe() if hasattr(self.acceptance, "describe") else {},
+            "acceptance": self.acceptance.describe(),
             "notes": self.notes + [
                 "a verify step multiplies the k + 1 tokens' vectors in each GEMV at once (mapping.verify: "
                 f"{self.hw.mapping.verify}, pim.buffer_vectors = {self.hw.pim.buffer_vectors}); attention, KV "
@@ -294,34 +294,22 @@ class SpecDecRun:
         return out
 
     def _energy(self, total_s: float, tokens: int, baseline: dict) -> dict:
-        from pimsim.energy.model import Actions, energy_J, pin_bytes
+        from pimsim.runs import energy_of
 
-        def of(sim: DecodeSimulation, leakage: bool) -> dict:
-            summary = sim.timing.counts()
-            counts = summary["commands"]
-            actions = Actions(commands=counts, total_s=total_s, busy_s=[b * 1e-12 for b in sim.timing.busy_ps],
-                              macs_by_format=summary["macs_by_format"],
-                              pin_bytes=pin_bytes(sim.compiled, counts), link_bytes=sim.work[0],
-                              lane_ops=sim.work[1], sram_bytes=sim.work[2])
-            e = energy_J(sim.compiled, actions)
+        def of(sim: DecodeSimulation, work, leakage: bool = True) -> dict:
+            e = energy_of(sim, sim.timing.counts(), total_s, sim.timing.busy_ps, work)
             if not leakage:  # one ASIC serves both models: its static power once
                 e["total_J"] -= e["breakdown_J"]["asic_leakage"]
                 e["breakdown_J"]["asic_leakage"] = 0.0
             return e
 
-        target = of(self.target, True)
-        parts = {"target": target}  # with placement same: both models (one memory, one set of counts)
-        if self.spec.placement == "group":
-            parts["draft"] = of(self.draft, False)
-        elif self.spec.placement == "same":  # one DRAM state: the target's counts hold both; add the draft's work
-            w = self.draft.work
-            target_work = self.target.work
-            merged = [a + b for a, b in zip(target_work, w)]
-            self.target.work = merged
-            parts = {"target and draft (one memory)": of(self.target, True)}
-            self.target.work = target_work
+        if self.spec.placement == "same":  # one DRAM state holds both models' counts; add the draft's work
+            both = [a + b for a, b in zip(self.target.work, self.draft.work)]
+            parts = {"target and draft (one memory)": of(self.target, both)}
+        elif self.spec.placement == "group":
+            parts = {"target": of(self.target, self.target.work), "draft": of(self.draft, self.draft.work, False)}
         else:
-            parts["draft"] = self._asic_draft_energy()
+            parts = {"target": of(self.target, self.target.work), "draft": self._asic_draft_energy()}
         total = sum(p["total_J"] for p in parts.values())
         out = {"energy_per_token_J": total / tokens, "energy_total_J": total,
                "energy_by_model_J": {k: v["total_J"] for k, v in parts.items()}}
@@ -331,7 +319,6 @@ class SpecDecRun:
 
     def _asic_draft_energy(self) -> dict:
         """The ASIC draft's reads (RD commands, streaming whole rows) and multiply-adds, at the config's costs."""
-        from pimsim.dram.compile import compile_standard
         from pimsim.energy.model import Actions, energy_J
 
         org = self.hw.dram.organization
@@ -341,7 +328,7 @@ class SpecDecRun:
         actions = Actions(commands=commands, total_s=0.0, busy_s=[0.0] * org.channels,
                           pin_bytes=reads * org.access_bytes, link_bytes=reads * org.access_bytes,
                           lane_ops=self.asic_draft["macs"], sram_bytes=0)
-        return energy_J(compile_standard(self.hw), actions)
+        return energy_J(self.target.compiled, actions)  # the ASIC placement's target has the whole memory
 
 
 def run_specdec(hw: HardwareConfig, spec: SpecDec, prompt_len: int | None = None, gen_tokens: int | None = None,
