@@ -89,9 +89,9 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta},
         "model_card": card.model_dump(mode="json"),
         "pimsim_version": __version__,
-        "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.to_json(),
+        "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
-                                   *((encoder.to_json(), source_len) if encoder is not None else ())),
+                                   *((encoder.identity_json(), source_len) if encoder is not None else ())),
         "notes": _notes(schedule, fidelity),
     }
     if hw.energy is not None:

@@ -131,3 +131,31 @@ def test_a_reader_that_leaves_early_is_no_error():
                           f"| true; exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash", capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_config_hash_names_the_graph_not_the_library_versions(monkeypatch):
+    """A fresh install with other torch/transformers versions that trace the same graph prints the
+    same config hash (the quick start's hash must hold there); a changed traced op changes it."""
+    from pimsim.runs import run_model
+    from pimsim.workloads import tracer
+
+    first = run_model("gddr6-aim.yaml", "gpt2", prompt_len=8, gen_tokens=1)
+    real = tracer.traced_graph
+
+    def other_versions(card, *args, **kwargs):
+        graph = real(card, *args, **kwargs)
+        graph.meta = {**graph.meta, "traced_with": {**graph.meta["traced_with"], "torch": "9.9", "transformers": "9.9"}}
+        return graph
+
+    monkeypatch.setattr("pimsim.runs.traced_graph", other_versions)
+    again = run_model("gddr6-aim.yaml", "gpt2", prompt_len=8, gen_tokens=1)
+    assert again["graph"]["traced_with"]["torch"] == "9.9"  # still recorded in the result
+    assert again["config_hash"] == first["config_hash"]
+
+    def one_op_less(card, *args, **kwargs):
+        graph = real(card, *args, **kwargs)
+        graph.ops = graph.ops[:-1]
+        return graph
+
+    monkeypatch.setattr("pimsim.runs.traced_graph", one_op_less)
+    assert run_model("gddr6-aim.yaml", "gpt2", prompt_len=8, gen_tokens=1)["config_hash"] != first["config_hash"]

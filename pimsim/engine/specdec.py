@@ -261,7 +261,7 @@ class SpecDecRun:
             "model_cards": {"target": self.target_card.model_dump(mode="json"),
                             "draft": self.draft_card.model_dump(mode="json")},
             "config_hash": config_hash(self.hw.model_dump(mode="json"), spec.model_dump(mode="json"),
-                                       self.target.graph.to_json(), self.draft_graph.to_json(), trace_text,
+                                       self.target.graph.identity_json(), self.draft_graph.identity_json(), trace_text,
                                        self.measured, self.prompt_len, tokens, self.fidelity, __version__),
             "target": self.target_card.name, "draft": self.draft_card.name, "hw": self.hw.name,
             "prompt_len": self.prompt_len, "tokens": tokens, "fidelity": self.fidelity,

@@ -38,6 +38,8 @@ PART_TITLES = {"embedding": "embedding reads", "qkv": "QKV projection", "attn_sc
                "cross_kv": "cross-attention K/V projection"}
 # Op fields added for encoder-decoder models: left out of the JSON at their defaults, so a decoder-only
 # graph serializes as it did before they existed
+# Versions of the libraries that traced a graph: recorded in its meta, left out of its identity.
+LIBRARY_VERSION_KEYS = ("torch", "transformers")
 _OPTIONAL = {"cross": False, "elements_per_source": 0, "rows_per_source": 0}
 
 
@@ -89,6 +91,16 @@ class OpGraph:
 
     def to_json(self) -> str:
         return json.dumps({"model": self.model, "meta": self.meta, "tensors": self.tensors,
+                           "ops": [op.to_dict() for op in self.ops]})
+
+    def identity_json(self) -> str:
+        """What the graph *is*, for hashes: its ops, tensors and shape facts, without the versions of
+        torch and transformers that traced it. Two installs that trace the same graph hash the same;
+        a library that traces differently changes the ops and so the hash."""
+        meta = dict(self.meta)
+        if "traced_with" in meta:
+            meta["traced_with"] = {k: v for k, v in meta["traced_with"].items() if k not in LIBRARY_VERSION_KEYS}
+        return json.dumps({"model": self.model, "meta": meta, "tensors": self.tensors,
                            "ops": [op.to_dict() for op in self.ops]})
 
     @classmethod
