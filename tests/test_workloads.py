@@ -155,3 +155,27 @@ def test_cards_transformers_rejects_are_clear_errors(tmp_path, bad, message):
     card = load_card(write_card(tmp_path, "bad", "gpt2", {**TINY_GPT2, **bad}))
     with pytest.raises(PimsimError, match=message):
         trace_card(card)
+
+
+TINY_MISTRAL = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=96, vocab_size=300, max_position_embeddings=256)
+
+
+def test_sliding_window_shorter_than_the_context_is_refused(tmp_path):
+    """Before, a windowed model was timed as full attention: window 32 and no window gave the same run."""
+    card = load_card(write_card(tmp_path, "win", "mistral", {**TINY_MISTRAL, "sliding_window": 32}, context=128))
+    with pytest.raises(PimsimError, match="sliding window of 32 tokens, shorter than the card's context 128"):
+        traced_graph(card, use_cache=False)
+
+
+@pytest.mark.parametrize("config, window", [({"sliding_window": 128}, 128),  # the window covers the context
+                                            ({"sliding_window": "null"}, None)])
+def test_a_window_that_covers_the_context_is_exact(tmp_path, config, window):
+    card = load_card(write_card(tmp_path, "win", "mistral", {**TINY_MISTRAL, **config}, context=128))
+    assert traced_graph(card, use_cache=False).meta["sliding_window"] == window
+
+
+def test_qwen2_window_switched_off_is_full_attention(tmp_path):
+    cfg = {**TINY_MISTRAL, "sliding_window": 16, "use_sliding_window": "false"}
+    card = load_card(write_card(tmp_path, "q", "qwen2", cfg, context=128))
+    assert traced_graph(card, use_cache=False).meta["sliding_window"] is None

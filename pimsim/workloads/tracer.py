@@ -90,7 +90,22 @@ def trace_card(card: ModelCard) -> OpGraph:
     tensors = _tensors(ops)
     meta = _meta(card, ops, torch, transformers)
     meta["max_positions"] = max_positions(model.config)
+    meta["sliding_window"] = attention_window(model.config)
     return _checked(card, OpGraph(card.name, ops, tensors, meta))
+
+
+def attention_window(config) -> int | None:
+    """The sliding window of the model's attention, if any layer attends over a window only (Mistral,
+    Gemma 2, Qwen 2 with use_sliding_window); None for full attention everywhere."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return window
 
 
 def _running(card: ModelCard, run):
@@ -121,6 +136,13 @@ def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
     if positions is not None and card.context > positions:
         raise PimsimError(f"model card {card.name}: context {card.context} is longer than the model's "
                           f"{positions} positions (its config's max_position_embeddings / n_positions)")
+    window = graph.meta.get("sliding_window")
+    if window is not None and card.context > window:
+        # The tracer sees full attention over the traced cache lengths; timing a windowed model with
+        # it would silently charge attention over the whole context.
+        raise PimsimError(f"model card {card.name}: its attention uses a sliding window of {window} tokens, shorter "
+                          f"than the card's context {card.context}; pimsim does not model sliding-window attention "
+                          f"yet (it would time full attention). Set the card's context to at most {window}")
     _check_kind(card, bool(graph.meta.get("encoder_decoder")))
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = card.defaults.source_len
