@@ -179,3 +179,24 @@ def test_qwen2_window_switched_off_is_full_attention(tmp_path):
     cfg = {**TINY_MISTRAL, "sliding_window": 16, "use_sliding_window": "false"}
     card = load_card(write_card(tmp_path, "q", "qwen2", cfg, context=128))
     assert traced_graph(card, use_cache=False).meta["sliding_window"] is None
+
+
+@pytest.mark.parametrize("model_type, extra", [("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+                                               ("qwen2_moe", {"num_experts": 4, "num_experts_per_tok": 2,
+                                                              "moe_intermediate_size": 32,
+                                                              "shared_expert_intermediate_size": 32})])
+def test_mixture_of_experts_is_refused_by_name(tmp_path, model_type, extra):
+    """Before, Mixtral failed inside the tracer with a dtype message that did not say MoE."""
+    card = load_card(write_card(tmp_path, "moe", model_type, {**TINY_MISTRAL, **extra}, context=128))
+    with pytest.raises(PimsimError, match=f"{model_type} is a mixture-of-experts model \\(4 experts per layer\\)"):
+        trace_card(card)
+
+
+def test_unmapped_op_names_the_op_and_the_layer(tmp_path):
+    """GPT-J: before, 'pow, stack' with no hint of where."""
+    card = load_card(write_card(tmp_path, "j", "gptj", {"n_layer": 2, "n_embd": 64, "n_head": 4, "rotary_dim": 8,
+                                                        "vocab_size": 300, "n_positions": 256,
+                                                        "bos_token_id": 0, "eos_token_id": 0}, context=128))
+    with pytest.raises(PimsimError, match=r"pow \(first in transformer\.h\.0\.mlp\.act\); stack \(first in "
+                                          r"transformer\.h\.0\.attn\)"):
+        trace_card(card)

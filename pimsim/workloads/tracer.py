@@ -180,6 +180,10 @@ def _build(card: ModelCard, torch, transformers):
     except Exception as exc:  # whatever transformers raises for a bad config is the card's problem
         raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} config "
                           f"from it: {type(exc).__name__}: {exc}") from None
+    experts = mixture_of_experts(config)
+    if experts is not None:
+        raise PimsimError(f"model card {card.name}: {card.hf.model_type} is a mixture-of-experts model ({experts} "
+                          "experts per layer); pimsim does not trace expert routing yet, so it cannot time it")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with warnings.catch_warnings(), torch.device("meta"):
@@ -193,6 +197,20 @@ def _build(card: ModelCard, torch, transformers):
             raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} "
                               f"{what} from it: {type(exc).__name__}: {exc}") from None
     return model.eval()  # eval: no dropout ops in the trace
+
+
+# Config fields that give a mixture-of-experts model's expert count (Mixtral; Qwen-MoE, OLMoE;
+# DeepSeek; others).
+_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def mixture_of_experts(config) -> int | None:
+    """The number of experts per layer of a mixture-of-experts config, None for a dense model."""
+    for key in _EXPERT_COUNT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            return value
+    return None
 
 
 def max_positions(config) -> int | None:
@@ -280,8 +298,10 @@ class _recording:
 
 def _check_supported(tagger) -> None:
     if tagger.unsupported:
-        names = ", ".join(sorted(tagger.unsupported))
-        raise TraceError(f"aten ops pimsim has no ASIC model for, on activations: {names}")
+        where = "; ".join(f"{op} (first in {path})" for op, path in sorted(tagger.unsupported.items()))
+        raise TraceError(f"aten ops on activations that pimsim has no ASIC model for: {where}. The tracer maps "
+                         "weight products, attention over the KV cache and the element-wise/normalisation ops "
+                         "listed in the README; a model that needs others cannot be timed yet")
 
 
 class _Tagger:
@@ -304,7 +324,7 @@ class _Tagger:
         self.stack: list[str] = []
         self.ops: list[Op] = []
         self.next_value = 0
-        self.unsupported: set[str] = set()
+        self.unsupported: dict[str, str] = {}  # aten op -> the module that first ran it
 
     # module context, for names and layer numbers
     def enter(self, module, args):
@@ -387,7 +407,8 @@ class _Tagger:
         if kind == "pow" and len(args) > 1 and args[1] == 2:
             kind = "mul"
         if kind is None or kind == "pow":
-            self.unsupported.add(aten)
+            path, _ = self._where()
+            self.unsupported.setdefault(aten, path or "the model's top level")
             return
         x = flat_in[0]
         elements, rows = x.numel(), outs[0].numel()
