@@ -163,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     q = msub.add_parser("list", help="list the bundled model cards")
     q.set_defaults(func=cmd_model_list)
+    q = msub.add_parser("import", help="write a model card from a Hugging Face config.json (or a directory holding one)")
+    q.add_argument("config", metavar="CONFIG.json|DIR")
+    q.add_argument("-o", "--out", required=True, metavar="CARD.yaml", help="where to write the card")
+    q.add_argument("--name", help="the card's name (default: the config's directory or file name)")
+    q.add_argument("--context", type=int, help="longest sequence (default: the config's positions, or its sliding "
+                                               "window if shorter)")
+    q.add_argument("--prompt-len", type=int, help="the card's default prompt length")
+    q.add_argument("--gen-tokens", type=int, help="the card's default number of generated tokens")
+    q.set_defaults(func=cmd_model_import)
 
     p = sub.add_parser("validate", help="check a hardware description and list every problem")
     p.add_argument("hw", metavar="HW.yaml")
@@ -596,6 +605,25 @@ def cmd_model_list(args) -> int:
         print(f"{card.name:<20} {card.description}")
     for spec in specs:
         print(f"{spec.name:<20} spec-dec (pimsim run --spec-dec {spec.name}): {spec.description}")
+    return 0
+
+
+def cmd_model_import(args) -> int:
+    from pimsim.workloads.cards import validated_card
+    from pimsim.workloads.hf_import import card_fields, card_yaml, read_hf_config
+    from pimsim.workloads.tracer import check_architecture
+
+    path, fields = read_hf_config(args.config)
+    raw = card_fields(path, fields, args.name, args.context, args.prompt_len, args.gen_tokens)
+    card = validated_card(raw, str(path))
+    check_architecture(card)
+    out = Path(args.out)
+    try:
+        out.write_text(card_yaml(raw, path))
+    except OSError as exc:
+        raise PimsimError(f"{out}: cannot write the card: {exc.strerror or exc}") from None
+    print(f"{out}: model card {card.name} ({card.hf.model_type}, context {card.context}); "
+          f"run it with --model {out}")
     return 0
 
 

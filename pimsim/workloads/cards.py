@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, Problem
+from pimsim.workloads.hf_import import card_fields, is_hf_config_path, read_hf_config
 from pimsim.resources import resolve
 
 
@@ -68,16 +69,25 @@ class ModelCard(_Strict):
 
 
 def load_card(name_or_path: str | Path) -> ModelCard:
-    """Load ``--model NAME`` (bundled card) or a path to a card; every problem reported at once."""
+    """Load ``--model NAME`` (bundled card), a path to a card, or a Hugging Face ``config.json`` (or a
+    directory holding one: a card is built from it, see :mod:`pimsim.workloads.hf_import`); every
+    problem reported at once."""
+    if is_hf_config_path(name_or_path):
+        config_path, fields = read_hf_config(name_or_path)
+        return validated_card(card_fields(config_path, fields), str(config_path))
     path = resolve(name_or_path, "workloads")
-    raw = read_yaml(path)
+    return validated_card(read_yaml(path), str(path))
+
+
+def validated_card(raw: Any, where: str) -> ModelCard:
+    """A card from its data, every problem reported at once against `where`."""
     if not isinstance(raw, dict):
-        raise ConfigError(str(path), [Problem("", "expected a mapping at the top level (a model card)")])
+        raise ConfigError(where, [Problem("", "expected a mapping at the top level (a model card)")])
     problems = []
     try:
         card = ModelCard.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(str(path), problems_from_validation(exc, ModelCard)) from None
+        raise ConfigError(where, problems_from_validation(exc, ModelCard)) from None
     if card.version != 1:
         problems.append(Problem("version", f"{card.version}: this pimsim reads model cards of version 1"))
     d = card.defaults
@@ -89,5 +99,5 @@ def load_card(name_or_path: str | Path) -> ModelCard:
         problems.append(Problem("quantization.quantizer", f"{q.quantizer} makes "
                                 f"{' or '.join(QUANTIZER_FORMATS[q.quantizer])} weights, not {q.weight_format}"))
     if problems:
-        raise ConfigError(str(path), problems)
+        raise ConfigError(where, problems)
     return card

@@ -29,6 +29,7 @@ activations (the encoder's self-attention) is a ``matmul`` for the ASIC.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import logging
@@ -138,11 +139,7 @@ def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
                           f"{positions} positions (its config's max_position_embeddings / n_positions)")
     window = graph.meta.get("sliding_window")
     if window is not None and card.context > window:
-        # The tracer sees full attention over the traced cache lengths; timing a windowed model with
-        # it would silently charge attention over the whole context.
-        raise PimsimError(f"model card {card.name}: its attention uses a sliding window of {window} tokens, shorter "
-                          f"than the card's context {card.context}; pimsim does not model sliding-window attention "
-                          f"yet (it would time full attention). Set the card's context to at most {window}")
+        raise _window_error(card, window)
     _check_kind(card, bool(graph.meta.get("encoder_decoder")))
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = card.defaults.source_len
@@ -174,9 +171,12 @@ def _import_torch():
     return torch, transformers
 
 
-def _build(card: ModelCard, torch, transformers):
+def _config(card: ModelCard, transformers):
+    """The card's transformers config, refused here if pimsim cannot time its architecture."""
     try:
-        config = transformers.AutoConfig.for_model(card.hf.model_type, **card.hf.config)
+        # a deep copy: transformers rewrites nested fields (rope_scaling) in place, which would change
+        # the card (and its shape key) under the caller's feet
+        config = transformers.AutoConfig.for_model(card.hf.model_type, **copy.deepcopy(card.hf.config))
     except Exception as exc:  # whatever transformers raises for a bad config is the card's problem
         raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} config "
                           f"from it: {type(exc).__name__}: {exc}") from None
@@ -184,6 +184,29 @@ def _build(card: ModelCard, torch, transformers):
     if experts is not None:
         raise PimsimError(f"model card {card.name}: {card.hf.model_type} is a mixture-of-experts model ({experts} "
                           "experts per layer); pimsim does not trace expert routing yet, so it cannot time it")
+    window = attention_window(config)
+    if window is not None and card.context > window:
+        raise _window_error(card, window)
+    return config
+
+
+def check_architecture(card: ModelCard) -> None:
+    """Refuse, without tracing, a card whose architecture transformers cannot build or pimsim cannot time
+    (mixture of experts, a sliding window shorter than the context)."""
+    _, transformers = _import_torch()
+    _config(card, transformers)
+
+
+def _window_error(card: ModelCard, window: int) -> PimsimError:
+    # The tracer sees full attention over the traced cache lengths; timing a windowed model with it
+    # would silently charge attention over the whole context.
+    return PimsimError(f"model card {card.name}: its attention uses a sliding window of {window} tokens, shorter "
+                       f"than the card's context {card.context}; pimsim does not model sliding-window attention "
+                       f"yet (it would time full attention). Set the card's context to at most {window}")
+
+
+def _build(card: ModelCard, torch, transformers):
+    config = _config(card, transformers)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     with warnings.catch_warnings(), torch.device("meta"):
