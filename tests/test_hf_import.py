@@ -93,7 +93,8 @@ def test_a_missing_config_is_named(tmp_path):
 
 @pytest.mark.parametrize("name, layers, weights_B", [("qwen2.5-0.5b", 24, 0.494), ("gemma-2-2b", 26, 2.614),
                                                      ("phi-3-mini", 32, 3.821), ("mistral-7b", 32, 7.248),
-                                                     ("qwen2.5-7b", 28, 7.615), ("llama-3.1-8b", 32, 8.030)])
+                                                     ("qwen2.5-7b", 28, 7.615), ("llama-3.1-8b", 32, 8.030),
+                                                     ("gpt-j-6b", 28, 6.050)])
 def test_cards_of_todays_models_trace_to_their_published_sizes(name, layers, weights_B):
     graph = traced_graph(load_card(name))
     assert graph.meta["layers"] == layers

@@ -193,10 +193,19 @@ def test_mixture_of_experts_is_refused_by_name(tmp_path, model_type, extra):
 
 
 def test_unmapped_op_names_the_op_and_the_layer(tmp_path):
-    """GPT-J: before, 'pow, stack' with no hint of where."""
+    """Before, only the aten names ('pow, stack' for GPT-J), with no hint of where."""
+    card = load_card(write_card(tmp_path, "m", "gpt2", {**TINY_GPT2, "activation_function": "mish"}))
+    with pytest.raises(PimsimError, match=r"mish \(first in transformer\.h\.0\.mlp\.act\)"):
+        trace_card(card)
+
+
+def test_integer_powers_and_stacks_of_activations_are_asic_work(tmp_path):
+    """GPT-J: its GELU cubes (x ** 3 as two multiplies) and its rotary embedding stacks halves."""
     card = load_card(write_card(tmp_path, "j", "gptj", {"n_layer": 2, "n_embd": 64, "n_head": 4, "rotary_dim": 8,
                                                         "vocab_size": 300, "n_positions": 256,
                                                         "bos_token_id": 0, "eos_token_id": 0}, context=128))
-    with pytest.raises(PimsimError, match=r"pow \(first in transformer\.h\.0\.mlp\.act\); stack \(first in "
-                                          r"transformer\.h\.0\.attn\)"):
-        trace_card(card)
+    graph = trace_card(card)
+    cube = [op for op in graph.ops if op.layer == 0 and op.name.endswith("mlp.act:pow")]
+    assert len(cube) == 2 and all(op.asic_kind == "mul" and op.elements == 256 for op in cube)
+    assert cube[1].inputs == [cube[0].output]  # x*x, then (x*x)*x
+    assert any(op.kind == "join" and op.name.endswith(":stack") for op in graph.ops)

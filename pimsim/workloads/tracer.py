@@ -327,6 +327,18 @@ def _check_supported(tagger) -> None:
                          "listed in the README; a model that needs others cannot be timed yet")
 
 
+# Integer powers of activations the ASIC computes by repeated multiplication.
+_MAX_POWER = 8
+
+
+def _integer_power(args) -> int | None:
+    """n for x ** n with a whole exponent 2 <= n <= _MAX_POWER (the tensor first, the exponent second)."""
+    if len(args) < 2 or isinstance(args[1], bool) or not isinstance(args[1], (int, float)):
+        return None
+    n = args[1]
+    return int(n) if float(n).is_integer() and 2 <= n <= _MAX_POWER else None
+
+
 class _Tagger:
     def __init__(self, model, cache_layers, cross_layers=(), passes: bool = False):
         import torch
@@ -423,11 +435,16 @@ class _Tagger:
             for o in outs:  # a decode query's causal mask hides nothing
                 self._set(o, acts[0])
             return
-        if aten == "cat":
+        if aten in ("cat", "stack"):
             self._emit("join", aten, outs, acts)
             return
         kind = _ASIC.get(aten)
-        if kind == "pow" and len(args) > 1 and args[1] == 2:
+        power = _integer_power(args) if kind == "pow" else None
+        if power is not None:  # x**n as n - 1 multiplies (GPT-J's GELU cubes, RMSNorm squares)
+            elements = outs[0].numel()
+            for _ in range(power - 2):
+                self._emit("asic", aten, [], acts, asic_kind="mul", elements=elements, rows=1)
+                acts = [_Tag("act", value=self.next_value)]  # the multiply just emitted
             kind = "mul"
         if kind is None or kind == "pow":
             path, _ = self._where()
