@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import compiled, no_refresh
+from conftest import no_refresh
 
 from pimsim.config import load_hardware
 from pimsim.dram.checker import check, issued_from_record
