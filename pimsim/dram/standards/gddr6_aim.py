@@ -23,7 +23,8 @@ same), and AiM never refreshes, so it has no rule for a refresh in register mode
 Other rules from the same model: the host waits for a MAC-result read's data before it hands the
 channel its next instruction (AiM's RD_MAC is ``AiM_DMA_blocking``; the DMA decodes the next one a
 cycle after the data returns); a read-to-write turnaround of nCL + nBL + 3 - nCWL + nWPRE (so RDMAC
-to WRGB is 5 cycles); no spacing from a buffer write to a MAC (the mode change lies between them);
+to WRGB is 5 cycles); no spacing from a buffer write to a MAC beyond the mode change between them
+(pimsim keeps the buffer data's nCWLGB + nBL, which only binds where nMODCH is set below it);
 the mode change into register mode issues when the register access it precedes could (a MAC's
 nCCDL before RDMAC), as AiM's controller issues it. AiM disables nFAW for its all-bank activates (its
 source says "deprecated because of the paper"); pimsim keeps nFAW for single-bank ACTs only, so
@@ -100,6 +101,9 @@ CONSTRAINTS = (
         Constraint(BK, ACTS, ("WR",), "nRCDWR"),
         Constraint(BK, ACTS, MACS, "nRCDRDMAC"),
         Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
+        # AiM has no WRGB -> MAC rule: a mode change (nMODCH) always lies between them. Where a config has
+        # no mode-change time (pim-gpt.yaml) the buffer data must still land before a MAC reads it.
+        Constraint(CH, ("WRGB",), MACS, "nCWLGB + nBL", note="global-buffer data in place before a MAC reads it"),
         Constraint(CH, ("WRGB",), tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC",), "nCCDL", note="accumulators settle before they are read"),
