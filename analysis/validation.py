@@ -21,8 +21,8 @@ preset GDDR6_AiM_timing), its controller (src/dram_controller/impl/AiM_dram_cont
 - WRGB every max(nBL, nCCDS) cycles; RDMAC nCCDL after a MAC; WRGB nCLREG + nBL + 3 - nCWLGB + nWPRE
   after an RDMAC;
 - RD_MAC blocks the DMA: the next instruction reaches a channel on the cycle after the result
-  returned (RDMAC + nCLREG + nBL + 1); all channels run the same schedule, so the wait for every
-  addressed channel is the wait for one;
+  returned (RDMAC + nCLREG + nBL + 1); every channel runs a prefix of the same schedule (checked), so
+  the wait for every addressed channel is the wait for one and the slowest channel sets the time;
 - a run ends when the last result has returned (RDMAC + nCLREG + nBL) or the last MAC is done (+1);
 - it issues no refresh, and counts cycles of a tCK it computes as 1 ns (2000 MT/s over its preset,
   whose own tCK is 0.5 ns): its cycle counts are compared, not its nanoseconds.
@@ -173,6 +173,12 @@ def aim_gemv_rows() -> list[Row]:
             program = STRATEGIES[hw.mapping.gemv](c, placement, g.lanes_out)
             sim = int(gemv(hw, m, n, functional=False).stats["cycles"])
             seqs = _channel_sequences(c, program.cmd, program.node)
+            # AiM's RD_MAC waits for every addressed channel: the slowest channel's time only where every
+            # channel runs a prefix of the longest schedule (the same waves, some with one more)
+            longest = max(seqs.values(), key=len)
+            if any(s != longest[:len(s)] for s in seqs.values()):
+                raise ValueError(f"{m} x {n}: the channels run different schedules; the closed form would need "
+                                 "AiM's lockstep at every result read")
             peer = max(aim_vendor_cycles(t, s) for s in seqs.values())
             start = t["nMODCH"]
             tail = (t["nCLREG"] + t["nBL"] + 1) + t["nRP"] - (t["nCLREG"] + t["nBL"])
