@@ -3,9 +3,10 @@ checker, and one definition of a MAC-result read's bytes for timing, pins and th
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
-from conftest import no_refresh
+from conftest import S, issue, no_refresh
 
 from pimsim.config import load_hardware
 from pimsim.dram.checker import check, issued_from_record
@@ -58,3 +59,29 @@ def test_result_read_bytes_are_one_definition_for_timing_pins_and_link(name):
     s = m.gemv(next(iter(m.tables)))
     reads = int(np.isin(s.cmd, [rdmac]).sum())
     assert int(s.from_pim_bytes.sum()) == reads * c.result_read_bytes
+
+
+# AiM's own rows, each at t (legal, as the kernel issues it) and t - 1 (the checker names the rule)
+MODE_RULES = [
+    # (stream, the gap from the second-to-last to the last command, the rule's latency as written)
+    ([S("MODCH"), S("ACTAB", row=1), S("MACAB", row=1), S("MODCH")], 2, "nCCDL"),
+    ([S("MODCH"), S("ACTAB", row=1), S("MACAB", row=1), S("MODCH"), S("RDMAC")], 32, "nMODCH"),
+    ([S("MODCH"), S("ACTAB", row=1), S("MACAB", row=1), S("MODCH"), S("RDMAC"), S("MODCH")], 3,
+     "nCLREG + nBL + 1"),
+    ([S("MODCH"), S("ACTAB", row=1), S("MACAB", row=1), S("MODCH"), S("RDMAC"), S("WRGB")], 5,
+     "nCLREG + nBL + 3 + nWPRE - (nCWLGB)"),
+    ([S("WRGB"), S("MODCH")], 1, "1"),
+    ([S("WRGB"), S("MODCH"), S("ACTAB", row=1)], 32, "nMODCH"),
+]
+
+
+@pytest.mark.parametrize("steps,gap,latency", MODE_RULES, ids=[f"{s[-2][0]}-{s[-1][0]}" for s, _, _ in MODE_RULES])
+def test_aim_mode_rules_are_tight(steps, gap, latency):
+    c = no_refresh("gddr6-aim.yaml")
+    _, _, rec = issue(c, steps, record=True)
+    issued = issued_from_record(c, rec)
+    assert issued[-1].cycle - issued[-2].cycle == gap
+    assert check(c, issued) == []
+    early = issued[:-1] + [dataclasses.replace(issued[-1], cycle=issued[-1].cycle - 1)]
+    violations = check(c, early)
+    assert any(f"({latency})" in v.rule for v in violations), [str(v) for v in violations]
