@@ -4,6 +4,7 @@ checker, and one definition of a MAC-result read's bytes for timing, pins and th
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 from conftest import S, issue, no_refresh
