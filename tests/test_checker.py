@@ -50,8 +50,10 @@ def test_refresh_starvation_is_found():
 
 def test_moving_any_kernel_command_one_cycle_earlier_is_caught():
     c = compiled("gddr6-aim.yaml")
-    steps = [S("WRGB", col=k * 16) for k in range(4)] + [S("ACTAB", row=2)]
-    steps += [S("MACAB", col=k * 16) for k in range(4)] + [S("RDMAC"), S("PREA"), S("ACTAB", row=3)]
+    # AiM's mode changes (MODCH) into MAC mode before the row's MACs and back before the result read
+    steps = [S("WRGB", col=k * 16) for k in range(4)] + [S("MODCH"), S("ACTAB", row=2)]
+    steps += [S("MACAB", col=k * 16) for k in range(4)] + [S("MODCH"), S("RDMAC"), S("MODCH"), S("PREA"),
+                                                            S("ACTAB", row=3)]
     _, _, rec = issue(c, steps, record=True)
     issued = issued_from_record(c, rec)
     assert check(c, issued) == []
@@ -74,6 +76,7 @@ def legal_streams(draw, name):
     org = c.hw.dram.organization
     std = c.standard
     open_rows: dict[tuple[int, int, int], int] = {}
+    modes: dict[int, str] = {}  # per channel, on a device with modes (GDDR6-AiM)
     steps = []
     for _ in range(draw(st.integers(1, 60))):
         ch = draw(st.integers(0, min(org.channels, 2) - 1))
@@ -105,6 +108,12 @@ def legal_streams(draw, name):
         elif cmd.effect == Effect.CLOSE:
             for k in banks:
                 open_rows[k] = -1
+        mode = modes.get(ch, std.initial_mode)
+        if name_ == std.mode_change:
+            modes[ch] = std.other_mode(mode)
+        elif cmd.mode and cmd.mode != mode:  # switch first, as a mapper does
+            steps.append((std.mode_change, dict(channel=ch, bg=g, bank=b, at=at)))
+            modes[ch] = cmd.mode
         steps.extend([(name_, kw)] * (1 + repeat))
     return steps
 

@@ -41,8 +41,12 @@ def _banks(c, name, bg, bank):
 
 
 def _setup(c, state: dict, name: str, bg: int, bank: int, steps: list, at: int = 0):
-    """Append commands that make `name` legal given the open rows in `state` (updated)."""
+    """Append commands that make `name` legal given the open rows and the mode in `state` (updated)."""
     cmd = c.standard.command(name)
+    std = c.standard
+    if cmd.mode and cmd.mode != state.get("mode", std.initial_mode):  # AiM: a mode change first
+        steps.append((std.mode_change, dict(at=at)))
+        state["mode"] = cmd.mode
     banks = _banks(c, name, bg, bank)
     if cmd.effect == Effect.ACCESS:
         closed = [b for b in banks if state.get(b, -1) < 0]
@@ -58,7 +62,7 @@ def _setup(c, state: dict, name: str, bg: int, bank: int, steps: list, at: int =
         opened = [b for b in banks if state.get(b, -1) >= 0]
         if len(opened) > 1 or (opened and len(banks) > 1):
             steps.append(("PREA", dict(at=at)))
-            for b in list(state):
+            for b in [k for k in state if k != "mode"]:
                 state[b] = -1
         elif opened:
             g, b = opened[0]
@@ -70,6 +74,8 @@ def _issue(c, state: dict, name: str, bg: int, bank: int, steps: list, at: int =
     cmd = c.standard.command(name)
     row = 5 if cmd.effect in (Effect.OPEN, Effect.ACCESS) else -1
     steps.append((name, dict(bg=bg, bank=bank, row=row, at=at)))
+    if name == c.standard.mode_change:
+        state["mode"] = c.standard.other_mode(state.get("mode", c.standard.initial_mode))
     for b in _banks(c, name, bg, bank):
         if cmd.effect == Effect.OPEN:
             state[b] = row

@@ -123,11 +123,13 @@ def test_all_bank_mac_row_sweep_on_gddr6_aim_matches_closed_form():
     result = run_command_trace(c, trace)
     expect, period = aim_row_sweep_cycles(c.timing, 64, 64, c.timing["nCCDL"])
     assert period == 226
-    assert result.cycles == expect
+    # a trace starts in register mode (where a GEMV leaves the channel): one mode change into MAC mode
+    # first, which blocks the channel for nMODCH
+    assert result.cycles == c.timing["nMODCH"] + expect
     # 63 of every 64 MACs find their row open: the PIM-GPT paper's ~98% row-hit rate
     s = result.summary()
     assert s["row_hits"] == 8 * 64 * 63 and s["row_misses"] + s["row_conflicts"] == 8 * 64
-    assert s["commands"] == {"ACTAB": 8 * 64, "MACAB": 8 * 64 * 64, "PREA": 8 * 64}
+    assert s["commands"] == {"ACTAB": 8 * 64, "MACAB": 8 * 64 * 64, "PREA": 8 * 64, "MODCH": 8}
 
 
 def test_all_bank_mac_row_sweep_on_hbm_pim_matches_closed_form():
@@ -148,24 +150,34 @@ def test_channels_are_independent():
 
 
 def test_gemv_with_global_buffer_io_matches_closed_form():
+    """AiM's register modes (REFERENCE.md section 2): WRGBs in register mode, a mode change (nMODCH)
+    before the row's activate, MACs, a mode change when the RDMAC could issue (a MAC's nCCDL), RDMAC,
+    then the host waits for its data (nCLREG + nBL + 1) before the next mode change."""
     c = no_refresh("gddr6-aim.yaml")
     tm = c.timing
     trace = pim_row_sweep(c, rows=4, macs_per_row=64, channels=1, with_io=True)
     result = run_command_trace(c, trace)
     at = result.issue_at
-    # 64 global-buffer writes back to back (data bus: nBL apart), then the first row
+    # 64 global-buffer writes back to back (data bus: nBL apart), then a mode change on the next cycle
     assert list(at[:64]) == [k * tm["nBL"] for k in range(64)]
-    # the all-bank activate has no rule against global-buffer writes: one command-bus cycle later
-    act = at[63] + 1
-    per_row = 64 + 3  # ACTAB, 64 MACAB, RDMAC, PREA
+    mode = at[63] + 1
+    per_row = 1 + 1 + 64 + 1 + 1 + 1  # MODCH, ACTAB, 64 MACAB, MODCH, RDMAC, PREA
+    host_wait = tm["nCLREG"] + tm["nBL"] + 1
     for r in range(4):
-        a = act + 226 * r
         row = at[64 + r * per_row: 64 + (r + 1) * per_row]
-        assert row[0] == a
-        assert list(row[1:65]) == [a + tm["nRCDRDMAC"] + tm["nCCDL"] * k for k in range(64)]
-        assert row[65] == row[64] + tm["nCCDL"]  # accumulators settle before RDMAC
-        assert row[66] == row[64] + tm["nRTP"]  # PREA
-    assert result.cycles == act + 4 * 226
+        assert row[0] == mode
+        act = mode + tm["nMODCH"]
+        assert row[1] == act
+        assert list(row[2:66]) == [act + tm["nRCDRDMAC"] + tm["nCCDL"] * k for k in range(64)]
+        assert row[66] == row[65] + tm["nCCDL"]  # into register mode once the accumulators settle
+        assert row[67] == row[66] + tm["nMODCH"]  # RDMAC
+        assert row[68] == row[67] + host_wait  # PREA (this trace closes each row at once)
+        mode = row[68] + 1
+    # the RDMAC left the channel in register mode, where the trace started: no mode change at the end
+    assert len(at) == 64 + 4 * per_row
+    assert result.cycles == at[-1] + tm["nRP"]
+    # the per-row period: nMODCH + nRCDRDMAC + 63 nCCDL + nCCDL + nMODCH + host wait + 1 = 252
+    assert at[64 + per_row] - at[64] == 32 + 56 + 126 + 2 + 32 + 3 + 1 == 252
 
 
 def test_replaying_an_emitted_trace_reproduces_every_cycle():

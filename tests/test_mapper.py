@@ -55,13 +55,21 @@ def test_aligned_gemv_on_gddr6_aim_matches_the_closed_form():
     _, at, rec, err = run_commands(c.spec, prog.cmd, prog.node, prog.row, prog.column,
                                    np.zeros(len(prog), np.int64), record=True)
     assert err[0] == 0 and check(c, issued_from_record(c, rec)) == []
-    # per channel: 64 WRGB back to back, then per DRAM row ACTAB, 64 MACAB, RDMAC, PREA (226 cycles)
-    first_act = 63 * t["nBL"] + 1
-    period = t["nRCDRDMAC"] + 63 * t["nCCDL"] + t["nRTP"] + t["nRP"]
-    assert period == 226
-    assert int(rec[:, 0].max()) + t["nRP"] == first_act + rows_per_channel * period
+    # per channel, AiM's way (REFERENCE.md section 2): 64 WRGB back to back in register mode; a mode
+    # change (nMODCH) on the next cycle; ACTAB; 64 MACAB; a mode change once the MACs settle (nCCDL);
+    # RDMAC; then per further row: the host waits for the result (nCLREG + nBL + 1), a mode change,
+    # the lazy precharge of the previous row (PREA), ACTAB, MACs, mode change, RDMAC; the stream ends
+    # with the last row's precharge after the host wait
+    host_wait = t["nCLREG"] + t["nBL"] + 1
+    macs = t["nRCDRDMAC"] + 63 * t["nCCDL"] + t["nCCDL"] + t["nMODCH"]  # ACTAB to RDMAC
+    first_rdmac = 63 * t["nBL"] + 1 + t["nMODCH"] + macs
+    period = host_wait + t["nMODCH"] + t["nRP"] + macs
+    assert (first_rdmac, period) == (375, 283)  # pimsim before AiM's modes: 226 cycles a row
+    last_prea = first_rdmac + (rows_per_channel - 1) * period + host_wait
+    assert int(rec[:, 0].max()) == last_prea
     s = gemv(c.hw, g.slots * rows_per_channel, g.row_elems).stats
-    assert s["cycles"] == first_act + rows_per_channel * period
+    assert s["cycles"] == last_prea + t["nRP"] == 1259
+    assert s["commands"]["MODCH"] == 8 * rows_per_channel * 2
     assert s["commands"]["MACAB"] == 8 * rows_per_channel * 64 and s["asic"]["adds"] == 0
 
 

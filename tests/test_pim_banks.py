@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pimsim.dram.checker import check, issued_from_record
 from pimsim.dram.kernel import run_commands
+from pimsim.dram.modes import ModeTracker
 from pimsim.errors import PimsimError
 from pimsim.pim.banks import BankModel
 from pimsim.pim.formats import round_acc, round_fp16, to_bf16, to_operands
@@ -86,11 +87,15 @@ def gemv_program(c, model: BankModel, W: np.ndarray, x: np.ndarray):
     payloads = []
 
     def emit(name, n, r=-1, k=-1, p=-1, s=0):
+        for _ in range(modes.changes_before(name)):  # a device with modes (AiM) switches first
+            cmd.append(ids[c.standard.mode_change]), node.append(cn), row.append(-1), col.append(-1)
+            pay.append(-1), sel_arr.append(0)
         cmd.append(ids[name]), node.append(n), row.append(r), col.append(k), pay.append(p), sel_arr.append(s)
 
     reads = []  # (stream position of RDMAC, channel, dram row, select)
     for ch in range(org.channels):
         rk, cn = int(c.rank_node(ch)), int(c.channel_node(ch))
+        modes = ModeTracker(c.standard)
         for r in range(rows_needed):
             emit("ACTAB", rk, r=r)
             for s in range(per_unit):

@@ -31,13 +31,15 @@ def test_fast_path_checks_the_row_when_channels_interleave():
 def test_no_row_is_reopened_only_to_be_closed_by_the_next_refresh():
     c = compiled("gddr6-aim.yaml", "dram.organization.channels=1")
     refi = c.timing["nREFI"]
-    steps = [S("ACTAB", row=0), S("MACAB", row=0), S("WRGB", at=refi + 67), S("WRGB", at=2 * refi - 6),
-             S("MACAB", row=0)]
+    # AiM's mode changes (MODCH) around the buffer writes; the second one's nMODCH (32) and the cycle
+    # before it stand where the WRGB's command-bus cycle stood before the device had modes
+    steps = [S("MODCH"), S("ACTAB", row=0), S("MACAB", row=0), S("MODCH"), S("WRGB", at=refi + 67),
+             S("WRGB", at=2 * refi - 6 - 1 - c.timing["nMODCH"]), S("MODCH"), S("MACAB", row=0)]
     at, _, rec = issue(c, steps, record=True)
     names = [c.command_names[k] for k in rec[:, 1]]
-    # after the second WRGB the MACAB cannot make it before the refresh due at 2 x nREFI: refresh at
+    # after the mode change the MACAB cannot make it before the refresh due at 2 x nREFI: refresh at
     # once, then reopen; never ACTAB, PREA, REF in a row
-    assert names[-4:] == ["WRGB", "REF", "ACTAB", "MACAB"]
+    assert names[-4:] == ["MODCH", "REF", "ACTAB", "MACAB"]
     assert rec[-3, 0] == 2 * refi
     assert check(c, issued_from_record(c, rec)) == []
 
@@ -104,7 +106,8 @@ def test_register_reads_and_global_buffer_writes_turn_the_bus_round_by_their_own
     c = no_refresh("gddr6-aim.yaml")
     tm = c.timing
     at, _, _ = issue(c, [S("RDMAC"), S("WRGB")])
-    assert at[1] - at[0] == tm["nCLREG"] + tm["nBL"] + 2 - tm["nCWLGB"] == 3
+    # AiM's turnaround (GDDR6.cpp): nCL + nBL + 3 - nCWL + nWPRE, with the register and buffer latencies
+    assert at[1] - at[0] == tm["nCLREG"] + tm["nBL"] + 3 - tm["nCWLGB"] + tm["nWPRE"] == 5
     at, _, _ = issue(c, [S("ACT", row=0), S("RD", row=0), S("WRGB")])
     # the WRGB burst may start only after the read burst has left the bus, plus the turnaround
     assert at[2] + tm["nCWLGB"] >= at[1] + tm["nCL"] + tm["nBL"] + 2

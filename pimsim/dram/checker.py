@@ -76,8 +76,14 @@ def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = 
     last_refresh: dict[tuple, int] = defaultdict(int)
     violations: list[Violation] = []
     n_refi = compiled.timing.get("nREFI")
+    modes: dict[int, str] = defaultdict(lambda: std.initial_mode)  # per channel, on devices with modes
     for x in sorted(trace, key=lambda i: i.cycle):  # stable: equal cycles keep trace order
         command = std.command(x.command)
+        if x.command == std.mode_change:
+            modes[x.channel] = std.other_mode(modes[x.channel])
+        elif command.mode and command.mode != modes[x.channel]:
+            violations.append(Violation(f"needs {command.mode} mode, but the channel is in {modes[x.channel]} "
+                                        f"mode (a missing {std.mode_change})", x, None, None, None))
         touched = _touched(command.scope, x, org.bankgroups, org.banks_per_group)
         for idx, (c, lat) in enumerate(constraints):
             if x.command not in c.following:

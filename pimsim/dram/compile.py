@@ -34,6 +34,14 @@ class Compiled:
         return self.standard.command_names
 
     @property
+    def result_read_bytes(self) -> int:
+        """Bytes one MAC-result read (RDMAC) moves between the device and its controller: one burst of
+        ``access_bytes``, the data transfer the standard gives the command (AiM GDDR6.cpp: RDMAC16 takes
+        nCLREG + nBL, one burst: 16 banks' results of 16 bits in 32 B). Timing, pin energy and the ASIC
+        link all count a result read as this many bytes."""
+        return self.hw.dram.organization.access_bytes
+
+    @property
     def level_base(self) -> np.ndarray:
         return self.spec.params[P_BASE:P_BASE + 4]
 

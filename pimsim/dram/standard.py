@@ -63,6 +63,10 @@ class Command:
     # expression over the timing parameters. Used for the end of a run, not for scheduling.
     done: str = "1"
     description: str = ""
+    # The device mode the command needs (one of Standard.modes; "" = legal in any mode). GDDR6-AiM
+    # accepts global-buffer writes and MAC-result reads only in its register-access mode, MACs only in
+    # its MAC mode; the protocol checker enforces it.
+    mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,14 @@ class Standard:
     refresh: str = "REF"
     activate: str = "ACT"
     activate_all: str | None = None
+    # Devices with modes: the command that toggles between the two ``modes`` (it takes no arguments),
+    # and the mode every command stream starts and ends in.
+    modes: tuple[str, ...] = ()
+    mode_change: str | None = None
+    initial_mode: str = ""
+    # The vendor's controller closes a row only when a command needs another one (AiM: the precharge is
+    # a prerequisite of the next MAC instruction), so streams precharge just before the next activate.
+    lazy_precharge: bool = False
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.commands]
@@ -121,6 +133,12 @@ class Standard:
             unknown = names_in(c.latency) - params
             if unknown:
                 raise ValueError(f"{self.name}: constraint latency {c.latency!r} uses {sorted(unknown)}")
+        if self.modes and (len(self.modes) != 2 or self.mode_change not in names
+                           or self.initial_mode not in self.modes):
+            raise ValueError(f"{self.name}: two modes, a mode-change command and an initial mode go together")
+        for c in self.commands:
+            if c.mode and c.mode not in self.modes:
+                raise ValueError(f"{self.name}: command {c.name} needs unknown mode {c.mode!r}")
         for special in (self.precharge_all, self.refresh, self.activate, self.activate_all):
             if special is not None and special not in names:
                 raise ValueError(f"{self.name}: special command {special!r} is not defined")
@@ -138,6 +156,10 @@ class Standard:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def other_mode(self, mode: str) -> str:
+        """The mode a mode change leads to from ``mode``."""
+        return self.modes[1 - self.modes.index(mode)]
 
     def command_id(self, name: str) -> int:
         return self.command_names.index(name)

@@ -6,6 +6,11 @@ the block of x into the global buffer (WRGB), then for every wave open the wave'
 accumulators after each (RDMAC), and close the row (PREA). Every RDMAC returns one partial sum per unit
 (per lane, for lane-accumulating units); the ASIC adds the partial sums of an output row, which is all
 the reduction a split row needs. On GDDR6-AiM a block is a whole DRAM row, so each row opens once.
+
+Devices with modes (GDDR6-AiM) get their mode changes where the vendor's controller issues them: into
+register mode before buffer writes and result reads, back into MAC mode before the precharge and
+activate that start a row's MACs; a standard with ``lazy_precharge`` closes a row just before the next
+activate (and at the end of the stream) instead of right after its last read.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pimsim.dram.compile import Compiled
+from pimsim.dram.modes import ModeTracker
 from pimsim.mapper.placement import GemvPlacement
 
 # columns of GemvProgram.reads
@@ -63,13 +69,53 @@ class _Builder:
         self.lists = tuple([] for _ in range(6))  # cmd, node, row, column, select, payload
         self.reads: list[tuple] = []
         self.partials = 0
+        self.std = compiled.standard
+        self.modes = ModeTracker(self.std)
+        self.mac_mode = self.std.command("MACAB").mode
+        self.open_rank = -1  # rank whose rows a lazily precharging stream left open
+
+    def begin_channel(self, chan: int) -> None:
+        self.chan_node = chan
+        self.modes = ModeTracker(self.std)
+        self.open_rank = -1
+
+    def _mode_change(self, count: int) -> None:
+        for _ in range(count):
+            self._append(self.ids[self.std.mode_change], self.chan_node, -1, -1, 0, -1)
+
+    def _append(self, *values):
+        for target, value in zip(self.lists, values):
+            target.append(value)
 
     def emit(self, name, n, r=-1, k=-1, s=0, p=-1):
-        for target, value in zip(self.lists, (self.ids[name], n, r, k, s, p)):
-            target.append(value)
+        self._mode_change(self.modes.changes_before(name))
+        self._append(self.ids[name], n, r, k, s, p)
+
+    def open_row(self, rank, r):
+        """Start a row's MACs: into MAC mode first (where AiM's controller switches: before the precharge
+        and activate of a MAC instruction), close the row a lazy stream left open, activate."""
+        self._mode_change(self.modes.enter(self.mac_mode))
+        if self.open_rank >= 0:
+            self.emit("PREA", self.open_rank)
+            self.open_rank = -1
+        self.emit("ACTAB", rank, r=r)
+
+    def close_row(self, rank):
+        if self.std.lazy_precharge:
+            self.open_rank = rank
+        else:
+            self.emit("PREA", rank)
+
+    def end_channel(self):
+        """Every stream ends with its banks closed and its channel in the initial mode."""
+        if self.open_rank >= 0:
+            self.emit("PREA", self.open_rank)
+            self.open_rank = -1
+        self._mode_change(self.modes.leave())
 
     def emit_macs(self, n, r, lo, hi, s):
         """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
+        self._mode_change(self.modes.changes_before("MACAB"))
         count, bl = hi - lo, self.g.burst_length
         cmd, node, row, column, select, payload = self.lists
         cmd.extend([self.ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
@@ -162,6 +208,7 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     g = b.g
     resident = vectors == 1 or buffer_vectors >= vectors
     for ch, rank, chan, part, first_slot, waves in b.channels():
+        b.begin_channel(chan)
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg, part)
             for b0 in range(0, ncol, g.gb_chunks):
@@ -174,7 +221,7 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                             b.emit_buffer(chan, part, seg, range(lo, hi), v)
                 for row_waves in b.by_dram_row(waves):
                     r = b.row_of(row_waves[0], seg)
-                    b.emit("ACTAB", rank, r=r)
+                    b.open_row(rank, r)
                     for v in range(vectors):
                         if not resident:
                             for _, lo, hi in parts:
@@ -185,7 +232,8 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                                 for gi, lo, hi in parts:
                                     b.emit_macs(rank, r, off + lo, off + hi, sel)
                                     b.read(rank, ch, w, seg, sel, gi, base)
-                    b.emit("PREA", rank)
+                    b.close_row(rank)
+        b.end_channel()
     return b.program()
 
 
@@ -204,6 +252,7 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
     b = _Builder(compiled, placement, lanes_out, groups, rows_active)
     g = b.g
     for ch, rank, chan, part, first_slot, waves in b.channels():
+        b.begin_channel(chan)
         for seg in range(placement.segments):
             parts = b.parts(part, seg, 0, placement.segment_columns(seg, part))
             if not parts:
@@ -214,7 +263,7 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
                 b.emit_buffer(chan, part, seg, used)
             for row_waves in b.by_dram_row(waves):
                 r = b.row_of(row_waves[0], seg)
-                b.emit("ACTAB", rank, r=r)
+                b.open_row(rank, r)
                 for w in row_waves:
                     off = placement.access_offset(w)
                     for sel, base in b.selects(w, first_slot):
@@ -231,7 +280,8 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
                                 b.emit_macs(rank, r, off + k, off + end, sel)
                                 k = end
                             b.read(rank, ch, w, seg, sel, gi, base)
-                b.emit("PREA", rank)
+                b.close_row(rank)
+        b.end_channel()
     return b.program()
 
 

@@ -204,7 +204,7 @@ class ModelMap:
             program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, g.lanes_out, groups, rows_active)
         reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
         to_pim = self._count_by_channel(program, "WRGB") * self.hw.dram.organization.access_bytes * repeat
-        from_pim = reads * g.units * g.lanes_out * g.acc_bytes * repeat
+        from_pim = reads * self.compiled.result_read_bytes * repeat  # one definition for pins and link
         arrays = [np.tile(a, repeat) for a in (program.cmd, program.node, program.row, program.column)]
         return Stream(key, *arrays, to_pim, from_pim, program.asic_adds * repeat, program.outputs * repeat,
                       fmt=g.fmt)
