@@ -165,7 +165,7 @@ def test_wave_major_equals_row_partition_where_a_segment_fits_the_global_buffer(
 
 @pytest.mark.parametrize("shape", [(300, 1500), (1024, 4096), (7, 33)])
 def test_wave_major_on_hbm_pim_trades_buffer_writes_for_activations_and_partial_sums(shape):
-    base = compiled("hbm-pim.yaml").hw
+    base = compiled("hbm-pim.yaml", "mapping.gemv=row_partition").hw
     wave = load_hardware("hbm-pim.yaml", ["mapping.gemv=wave_major"])
     a, b = gemv(base, *shape, functional=True), gemv(wave, *shape, functional=True)
     ca, cb = a.stats["commands"], b.stats["commands"]

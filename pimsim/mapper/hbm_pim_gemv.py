@@ -188,7 +188,7 @@ def hbm_pim_gemv_program(compiled: Compiled, placement, lanes_out: int = 1, grou
     reads: list[tuple] = []
     bl, R, T = g.burst_length, p.registers, p.tile_accesses
     per = g.writes_per_mac
-    crf = gemv_crf_program(p.input_tiles, R)
+    crf = gemv_crf_program(p.input_tiles, R, T)
     x_chunks = p.cols_padded // g.elems_per_access * per  # payload chunks of one input vector
     result_row = p.first_row + p.dram_rows  # the write-back row (write_back only)
 

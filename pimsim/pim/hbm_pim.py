@@ -53,7 +53,8 @@ class Instruction:
         return self.op
 
 
-def gemv_crf_program(input_tiles: int, registers: int = GRF_B_REGISTERS) -> tuple[Instruction, ...]:
+def gemv_crf_program(input_tiles: int, registers: int = GRF_B_REGISTERS,
+                     tile_accesses: int = GRF_A_REGISTERS) -> tuple[Instruction, ...]:
     """The CRF program of one GEMV output tile: every unit multiplies ``registers`` output rows by
     ``input_tiles`` input tiles, even tiles from the even bank first, then odd tiles from the odd bank,
     and writes the ``registers`` accumulators back (NOP per write-back command)."""
@@ -64,7 +65,8 @@ def gemv_crf_program(input_tiles: int, registers: int = GRF_B_REGISTERS) -> tupl
         if tiles == 0:
             continue
         prog.append(Instruction("MAC", bank, aam=True))
-        repeats = registers * tiles // AAM_REPEAT  # AAM runs: 8 MACs each; a tile takes registers x 8 MACs
+        # a tile takes registers x tile_accesses MACs; an AAM instruction runs 8 of them per pass
+        repeats = -(-registers * tile_accesses * tiles // AAM_REPEAT)
         if repeats > 1:
             prog.append(Instruction("JUMP", count=repeats - 1, back=1))
     prog.append(Instruction("NOP", count=registers - 1))
