@@ -179,3 +179,37 @@ def test_work_is_padded_to_whole_output_tiles():
     assert v.closed_form_cycles(hw, 2048, 1024) == v.closed_form_cycles(hw, 4096, 1024)
     assert v.closed_form_cycles(hw, 4097, 1024) > v.closed_form_cycles(hw, 4096, 1024)
     assert v.closed_form_cycles(hw, 4096, 1000) == v.closed_form_cycles(hw, 4096, 1024)  # 128-input tiles
+
+
+def test_write_back_stores_every_units_accumulators_in_its_odd_bank():
+    """The vendor's result path: GRF_B written back (WRAB) into the odd banks; summing each stored
+    register's 16 lanes in FP32 gives the read path's (and the numerics') result bit for bit."""
+    from pimsim.kernels import _store_matrix
+    from pimsim.pim.banks import BankModel
+
+    c = compiled("hbm-pim.yaml")
+    g = Geometry.of(c.hw)
+    rng = np.random.default_rng(5)
+    m, n = 1500, 300
+    W = rng.standard_normal((m, n)).astype(np.float32)
+    x = rng.standard_normal(n).astype(np.float32)
+    p = hbm_pim_gemv.place(c.hw, g, m, n)
+    prog = hbm_pim_gemv.hbm_pim_gemv_program(c, p, g.lanes_out, results="write_back")
+    model = BankModel(c.hw)
+    padded = np.zeros((m, p.cols_padded), np.float32)
+    padded[:, :n] = W
+    _store_matrix(model, p, padded)
+    xp = np.zeros(p.cols_padded, np.float32)
+    xp[:n] = x
+    assert model.run(c, prog.cmd, prog.node, prog.row, prog.column, payload_index=prog.payload,
+                     payloads=xp.reshape(-1, 16), select=prog.select, register=prog.register) == []
+    y = np.zeros(m, np.float32)
+    for row in range(m):
+        j, rest = divmod(row, p.out_tile_rows)
+        k, rest = divmod(rest, g.units * g.channels)
+        ch, u = divmod(rest, g.units)
+        idx = j * 8 + k
+        slot = model.slot[ch, u * 2 + 1, p.first_row + p.dram_rows + idx // 32]
+        for lane in model.data[slot, idx % 32 * 16:idx % 32 * 16 + 16]:
+            y[row] = np.float32(y[row] + lane)
+    assert np.array_equal(y, PimGemv(c.hw, W)(x))

@@ -93,6 +93,11 @@ class HbmPimPlacement:
     def dram_rows(self) -> int:
         return self.output_tiles * self.rows_per_output_tile
 
+    def result_rows(self, vectors: int = 1) -> int:
+        """Rows after the matrix that the ``write_back`` results take (8 registers per output tile and
+        vector, one column access each); the caller keeps them free."""
+        return -(-self.output_tiles * vectors * self.registers // self.accesses_per_row)
+
     # the GemvPlacement interface the kernels' statistics read
     segments = input_tiles
     waves = output_tiles
@@ -162,6 +167,8 @@ def check_device(hw: HardwareConfig, geometry: Geometry) -> list[str]:
     apr = geometry.row_elems // geometry.elems_per_access
     if geometry.gb_chunks < 1 or apr % geometry.gb_chunks:
         out.append(f"an input tile of {geometry.gb_chunks} column accesses must divide a DRAM row of {apr}")
+    if apr % hw.pim.accumulator_registers:
+        out.append(f"the {hw.pim.accumulator_registers} GRF_B registers' write-back must fit a DRAM row of {apr}")
     return out
 
 
@@ -190,7 +197,7 @@ def hbm_pim_gemv_program(compiled: Compiled, placement, lanes_out: int = 1, grou
     per = g.writes_per_mac
     crf = gemv_crf_program(p.input_tiles, R, T)
     x_chunks = p.cols_padded // g.elems_per_access * per  # payload chunks of one input vector
-    result_row = p.first_row + p.dram_rows  # the write-back row (write_back only)
+    result_base = p.first_row + p.dram_rows  # the write-back rows (write_back only)
 
     def emit(name, n, r=-1, k=-1, s=0, pay=-1, reg=0):
         for target, value in zip(lists, (ids[name], n, r, k, s, pay, reg)):
@@ -237,11 +244,12 @@ def hbm_pim_gemv_program(compiled: Compiled, placement, lanes_out: int = 1, grou
                         first = int(p.output_row(j, k, ch, 0))
                         reads.append((len(lists[0]) - 1, ch, j, v, k, 0, first))
                         partials += max(0, min(g.units, p.rows_out - first)) * lanes_out
-                else:
+                else:  # GRF_B[k] of every unit into its odd bank, column access (j, v, k) of the result rows
+                    first = (j * vectors + v) * R
+                    result_row = result_base + first // p.accesses_per_row
                     emit("ACTAB", rank, r=result_row)
                     for k in range(R):
-                        emit("WRAB", rank, r=result_row, k=((j * vectors + v) * R + k) % p.accesses_per_row * bl,
-                             s=1, reg=k)
+                        emit("WRAB", rank, r=result_row, k=(first + k) % p.accesses_per_row * bl, s=1, reg=k)
                     emit("PREA", rank)
                 mode("AB-PIM", "AB")
         mode("AB", "SB")
@@ -250,7 +258,3 @@ def hbm_pim_gemv_program(compiled: Compiled, placement, lanes_out: int = 1, grou
     return HbmPimProgram(p, cmd, node, row, column, select, payload, a(reads).reshape(-1, 7),
                          p.rows_out * vectors, 1, partials, register=register, crf=crf)
 
-
-def result_rows(placement: HbmPimPlacement) -> int:
-    """Rows past the matrix the write-back variant writes its results into (one)."""
-    return 1
