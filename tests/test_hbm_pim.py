@@ -213,3 +213,13 @@ def test_write_back_stores_every_units_accumulators_in_its_odd_bank():
         for lane in model.data[slot, idx % 32 * 16:idx % 32 * 16 + 16]:
             y[row] = np.float32(y[row] + lane)
     assert np.array_equal(y, PimGemv(c.hw, W)(x))
+
+
+def test_the_strategy_on_another_device_is_one_clear_error(capsys):
+    from pimsim.cli import main
+
+    rc = main(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "64", "--cols", "64",
+               "--set", "mapping.gemv=hbm_pim_gemv"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "dram.standard is GDDR6-AiM" in err and "banks_per_unit is 1" in err and "accumulator_registers" in err

@@ -110,14 +110,18 @@ CONSTRAINTS = (
                    note="all-bank PIM mode spaces PIM column commands like one bank group"),
         Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
         Constraint(CH, REGISTER_WRITES, MACS + ("WRAB",), "nCWLGB + nBL",
-                   note="a register write lands before the next PIM instruction uses the registers"),
+                   note="a register write lands before the next PIM instruction uses the registers (assumed: "
+                        "write latency plus the burst, as a global-buffer write on GDDR6-AiM)"),
         Constraint(CH, REGISTER_WRITES, tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC", "WRAB", "PIMOFF"), "nCCDL",
-                   note="the last MAC's result is in GRF_B before it is read, written back or the mode left"),
+                   note="the last MAC's result is in GRF_B before it is read, written back or the mode left "
+                        "(a PIM ALU operation costs tCCD_L: REFERENCE.md section 3)"),
         Constraint(RK, ("WRAB",), ("WRAB",) + MACS, "max(nCCDL, nBL)",
-                   note="write-backs are PIM column commands too: spaced like one bank group"),
-        Constraint(CH, ("WRAB",), ("PIMOFF",), "nCWL + nBL", note="the write-back's data leaves GRF_B first"),
+                   note="write-backs are PIM column commands too (a CRF NOP per write, PIMSimulator PIMRank): "
+                        "spaced like one bank group"),
+        Constraint(CH, ("WRAB",), ("PIMOFF",), "nCWL + nBL",
+                   note="the write-back's data leaves GRF_B before PIM mode ends (assumed: write latency + burst)"),
         Constraint(RK, MACS, MACS, "nMAC", note="a unit finishes one MAC's passes over its lanes before the next"),
         Constraint(CH, MACS, ("RDMAC",), "nMAC", note="the last MAC's passes end before its result is read"),
     )
