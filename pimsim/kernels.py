@@ -21,6 +21,7 @@ from pimsim.dram.compile import compile_standard
 from pimsim.dram.simulate import run_command_trace, run_request_trace
 from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
+from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.attention import append_program, kv_layout
 from pimsim.mapper.gemv import RD_FIRST_ROW, RD_GROUP, RD_POS, STRATEGIES
 from pimsim.mapper.placement import Geometry, auto_pack, auto_split, place_gemv
@@ -55,8 +56,11 @@ def gemv(hw: HardwareConfig, rows: int | None = None, cols: int | None = None, W
     functional = (W is not None) if functional is None else functional
     compiled = compile_standard(hw)
     geometry = Geometry.of(hw)
-    split = auto_split(geometry, rows, cols)
-    placement = place_gemv(geometry, rows, cols, split=split, pack=auto_pack(geometry, rows, cols, split))
+    if hw.mapping.gemv == hbm_pim_gemv.STRATEGY:  # the vendor's own tiling
+        placement = hbm_pim_gemv.place(hw, geometry, rows, cols)
+    else:
+        split = auto_split(geometry, rows, cols)
+        placement = place_gemv(geometry, rows, cols, split=split, pack=auto_pack(geometry, rows, cols, split))
     program = STRATEGIES[hw.mapping.gemv](compiled, placement, geometry.lanes_out)
     stats = _stats(compiled, geometry, placement, program, _time_program(compiled, program, "gemv program"))
     result = GemvResult(stats=stats)
@@ -212,7 +216,7 @@ def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
     results = model.run(compiled, program.cmd, program.node, program.row, program.column,
                         payload_index=program.payload,
                         payloads=xp.reshape(-1, g.elems_per_access // g.writes_per_mac),
-                        select=program.select)
+                        select=program.select, register=getattr(program, "register", None))
     return _collect(program, results, g)[:, 0]
 
 

@@ -145,6 +145,9 @@ class PimConfig(StrictModel):
         None, description="format of the KV cache (default: the activation format); attention MACs use it")
     formats: dict[WeightFormat, PimFormat] = Field(
         default_factory=dict, description="more weight formats the MAC units support (pimsim run --weight-format)")
+    accumulator_registers: StrictInt = Field(1, ge=1, le=64, description="accumulator registers per unit a MAC "
+                                                                         "may name (HBM-PIM: GRF_B, 8); 1: one "
+                                                                         "accumulator (AiM)")
     buffer_vectors: StrictInt = Field(1, ge=1, le=64, description="input vectors the global buffer holds side by "
                                                                   "side, global_buffer_bytes each (a wider buffer "
                                                                   "for speculative verify steps)")
@@ -180,10 +183,14 @@ FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}  # ac
 class MappingConfig(StrictModel):
     """Which mapper strategy places each kind of operation (see pimsim.mapper)."""
 
-    gemv: Literal["row_partition", "wave_major"] = Field(
+    gemv: Literal["row_partition", "wave_major", "hbm_pim_gemv"] = Field(
         "row_partition", description="row_partition: output rows over channels x PIM units, the input dimension "
                                      "along DRAM rows, one partial sum per global-buffer block; wave_major: the "
-                                     "same placement, each row open across all blocks of its segment")
+                                     "same placement, each row open across all blocks of its segment; "
+                                     "hbm_pim_gemv: Samsung HBM-PIM's GEMV kernel (pimsim.mapper.hbm_pim_gemv): "
+                                     "8 output rows per unit kept in GRF_B across the whole input, 128-element "
+                                     "input tiles in GRF_A, mode switches and CRF program load per kernel "
+                                     "(weight GEMVs; attention keeps row_partition)")
     channel_split: Literal["auto", "never"] = Field(
         "auto", description="auto: a matrix with at most half as many output rows as PIM slots (the transposed V "
                             "cache, a K cache reserved for few tokens) is split over channel groups, each group "

@@ -7,7 +7,8 @@ enough to run every GEMV of a model token after token:
 - W and x are held in the operand format (BF16 or FP16); products of two operands are exact;
 - the input dimension is cut as the placement cuts it: channel-group parts, then DRAM-row segments,
   then (``row_partition``) global-buffer blocks; one RDMAC per block (per segment for ``wave_major``)
-  returns the unit's accumulators;
+  returns the unit's accumulators; ``hbm_pim_gemv`` keeps one GRF_B register per output row across the
+  whole input (padded to 128-element tiles), even tiles first, then odd tiles, and reads it once;
 - within a block, ``accumulate: tree`` adds each column access's lane products pairwise, rounding every
   sum to the accumulator format, and adds the result to one accumulator; ``accumulate: lanes`` adds
   each lane's product to that lane's accumulator (rounded each time);
@@ -28,12 +29,25 @@ from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry, auto_split
 
 
+def hbm_pim_order(geometry: Geometry, cols: int) -> np.ndarray:
+    """The column accesses of x in the order Samsung's GEMV kernel (``hbm_pim_gemv``) accumulates them
+    into a GRF_B register: the input padded to whole tiles of ``gb_chunks`` accesses, the even tiles
+    (even bank) first, then the odd tiles (odd bank), each tile's accesses in order."""
+    t = geometry.gb_chunks
+    tiles = -(-cols // (t * geometry.elems_per_access))
+    order = [i for parity in (0, 1) for i in range(parity, tiles, 2)]
+    return (np.asarray(order, np.int64)[:, None] * t + np.arange(t)[None, :]).ravel()
+
+
 def blocks_of(geometry: Geometry, cols: int, split: int, strategy: str = "row_partition") -> list[tuple[int, int]]:
     """Column-access ranges [a, b) of x, one per RDMAC, in the order the ASIC adds them:
     ``row_partition`` reads the accumulators after every global-buffer block, ``wave_major`` once per
-    segment (the units keep accumulating while the next block of x is loaded)."""
+    segment (the units keep accumulating while the next block of x is loaded), ``hbm_pim_gemv`` once
+    for the whole (tile-padded) input."""
     e, per_row, gb = geometry.elems_per_access, geometry.row_elems // geometry.elems_per_access, geometry.gb_chunks
     accesses = -(-cols // e)
+    if strategy == "hbm_pim_gemv":
+        return [(0, len(hbm_pim_order(geometry, cols)))]
     part = -(-accesses // split)
     out = []
     for p0 in range(0, accesses, part):
@@ -69,12 +83,17 @@ class PimGemv:
         rows, cols = W.shape
         e = self.g.elems_per_access
         self.cols = cols
-        self.padded = -(-cols // e) * e
+        if hw.mapping.gemv == "hbm_pim_gemv":  # one read per output row, accesses in the kernel's order
+            order = hbm_pim_order(self.g, cols)
+            self.padded = len(order) * e
+            self.blocks = [order]
+        else:
+            self.padded = -(-cols // e) * e
+            split = auto_split(self.g, rows, cols) if split is None else split
+            self.blocks = [np.arange(a, b) for a, b in blocks_of(self.g, cols, split, hw.mapping.gemv)]
         wq = np.zeros((rows, self.padded), np.float32)
         wq[:, :cols] = to_operands(W, self.fmt)
         self.W = wq.reshape(rows, self.padded // e, e)  # [rows, accesses, lanes]
-        split = auto_split(self.g, rows, cols) if split is None else split
-        self.blocks = blocks_of(self.g, cols, split, hw.mapping.gemv)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         from pimsim.pim.formats import to_operands
@@ -88,8 +107,8 @@ class PimGemv:
         # FP32 accumulators: float32 adds are the exact sum rounded once, as the hardware does; FP16
         # ones are summed exactly in float64 and rounded (numpy's float16 adds could round twice)
         wide = np.float32 if self.acc == "fp32" else np.float64
-        for a, b in self.blocks:
-            prod = (self.W[:, a:b, :] * xq[a:b]).astype(wide)  # exact products
+        for idx in self.blocks:
+            prod = (self.W[:, idx, :] * xq[idx]).astype(wide)  # exact products
             if self.mode == "tree":
                 level = prod
                 while level.shape[-1] > 1:

@@ -285,4 +285,10 @@ def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_
     return b.program()
 
 
-STRATEGIES = {"row_partition": gemv_program, "wave_major": gemv_program_wave_major}
+def _hbm_pim_gemv(*args, **kwargs) -> GemvProgram:
+    from pimsim.mapper.hbm_pim_gemv import hbm_pim_gemv_program  # it builds on this module
+
+    return hbm_pim_gemv_program(*args, **kwargs)
+
+
+STRATEGIES = {"row_partition": gemv_program, "wave_major": gemv_program_wave_major, "hbm_pim_gemv": _hbm_pim_gemv}

@@ -14,7 +14,7 @@ what the ``fast`` fidelity reuses timings by.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
 from pimsim.errors import PimsimError
 from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
+from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
 from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_pack, auto_split, place_gemv
 from pimsim.workloads.opgraph import OpGraph
@@ -135,8 +136,12 @@ class ModelMap:
         split = auto_split(g, rows, cols)
         return g, rows, cols, 0, split, auto_pack(g, rows, cols, split)
 
-    def _place(self, name: str, rows: int, cols: int, alloc: RowAllocator) -> GemvPlacement:
+    def _place(self, name: str, rows: int, cols: int, alloc: RowAllocator | None = None):
         g, rows, cols, _, split, pack = self._layout(name, rows, cols)
+        if self.hw.mapping.gemv == hbm_pim_gemv.STRATEGY:  # the vendor's own tiling
+            return hbm_pim_gemv.place(self.hw, g, rows, cols, alloc, name)
+        if alloc is None:
+            return GemvPlacement(g, rows, cols, 0, split, pack)
         return place_gemv(g, rows, cols, alloc, name, split, pack)
 
     def tensor_geometry(self, tensor: str) -> Geometry:
@@ -149,7 +154,7 @@ class ModelMap:
 
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
-        rows = sum(GemvPlacement(*self._layout(name, t["rows"], t["cols"])).dram_rows
+        rows = sum(self._place(name, t["rows"], t["cols"]).dram_rows
                    for name, t in self.tensors.items())
         kv = self._proto_kv()
         self._kv_rows = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
@@ -198,8 +203,9 @@ class ModelMap:
         each channel what its global-buffer writes carry, and gets back its RDMAC results."""
         g = placement.geometry
         if vectors > 1:
-            program = STRATEGIES["row_partition"](self.compiled, placement, g.lanes_out, groups, rows_active,
-                                                  vectors, self.hw.pim.buffer_vectors)
+            reuse = self.hw.mapping.gemv if self.hw.mapping.gemv == hbm_pim_gemv.STRATEGY else "row_partition"
+            program = STRATEGIES[reuse](self.compiled, placement, g.lanes_out, groups, rows_active,
+                                        vectors, self.hw.pim.buffer_vectors)
         else:
             program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, g.lanes_out, groups, rows_active)
         reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
@@ -220,7 +226,7 @@ class ModelMap:
             mode = "row_reuse" if self.hw.pim.buffer_vectors >= vectors else "vector_major"
         key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, vectors, mode, self.ns)
         if key not in self._programs:
-            proto = GemvPlacement(t.geometry, t.rows_out, t.cols_in, 0, t.split, t.pack)
+            proto = replace(t, first_row=0)
             if mode == "row_reuse":
                 self._programs[key] = self._gemv_stream(key, proto, vectors=vectors)
             else:
@@ -300,7 +306,7 @@ class ModelMap:
             raise PimsimError(f"{tensor}: entry {entry} is outside its {t.rows_out} rows")
         key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
         if key not in self._programs:
-            proto = GemvPlacement(t.geometry, t.rows_out, t.cols_in, 0, t.split, t.pack)
+            proto = replace(t, first_row=0)
             prog = read_row_program(self.compiled, proto, entry)
             nbytes = self._count_by_channel(prog, "RD") * self.hw.dram.organization.access_bytes
             self._programs[key] = Stream(key, prog.cmd, prog.node, prog.row, prog.column, np.zeros_like(nbytes),

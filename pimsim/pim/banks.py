@@ -14,6 +14,11 @@ order of commands per channel):
   per unit, the command's bank selector (0 .. banks_per_unit-1) says which bank of each group feeds
   its unit. ``MACSB`` does the same in the one unit of the addressed bank;
 - ``RDMAC`` reads every unit's accumulators of the channel and clears them;
+- with several accumulator registers per unit (``pim.accumulator_registers``: HBM-PIM's GRF_B), each
+  MAC, RDMAC and WRAB names its register (``register[i]``, the index the CRF's auto-address mode takes
+  from the column address); ``PIMON`` (entering AB-PIM mode) zeroes every register of the channel,
+  ``WRAB`` stores register ``register[i]`` of every unit into the open row of the unit's bank
+  ``select[i]`` at the command's column (rounded to the operand format);
 - ``WR`` writes its payload into the open row (``RD`` changes nothing).
 
 How a unit accumulates comes from the config: ``accumulate: tree`` sums the lane products pairwise
@@ -36,8 +41,9 @@ from pimsim.errors import PimsimError
 from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, elements_in, round_acc, to_operands
 
 # what each command does to the functional state
-R_NONE, R_OPEN, R_CLOSE, R_MAC, R_WRGB, R_RDMAC, R_WRITE = range(7)
-_ROLES_BY_NAME = {"MACAB": R_MAC, "MACSB": R_MAC, "WRGB": R_WRGB, "RDMAC": R_RDMAC, "WR": R_WRITE}
+R_NONE, R_OPEN, R_CLOSE, R_MAC, R_WRGB, R_RDMAC, R_WRITE, R_ZERO, R_WRACC = range(9)
+_ROLES_BY_NAME = {"MACAB": R_MAC, "MACSB": R_MAC, "WRGB": R_WRGB, "RDMAC": R_RDMAC, "WR": R_WRITE,
+                  "PIMON": R_ZERO, "WRAB": R_WRACC}
 _ROLES_BY_EFFECT = {Effect.OPEN: R_OPEN, Effect.CLOSE: R_CLOSE, Effect.REFRESH: R_CLOSE}
 
 
@@ -80,7 +86,8 @@ class BankModel:
         self.data = np.zeros((16, self.row_elems), np.float32)
         self.rows_used = 0
         self.global_buffer = np.zeros((channels, self.gb_chunks * self.elems_per_access), np.float32)
-        self.acc = np.zeros((channels, self.units, self.acc_width), np.float64)
+        self.registers = pim.accumulator_registers
+        self.acc = np.zeros((channels, self.units, self.registers, self.acc_width), np.float64)
         self.open_row = np.full((channels, self.banks), -1, np.int64)
 
     # --- placing data directly (what a mapper's loader does before the stream runs) ----------------
@@ -115,13 +122,14 @@ class BankModel:
 
     # --- running a command stream ---------------------------------------------------------------------
     def run(self, compiled: Compiled, cmd, node, row, column, payload_index=None, payloads=None,
-            select=None) -> list[MacResult]:
+            select=None, register=None) -> list[MacResult]:
         """Execute a command stream (the kernel's arrays); returns what every RDMAC read.
 
         ``payload_index[i]`` is the row of ``payloads`` that WRGB or WR command i writes (one column
         access of activations or of weights each); -1 for commands without data. Where weights and
         activations differ in width (ternary weights, int8 activations), a stream writes only one kind.
-        ``select[i]`` is the bank within each unit that all-bank MAC i uses (default 0).
+        ``select[i]`` is the bank within each unit that all-bank MAC (or WRAB) i uses (default 0);
+        ``register[i]`` the accumulator register MAC, RDMAC or WRAB i names (default 0).
         """
         if compiled.hw.dram.organization != self.hw.dram.organization:
             raise PimsimError("the command stream was compiled for a different memory organisation")
@@ -134,6 +142,9 @@ class BankModel:
         select = np.zeros(n, np.int64) if select is None else np.asarray(select, np.int64)
         if np.any((select < 0) | (select >= self.banks_per_unit)):
             raise PimsimError(f"bank selectors must be in 0..{self.banks_per_unit - 1}")
+        register = np.zeros(n, np.int64) if register is None else np.asarray(register, np.int64)
+        if register.shape != (n,) or np.any((register < 0) | (register >= self.registers)):
+            raise PimsimError(f"accumulator registers must be in 0..{self.registers - 1}, one per command")
         has_wr, has_wrgb = np.any(roles[cmd] == R_WRITE), np.any(roles[cmd] == R_WRGB)
         width, fmt = self.inputs_per_write, self.input_format
         if has_wr:
@@ -155,16 +166,21 @@ class BankModel:
             raise PimsimError("a functional run needs the row of every WR command")
         for i in writes:  # the numba loop cannot grow `data`: rows that WR will write get slots now
             self._slot(int(channel[i]), int(bank[i]), int(row[i]))
+        for i in np.flatnonzero(roles[cmd] == R_WRACC):  # and so do the rows write-backs store into
+            if row[i] < 0:
+                raise PimsimError("a functional run needs the row of every WRAB command")
+            for u in range(self.units):
+                self._slot(int(channel[i]), u * self.banks_per_unit + int(select[i]), int(row[i]))
         bl = self.hw.dram.organization.burst_length
         accesses = np.asarray(column, np.int64) // bl
-        uses_column = np.isin(roles[cmd], (R_MAC, R_WRGB, R_WRITE))
+        uses_column = np.isin(roles[cmd], (R_MAC, R_WRGB, R_WRITE, R_WRACC))
         bad = uses_column & ((accesses < 0) | (accesses >= self.row_elems // self.elems_per_access))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise PimsimError(f"command {i} ({names[cmd[i]]}): column {column[i]} is outside the row")
         out_index, out_values, err = _execute(
             roles[cmd], channel.astype(np.int64), bank.astype(np.int64), np.asarray(row, np.int64),
-            accesses, np.asarray(payload_index, np.int64), payloads, select,
+            accesses, np.asarray(payload_index, np.int64), payloads, select, register,
             self.slot, self.data, self.global_buffer, self.acc, self.open_row,
             self.banks_per_unit, self.elems_per_access, self.inputs_per_write, self.gb_chunks, self.acc_width,
             self.acc_kind)
@@ -176,10 +192,10 @@ class BankModel:
 
 
 @njit(cache=True)
-def _execute(role, channel, bank, row, col, payload_index, payloads, select, slot, data, gb, acc, open_row,
-             banks_per_unit, elems, per_write, gb_chunks, acc_width, acc_kind):
+def _execute(role, channel, bank, row, col, payload_index, payloads, select, register, slot, data, gb, acc,
+             open_row, banks_per_unit, elems, per_write, gb_chunks, acc_width, acc_kind):
     n = role.shape[0]
-    units, width = acc.shape[1], acc.shape[2]
+    units, width = acc.shape[1], acc.shape[3]
     n_read = 0
     for i in range(n):
         if role[i] == R_RDMAC:
@@ -209,9 +225,20 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
                 data[s, col[i] * elems + e] = payloads[payload_index[i], e]
         elif r == R_RDMAC:
             out_index[k_read] = i
-            out_values[k_read] = acc[ch]
-            acc[ch] = 0.0
+            out_values[k_read] = acc[ch, :, register[i], :]
+            acc[ch, :, register[i], :] = 0.0
             k_read += 1
+        elif r == R_ZERO:
+            acc[ch] = 0.0
+        elif r == R_WRACC:
+            for u in range(units):
+                bb = u * banks_per_unit + select[i]
+                if open_row[ch, bb] != row[i]:
+                    err[0], err[1], err[2] = i, bb, row[i]
+                    return out_index[:k_read], out_values[:k_read], err
+                s = slot[ch, bb, row[i]]
+                for e in range(min(width, elems)):
+                    data[s, col[i] * elems + e] = np.float32(acc[ch, u, register[i], e])
         elif r == R_MAC:
             if b >= 0:  # one unit: the one owning the addressed bank
                 first_unit, last_unit, sel = b // banks_per_unit, b // banks_per_unit + 1, b % banks_per_unit
@@ -238,9 +265,10 @@ def _execute(role, channel, bank, row, col, payload_index, payloads, select, slo
                             products[half] = products[m - 1]
                             half += 1
                         m = half
-                    acc[ch, u, 0] = round_acc(acc[ch, u, 0] + products[0], acc_kind)
+                    acc[ch, u, register[i], 0] = round_acc(acc[ch, u, register[i], 0] + products[0], acc_kind)
                 else:
+                    k = register[i]
                     for e in range(elems):
                         # with fewer lanes than weights a column takes passes: lane e % width
-                        acc[ch, u, e % acc_width] = round_acc(acc[ch, u, e % acc_width] + products[e], acc_kind)
+                        acc[ch, u, k, e % acc_width] = round_acc(acc[ch, u, k, e % acc_width] + products[e], acc_kind)
     return out_index, out_values, err
