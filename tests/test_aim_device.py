@@ -53,8 +53,11 @@ def test_result_read_bytes_are_one_definition_for_timing_pins_and_link(name):
     hw = load_hardware(name)
     c = compile_standard(hw)
     rdmac = c.command_names.index("RDMAC")
-    # timing and pins: the RDMAC command moves one access of the channel
-    assert c.spec.cmds[rdmac, K_TRANSFER] != 0 and c.result_read_bytes == hw.dram.organization.access_bytes
+    # timing and pins: the RDMAC command moves one access of the channel per burst of its data transfer
+    # (AiM: one burst; HBM-PIM: one register of each of the 8 PIM units, a burst each)
+    bursts = {"gddr6-aim.yaml": 1, "pim-gpt.yaml": 1, "hbm-pim.yaml": 8}[name]
+    assert c.spec.cmds[rdmac, K_TRANSFER] != 0
+    assert c.result_read_bytes == bursts * hw.dram.organization.access_bytes
     # the ASIC link: a GEMV stream sends back exactly that per RDMAC
     m = ModelMap(hw, c, traced_graph(load_card("gpt2")), 64)
     s = m.gemv(next(iter(m.tables)))

@@ -35,11 +35,18 @@ class Compiled:
 
     @property
     def result_read_bytes(self) -> int:
-        """Bytes one MAC-result read (RDMAC) moves between the device and its controller: one burst of
-        ``access_bytes``, the data transfer the standard gives the command (AiM GDDR6.cpp: RDMAC16 takes
-        nCLREG + nBL, one burst: 16 banks' results of 16 bits in 32 B). Timing, pin energy and the ASIC
-        link all count a result read as this many bytes."""
-        return self.hw.dram.organization.access_bytes
+        """Bytes one MAC-result read (RDMAC) moves between the device and its controller: ``access_bytes``
+        per burst of the data transfer the standard gives the command. AiM (GDDR6.cpp: RDMAC16 takes
+        nCLREG + nBL): one burst, 16 banks' 16-bit results in 32 B. HBM-PIM: one GRF_B register of every
+        PIM unit, a burst per unit (nBLRES = units x nBL: 8 x 32 B). Timing, pin energy and the ASIC link
+        all count a result read as this many bytes."""
+        return self.transfer_bytes("RDMAC")
+
+    def transfer_bytes(self, command: str) -> int:
+        """Bytes one `command` moves over the data bus: access_bytes per burst of nBL cycles."""
+        bursts = dict(self.standard.burst_params)
+        cycles = self.timing[bursts[command]] if command in bursts else self.timing["nBL"]
+        return self.hw.dram.organization.access_bytes * cycles // self.timing["nBL"]
 
     @property
     def level_base(self) -> np.ndarray:

@@ -119,6 +119,9 @@ class Standard:
     # The vendor's controller closes a row only when a command needs another one (AiM: the precharge is
     # a prerequisite of the next MAC instruction), so streams precharge just before the next activate.
     lazy_precharge: bool = False
+    # Data-bus cycles of a command that carries more than one burst, as a timing parameter (HBM-PIM's
+    # RDMAC reads one register of every PIM unit: nBLRES); every other transfer is one burst, nBL.
+    burst_params: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.commands]

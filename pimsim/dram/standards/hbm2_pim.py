@@ -139,6 +139,7 @@ HBM2_PIM = Standard(
     constraints=CONSTRAINTS,
     sanity=SANITY,
     activate_all="ACTAB",
+    burst_params=tuple(BURST.items()),
     derived_params=(TimingParam("nMAC", "cycles one MAC keeps a PIM unit busy (pim.lanes_per_unit, pim.mac_cycles)"),),
 )
 
