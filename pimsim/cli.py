@@ -490,7 +490,9 @@ def cmd_baseline(args) -> int:
           f"{host['torch_threads']} threads, OMP_WAIT_POLICY={host['OMP_WAIT_POLICY']}\n"
           f"decode     {record['latency_per_token_s'] * 1e3:.3f} ms/token median (p10 "
           f"{record['latency_p10_s'] * 1e3:.3f}, p90 {record['latency_p90_s'] * 1e3:.3f}) over "
-          f"{record['gen_tokens']} tokens after {record['warmup_tokens']} warm-up, prompt {record['prompt_len']}\n"
+          f"{record['gen_tokens']} tokens after {record['warmup_tokens']} warm-up, prompt {record['prompt_len']}; "
+          f"process CPU time {record['cpu_time_per_token_s'] * 1e3:.3f} ms/token median; load average "
+          f"{host['load_average_1min'][0]:.2f} -> {host['load_average_1min'][1]:.2f}\n"
           f"prefill    {record['prefill_s'] * 1e3:.2f} ms;  peak memory "
           f"{record['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
           f"energy     {energy}")

@@ -77,6 +77,7 @@ def test_measured_cpu_run_records_latency_and_host(tiny):
     assert r["kind"] == "measured" and len(r["per_token_s"]) == 5 and r["method"] == "eager"
     assert r["latency_p10_s"] <= r["latency_per_token_s"] <= r["latency_p90_s"]
     assert r["host"]["torch_threads"] == 1 and r["host"]["OMP_WAIT_POLICY"]
+    assert 0 < r["cpu_time_per_token_s"] and len(r["host"]["load_average_1min"]) == 2
     assert r["prefill_s"] > 0 and r["peak_memory_bytes"] > 0
     assert (r["energy_per_token_J"] is None) == (r["energy_kind"] is None)
     with pytest.raises(PimsimError, match="exceeds the context"):

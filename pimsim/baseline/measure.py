@@ -125,7 +125,8 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prom
     counter = _EnergyCounter(device)
     core_counter = CoreDomainCounter() if device == "cpu" else None
     decoder = Decoder(model, config, settings, prompt_len + warmup + gen_tokens)
-    times = []
+    times, cpu_times = [], []
+    load_before = os.getloadavg()[0]
     with torch.no_grad():
         sync()
         t0 = time.perf_counter()
@@ -140,11 +141,12 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prom
                     core_counter.start()
                 run_t0 = time.perf_counter()
             sync()
-            t = time.perf_counter()
+            t, cpu_t = time.perf_counter(), time.process_time()
             token = decoder.step(token)
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - t)
+                cpu_times.append(time.process_time() - cpu_t)
             tokens.append(int(token))  # after the clock: reading the id back is not part of a decode step
         run_s = time.perf_counter() - run_t0
         joules = counter.stop()
@@ -165,6 +167,11 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prom
         "peak_memory_bytes": (torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss()),
     }
     record.update(settings.as_record())
+    # on a shared machine the wall-clock median includes time the run waited for a core; the process's CPU
+    # time per step does not (with one thread it is the step's compute alone), so the two together show
+    # how much the load stretched the run
+    record["cpu_time_per_token_s"] = statistics.median(cpu_times)
+    record["host"]["load_average_1min"] = [load_before, os.getloadavg()[0]]
     record["compile_s"] = decoder.compile_s
     record["tokens"] = tokens  # greedy token ids: methods that compute the same function generate the same ones
     if device == "cpu":
