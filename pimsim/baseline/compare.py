@@ -86,7 +86,7 @@ def measured_baseline(path: Path, card: ModelCard) -> Baseline:
     problems = [f"no {key!r}" for key in REQUIRED if key not in record]
     if record.get("model") != card.name:
         problems.append(f"measures {record.get('model')}, not {card.name}")
-    if record.get("method") not in METHODS:
+    if record.get("method") not in METHODS or "method_label" not in record:
         problems.append(f"no method label ({record.get('method')!r}; one of {', '.join(METHODS)} expected): "
                         f"measured before `pimsim baseline` recorded its method; measure it again with "
                         f"--method paper, compiled or eager")
