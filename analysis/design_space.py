@@ -57,15 +57,16 @@ def main() -> None:
     plots.sweep_lines(ch, "dram.channels", "latency_per_token_s", "model", logx=True, logy=True).savefig(
         out / "channels.png")
 
-    print("2. ASIC clock sensitivity (gpt3-xl)")
+    context = f"context {RUN['prompt_len']}-{RUN['prompt_len'] + RUN['gen_tokens'] - 1} tokens"
+    print(f"2. ASIC clock sensitivity (gpt3-xl, {context}): latency per token and throughput against 1 GHz")
     asic = sweep(folder, "asic", ["gpt3-xl"], {"asic.freq_MHz": [100, 200, 500, 1000], "asic.lanes": [64, 256]},
                  args.jobs)
     for lanes, part in asic.groupby("set:asic.lanes"):
         part = part.sort_values("set:asic.freq_MHz")
         fast = part["latency_per_token_s"].iloc[-1]
-        print(f"  {int(lanes)} lanes: " + "  ".join(f"{int(f)} MHz +{t / fast - 1:.1%}"
-                                                   for f, t in zip(part["set:asic.freq_MHz"],
-                                                                   part["latency_per_token_s"])))
+        print(f"  {int(lanes)} lanes: " + "  ".join(
+            f"{int(f)} MHz +{t / fast - 1:.1%} ({fast / t - 1:+.1%} tokens/s)"
+            for f, t in zip(part["set:asic.freq_MHz"], part["latency_per_token_s"])))
     plots.sweep_lines(asic, "asic.freq_MHz", "latency_per_token_s", "asic.lanes", logx=True).savefig(
         out / "asic-clock.png")
 

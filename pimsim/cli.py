@@ -107,13 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baseline", help="run a model card's architecture for real in PyTorch (CPU or CUDA)")
     p.add_argument("--model", required=True, metavar="MODEL", help="a bundled model card or a path")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--method", choices=("paper", "compiled", "eager"), default="eager",
+                   help="paper: the PIM-GPT paper's way (eager HF decode, batch 1, fp32, one CPU core charged one "
+                        "core's power); compiled: static KV cache + torch.compile (CUDA graphs on a GPU), the "
+                        "stronger baseline; eager (default): HF eager decode with the flags below")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default fp32")
+    p.add_argument("--cpu-spec", default="xeon-gold-6154", metavar="DEVICE",
+                   help="CPU description whose TDP / cores prices one core where no RAPL core domain is readable "
+                        "(default: the paper's xeon-gold-6154, 200 W / 18 cores)")
     p.add_argument("--prompt-len", type=_positive, metavar="P", help="prompt tokens (default: the card's)")
     p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens timed (default: the card's)")
     p.add_argument("--warmup", type=_nonnegative, default=3, metavar="W", help="untimed tokens first (default 3)")
-    p.add_argument("--threads", type=_positive, metavar="T", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--attention", choices=("sdpa", "eager"), default="sdpa",
-                   help="PyTorch's fused attention (default; cuDNN's backend off on CUDA) or plain matrix products")
+    p.add_argument("--threads", type=_positive, metavar="T",
+                   help="torch CPU threads (default: 1 for paper and compiled, torch's choice for eager)")
+    p.add_argument("--attention", choices=("sdpa", "eager"),
+                   help="PyTorch's fused attention (default but for --method paper; cuDNN's backend off on CUDA) "
+                        "or plain matrix products (paper)")
     p.add_argument("--out", metavar="FILE.json", help="write the record as JSON (for `pimsim compare`)")
     p.set_defaults(func=cmd_baseline)
 
@@ -472,17 +481,27 @@ def cmd_baseline(args) -> int:
     card = load_card(args.model)
     _check_writable(args.out, "--out")
     record = measure(card, args.device, args.dtype, args.prompt_len, args.gen_tokens, args.threads, args.warmup,
-                     attention=args.attention)
+                     attention=args.attention, method=args.method, cpu_spec=args.cpu_spec)
     record["pimsim_version"] = __version__
     host = record["host"]
     energy = (f"{record['energy_per_token_J'] * 1e3:.2f} mJ/token ({record['energy_kind']})"
               if record["energy_per_token_J"] is not None else f"energy not measured: {record['energy_note']}")
-    print(f"{card.name} on {args.device} ({host.get('gpu') or host['cpu']}), {args.dtype}, {args.attention} attention, "
+    if "core_power" in record:
+        cp = record["core_power"]
+        energy += (f"\ncharged    {cp['energy_per_token_J'] * 1e3:.2f} mJ/token: {cp['cores_charged']} core(s) x "
+                   f"{cp['per_core_W']:.2f} W ({cp['kind']}: {cp['source']})")
+    if record["compile_s"] is not None:
+        energy += f"\ncompile    {record['compile_s']:.1f} s (the first decode step, untimed)"
+    print(f"{record['method_label']}\n"
+          f"{card.name} on {args.device} ({host.get('gpu') or host['cpu']}), {record['dtype']}, "
+          f"{record['attention']} attention, "
           f"torch {host['torch']}, "
           f"{host['torch_threads']} threads, OMP_WAIT_POLICY={host['OMP_WAIT_POLICY']}\n"
           f"decode     {record['latency_per_token_s'] * 1e3:.3f} ms/token median (p10 "
           f"{record['latency_p10_s'] * 1e3:.3f}, p90 {record['latency_p90_s'] * 1e3:.3f}) over "
-          f"{record['gen_tokens']} tokens after {record['warmup_tokens']} warm-up, prompt {record['prompt_len']}\n"
+          f"{record['gen_tokens']} tokens after {record['warmup_tokens']} warm-up, prompt {record['prompt_len']}; "
+          f"process CPU time {record['cpu_time_per_token_s'] * 1e3:.3f} ms/token median; load average "
+          f"{host['load_average_1min'][0]:.2f} -> {host['load_average_1min'][1]:.2f}\n"
           f"prefill    {record['prefill_s'] * 1e3:.2f} ms;  peak memory "
           f"{record['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
           f"energy     {energy}")
@@ -492,7 +511,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from pimsim.baseline.compare import compare
+    from pimsim.baseline.compare import compare, format_comparison
     from pimsim.workloads.cards import load_card
 
     hw = _load(args)
@@ -502,18 +521,7 @@ def cmd_compare(args) -> int:
     if args.json_out == "-":
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{card.name} on {hw.name} ({args.fidelity} fidelity) against each baseline; every row says where its "
-          f"numbers come from")
-    print(f"{'baseline':<22}{'kind':<10}{'ms/token':>10}{'PIM ms':>9}{'speed-up':>10}{'mJ/token':>10}{'PIM mJ':>9}"
-          f"{'energy eff.':>13}")
-    for r in out["rows"]:
-        e = r["baseline_energy_per_token_J"]
-        eff = f"{r['energy_efficiency']:.1f}x" if r["energy_efficiency"] else "-"
-        pim_e = r["pim_energy_per_token_J"]
-        print(f"{r['baseline'][:21]:<22}{r['kind']:<10}{r['baseline_latency_per_token_s'] * 1e3:>10.3f}"
-              f"{r['pim_latency_per_token_s'] * 1e3:>9.3f}{r['speedup']:>9.1f}x"
-              f"{(e * 1e3 if e else float('nan')):>10.2f}{(pim_e * 1e3 if pim_e else float('nan')):>9.3f}{eff:>13}")
-        print(f"    {r['provenance']}; energy: {r['baseline_energy_kind']}")
+    print(format_comparison(out))
     if args.json_out:
         _write(args.json_out, lambda p: Path(p).write_text(json.dumps(out, indent=2) + "\n"))
     return 0

@@ -34,15 +34,22 @@ def test_pim_mac_throughput_matches_the_published_peaks():
 def test_pimgpt_calibration_runs_and_reports_the_papers_quantities(capsys, monkeypatch):
     mod = _load("pimgpt_calibration")
     monkeypatch.setattr(mod, "MODELS", ("gpt2",))
-    monkeypatch.setattr("sys.argv", ["pimgpt_calibration.py", "--prompt-len", "32", "--gen-tokens", "1"])
+    monkeypatch.setattr(mod, "LANES", (128, 256))
+    monkeypatch.setattr("sys.argv", ["pimgpt_calibration.py", "--prompt-len", "32", "--gen-tokens", "2"])
     mod.main()
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("gpt2"))
-    ms, hit, asic, non_mv, wide, slow = row.split()[1:]
+    row = next(line for line in out.splitlines() if line.startswith("| gpt2 "))
+    ms, hit, asic, non_mv, wide, slower, throughput = [c.strip() for c in row.strip("| ").split("|")][1:]
     assert 0.9 < float(hit.rstrip("%")) / 100 < 1
     assert 0 < float(asic.rstrip("%")) < float(non_mv.rstrip("%")) < 100
     assert 1 < float(wide.rstrip("x")) <= 2  # more channels help, at most linearly
-    assert float(slow.rstrip("%")) > 0  # a slower ASIC never speeds anything up
+    longer, loss = float(slower.rstrip("%")) / 100, -float(throughput.rstrip("%")) / 100
+    assert longer > 0 and loss == pytest.approx(1 - 1 / (1 + longer), abs=0.002)  # throughput loss from latency
+    assert "context 32-33 tokens" in out and "fitted" in out and "nothing is fitted" not in mod.__doc__
+    lanes = {int(line.split("|")[1]): float(line.split("|")[3].strip().rstrip("%"))
+             for line in out.split("Table 2.")[1].splitlines() if line.startswith("| 1") or line.startswith("| 2")}
+    assert lanes[128] > lanes[256] > 0  # a wider ASIC spends a smaller share of the token on its own work
+    assert "fitted: the bundled value" in next(line for line in out.splitlines() if line.startswith("| 256 "))
 
 
 def test_pimgpt_headline_runs_against_rooflines_and_records(capsys, monkeypatch):
@@ -51,10 +58,12 @@ def test_pimgpt_headline_runs_against_rooflines_and_records(capsys, monkeypatch)
     monkeypatch.setattr("sys.argv", ["pimgpt_headline.py", "--prompt-len", "16", "--gen-tokens", "2"])
     mod.main()
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("gpt2 "))
-    assert row.count("x") == 4  # speed-up and energy efficiency against both devices
-    assert "paper, measured: 41-137x" in out
-    assert "h100-gpt2-fp16" in out and "NVML total energy counter" in out  # the bundled measured record
+    row = next(line for line in out.splitlines() if line.startswith("| gpt2 |"))
+    assert row.count("x") == 6  # speed-up, energy efficiency and power ratio against both devices
+    assert "41-137x / 123-383x / 2.80-3.00x" in out and "631-1074x / 320-602x / 0.51-0.56x" in out
+    assert "roofline bound" in out and "measured" in out
+    assert "h100-gpt2-fp16" in out and "NVML total energy counter" in out  # a bundled measured record
+    assert "cpu-gpt2-paper" in out and "paper method" in out and "TDP / cores" in out
 
 
 @pytest.mark.slow

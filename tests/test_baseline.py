@@ -7,9 +7,12 @@ import json
 import pytest
 from conftest import TINY_GPT2, write_card
 
-from pimsim.baseline.compare import compare
+from pimsim.baseline.compare import (PAPER, Baseline, PimFigures, compare, comparison_row, format_comparison,
+                                     paper_power_ratio, pim_figures)
 from pimsim.baseline.devices import load_device
 from pimsim.baseline.measure import measure
+from pimsim.baseline.methods import resolve_method
+from pimsim.baseline.power import CoreDomainCounter, core_power
 from pimsim.baseline.roofline import roofline, token_time_s
 from pimsim.cli import main
 from pimsim.config import load_hardware
@@ -26,7 +29,8 @@ def tiny(tmp_path_factory):
 def test_bundled_devices_load_with_their_sources():
     t4 = load_device("t4")
     assert (t4.memory_bandwidth_GBps, t4.peak_TFLOPS["fp16"], t4.power_W) == (320, 65.0, 70)
-    assert load_device("xeon-gold-6154").kind == "cpu"
+    xeon = load_device("xeon-gold-6154")
+    assert xeon.kind == "cpu" and (xeon.power_W, xeon.cores) == (200, 18)
     with pytest.raises(PimsimError, match="no bundled baselines file"):
         load_device("v100")
 
@@ -38,6 +42,10 @@ def test_bad_device_file_lists_its_problems(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_device(str(path))
     assert "kind" in str(err.value) and "memory_bandwidth_GBps" in str(err.value)
+    path.write_text("version: 1\nname: x\nkind: gpu\nmemory_bandwidth_GBps: 1\npeak_TFLOPS: {fp32: 1}\n"
+                    "power_W: 1\nlaunch_overhead_us: 0\ncores: 8\n")
+    with pytest.raises(ConfigError, match="cores is for CPUs"):
+        load_device(str(path))
 
 
 def test_roofline_is_bytes_over_bandwidth_plus_launches():
@@ -66,9 +74,10 @@ def test_this_machine_is_probed():
 
 def test_measured_cpu_run_records_latency_and_host(tiny):
     r = measure(tiny, "cpu", "fp32", prompt_len=4, gen_tokens=5, threads=1, warmup=1)
-    assert r["kind"] == "measured" and len(r["per_token_s"]) == 5
+    assert r["kind"] == "measured" and len(r["per_token_s"]) == 5 and r["method"] == "eager"
     assert r["latency_p10_s"] <= r["latency_per_token_s"] <= r["latency_p90_s"]
     assert r["host"]["torch_threads"] == 1 and r["host"]["OMP_WAIT_POLICY"]
+    assert 0 < r["cpu_time_per_token_s"] and len(r["host"]["load_average_1min"]) == 2
     assert r["prefill_s"] > 0 and r["peak_memory_bytes"] > 0
     assert (r["energy_per_token_J"] is None) == (r["energy_kind"] is None)
     with pytest.raises(PimsimError, match="exceeds the context"):
@@ -82,21 +91,73 @@ def test_measured_cuda_run(tiny, dtype):
     assert r["device"] == "cuda" and r["host"]["gpu"] and r["latency_per_token_s"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU here")
+def test_compiled_cuda_run_replays_a_cuda_graph_and_generates_what_paper_eager_does(tiny):
+    paper = measure(tiny, "cuda", "fp32", prompt_len=4, gen_tokens=5, warmup=3, method="paper")
+    compiled = measure(tiny, "cuda", "fp32", prompt_len=4, gen_tokens=5, warmup=3, method="compiled")
+    assert compiled["method_settings"]["compile_mode"] == "reduce-overhead" and "CUDA graphs" in compiled["method_label"]
+    assert compiled["tokens"] == paper["tokens"] and "core_power" not in compiled
+
+
 def test_compare_labels_every_number(tiny, tmp_path):
-    record = measure(tiny, "cpu", "fp32", prompt_len=4, gen_tokens=3, threads=1, warmup=1)
+    record = measure(tiny, "cpu", prompt_len=4, gen_tokens=3, warmup=1, method="paper")
     path = tmp_path / "cpu.json"
     path.write_text(json.dumps(record))
     hw = load_hardware("gddr6-aim.yaml")
     out = compare(hw, tiny, [str(path), "t4"], prompt_len=8, gen_tokens=2)
     measured, t4 = out["rows"]
     assert measured["kind"] == "measured" and (measured["prompt_len"], measured["gen_tokens"]) == (4, 3)
+    assert measured["method"] == "paper" and measured["label"].startswith("measured, paper method")
+    assert measured["sources"]["baseline"] == "measured" and measured["paper"]["device"] == "Intel Xeon Gold 6154"
     assert t4["kind"] == "roofline" and (t4["prompt_len"], t4["gen_tokens"]) == (8, 2)
+    assert t4["label"].startswith("roofline bound") and t4["sources"]["baseline"] == "roofline bound"
+    assert t4["paper"]["speedup"] == [41.0, 137.0]
     for row in (measured, t4):
+        assert row["sources"]["pim"] == "simulated" and "PIM-GPT" in row["sources"]["paper"]
         assert row["speedup"] == pytest.approx(row["baseline_latency_per_token_s"] / row["pim_latency_per_token_s"])
         assert row["baseline_energy_kind"] and row["provenance"]
         assert row["energy_efficiency"] == pytest.approx(
             row["baseline_energy_per_token_J"] / row["pim_energy_per_token_J"])
-    assert "estimate" in measured["baseline_energy_kind"] or "counter" in measured["baseline_energy_kind"]
+        assert row["power_ratio"] == pytest.approx(row["energy_efficiency"] / row["speedup"])
+    # the CPU run is charged one core: the paper's Xeon's TDP / cores here, where no RAPL core domain is readable
+    cp = record["core_power"]
+    assert measured["baseline_energy_per_token_J"] == cp["energy_per_token_J"]
+    assert measured["baseline_energy_kind"].startswith("measured" if cp["kind"] == "measured" else "estimate")
+    assert t4["baseline_power_W"] == pytest.approx(70.0)  # a roofline's energy is its spec power x its time
+    text = format_comparison(out)
+    assert "roofline bound" in text and "measured" in text and "W ratio" in text and "0.51-0.56x" in text
+
+
+def test_ratio_columns_are_the_arithmetic_of_their_inputs():
+    base = Baseline("cpu.json", "measured", "paper", "measured, paper method", "cpu", "here", 64, 16,
+                    latency_per_token_s=0.040, energy_per_token_J=0.44, energy_label="estimate: 1 core x 11 W")
+    pim = PimFigures(latency_per_token_s=0.0002, energy_per_token_J=0.002, config_hash="h")
+    row = comparison_row(base, pim)
+    assert row["speedup"] == pytest.approx(200.0) and row["energy_efficiency"] == pytest.approx(220.0)
+    assert row["baseline_power_W"] == pytest.approx(11.0) and row["pim_power_W"] == pytest.approx(10.0)
+    assert row["power_ratio"] == pytest.approx(1.1) == row["energy_efficiency"] / row["speedup"]
+    # the paper's implied power ratios: energy-efficiency range / speed-up range, end by end
+    assert paper_power_ratio("gpu") == pytest.approx((383 / 137, 123 / 41))  # 2.80, 3.00
+    assert paper_power_ratio("cpu") == pytest.approx((320 / 631, 602 / 1074))  # 0.51, 0.56
+    assert row["paper"]["power_ratio"] == pytest.approx(list(paper_power_ratio("cpu")))
+    assert PAPER["cpu"]["speedup"] == (631.0, 1074.0) and PAPER["gpu"]["energy_efficiency"] == (123.0, 383.0)
+    # a baseline without energy gets no energy ratio and no power ratio, never a made-up one
+    blind = comparison_row(Baseline("g.json", "measured", "eager", "m", "gpu", "x", 1, 1, 0.01, None, "none"), pim)
+    assert blind["energy_efficiency"] is None and blind["power_ratio"] is None and blind["speedup"] == 50.0
+    assert pim_figures({"latency_per_token_s": 1.0, "energy_per_token_J": 2.0, "config_hash": "c",
+                        "breakdown_s": {}}) == PimFigures(1.0, 2.0, "c")
+
+
+def test_compare_refuses_unlabelled_records(tiny, tmp_path):
+    record = measure(tiny, "cpu", prompt_len=4, gen_tokens=2, warmup=0, method="eager", threads=1)
+    for key in ("method", "method_label", "method_settings", "core_power"):
+        record.pop(key)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(PimsimError) as err:
+        compare(load_hardware("gddr6-aim.yaml"), tiny, [str(path), "t4"])
+    assert "no method label" in str(err.value) and "without its core_power block" in str(err.value)
 
 
 def test_compare_refuses_a_record_of_another_model(tiny, tmp_path, capsys):
@@ -117,4 +178,78 @@ def test_baseline_and_compare_cli(tmp_path, capsys, monkeypatch):
     assert main(["compare", "--hw", "gddr6-aim.yaml", "--model", str(card), "--baseline", "cpu.json",
                  "--baseline", "xeon-gold-6154"]) == 0
     out = capsys.readouterr().out
-    assert "measured" in out and "roofline" in out and "speed-up" in out
+    assert "measured, eager HF" in out and "roofline bound" in out and "speed-up" in out and "W ratio" in out
+    assert main(["baseline", "--model", str(card), "--method", "paper", "--threads", "2", "--dtype", "bf16",
+                 "--prompt-len", "4", "--gen-tokens", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not bf16" in err and "not 2 threads" in err  # every contradiction in one error
+    assert main(["baseline", "--model", str(card), "--cpu-spec", "t4", "--prompt-len", "4", "--gen-tokens", "1"]) == 2
+    assert "needs a CPU description with cores" in capsys.readouterr().err
+
+
+def test_paper_method_record_says_what_it_fixed(tiny):
+    r = measure(tiny, "cpu", prompt_len=4, gen_tokens=3, warmup=1, method="paper")
+    assert r["method"] == "paper" and r["method_label"].startswith("measured, paper method")
+    assert r["method_settings"] == {"method": "paper", "device": "cpu", "dtype": "fp32", "threads": 1,
+                                    "attention": "eager", "cache": "dynamic", "compile_mode": None, "batch": 1}
+    assert (r["dtype"], r["attention"], r["host"]["torch_threads"]) == ("fp32", "eager", 1)
+    assert r["compile_s"] is None and len(r["tokens"]) == 1 + 1 + 3  # prefill's token, warm-up, timed
+    cp = r["core_power"]
+    assert cp["cores_charged"] == 1
+    if cp["kind"] == "datasheet":  # no RAPL core domain here: the paper's Xeon, 200 W / 18 cores
+        assert cp["per_core_W"] == pytest.approx(200 / 18) and "TDP / cores of xeon-gold-6154" in cp["source"]
+        assert cp["energy_per_token_J"] == pytest.approx(200 / 18 * r["latency_per_token_s"])
+
+
+def test_methods_fix_their_settings_and_refuse_contradictions():
+    cpu = resolve_method("compiled", "cpu")
+    assert (cpu.cache, cpu.compile_mode, cpu.threads, cpu.attention) == ("static", "default", 1, "sdpa")
+    gpu = resolve_method("compiled", "cuda", "fp16")  # the GPU path's settings, checked without a GPU
+    assert (gpu.cache, gpu.compile_mode, gpu.dtype) == ("static", "reduce-overhead", "fp16")
+    assert "CUDA graphs" in gpu.label and "static KV cache" in gpu.label
+    assert resolve_method("paper", "cuda", "fp16").label.endswith("fp16, GPU)")
+    eager = resolve_method("eager", "cpu", threads=2)
+    assert (eager.cache, eager.compile_mode, eager.threads, eager.attention) == ("dynamic", None, 2, "sdpa")
+    with pytest.raises(PimsimError, match="needs at least 3 warm-up tokens"):
+        resolve_method("compiled", "cuda", warmup=2)
+    with pytest.raises(PimsimError, match="needs at least 1 warm-up tokens"):
+        resolve_method("compiled", "cpu", warmup=0)
+    with pytest.raises(PimsimError) as err:
+        resolve_method("paper", "cpu", "fp16", 4, "sdpa")
+    assert "not fp16" in str(err.value) and "not 4 threads" in str(err.value) and "eager" in str(err.value)
+    with pytest.raises(PimsimError, match="method must be one of"):
+        resolve_method("fast", "cpu")
+
+
+def _rapl(root, uj, max_uj=1000_000_000, name="core"):
+    zone = root / "intel-rapl:0:0"
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "name").write_text(name + "\n")
+    (zone / "energy_uj").write_text(f"{uj}\n")
+    (zone / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return zone
+
+
+def test_core_power_reads_the_rapl_core_domain_and_undoes_a_wrap(tmp_path):
+    zone = _rapl(tmp_path, 999_000_000)
+    counter = CoreDomainCounter(tmp_path)
+    counter.start()
+    (zone / "energy_uj").write_text("2000000\n")  # wrapped past 1000 J: 1 J + 2 J = 3 J
+    joules = counter.stop()
+    assert joules == pytest.approx(3.0)
+    cp = core_power(1, 0.05, 0.5, 10, joules, counter.why)
+    assert cp["kind"] == "measured" and "RAPL core domain" in cp["source"]
+    assert cp["energy_per_token_J"] == pytest.approx(0.3) and cp["power_W"] == pytest.approx(6.0)
+    other = tmp_path / "pkg"
+    _rapl(other, 5, name="uncore")
+    assert CoreDomainCounter(other).zone is None and CoreDomainCounter(other).stop() is None
+
+
+@pytest.mark.slow
+def test_compiled_baseline_generates_what_eager_generates(tiny):
+    eager = measure(tiny, "cpu", prompt_len=4, gen_tokens=4, warmup=1, method="eager", threads=1)
+    compiled = measure(tiny, "cpu", prompt_len=4, gen_tokens=4, warmup=1, method="compiled")
+    assert compiled["method_settings"]["cache"] == "static" and compiled["method_settings"]["compile_mode"] == "default"
+    assert compiled["compile_s"] > 0 and compiled["latency_per_token_s"] > 0
+    assert compiled["tokens"] == eager["tokens"]  # the same greedy function, computed another way
+    assert "static KV cache + torch.compile" in compiled["method_label"]

@@ -26,6 +26,8 @@ class DeviceSpec(BaseModel):
     memory_bandwidth_GBps: float = Field(gt=0, le=1e5)
     peak_TFLOPS: dict[Literal["fp32", "fp16", "bf16"], float] = Field(description="dense peak per data type")
     power_W: float = Field(gt=0, le=1e5, description="board or package power used for energy estimates")
+    cores: StrictInt | None = Field(None, gt=0, le=4096,
+                                    description="CPU cores sharing power_W (a CPU's per-core power: power_W / cores)")
     launch_overhead_us: float = Field(ge=0, le=1e4, description="fixed cost of one operator (kernel launch)")
     source: str = Field("datasheet", description="where the figures come from")
 
@@ -42,8 +44,13 @@ def load_device(name: str) -> DeviceSpec:
         spec = DeviceSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(str(path), problems_from_validation(exc, DeviceSpec)) from None
+    problems = []
     if spec.version != 1:
-        raise ConfigError(str(path), [Problem("version", f"{spec.version}: this pimsim reads version 1")])
+        problems.append(Problem("version", f"{spec.version}: this pimsim reads version 1"))
+    if spec.kind == "gpu" and spec.cores is not None:
+        problems.append(Problem("cores", "a GPU's power is its board's; cores is for CPUs (per-core power)"))
+    if problems:
+        raise ConfigError(str(path), problems)
     return spec
 
 
@@ -73,7 +80,7 @@ def probe_this_machine(seconds: float = 0.5) -> DeviceSpec:
     cpus = os.cpu_count() or 1
     power = float(os.environ.get("PIMSIM_CPU_POWER_W", 10.0 * cpus))
     return DeviceSpec(version=1, name=THIS_MACHINE, kind="cpu", memory_bandwidth_GBps=bandwidth,
-                      peak_TFLOPS={"fp32": flops / 1e12}, power_W=power,
+                      peak_TFLOPS={"fp32": flops / 1e12}, power_W=power, cores=cpus,
                       launch_overhead_us=2.0,
                       description=f"this machine, probed: {bandwidth:.1f} GB/s copy, {flops / 1e9:.1f} GFLOP/s "
                                   f"FP32 matmul ({os.cpu_count()} cpus)",

@@ -5,7 +5,10 @@ Recorded: decode latency per token (median, p10, p90, mean) after warm-up tokens
 peak memory, energy where a counter is readable (NVML's total-energy counter on NVIDIA GPUs, RAPL
 through powercap on CPUs that allow it), and the host: CPU model, cores, threads, torch version,
 OpenMP settings, GPU name and driver. Where no counter is readable, energy is left out here; the
-comparison estimates it from a device spec's power and says so.
+comparison estimates it from a device spec's power and says so. Also recorded: the method (``paper``,
+``compiled``, ``eager``: ``pimsim.baseline.methods``) with every setting it fixed, the greedy token ids,
+and on a CPU the ``core_power`` block: the energy charged to the cores the run used
+(``pimsim.baseline.power``: the RAPL core domain, else a datasheet TDP / cores, labelled which).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from pimsim.baseline.methods import Decoder, resolve_method
+from pimsim.baseline.power import DEFAULT_CPU_SPEC, CoreDomainCounter, core_power, cpu_spec_for_cores
 from pimsim.errors import PimsimError
 from pimsim.workloads.cards import ModelCard
 
@@ -66,18 +71,19 @@ class _EnergyCounter:
         return self.reader() - self.start_value
 
 
-def measure(card: ModelCard, device: str = "cpu", dtype: str = "fp32", prompt_len: int | None = None,
+def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prompt_len: int | None = None,
             gen_tokens: int | None = None, threads: int | None = None, warmup: int = 3, seed: int = 0,
-            attention: str = "sdpa") -> dict:
-    """``attention``: "sdpa" (PyTorch's fused attention; on CUDA with its cuDNN backend switched off,
-    because that backend builds a new plan for every KV-cache length: 74 ms per gpt2 token on an H100
-    with torch 2.11, against 9 ms without it) or "eager" (plain matrix products)."""
-    if device not in ("cpu", "cuda"):
-        raise PimsimError(f"device must be cpu or cuda, not {device!r}")
-    if dtype not in DTYPES:
-        raise PimsimError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if attention not in ("sdpa", "eager"):
-        raise PimsimError(f"attention must be sdpa or eager, not {attention!r}")
+            attention: str | None = None, method: str = "eager", cpu_spec: str = DEFAULT_CPU_SPEC) -> dict:
+    """``method``: "paper", "compiled" or "eager" (``pimsim.baseline.methods``: what each fixes; dtype,
+    threads and attention left None take the method's defaults). ``attention``: "sdpa" (PyTorch's fused
+    attention; on CUDA with its cuDNN backend switched off, because that backend builds a new plan for
+    every KV-cache length: 74 ms per gpt2 token on an H100 with torch 2.11, against 9 ms without it) or
+    "eager" (plain matrix products). ``cpu_spec``: the CPU description whose TDP / cores prices a core
+    where no RAPL core domain is readable (``pimsim.baseline.power``)."""
+    settings = resolve_method(method, device, dtype, threads, attention, warmup)
+    dtype, threads, attention = settings.dtype, settings.threads, settings.attention
+    if device == "cpu":
+        cpu_spec_for_cores(cpu_spec)  # a bad --cpu-spec is an error before the run, not after it
     if card.defaults.source_len is not None:  # the causal-LM loop below would run BART's decoder alone
         raise PimsimError(f"{card.name} is an encoder-decoder model; measured baselines cover decoder-only "
                           "models so far")
@@ -117,29 +123,34 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str = "fp32", prompt_le
         torch.cuda.reset_peak_memory_stats()
     ids = torch.randint(0, config.vocab_size, (1, prompt_len), device=device)
     counter = _EnergyCounter(device)
-    times = []
+    core_counter = CoreDomainCounter() if device == "cpu" else None
+    decoder = Decoder(model, config, settings, prompt_len + warmup + gen_tokens)
+    times, cpu_times = [], []
+    load_before = os.getloadavg()[0]
     with torch.no_grad():
         sync()
         t0 = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True)
+        token = decoder.prefill(ids)
         sync()
         prefill_s = time.perf_counter() - t0
-        cache = out.past_key_values
-        token = out.logits[:, -1:].argmax(-1)
+        tokens = [int(token)]
         for i in range(warmup + gen_tokens):
             if i == warmup:
                 counter.start()
+                if core_counter:
+                    core_counter.start()
                 run_t0 = time.perf_counter()
             sync()
-            t = time.perf_counter()
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            token = out.logits[:, -1:].argmax(-1)
+            t, cpu_t = time.perf_counter(), time.process_time()
+            token = decoder.step(token)
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - t)
+                cpu_times.append(time.process_time() - cpu_t)
+            tokens.append(int(token))  # after the clock: reading the id back is not part of a decode step
         run_s = time.perf_counter() - run_t0
         joules = counter.stop()
+        core_joules = core_counter.stop() if core_counter else None
     times_sorted = sorted(times)
     pick = lambda q: times_sorted[min(len(times_sorted) - 1, int(q * len(times_sorted)))]  # noqa: E731
     record = {
@@ -155,6 +166,17 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str = "fp32", prompt_le
         "host": _host(device, torch, threads),
         "peak_memory_bytes": (torch.cuda.max_memory_allocated() if device == "cuda" else _max_rss()),
     }
+    record.update(settings.as_record())
+    # on a shared machine the wall-clock median includes time the run waited for a core; the process's CPU
+    # time per step does not (with one thread it is the step's compute alone), so the two together show
+    # how much the load stretched the run
+    record["cpu_time_per_token_s"] = statistics.median(cpu_times)
+    record["host"]["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    record["compile_s"] = decoder.compile_s
+    record["tokens"] = tokens  # greedy token ids: methods that compute the same function generate the same ones
+    if device == "cpu":
+        record["core_power"] = core_power(torch.get_num_threads(), record["latency_per_token_s"], run_s, gen_tokens,
+                                          core_joules, core_counter.why, cpu_spec)
     return record
 
 

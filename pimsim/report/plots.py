@@ -138,8 +138,8 @@ def breakdown(results: list[dict]):
 def compare_bars(result: dict):
     plt = _plt()
     rows = result["rows"]
-    names = [f"{Path(r['baseline']).stem if r['baseline'].endswith('.json') else r['baseline']}\n({r['kind']})"
-             for r in rows]
+    names = [f"{Path(r['baseline']).stem if r['baseline'].endswith('.json') else r['baseline']}\n"
+             f"({r.get('sources', {}).get('baseline', r['kind'])})" for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.6 * len(rows)), 4.8), layout="constrained")
     for ax, key, title in ((axes[0], "speedup", "speed-up"), (axes[1], "energy_efficiency", "energy efficiency")):
         values = [r[key] or 0 for r in rows]
