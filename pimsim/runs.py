@@ -160,14 +160,14 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
 
 def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
     """Energy of what `sim` did: its timing's counts (commands, MACs by datapath), per-channel busy
-    time and work (link bytes, ASIC lane steps, buffer bytes) over `total_s`."""
+    time and :class:`~pimsim.engine.lowering.WorkTally` over `total_s`."""
     from pimsim.energy.model import Actions, energy_J, pin_bytes
 
     commands = counts["commands"]
     actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
                       macs_by_format=counts.get("macs_by_format"),
-                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work[0], lane_ops=work[1],
-                      sram_bytes=work[2])
+                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work.link_bytes,
+                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes)
     return energy_J(sim.compiled, actions)
 
 

@@ -304,7 +304,7 @@ class SpecDecRun:
             return e
 
         if self.spec.placement == "same":  # one DRAM state holds both models' counts; add the draft's work
-            both = [a + b for a, b in zip(self.target.work, self.draft.work)]
+            both = self.target.work.plus(self.draft.work)
             parts = {"target and draft (one memory)": of(self.target, both)}
         elif self.spec.placement == "group":
             parts = {"target": of(self.target, self.target.work), "draft": of(self.draft, self.draft.work, False)}
