@@ -10,7 +10,8 @@ from pimsim.baseline.devices import load_device
 from pimsim.baseline.roofline import roofline
 from pimsim.config.models import HardwareConfig
 from pimsim.errors import PimsimError
-from pimsim.runs import run_model
+from pimsim.run_types import RunResult, RunSpec
+from pimsim.runs import simulate_loaded
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.tracer import traced_graph
 
@@ -54,11 +55,12 @@ def compare(hw: HardwareConfig, card: ModelCard, baselines: list[str], prompt_le
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
     graph = traced_graph(card)
-    pim_runs: dict[tuple, dict] = {}
+    pim_runs: dict[tuple, RunResult] = {}
 
-    def pim(p: int, g: int) -> dict:
+    def pim(p: int, g: int) -> RunResult:
         if (p, g) not in pim_runs:
-            pim_runs[(p, g)] = run_model(hw, card, p, g, fidelity=fidelity)
+            spec = RunSpec(model=card.name, hw=hw.name, prompt_len=p, gen_tokens=g, fidelity=fidelity)
+            pim_runs[(p, g)] = simulate_loaded(spec, hw, card)
         return pim_runs[(p, g)]
 
     rows = []
@@ -79,16 +81,16 @@ def compare(hw: HardwareConfig, card: ModelCard, baselines: list[str], prompt_le
         energy_kind = base.get("energy_kind") or "none"
         if energy is None and base["kind"] == "measured":  # no counter: estimate, and say how
             energy, energy_kind = estimate_energy(base)
-        pim_energy = run.get("energy_per_token_J")
+        pim_energy = run.energy_per_token_J
         rows.append({
             "baseline": name, "kind": base["kind"], "provenance": provenance,
             "prompt_len": base["prompt_len"], "gen_tokens": base["gen_tokens"],
             "baseline_latency_per_token_s": base["latency_per_token_s"],
-            "pim_latency_per_token_s": run["latency_per_token_s"],
-            "speedup": base["latency_per_token_s"] / run["latency_per_token_s"],
+            "pim_latency_per_token_s": run.latency_per_token_s,
+            "speedup": base["latency_per_token_s"] / run.latency_per_token_s,
             "baseline_energy_per_token_J": energy, "baseline_energy_kind": energy_kind,
             "pim_energy_per_token_J": pim_energy,
             "energy_efficiency": energy / pim_energy if energy and pim_energy else None,
         })
     return {"model": card.name, "hw": hw.name, "fidelity": fidelity, "rows": rows,
-            "pim_config_hash": {f"{p}+{g}": r["config_hash"] for (p, g), r in pim_runs.items()}}
+            "pim_config_hash": {f"{p}+{g}": r.config_hash for (p, g), r in pim_runs.items()}}
