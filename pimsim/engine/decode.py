@@ -22,7 +22,7 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.events import Program, run_program
-from pimsim.engine.lowering import NO_WORK, Lowerer, Step, WorkTally, shape_key
+from pimsim.engine.lowering import FP32_BYTES, NO_WORK, Lowerer, Step, WorkTally, shape_key
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper.model import ModelMap
@@ -102,11 +102,11 @@ class DecodeSimulation:
         for op in self.graph.ops:
             if op.kind == "asic":
                 elements = op.elements_at(context, source)
-                size, name = 4 * elements, f"{op.asic_kind} over {elements:,} values"
+                size, name = FP32_BYTES * elements, f"{op.asic_kind} over {elements:,} values"
             elif op.kind in ("gemv", "scores", "context"):
                 length = source if op.cross else context
                 rows = op.rows if op.kind == "gemv" else op.heads * (length if op.kind == "scores" else op.head_dim)
-                size, name = 4 * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
+                size, name = FP32_BYTES * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
             else:
                 continue
             if size > need:

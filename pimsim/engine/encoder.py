@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.events import Program, run_program
-from pimsim.engine.lowering import WorkTally
+from pimsim.engine.lowering import FP32_BYTES, WorkTally
 from pimsim.workloads.opgraph import PARTS
 
 ENCODER_NOTES = [
@@ -70,9 +70,9 @@ def run_encoder(sim) -> EncoderResult:
                                f"{sim.hw.dram.standard} protocol, for example: {violations[0]}")
         counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
     source = graph.meta["source_len"]
-    activation = max((4 * (op.elements if op.kind == "asic" else op.rows * op.count)
+    activation = max((FP32_BYTES * (op.elements if op.kind == "asic" else op.rows * op.count)
                       for op in graph.ops if op.kind in ("asic", "gemv")), default=0)
-    activation = max([activation] + [4 * op.heads * op.rows * op.cols for op in graph.ops if op.kind == "matmul"])
+    activation = max([activation] + [FP32_BYTES * op.heads * op.rows * op.cols for op in graph.ops if op.kind == "matmul"])
     counted["source_len"] = source
     return EncoderResult(end, breakdown, counts, work, tuple(float(b) for b in timing.busy_ps), counted,
                          activation)
