@@ -98,3 +98,12 @@ def test_api_names_survive_loading_the_subpackages():
     import pimsim.sweep.runner  # noqa: F401  (the subpackage of the same name)
 
     assert callable(pimsim.sweep) and callable(pimsim.run) and callable(pimsim.gemv)
+
+
+def test_the_readme_python_example_runs():
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})

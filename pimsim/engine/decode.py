@@ -93,7 +93,10 @@ class DecodeSimulation:
         self.work = WorkTally()  # what the energy model charges beyond the DRAM commands
         # the ops that have steps (joins only pass values on), each with the ops whose results it waits for
         self._work_ops, self._op_deps = _op_order(graph)
-        self._shape_keys = {i: shape_key(graph.ops[i]) for i in self._work_ops}
+        # fast fidelity shares steps between ops of one shape (OpShape, a frozen dataclass); each distinct
+        # shape gets a small number once here, so the per-token lookups hash an int
+        shapes: dict = {}
+        self._shape_ids = {i: shapes.setdefault(shape_key(graph.ops[i]), len(shapes)) for i in self._work_ops}
 
     def _check_asic_buffer(self, context: int) -> None:
         """The largest vector the ASIC holds (FP32) must fit its buffer: logits, scores, activations."""
@@ -123,7 +126,7 @@ class DecodeSimulation:
         if self.fidelity == "fast" and op.kind != "embedding":
             # what fast timing needs of a stream is its key, the same for every layer: one layer's
             # steps serve all of them at this position
-            key = self._shape_keys[index]
+            key = self._shape_ids[index]
             steps = shared.get(key)
             if steps is None:
                 steps = shared[key] = self.steps(op, position, context)
@@ -181,13 +184,15 @@ class DecodeSimulation:
     def advance(self, steps: list[Step], start_ps: int, breakdown: dict) -> int:
         """Run steps one after another from `start_ps` (the serial schedule); returns the end time and
         adds each step's time to `breakdown` and its work to the energy counters."""
-        t, timing, add = start_ps, self.timing, self.work.add
+        t, timing, tally = start_ps, self.timing, self.work
         for _, part, ps, stream, work in steps:
             end = timing.run(stream, t) if stream is not None else t + ps
             breakdown[part] += end - t
             t = end
-            if work is not NO_WORK:
-                add(work)
+            if work is not NO_WORK:  # WorkTally.add, inline: this loop runs for every step of every token
+                tally.link_bytes += work.link_bytes
+                tally.asic_lane_ops += work.asic_lane_ops
+                tally.asic_sram_bytes += work.asic_sram_bytes
         return t
 
     def steps(self, op, position: int, context: int, vectors: int = 1) -> list[Step]:
