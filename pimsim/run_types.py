@@ -111,7 +111,8 @@ class RunSpec:
         if self.weight_format is not None and not (isinstance(self.weight_format, str) and self.weight_format):
             problems.append(Problem("weight_format", f"a format name (bf16, ternary, ...), not {self.weight_format!r}"))
         if self.spec_dec is not None and not (isinstance(self.spec_dec, str) and self.spec_dec):
-            problems.append(Problem("spec_dec", f"text like 'draft=gpt2,k=4,alpha=0.8' or a card, not {self.spec_dec!r}"))
+            problems.append(Problem("spec_dec", "text like 'draft=gpt2,k=4,alpha=0.8' or a spec-dec card, not "
+                                                f"{self.spec_dec!r}"))
         if mode == "spec_dec" and self.spec_dec is None:
             problems.append(Problem("spec_dec", "a spec_dec run needs its settings (draft=...,k=...,alpha=...)"))
         if mode == "decode" and self.spec_dec is not None and self.mode is not None:

@@ -72,7 +72,8 @@ def run_encoder(sim) -> EncoderResult:
     source = graph.meta["source_len"]
     activation = max((FP32_BYTES * (op.elements if op.kind == "asic" else op.rows * op.count)
                       for op in graph.ops if op.kind in ("asic", "gemv")), default=0)
-    activation = max([activation] + [FP32_BYTES * op.heads * op.rows * op.cols for op in graph.ops if op.kind == "matmul"])
+    activation = max([activation] + [FP32_BYTES * op.heads * op.rows * op.cols for op in graph.ops
+                                     if op.kind == "matmul"])
     counted["source_len"] = source
     return EncoderResult(end, breakdown, counts, work, tuple(float(b) for b in timing.busy_ps), counted,
                          activation)

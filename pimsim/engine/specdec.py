@@ -155,8 +155,8 @@ class SpecDecRun:
     def _drafter(self, first_position: int, k: int, stop):
         """Up to k draft steps from `first_position`, one after another; before each, the drafter stops
         if `stop()` says its drafts are no longer wanted (a rejection it knows of). Returns how many it
-        made and when its last one ended. (It looks after the events already due at this time, so a verify pass ending exactly now
-        is known, as it would be to hardware that checks before it starts the next draft.)"""
+        made and when its last one ended. It looks after the events already due at this time, so a
+        verify pass ending exactly now is known, as it was in the sequential model before."""
         env = self.system.env
         made = 0
         for i in range(k):
