@@ -269,18 +269,9 @@ def cmd_validate(args) -> int:
 
 
 def resolved_config(hw) -> dict:
-    data = hw.model_dump(mode="json")
-    org = hw.dram.organization
-    data["derived"] = {
-        "banks_per_channel": org.banks * org.ranks,
-        "access_bytes": org.access_bytes,
-        "row_bytes": org.row_bytes,
-        "accesses_per_row": org.accesses_per_row,
-        "capacity_bytes": org.capacity_bytes,
-        "peak_bandwidth_GBps": hw.dram.peak_bandwidth_Bps / 1e9,
-        "address_bits": hw.dram.field_bits(),
-    }
-    return data
+    from pimsim.run_types import resolved_config as resolved
+
+    return resolved(hw)
 
 
 def cmd_config_show(args) -> int:
@@ -401,10 +392,25 @@ def cmd_kernel_attention(args) -> int:
     return _finish(args, hw, out, time.perf_counter() - started, attention_summary)
 
 
+def _run_spec(args):
+    """The RunSpec of `pimsim run`'s flags (--set values read as YAML, as the config loader reads them)."""
+    from pimsim.config.loader import parse_override
+    from pimsim.run_types import RunSpec
+
+    overrides = {}
+    for text in args.overrides or []:
+        parts, value = parse_override(text)
+        overrides[".".join(parts)] = value
+    return RunSpec(model=args.model, hw=args.hw, prompt_len=args.prompt_len, gen_tokens=args.gen_tokens,
+                   source_len=args.source_len, schedule=args.schedule, fidelity=args.fidelity,
+                   weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
+                   check_protocol=args.check_protocol)
+
+
 def cmd_run(args) -> int:
     from pimsim.report.text import run_summary
     from pimsim.report.timeline import write_timeline
-    from pimsim.runs import hardware_for, run_model
+    from pimsim.runs import hardware_for, simulate_loaded
     from pimsim.workloads.cards import load_card
 
     if args.spec_dec:
@@ -420,6 +426,7 @@ def cmd_run(args) -> int:
         raise PimsimError("--weights and --prompt go with --functional")
     if args.weights and not Path(args.weights).is_file():
         raise PimsimError(f"--weights {args.weights}: no such file")
+    spec = _run_spec(args)
     started = time.perf_counter()
     bar = None
     if not args.quiet and args.json_out != "-":
@@ -428,13 +435,11 @@ def cmd_run(args) -> int:
         bar = tqdm(total=tokens, unit="token", desc=f"{card.name} on {hw.name}", delay=2.0, leave=False,
                    file=sys.stderr)
     try:
-        out = run_model(hw, card, args.prompt_len, args.gen_tokens, args.schedule, args.fidelity,
-                        timeline=bool(args.timeline), progress=bar.update if bar else None,
-                        check_protocol=args.check_protocol, weight_format=args.weight_format,
-                        source_len=args.source_len)
+        result = simulate_loaded(spec, hw, card, progress=bar.update if bar else None, timeline=bool(args.timeline))
     finally:
         if bar is not None:
             bar.close()
+    out = result.to_json()
     if args.functional:
         from pimsim.cosim.run import cosimulate, find_smollm2
 
@@ -443,35 +448,28 @@ def cmd_run(args) -> int:
             weights = find_smollm2()
         out["functional"] = cosimulate(hw, card, gen_tokens=tokens, prompt=args.prompt, weights=weights,
                                        seed=args.seed)
-    events = out.pop("_timeline", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
-        _write(args.timeline, lambda p: write_timeline(p, events, title))
-    return _finish(args, hw, out, time.perf_counter() - started, run_summary)
+        _write(args.timeline, lambda p: write_timeline(p, list(result.timeline), title))
+    return _finish(args, result.hardware, out, time.perf_counter() - started, run_summary)
 
 
 def _run_specdec(args) -> int:
-    from pimsim.engine.specdec import run_specdec
     from pimsim.report.text import specdec_summary
-    from pimsim.workloads.cards import load_card
-    from pimsim.workloads.specdec import parse_spec
+    from pimsim.runs import simulate
 
-    spec = parse_spec(args.spec_dec)
     unsupported = [flag for flag, on in (("--functional", args.functional), ("--timeline", args.timeline),
                                          ("--weights", args.weights), ("--prompt", args.prompt),
                                          ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
                                          ("--schedule overlap", args.schedule == "overlap")) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")
-    if args.model and load_card(args.model).name != load_card(spec.target).name:
-        raise PimsimError(f"--model {args.model} is not the spec-dec target {spec.target}")
+    spec = _run_spec(args)
+    _load(args)  # a bad hardware description or --set is reported before anything runs
     _check_writable(args.json_out, "--json")
-    from pimsim.runs import hardware_for
-
-    hw = hardware_for(_load(args), load_card(spec.target), args.weight_format)
     started = time.perf_counter()
-    out = run_specdec(hw, spec, args.prompt_len, args.gen_tokens, args.fidelity, args.weight_format)
-    return _finish(args, hw, out, time.perf_counter() - started, specdec_summary)
+    result = simulate(spec)
+    return _finish(args, result.hardware, result.to_json(), time.perf_counter() - started, specdec_summary)
 
 
 def cmd_baseline(args) -> int:

@@ -1,8 +1,11 @@
-"""``pimsim run`` as a Python API: simulate token generation and return a plain, JSON-ready result.
+"""Runs: :func:`simulate` takes a :class:`~pimsim.run_types.RunSpec` (any mode) and returns a typed
+:class:`~pimsim.run_types.RunResult`; :func:`run_model` is token generation itself, returning the
+plain, JSON-ready record that the result carries.
 
-    from pimsim.runs import run_model
-    result = run_model("gddr6-aim.yaml", "gpt2", gen_tokens=8)
-    result["latency_per_token_s"], result["breakdown_s"]
+    from pimsim.run_types import RunSpec
+    from pimsim.runs import simulate
+    r = simulate(RunSpec(model="gpt2", hw="gddr6-aim.yaml", gen_tokens=8))
+    r.latency_per_token_s, r.breakdown_s, r.to_json()
 
 Every number in the result comes from the simulation of the resolved config and the traced graph that
 are named in it (``config``, ``model_card``, ``graph``); ``config_hash`` covers both, the traced ops
@@ -24,9 +27,49 @@ from pimsim.engine.decode import DecodeSimulation, config_hash
 from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
+from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
 from pimsim.workloads.cards import ModelCard, load_card
 from pimsim.workloads.opgraph import PART_TITLES
 from pimsim.workloads.tracer import check_source_len, traced_encoder, traced_graph
+
+
+def simulate(spec: RunSpec, *, progress=None, timeline: bool = False) -> RunResult:
+    """Run `spec`: token generation, or speculative decoding (``spec.mode == "spec_dec"``)."""
+    if not isinstance(spec, RunSpec):
+        raise PimsimError(f"simulate takes a RunSpec, not {type(spec).__name__}")
+    hw = load_hardware(spec.hw, spec.override_texts())
+    if spec.mode == "spec_dec":
+        return _simulate_specdec(spec, hw, timeline)
+    return simulate_loaded(spec, hw, load_card(spec.model), progress=progress, timeline=timeline)
+
+
+def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progress=None,
+                    timeline: bool = False) -> RunResult:
+    """Token generation of `spec` with its hardware (overrides applied) and model card already loaded."""
+    hw = hardware_for(hw, card, spec.weight_format)
+    record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity, timeline=timeline,
+                       progress=progress, check_protocol=spec.check_protocol, weight_format=spec.weight_format,
+                       source_len=spec.source_len)
+    events = record.pop("_timeline", ())
+    return RunResult.from_record(spec, "decode", record, events, hw)
+
+
+def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunResult:
+    from pimsim.engine.specdec import run_specdec
+    from pimsim.workloads.specdec import parse_spec
+
+    unsupported = [name for name, on in (("the overlap schedule", spec.schedule == "overlap"),
+                                         ("source_len", spec.source_len is not None),
+                                         ("check_protocol", spec.check_protocol), ("a timeline", timeline)) if on]
+    if unsupported:
+        raise PimsimError(f"speculative-decoding runs do not take {', '.join(unsupported)} (yet)")
+    text = spec.spec_dec if spec.model is None else patched_spec_dec(spec.spec_dec, spec.model, {})
+    sd = parse_spec(text)
+    if spec.model is not None and load_card(spec.model).name != load_card(sd.target).name:
+        raise PimsimError(f"model {spec.model} is not the spec-dec target {sd.target}")
+    hw = hardware_for(hw, load_card(sd.target), spec.weight_format)
+    record = run_specdec(hw, sd, spec.prompt_len, spec.gen_tokens, spec.fidelity, spec.weight_format)
+    return RunResult.from_record(spec, "spec_dec", record, (), hw)
 
 
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
@@ -160,14 +203,14 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
 
 def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
     """Energy of what `sim` did: its timing's counts (commands, MACs by datapath), per-channel busy
-    time and work (link bytes, ASIC lane steps, buffer bytes) over `total_s`."""
+    time and :class:`~pimsim.engine.lowering.WorkTally` over `total_s`."""
     from pimsim.energy.model import Actions, energy_J, pin_bytes
 
     commands = counts["commands"]
     actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
                       macs_by_format=counts.get("macs_by_format"),
-                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work[0], lane_ops=work[1],
-                      sram_bytes=work[2])
+                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work.link_bytes,
+                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes)
     return energy_J(sim.compiled, actions)
 
 

@@ -125,3 +125,17 @@ def test_negative_costs_and_inverted_currents_are_refused():
                                        "energy.dram.currents_mA.IDD0=-1"])
     text = str(err.value)
     assert "IDD4R: 1 mA is below IDD3N" in text and "per_command_pJ.MACAB" in text and "currents_mA.IDD0" in text
+
+
+def test_a_command_without_an_energy_class_is_refused(monkeypatch):
+    """A standard's command with no declared energy class used to be billed as global-buffer energy."""
+    from pimsim.energy import model
+    from pimsim.errors import PimsimError
+
+    c = compiled("gddr6-aim.yaml")
+    counts = {"ACT": 1, "WRGB": 2}
+    ok = energy_J(c, actions(c, **counts))
+    assert ok["breakdown_J"]["global_buffer"] > 0
+    monkeypatch.delitem(model.COMMAND_ENERGY_CLASS, "WRGB")
+    with pytest.raises(PimsimError, match="WRGB has no energy class"):
+        energy_J(c, actions(c, **counts))

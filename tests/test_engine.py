@@ -12,7 +12,7 @@ from pimsim.config import load_hardware
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.decode import DecodeSimulation
 from pimsim.engine.dram_timing import CycleTiming, FastTiming
-from pimsim.engine.events import Instr, run_program
+from pimsim.engine.events import Instr, Program, run_program
 from pimsim.errors import PimsimError
 from pimsim.mapper.attention import append_program, kv_layout
 from pimsim.mapper.gemv import STRATEGIES
@@ -37,15 +37,20 @@ class NoDram:
 
 
 def test_serial_schedule_adds_up_durations():
-    prog = [Instr("asic", "asic", "a", None, (), 100), Instr("link", "transfers", "b", None, (), 30),
-            Instr("asic", "asic", "c", None, (0,), 50)]
+    prog = Program()
+    a = prog.append(Instr("asic", "asic", "a", None, (), 100))
+    prog.append(Instr("link", "transfers", "b", None, (), 30))
+    prog.append(Instr("asic", "asic", "c", None, (a,), 50))
     assert run_program(copy.deepcopy(prog), 1000, NoDram(), serial=True) == 1180
     assert run_program(copy.deepcopy(prog), 1000, NoDram(), serial=True, use_heap=True) == 1180
 
 
 def test_overlap_schedule_runs_independent_units_side_by_side():
-    prog = [Instr("asic", "asic", "a", None, (), 100), Instr("link", "transfers", "b", None, (), 30),
-            Instr("asic", "asic", "c", None, (0,), 50), Instr("link", "transfers", "d", None, (1, 2), 10)]
+    prog = Program()
+    a = prog.append(Instr("asic", "asic", "a", None, (), 100))
+    b = prog.append(Instr("link", "transfers", "b", None, (), 30))
+    c = prog.append(Instr("asic", "asic", "c", None, (a,), 50))
+    prog.append(Instr("link", "transfers", "d", None, (b, c), 10))
     done = copy.deepcopy(prog)
     assert run_program(done, 0, NoDram(), serial=False) == 160
     assert [(i.start, i.end) for i in done] == [(0, 100), (0, 30), (100, 150), (150, 160)]
@@ -53,8 +58,10 @@ def test_overlap_schedule_runs_independent_units_side_by_side():
 
 def test_overlap_keeps_each_unit_in_program_order():
     # the second ASIC op is ready at once but waits behind the first, which waits for the link
-    prog = [Instr("link", "transfers", "x", None, (), 40), Instr("asic", "asic", "a", None, (0,), 10),
-            Instr("asic", "asic", "b", None, (), 10)]
+    prog = Program()
+    x = prog.append(Instr("link", "transfers", "x", None, (), 40))
+    prog.append(Instr("asic", "asic", "a", None, (x,), 10))
+    prog.append(Instr("asic", "asic", "b", None, (), 10))
     done = copy.deepcopy(prog)
     assert run_program(done, 0, NoDram(), serial=False) == 60
     assert [(i.start, i.end) for i in done] == [(0, 40), (40, 50), (50, 60)]

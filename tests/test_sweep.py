@@ -154,3 +154,26 @@ def test_a_killed_sweep_restarts_with_every_point_exactly_once(tmp_path):
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]  # every line whole
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)) == 8 and all(r["status"] == "ok" for r in rows)
+
+
+def test_specdec_sweep_runs_each_point_in_its_weight_format():
+    """A sweep with run.spec_dec and a weight_format axis ran every point in the target card's format
+    (bf16) while its rows said otherwise: each point now runs in its own format, and its row says which."""
+    from pimsim.config import load_hardware
+    from pimsim.engine.specdec import run_specdec
+    from pimsim.sweep.points import Sweep
+    from pimsim.sweep.runner import run_point
+    from pimsim.workloads.specdec import parse_spec
+
+    run = {"prompt_len": 8, "gen_tokens": 4, "spec_dec": "draft=gpt2,k=2,alpha=0.5"}
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run, grid={"weight_format": ["bf16", "ternary"]})
+    rows = {r["set:weight_format"]: r for r in (run_point(sweep.hw, p, sweep.run) for p in sweep.points())}
+    hw = load_hardware("gddr6-aim.yaml")
+    for fmt in ("bf16", "ternary"):
+        assert rows[fmt]["status"] == "ok", rows[fmt]["error"]
+        direct = run_specdec(hw, parse_spec("target=gpt2,draft=gpt2,k=2,alpha=0.5"), 8, 4,
+                             weight_format=fmt)
+        assert direct["weight_format"] == fmt
+        assert rows[fmt]["weight_format"] == fmt
+        assert rows[fmt]["latency_per_token_s"] == direct["latency_per_token_s"]
+    assert rows["ternary"]["latency_per_token_s"] < rows["bf16"]["latency_per_token_s"]

@@ -20,7 +20,8 @@ from pimsim.baseline.methods import METHODS
 from pimsim.baseline.roofline import roofline
 from pimsim.config.models import HardwareConfig
 from pimsim.errors import PimsimError
-from pimsim.runs import run_model
+from pimsim.run_types import RunResult, RunSpec
+from pimsim.runs import simulate_loaded
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.tracer import traced_graph
 
@@ -49,9 +50,9 @@ class PimFigures:
     config_hash: str
 
 
-def pim_figures(result) -> PimFigures:
+def pim_figures(result: RunResult) -> PimFigures:
     """The one place a comparison reads a simulated run's result."""
-    return PimFigures(result["latency_per_token_s"], result.get("energy_per_token_J"), result["config_hash"])
+    return PimFigures(result.latency_per_token_s, result.energy_per_token_J, result.config_hash)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def compare(hw: HardwareConfig, card: ModelCard, baselines: list[str], prompt_le
     for base in bases:
         key = (base.prompt_len, base.gen_tokens)
         if key not in pim_runs:
-            pim_runs[key] = pim_figures(run_model(hw, card, *key, fidelity=fidelity))
+            spec = RunSpec(model=card.name, hw=hw.name, prompt_len=key[0], gen_tokens=key[1], fidelity=fidelity)
+            pim_runs[key] = pim_figures(simulate_loaded(spec, hw, card))
         rows.append(comparison_row(base, pim_runs[key]))
     return {"model": card.name, "hw": hw.name, "fidelity": fidelity, "rows": rows,
             "pim_config_hash": {f"{p}+{g}": r.config_hash for (p, g), r in pim_runs.items()}}

@@ -41,7 +41,9 @@ COMPONENTS = {  # component -> title (report order)
     "dram_background": "memory standby (active while streaming)",
     "asic_leakage": "ASIC static power",
 }
-_COMMAND_COMPONENT = {"ACT": "activations", "ACTAB": "activations", "PRE": "activations", "PREA": "activations",
+# Each DRAM/PIM command's energy class (the component its energy counts to). A command of a standard that
+# is not listed here is refused (energy_J raises), never billed to a default component.
+COMMAND_ENERGY_CLASS = {"ACT": "activations", "ACTAB": "activations", "PRE": "activations", "PREA": "activations",
                       "MACAB": "mac", "MACSB": "mac", "RD": "array_rw", "WR": "array_rw", "WRGB": "global_buffer",
                       "RDMAC": "global_buffer", "REF": "refresh"}
 
@@ -116,14 +118,23 @@ def _other_datapaths_J(hw: HardwareConfig, macs_by_format: dict[str, int], per_c
     return extra
 
 
+def _check_energy_classes(hw: HardwareConfig, commands) -> None:
+    missing = sorted({c for c in commands if c not in COMMAND_ENERGY_CLASS})
+    if missing:
+        raise PimsimError(f"{hw.name} ({hw.dram.standard}): command{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} no energy class; declare "
+                          "each one's component in COMMAND_ENERGY_CLASS (pimsim/energy/model.py)")
+
+
 def energy_J(compiled: Compiled, actions: Actions) -> dict:
     """Energy by component (J), the total, and the costs used."""
     hw = compiled.hw
     e = hw.energy
     per_command = command_energies_J(compiled)
     parts = dict.fromkeys(COMPONENTS, 0.0)
+    _check_energy_classes(hw, [*compiled.command_names, *actions.commands])
     for cmd, n in actions.commands.items():
-        parts[_COMMAND_COMPONENT.get(cmd, "global_buffer")] += n * per_command[cmd]
+        parts[COMMAND_ENERGY_CLASS[cmd]] += n * per_command[cmd]
     parts["mac"] += _other_datapaths_J(hw, actions.macs_by_format or {}, per_command)
     parts["io"] = actions.pin_bytes * 8 * e.io_pJ_per_bit * 1e-12
     parts["link"] = actions.link_bytes * 8 * e.link_pJ_per_bit * 1e-12

@@ -1,13 +1,8 @@
 """Token generation on the PIM system: every op of the traced decode step turned into instructions
 for the ASIC, the links and the PIM channels, timed token after token.
 
-Per op:
-- GEMV, attention scores and context: the input vector over the links to every busy channel, the
-  channels' command streams (global-buffer writes, all-bank MACs, accumulator reads), the partial
-  sums back over the links, and the ASIC adding them up (plus the bias);
-- KV append: the new keys or values over the links, then the channels' write streams;
-- embedding: the table row read out of its bank, then over the link;
-- everything else: ASIC vector work, sized by the context where it grows with it (softmax).
+Each op is lowered into steps by :mod:`pimsim.engine.lowering` (one function per op kind); here they
+are placed into programs (:class:`pimsim.engine.events.Program`) and timed.
 
 Token i (0-based) of a run with prompt length P sits at position P + i: the cache holds P + i tokens
 before its step and P + i + 1 after. Tokens follow one another (each needs the previous one's output).
@@ -23,11 +18,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from pimsim.asic.costs import cycles_to_ps, link_ps, reduce_cycles, reduce_sram_bytes, vector_cycles
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.dram_timing import timing_for
-from pimsim.engine.events import Instr, run_program
+from pimsim.engine.events import Program, run_program
+from pimsim.engine.lowering import FP32_BYTES, NO_WORK, Lowerer, Step, WorkTally, shape_key
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper.model import ModelMap
@@ -35,7 +30,6 @@ from pimsim.workloads.opgraph import PARTS, OpGraph
 from pimsim.workloads.tracer import check_source_len
 
 SCHEDULES = ("serial", "overlap")
-NO_WORK = (0, 0, 0)
 FIDELITIES = ("cycle", "fast")
 
 
@@ -47,7 +41,7 @@ class DecodeResult:
     # (unit, name, part, layer, start ps, end ps, {channel: end ps} for PIM work)
     timeline: list[tuple] = field(default_factory=list)
     ideal_ps: float = 0.0  # the internal-bandwidth bound of the same work
-    work: tuple = (0, 0, 0)  # link bytes, ASIC lane steps, ASIC buffer bytes
+    work: WorkTally = field(default_factory=WorkTally)  # what the energy model charges beyond commands
     channel_busy_ps: tuple = ()  # per channel: time running command streams
 
 
@@ -92,12 +86,17 @@ class DecodeSimulation:
             raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
         self.check_protocol = check_protocol
         self.timing = timing_for(self.compiled, fidelity, record=check_protocol) if share is None else share.timing
+        self.lowerer = Lowerer(self.map, self.asic, self.source_len)
         self._static: dict = {}
-        self._links: dict = {}
-        self._plan: list | None = None
         self._ran = False
         self._weights_ideal: float | None = None
-        self.work = [0, 0, 0]  # link bytes, ASIC lane steps, ASIC buffer bytes (for the energy model)
+        self.work = WorkTally()  # what the energy model charges beyond the DRAM commands
+        # the ops that have steps (joins only pass values on), each with the ops whose results it waits for
+        self._work_ops, self._op_deps = _op_order(graph)
+        # fast fidelity shares steps between ops of one shape (OpShape, a frozen dataclass); each distinct
+        # shape gets a small number once here, so the per-token lookups hash an int
+        shapes: dict = {}
+        self._shape_ids = {i: shapes.setdefault(shape_key(graph.ops[i]), len(shapes)) for i in self._work_ops}
 
     def _check_asic_buffer(self, context: int) -> None:
         """The largest vector the ASIC holds (FP32) must fit its buffer: logits, scores, activations."""
@@ -106,11 +105,11 @@ class DecodeSimulation:
         for op in self.graph.ops:
             if op.kind == "asic":
                 elements = op.elements_at(context, source)
-                size, name = 4 * elements, f"{op.asic_kind} over {elements:,} values"
+                size, name = FP32_BYTES * elements, f"{op.asic_kind} over {elements:,} values"
             elif op.kind in ("gemv", "scores", "context"):
                 length = source if op.cross else context
                 rows = op.rows if op.kind == "gemv" else op.heads * (length if op.kind == "scores" else op.head_dim)
-                size, name = 4 * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
+                size, name = FP32_BYTES * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
             else:
                 continue
             if size > need:
@@ -120,48 +119,14 @@ class DecodeSimulation:
                               f"cannot hold {what} ({need:,} B in FP32); raise asic.sram_bytes")
 
     # ---- one token -----------------------------------------------------------------------------
-    def _link(self, per_channel) -> int:
-        """The links run side by side: the channel with the most bytes sets the time."""
-        return link_ps(self.asic, int(per_channel.max())) if len(per_channel) else 0
-
-    def _stream_links(self, stream) -> tuple[int, int]:
-        """Link times to and from the channels of a stream (memoised by the stream's contents)."""
-        key = (stream.key, id(stream.to_pim_bytes), id(stream.from_pim_bytes))
-        got = self._links.get(key)
-        if got is None:
-            got = self._links[key] = (self._link(stream.to_pim_bytes), self._link(stream.from_pim_bytes))
-        return got
-
-    def _template(self) -> list[tuple]:
-        """Per op with instructions: (op index, first instruction, dependencies of the first). Every op
-        has a fixed number of instructions, so the dependencies are the same at every position."""
-        if self._plan is None:
-            plan, done_by, count = [], {}, 0
-            sizes = {"gemv": 4, "scores": 4, "context": 4, "kv_append": 2, "embedding": 2, "asic": 1}
-            for index, op in enumerate(self.graph.ops):
-                extra = 1 if op.kind == "gemv" and self._quantized(op) else 0
-                deps = tuple(sorted({i for v in op.inputs for i in done_by.get(v, ())}))
-                if op.kind == "join":
-                    done_by[op.output] = deps
-                    continue
-                if op.kind not in sizes:
-                    raise RuntimeError(f"pimsim bug: no instructions for op kind {op.kind!r}")
-                plan.append((index, count, deps))
-                count += sizes[op.kind] + extra
-                done_by[op.output] = (count - 1,)
-            self._plan = plan
-        return self._plan
-
-    def _op_steps(self, index: int, op, position: int, context: int, shared: dict) -> list[tuple]:
+    def _op_steps(self, index: int, op, position: int, context: int, shared: dict) -> list[Step]:
         steps = self._static.get(index)
         if steps is not None:
             return steps
         if self.fidelity == "fast" and op.kind != "embedding":
             # what fast timing needs of a stream is its key, the same for every layer: one layer's
             # steps serve all of them at this position
-            key = (op.kind, op.which, op.heads, op.tensor if op.kind == "gemv" else None, op.asic_kind, op.elements,
-                   op.elements_per_token, op.rows, op.rows_per_token, op.bias, op.cross, op.elements_per_source,
-                   op.rows_per_source)
+            key = self._shape_ids[index]
             steps = shared.get(key)
             if steps is None:
                 steps = shared[key] = self.steps(op, position, context)
@@ -171,25 +136,23 @@ class DecodeSimulation:
             self._static[index] = steps  # the same at every position
         return steps
 
-    def token_program(self, position: int) -> list[Instr]:
-        """The instructions of the decode step at `position` (tokens in the cache before it)."""
+    def token_program(self, position: int) -> Program:
+        """The instructions of the token at `position`: each op's steps in a chain, the first waiting for
+        the last instruction of every op whose result it reads."""
         context = position + 1
-        instrs: list[Instr] = []
+        program = Program()
         ops = self.graph.ops
         shared: dict = {}
-        for index, first, deps in self._template():
+        last = {}
+        add = self.work.add
+        for index in self._work_ops:
             op = ops[index]
-            name, layer = op.name, op.layer
-            for k, (unit, part, ps, stream, work) in enumerate(self._op_steps(index, op, position, context, shared)):
-                instrs.append(Instr(unit, part, name, layer, (first + k - 1,) if k else deps, ps, stream))
-                self._add_work(work)
-        return instrs
-
-    def _add_work(self, work) -> None:
-        w = self.work
-        w[0] += work[0]
-        w[1] += work[1]
-        w[2] += work[2]
+            steps = self._op_steps(index, op, position, context, shared)
+            deps = tuple(last[d] for d in self._op_deps[index])
+            last[index] = program.add_steps(steps, op.name, op.layer, deps)
+            for step in steps:
+                add(step.work)
+        return program
 
     def _serial_token(self, position: int, t: int, breakdown: dict) -> int:
         """The serial schedule without instruction objects: each step starts when the one before ends
@@ -197,19 +160,19 @@ class DecodeSimulation:
         context = position + 1
         ops = self.graph.ops
         shared: dict = {}
-        for index, _, _ in self._template():
+        for index in self._work_ops:
             t = self.advance(self._op_steps(index, ops[index], position, context, shared), t, breakdown)
         return t
 
-    def verify_steps(self, position: int, tokens: int) -> list[tuple]:
+    def verify_steps(self, position: int, tokens: int) -> list[Step]:
         """The steps of one pass over `tokens` new tokens at positions position, position + 1, ... (a
         speculative verify step; tokens = 1 is an ordinary decode step): every GEMV multiplies all the
         tokens' vectors at once (``mapping.verify``); attention, KV appends, embeddings and ASIC work
         run token by token, each over its own context (causal: token j sees position + j + 1 tokens).
         Rejected tokens' cache entries are simply overwritten by later steps."""
-        out: list[tuple] = []
+        out: list[Step] = []
         shared: list[dict] = [{} for _ in range(tokens)]
-        for index, _, _ in self._template():
+        for index in self._work_ops:
             op = self.graph.ops[index]
             if op.kind == "gemv" and tokens > 1:
                 out += self.steps(op, position, position + 1, vectors=tokens)
@@ -218,75 +181,25 @@ class DecodeSimulation:
                 out += self._op_steps(index, op, position + j, position + j + 1, shared[j])
         return out
 
-    def advance(self, steps: list[tuple], start_ps: int, breakdown: dict) -> int:
+    def advance(self, steps: list[Step], start_ps: int, breakdown: dict) -> int:
         """Run steps one after another from `start_ps` (the serial schedule); returns the end time and
         adds each step's time to `breakdown` and its work to the energy counters."""
-        t, timing = start_ps, self.timing
+        t, timing, tally = start_ps, self.timing, self.work
         for _, part, ps, stream, work in steps:
             end = timing.run(stream, t) if stream is not None else t + ps
             breakdown[part] += end - t
             t = end
-            if work is not NO_WORK:
-                self._add_work(work)
+            if work is not NO_WORK:  # WorkTally.add, inline: this loop runs for every step of every token
+                tally.link_bytes += work.link_bytes
+                tally.asic_lane_ops += work.asic_lane_ops
+                tally.asic_sram_bytes += work.asic_sram_bytes
         return t
 
-    def steps(self, op, position: int, context: int, vectors: int = 1) -> list[tuple]:
-        """(unit, part, duration ps, stream, work) of each instruction of one op, in order; work is what
-        the energy model charges that the DRAM command counts do not: (link bytes, ASIC lane steps,
-        ASIC buffer bytes). Cross-attention ops run over the source length instead of the context.
-        A GEMV may take `vectors` input vectors at once (a verify step); other ops take one."""
-        m, asic = self.map, self.asic
-        if vectors > 1 and op.kind != "gemv":
-            raise RuntimeError(f"pimsim bug: only GEMVs take several input vectors, not {op.kind}")
-        if op.kind in ("gemv", "scores", "context"):
-            length = self.source_len if op.cross else context
-            if op.kind == "gemv":
-                stream = m.gemv(op.tensor, vectors)
-            elif op.kind == "scores":
-                stream = m.scores(op.layer, length, op.heads, op.cross)
-            else:
-                stream = m.context(op.layer, length, op.heads, op.cross)
-            to_pim, from_pim = self._stream_links(stream)
-            quantized = op.kind == "gemv" and self._quantized(op)
-            # integer outputs of quantized activations are scaled back: one multiply each
-            adds = stream.asic_adds + (op.rows * vectors if op.bias else 0) + (op.rows * vectors if quantized else 0)
-            reduce_work = (0, adds, reduce_sram_bytes(adds, stream.outputs))
-            first = []
-            if quantized:  # each vector quantized with its own scale (a row of the quantize op)
-                cycles = vector_cycles(asic, "quantize", op.cols * vectors, vectors)
-                first = [("asic", "quantize", cycles_to_ps(asic, cycles), None,
-                          (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 5 * op.cols * vectors))]
-            return first + [("link", "transfers", to_pim, None, (int(stream.to_pim_bytes.sum()), 0, 0)),
-                    ("pim", op.part, 0, stream, NO_WORK),
-                    ("link", "transfers", from_pim, None, (int(stream.from_pim_bytes.sum()), 0, 0)),
-                    ("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None, reduce_work)]
-        if op.kind == "kv_append":
-            stream = m.append(op.layer, position, op.which, op.cross)
-            return [("link", "transfers", self._stream_links(stream)[0], None, (int(stream.to_pim_bytes.sum()), 0, 0)),
-                    ("pim", op.part, 0, stream, NO_WORK)]
-        if op.kind == "embedding":
-            stream = m.embedding(op.tensor, position % op.rows)
-            return [("pim", op.part, 0, stream, NO_WORK),
-                    ("link", "transfers", self._stream_links(stream)[1], None,
-                     (int(stream.from_pim_bytes.sum()), 0, 0))]
-        if op.kind == "matmul":
-            # a product of two activations (an encoder's self-attention) on the ASIC: one multiply-add per
-            # lane per cycle, like a "mul" pass; each operand and result value through the buffer once
-            cycles = vector_cycles(asic, "mul", op.elements)
-            values = op.heads * (op.rows * op.head_dim + op.head_dim * op.cols + op.rows * op.cols)
-            work = (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 4 * values)
-            return [("asic", op.part, cycles_to_ps(asic, cycles), None, work)]
-        elements = op.elements_at(context, self.source_len)
-        cycles = vector_cycles(asic, op.asic_kind, elements, op.rows_at(context, self.source_len))
-        # every lane of every pass (the fill cycles do no arithmetic); each element read and written once
-        work = (0, max(cycles - asic.pipeline_cycles, 0) * asic.lanes, 8 * elements)
-        return [("asic", op.part, cycles_to_ps(asic, cycles), None, work)]
-
-    def _quantized(self, op) -> bool:
-        """A GEMV whose float input the ASIC quantizes to integers first (int8 activations of ternary or
-        binary weights): integer activations, weights in the low-bit set."""
-        g = self.map.geometry
-        return op.tensor in self.map.low_bit and g.integer and self.map.kv_geometry.fmt != g.fmt
+    def steps(self, op, position: int, context: int, vectors: int = 1) -> list[Step]:
+        """The steps of one op (see :mod:`pimsim.engine.lowering`). Cross-attention ops run over the
+        source length instead of the context. A GEMV may take `vectors` input vectors at once (a verify
+        step); other ops take one."""
+        return self.lowerer.steps(op, position, context, vectors)
 
     def _ideal_ps(self, context: int) -> float:
         """The token's weight and KV bytes at the device's peak internal bandwidth."""
@@ -337,7 +250,7 @@ class DecodeSimulation:
                 raise RuntimeError(f"pimsim bug: the run issued {len(violations)} command(s) that break the "
                                    f"{self.hw.dram.standard} protocol, for example:\n  {shown}")
             counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
-        return DecodeResult(per_token, breakdown, counts, events, ideal, tuple(self.work),
+        return DecodeResult(per_token, breakdown, counts, events, ideal, self.work,
                             tuple(float(b) for b in self.timing.busy_ps))
 
     def describe(self) -> dict:
@@ -349,6 +262,21 @@ class DecodeSimulation:
             out.update({"cross_kv_tokens_reserved": self.source_len,
                         "cross_kv_rows_per_bank": self.map.cross_kv_rows()})
         return out
+
+
+def _op_order(graph: OpGraph) -> tuple[list[int], dict[int, tuple[int, ...]]]:
+    """The ops with steps, in graph order, and for each the ops (with steps) whose results it reads; a
+    join passes on the producers of its inputs."""
+    work_ops, deps, made_by = [], {}, {}
+    for index, op in enumerate(graph.ops):
+        producers = tuple(sorted({i for v in op.inputs for i in made_by.get(v, ())}))
+        if op.kind == "join":
+            made_by[op.output] = producers
+            continue
+        work_ops.append(index)
+        deps[index] = producers
+        made_by[op.output] = (index,)
+    return work_ops, deps
 
 
 def _check_one_mac_spacing(hw: HardwareConfig) -> None:

@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pimsim.engine.dram_timing import timing_for
-from pimsim.engine.events import Instr, run_program
+from pimsim.engine.events import Program, run_program
+from pimsim.engine.lowering import FP32_BYTES, WorkTally
 from pimsim.workloads.opgraph import PARTS
 
 ENCODER_NOTES = [
@@ -45,7 +46,7 @@ class EncoderResult:
     time_ps: int
     breakdown_ps: dict[str, int]
     counts: dict
-    work: tuple  # link bytes, ASIC lane steps, ASIC buffer bytes
+    work: WorkTally  # what the energy model charges beyond the DRAM commands
     channel_busy_ps: tuple
     counted: dict  # what was simulated: passes, matmul multiply-adds, token writes
     activation_bytes: int  # the largest activation of S tokens, FP32
@@ -56,10 +57,10 @@ def run_encoder(sim) -> EncoderResult:
     encoder-decoder) on its own DRAM timing state, with the run's schedule and fidelity."""
     graph = sim.encoder
     timing = timing_for(sim.compiled, sim.fidelity, record=sim.check_protocol)
-    instrs, work, counted = _program(sim, graph)
-    end = run_program(instrs, 0, timing, sim.schedule == "serial")
+    program, work, counted = _program(sim, graph)
+    end = run_program(program, 0, timing, sim.schedule == "serial")
     breakdown = dict.fromkeys(PARTS, 0)
-    for ins in instrs:
+    for ins in program:
         breakdown[ins.part] += ins.end - ins.start
     counts = timing.counts()
     if sim.check_protocol:
@@ -69,24 +70,25 @@ def run_encoder(sim) -> EncoderResult:
                                f"{sim.hw.dram.standard} protocol, for example: {violations[0]}")
         counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
     source = graph.meta["source_len"]
-    activation = max((4 * (op.elements if op.kind == "asic" else op.rows * op.count)
+    activation = max((FP32_BYTES * (op.elements if op.kind == "asic" else op.rows * op.count)
                       for op in graph.ops if op.kind in ("asic", "gemv")), default=0)
-    activation = max([activation] + [4 * op.heads * op.rows * op.cols for op in graph.ops if op.kind == "matmul"])
+    activation = max([activation] + [FP32_BYTES * op.heads * op.rows * op.cols for op in graph.ops
+                                     if op.kind == "matmul"])
     counted["source_len"] = source
-    return EncoderResult(end, breakdown, counts, tuple(work), tuple(float(b) for b in timing.busy_ps), counted,
+    return EncoderResult(end, breakdown, counts, work, tuple(float(b) for b in timing.busy_ps), counted,
                          activation)
 
 
-def _program(sim, graph) -> tuple[list[Instr], list[int], dict]:
+def _program(sim, graph) -> tuple[Program, WorkTally, dict]:
     """The encoder pass's instructions: every op's passes, in graph order. Passes of one op depend only on
     the ops that made its input (all of their passes), so the overlap schedule can pipeline them."""
-    instrs: list[Instr] = []
-    work = [0, 0, 0]
+    program = Program()
+    work = WorkTally()
     counted = {"gemv_passes": 0, "weights_streamed": 0, "cross_kv_token_writes": 0, "table_rows_read": 0,
                "asic_matmul_macs": 0}
-    done_by: dict[int, tuple[int, ...]] = {}
+    done_by: dict[int, tuple] = {}
     for op in graph.ops:
-        deps = tuple(sorted({i for v in op.inputs for i in done_by.get(v, ())}))
+        deps = tuple(sorted({ins for v in op.inputs for ins in done_by.get(v, ())}, key=lambda ins: ins.index))
         if op.kind == "join":
             done_by[op.output] = deps
             continue
@@ -99,12 +101,10 @@ def _program(sim, graph) -> tuple[list[Instr], list[int], dict]:
             steps_of = lambda _, steps=steps: steps  # noqa: E731
         ends = []
         for p in range(passes):
-            for k, (unit, part, ps, stream, w) in enumerate(steps_of(p)):
-                instrs.append(Instr(unit, part, op.name, op.layer, (len(instrs) - 1,) if k else deps, ps, stream))
-                work[0] += w[0]
-                work[1] += w[1]
-                work[2] += w[2]
-            ends.append(len(instrs) - 1)
+            steps = steps_of(p)
+            ends.append(program.add_steps(steps, op.name, op.layer, deps))
+            for step in steps:
+                work.add(step.work)
         done_by[op.output] = tuple(ends)
         if op.kind == "gemv":
             counted["gemv_passes"] += passes
@@ -115,7 +115,7 @@ def _program(sim, graph) -> tuple[list[Instr], list[int], dict]:
             counted["table_rows_read"] += passes
         elif op.kind == "matmul":
             counted["asic_matmul_macs"] += op.elements
-    return instrs, work, counted
+    return program, work, counted
 
 
 def _per_pass(sim, op):

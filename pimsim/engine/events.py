@@ -1,4 +1,5 @@
-"""The event-driven core: instructions on three units (ASIC, links, PIM channels), a heap of events.
+"""The event-driven core: programs of instructions on three units (ASIC, links, PIM channels), a heap
+of events.
 
 Each unit takes its instructions in program order; an instruction starts once its unit is free and
 every instruction it depends on has finished. Events are ``(time, priority, seq)``: equal times go by
@@ -13,38 +14,80 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pimsim.mapper.model import Stream
 
 UNITS = ("pim", "link", "asic")  # also the tie-break priority of events at the same time
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Instr:
+    """One instruction placed in a program. ``deps`` are the instructions it waits for (by reference);
+    its duration is ``ps`` (ASIC and link work) or what the stream timer says ``stream`` takes."""
+
     unit: str
     part: str
     name: str
     layer: int | None
-    deps: tuple[int, ...] = ()
+    deps: tuple[Instr, ...] = ()
     ps: int = 0  # duration, for ASIC and link work
     stream: Stream | None = None  # command streams, for PIM work
     start: int = 0
     end: int = 0
     channel_ends: dict | None = None  # PIM work: when each channel finished (recorded for timelines)
+    index: int = -1  # its place in its program (set by Program.append)
 
 
-def run_program(instrs: list[Instr], t0: int, timing, serial: bool, use_heap: bool = False) -> int:
-    """Time a program starting at t0 (picoseconds); fills each instruction's start and end, returns
-    the time the last one ends."""
+@dataclass
+class Program:
+    """Instructions in program order; each one's dependencies are earlier instructions of the program."""
+
+    instrs: list[Instr] = field(default_factory=list)
+
+    def append(self, ins: Instr) -> Instr:
+        ins.index = len(self.instrs)
+        self.instrs.append(ins)
+        return ins
+
+    def add_steps(self, steps, name: str, layer: int | None, deps: tuple[Instr, ...]) -> Instr | None:
+        """An op's steps (:class:`pimsim.engine.lowering.Step`) one after another, the first waiting for
+        `deps`; returns the last (what the op's consumers wait for)."""
+        last = None
+        for step in steps:
+            last = self.append(Instr(step.unit, step.part, name, layer, (last,) if last is not None else deps,
+                                     step.ps, step.stream))
+        return last
+
+    def __iter__(self):
+        return iter(self.instrs)
+
+    def __len__(self) -> int:
+        return len(self.instrs)
+
+    def __getitem__(self, i):
+        return self.instrs[i]
+
+
+def run_program(program: Program | list[Instr], t0: int, timing, serial: bool, use_heap: bool = False) -> int:
+    """Time a program starting at t0 (picoseconds) with a stream timer (``timing.run(stream, start)``);
+    fills each instruction's start and end, returns the time the last one ends."""
+    instrs = program.instrs if isinstance(program, Program) else program
     if serial and not use_heap:
         return _run_serial(instrs, t0, timing)
     n = len(instrs)
+    for i, ins in enumerate(instrs):
+        if ins.index != i:
+            if ins.index != -1:
+                raise RuntimeError("pimsim bug: an instruction placed in another program")
+            ins.index = i
     waiting = [0] * n
     ready_at = [t0] * n
     dependents: list[list[int]] = [[] for _ in range(n)]
     for i, ins in enumerate(instrs):
-        deps = (i - 1,) if serial and i else ins.deps
+        deps = (i - 1,) if serial and i else tuple(d.index for d in ins.deps)
+        if any(not 0 <= d < i for d in deps):
+            raise RuntimeError(f"pimsim bug: instruction {i} depends on one that is not before it in its program")
         waiting[i] = len(deps)
         for d in deps:
             dependents[d].append(i)

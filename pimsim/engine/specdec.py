@@ -21,8 +21,11 @@ Policies:
   new draft and, if they agree, the other new drafts are the next verify phase's; otherwise they are
   dropped, the drafter stops once the rejection is known, and a draft phase follows). A phase ends when
   both models are done; how many drafts a target pass checks varies with the phases (k is the drafter's
-  step count per phase, not a fixed verify width). The ASIC serves both models; its work is a few
-  percent of each step, and contention for it is not modelled.
+  step count per phase, not a fixed verify width).
+
+Both models are processes on the system engine (:mod:`pimsim.engine.system`): each runs its steps in
+order on its own channel group's links and PIM channels and on the one ASIC they share, so under PEARL
+a model's ASIC step waits while the other's holds the ASIC (contention modelled).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import math
 
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation
+from pimsim.engine.lowering import NO_WORK, Step
+from pimsim.engine.system import System
 from pimsim.errors import PimsimError
 from pimsim.workloads.acceptance import RateAcceptance, TraceAcceptance, expected_tokens_per_step, measure_acceptance
 from pimsim.workloads.cards import ModelCard, load_card
@@ -111,6 +116,9 @@ class SpecDecRun:
         # after the target's, though its steps are a roofline
         draft_sim = DecodeSimulation(hw_draft, draft_graph, self.prompt_len, reserve, "serial", fidelity, share=share)
         self.draft = draft_sim if spec.placement != "asic" else None
+        # the system engine: one shared ASIC; a channel group per DRAM state (one for placement same)
+        self.system = System()
+        self.groups = {"target": self.system.group(self.target.timing), "draft": self.system.group(draft_sim.timing)}
         self.draft_graph = draft_graph
         self.breakdown = {"target": dict.fromkeys(PARTS, 0), "draft": dict.fromkeys(PARTS, 0)}
         self.asic_draft = {"ps": 0, "reads": 0, "macs": 0}
@@ -130,16 +138,48 @@ class SpecDecRun:
                                            target=self.target_card)
         return TraceAcceptance(self.measured["accepted"], f"measured ({self.measured['weights']})")
 
-    # ---- one model's steps --------------------------------------------------------------------
-    def _draft_step(self, position: int, t: int) -> int:
+    # ---- one model's steps, as processes on the system engine ----------------------------------
+    def _draft_process(self, position: int):
+        """One draft step (a decode step of the draft at `position`): its steps on the draft's channel
+        group and the shared ASIC; an ASIC-computed draft holds the ASIC for its roofline time."""
         if self.draft is not None:
-            return self.draft.advance(self.draft.verify_steps(position, 1), t, self.breakdown["draft"])
+            return (yield from self.system.steps(self.groups["draft"], self.draft.verify_steps(position, 1),
+                                                 self.breakdown["draft"], self.draft.work))
         ps, reads, macs = self._asic_step(position + 1)
         self.asic_draft["ps"] += ps
         self.asic_draft["reads"] += reads
         self.asic_draft["macs"] += macs
-        self.breakdown["draft"]["asic"] += ps
-        return t + ps
+        return (yield from self.system.steps(self.groups["target"], [Step("asic", "asic", ps, None, NO_WORK)],
+                                             self.breakdown["draft"], self.target.work))
+
+    def _drafter(self, first_position: int, k: int, stop):
+        """Up to k draft steps from `first_position`, one after another; before each, the drafter stops
+        if `stop()` says its drafts are no longer wanted (a rejection it knows of). Returns how many it
+        made and when its last one ended. It looks after the events already due at this time, so a
+        verify pass ending exactly now is known, as it was in the sequential model before."""
+        env = self.system.env
+        made = 0
+        for i in range(k):
+            yield env.timeout(0)
+            if stop():
+                break
+            yield from self._draft_process(first_position + i)
+            made += 1
+        return made, env.now
+
+    def _verify_process(self, position: int, tokens: int):
+        return (yield from self.system.steps(self.groups["target"], self.target.verify_steps(position, tokens),
+                                             self.breakdown["target"], self.target.work))
+
+    def _draft_step(self, position: int, t: int) -> int:
+        """A draft step alone (nothing else running), from `t` (the system's present time)."""
+        assert t == self.system.env.now, "pimsim bug: a step submitted in the system's past"
+        return self.system.run(self.system.env.process(self._draft_process(position)))
+
+    def _verify(self, position: int, tokens: int, t: int) -> int:
+        """A verify pass alone (nothing else running), from `t` (the system's present time)."""
+        assert t == self.system.env.now, "pimsim bug: a step submitted in the system's past"
+        return self.system.run(self.system.env.process(self._verify_process(position, tokens)))
 
     def _asic_step(self, context: int) -> tuple[int, int, int]:
         """The draft's decode step on the ASIC: its weights and KV cache read over the pins (in the KV
@@ -153,9 +193,6 @@ class SpecDecRun:
         compute_s = elements / (hw.asic.lanes * hw.asic.freq_MHz * 1e6)
         reads = -(-nbytes // hw.dram.organization.access_bytes)
         return round(max(memory_s, compute_s) * 1e12), reads, elements
-
-    def _verify(self, position: int, tokens: int, t: int) -> int:
-        return self.target.advance(self.target.verify_steps(position, tokens), t, self.breakdown["target"])
 
     # ---- policies -----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -195,17 +232,14 @@ class SpecDecRun:
         pending = 0  # drafts made during the last verify phase, all still valid
         while made < self.gen_tokens:
             start = t
+            env = self.system.env
             if pending == 0:  # draft phase: k drafts, the first pre-verified by one target step
-                verify_end = self._verify(p, 1, t)
+                verify = env.process(self._verify_process(p, 1))
                 first_ok = self.acceptance.accepted(1) == 1
-                d = t
-                drafts = 0
-                for i in range(k):
-                    if not first_ok and d >= verify_end:
-                        break  # the rejection is known: the drafter starts again from the target's token
-                    d = self._draft_step(p + i, d)
-                    drafts += 1
-                t = max(verify_end, d)
+                # a rejection known: the drafter starts again from the target's token
+                drafter = env.process(self._drafter(p, k, lambda: not first_ok and verify.triggered))
+                t = self.system.run(verify, drafter)
+                verify_end, (drafts, d) = verify.value, drafter.value
                 if not first_ok:
                     kept, pending = 1, 0
                 else:
@@ -215,7 +249,7 @@ class SpecDecRun:
                                "verify_ps": verify_end - start})
             else:  # verify phase: the target checks the pending drafts while the drafter makes k more
                 n = min(pending, self.gen_tokens - made)
-                verify_end = self._verify(p, n + 1, t)
+                verify = env.process(self._verify_process(p, n + 1))
                 accepted = self.acceptance.accepted(n)
                 if accepted == n:
                     # the target's own next token (its n + 1-th output) is checked against the drafter's
@@ -224,12 +258,10 @@ class SpecDecRun:
                     kept, pending = n + 1, (k - 1 if agrees else 0)
                 else:
                     kept, pending = accepted + 1, 0
-                d = t
-                for i in range(k):
-                    if pending == 0 and d >= verify_end:
-                        break  # a rejection is known: the drafter's further drafts are wasted, it stops
-                    d = self._draft_step(p + n + i, d)
-                t = max(verify_end, d)
+                # a rejection known: the drafter's further drafts are wasted, it stops
+                drafter = env.process(self._drafter(p + n, k, lambda: pending == 0 and verify.triggered))
+                t = self.system.run(verify, drafter)
+                verify_end, (_, d) = verify.value, drafter.value
                 rounds.append({"phase": "verify", "drafts": n, "accepted": accepted, "kept": kept, "start_ps": start,
                                "target_passes": 1, "draft_ps": d - start, "verify_ps": verify_end - start})
             kept = min(kept, self.gen_tokens - made)
@@ -304,7 +336,7 @@ class SpecDecRun:
             return e
 
         if self.spec.placement == "same":  # one DRAM state holds both models' counts; add the draft's work
-            both = [a + b for a, b in zip(self.target.work, self.draft.work)]
+            both = self.target.work.plus(self.draft.work)
             parts = {"target and draft (one memory)": of(self.target, both)}
         elif self.spec.placement == "group":
             parts = {"target": of(self.target, self.target.work), "draft": of(self.draft, self.draft.work, False)}

@@ -91,6 +91,24 @@ class Sweep:
         return out
 
 
+def point_spec(hw: str, point: dict, run: dict):
+    """The :class:`~pimsim.run_types.RunSpec` of one point: the sweep's run settings, patched by the
+    point's run axes (``weight_format``), its ``spec_dec.KEY`` axes and its hardware overrides."""
+    from pimsim.run_types import RunSpec, patched_spec_dec
+
+    axes = point["overrides"]
+    options = {**run, **{k: v for k, v in axes.items() if k in RUN_AXES}}
+    spec_axes = {k[len(SPEC_DEC_AXIS):]: v for k, v in axes.items() if k.startswith(SPEC_DEC_AXIS)}
+    hardware = {k: v for k, v in axes.items() if k not in RUN_AXES and not k.startswith(SPEC_DEC_AXIS)}
+    spec_dec = options.get("spec_dec")
+    if spec_dec is not None or spec_axes:
+        spec_dec = patched_spec_dec(None if spec_dec is None else str(spec_dec), point["model"], spec_axes)
+    return RunSpec(model=point["model"], hw=hw, prompt_len=options.get("prompt_len"),
+                   gen_tokens=options.get("gen_tokens"), schedule=options.get("schedule", "serial"),
+                   fidelity=options.get("fidelity", "fast"), weight_format=options.get("weight_format"),
+                   spec_dec=spec_dec, overrides=hardware)
+
+
 def point_id(model: str, overrides: dict, run: dict, base_digest: str) -> str:
     text = json.dumps([model, sorted(overrides.items()), sorted(run.items()), base_digest], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

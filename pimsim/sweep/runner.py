@@ -19,66 +19,27 @@ from pathlib import Path
 
 from pimsim import __version__
 from pimsim.errors import PimsimError
-from pimsim.sweep.points import RUN_AXES, SPEC_DEC_AXIS, Sweep
+from pimsim.run_types import DECODE_ROW_METRICS, SPEC_DEC_ROW_METRICS
+from pimsim.sweep.points import Sweep, point_spec
 
-METRICS = ("weight_format", "latency_per_token_s", "latency_first_token_s", "latency_last_token_s", "tokens_per_s",
-           "total_time_s", "row_hit_rate", "bytes_internal", "bytes_external", "bound_efficiency", "energy_per_token_J",
-           "energy_per_token_per_param_J", "average_power_W", "config_hash")
+# the figures a row keeps (RunResult.to_row), by run kind
+METRICS, SPEC_DEC_METRICS = DECODE_ROW_METRICS, SPEC_DEC_ROW_METRICS
 
 
 def run_point(hw: str, point: dict, run: dict) -> dict:
-    """One point, as a flat row (runs in a worker process or on a Dask worker)."""
-    from pimsim.runs import run_model
+    """One point, as a flat row (runs in a worker process or on a Dask worker): its RunSpec simulated."""
+    from pimsim.runs import simulate
 
     started = time.perf_counter()
     row = {"id": point["id"], "model": point["model"], **{f"set:{k}": v for k, v in point["overrides"].items()},
            **{f"run:{k}": v for k, v in run.items()}, "pimsim_version": __version__}
     try:
-        options = {**run, **{k: v for k, v in point["overrides"].items() if k in RUN_AXES}}
-        spec_axes = {k[len(SPEC_DEC_AXIS):]: v for k, v in point["overrides"].items() if k.startswith(SPEC_DEC_AXIS)}
-        overrides = [f"{k}={json.dumps(v)}" for k, v in point["overrides"].items()
-                     if k not in RUN_AXES and not k.startswith(SPEC_DEC_AXIS)]
-        if "spec_dec" in options or spec_axes:
-            row.update(_specdec_point(hw, point["model"], options, spec_axes, overrides))
-            row["status"], row["error"] = "ok", None
-            row["wall_s"] = time.perf_counter() - started
-            return row
-        out = run_model(hw, point["model"], options.get("prompt_len"), options.get("gen_tokens"),
-                        options.get("schedule", "serial"), options.get("fidelity", "fast"), overrides=overrides,
-                        weight_format=options.get("weight_format"))
-        row.update({k: out.get(k) for k in METRICS})
-        row.update({f"time:{k}": v for k, v in out["breakdown_s"].items()})
-        row.update({f"energy:{k}": v for k, v in out.get("energy_breakdown_J", {}).items()})
+        row.update(simulate(point_spec(hw, point, run)).to_row())
         row["status"], row["error"] = "ok", None
     except PimsimError as exc:  # a point whose config is invalid or whose model does not fit
         row["status"], row["error"] = "error", str(exc)
     row["wall_s"] = time.perf_counter() - started
     return row
-
-
-SPEC_DEC_METRICS = ("latency_per_token_s", "tokens_per_s", "total_time_s", "tokens_per_verify_step",
-                    "expected_tokens_per_verify_step", "speedup_over_autoregressive", "energy_per_token_J",
-                    "energy_ratio_over_autoregressive")
-
-
-def _specdec_point(hw: str, model: str, options: dict, axes: dict, overrides: list[str]) -> dict:
-    """A speculative-decoding point: the run's spec_dec settings, the point's axes on top, the point's
-    model as the target."""
-    from pimsim.config.loader import load_hardware
-    from pimsim.engine.specdec import run_specdec
-    from pimsim.errors import PimsimError
-    from pimsim.workloads.specdec import parse_spec
-
-    if options.get("schedule", "serial") != "serial":
-        raise PimsimError("spec-dec sweeps use the serial schedule")
-    settings = dict(item.split("=", 1) for item in str(options.get("spec_dec", "")).split(",") if "=" in item)
-    settings.update({k: str(v) for k, v in axes.items()})
-    settings["target"] = settings.get("target", model)
-    if settings["target"] != model:
-        raise PimsimError(f"spec_dec target {settings['target']} is not the point's model {model}")
-    out = run_specdec(load_hardware(hw, overrides), parse_spec(",".join(f"{k}={v}" for k, v in settings.items())),
-                      options.get("prompt_len"), options.get("gen_tokens"), options.get("fidelity", "fast"))
-    return {k: out.get(k) for k in SPEC_DEC_METRICS}
 
 
 def _compact(path: Path) -> list[dict]:
