@@ -31,8 +31,8 @@ from pimsim.errors import PimsimError
 COMPONENTS = {  # component -> title (report order)
     "activations": "row activations (ACT, ACTAB, PRE, PREA)",
     "mac": "PIM MACs in the banks (MACAB, MACSB)",
-    "array_rw": "array reads/writes (RD, WR: KV cache, embeddings)",
-    "global_buffer": "global buffer and MAC results (WRGB, RDMAC)",
+    "array_rw": "array reads/writes (RD, WR, WRAB: KV cache, embeddings, results)",
+    "global_buffer": "PIM registers: buffer, results, modes (WRGB, RDMAC, MODCH, WRCRF, PIMON/OFF)",
     "refresh": "refresh (REF)",
     "io": "data over the memory's pins",
     "link": "data over the ASIC<->controller links",
@@ -45,7 +45,11 @@ COMPONENTS = {  # component -> title (report order)
 # is not listed here is refused (energy_J raises), never billed to a default component.
 COMMAND_ENERGY_CLASS = {"ACT": "activations", "ACTAB": "activations", "PRE": "activations", "PREA": "activations",
                       "MACAB": "mac", "MACSB": "mac", "RD": "array_rw", "WR": "array_rw", "WRGB": "global_buffer",
-                      "RDMAC": "global_buffer", "REF": "refresh"}
+                      "RDMAC": "global_buffer", "REF": "refresh",
+                      # AiM's register/MAC mode change; HBM-PIM's program load and PIM-mode switches: register
+                      # writes like WRGB. HBM-PIM's GRF_B write-back into the array: an array write.
+                      "MODCH": "global_buffer", "WRCRF": "global_buffer", "PIMON": "global_buffer",
+                      "PIMOFF": "global_buffer", "WRAB": "array_rw"}
 
 
 @dataclass
