@@ -27,7 +27,8 @@ from pathlib import Path
 
 from pimsim.baseline.compare import (PAPER, PAPER_SOURCE, comparison_row, measured_baseline, paper_power_ratio,
                                      pim_figures, roofline_baseline)
-from pimsim.runs import run_model
+from pimsim.run_types import RunSpec
+from pimsim.runs import simulate
 from pimsim.workloads.cards import load_card
 
 MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl")
@@ -43,7 +44,8 @@ def records() -> list[Path]:
 def _pim(cache: dict, card, prompt_len: int, gen_tokens: int):
     key = (card.name, prompt_len, gen_tokens)
     if key not in cache:
-        cache[key] = pim_figures(run_model(HW, card, prompt_len, gen_tokens))
+        spec = RunSpec(model=card.name, hw=HW, prompt_len=prompt_len, gen_tokens=gen_tokens)
+        cache[key] = pim_figures(simulate(spec))
     return cache[key]
 
 
@@ -77,7 +79,7 @@ def roofline_table(prompt_len: int, gen_tokens: int, cache: dict) -> dict:
             pim_power = row["pim_power_W"]
         print(f"| {model} | {pim.latency_per_token_s * 1e3:.3f} | {pim.energy_per_token_J * 1e3:.2f} | "
               f"{pim_power:.1f} | {cells[0]} | {cells[1]} |")
-    print(f"| **range, roofline bound** | | | | "
+    print("| **range, roofline bound** | | | | "
           + " | ".join(f"{min(r['speedup']):.1f}-{max(r['speedup']):.1f}x / {min(r['energy_efficiency']):.0f}-"
                        f"{max(r['energy_efficiency']):.0f}x / {min(r['power_ratio']):.1f}-{max(r['power_ratio']):.1f}x"
                        for r in ranges.values()) + " |")

@@ -89,3 +89,14 @@ def test_aim_mode_rules_are_tight(steps, gap, latency):
     early = issued[:-1] + [dataclasses.replace(issued[-1], cycle=issued[-1].cycle - 1)]
     violations = check(c, early)
     assert any(f"({latency})" in v.rule for v in violations), [str(v) for v in violations]
+
+
+def test_pin_bytes_count_every_burst_of_a_multi_burst_result_read():
+    """HBM-PIM's RDMAC reads one register of each of the 8 units (8 bursts): the pins, the timing summary
+    and pin energy count 256 B for it, as the link does (before, pins counted one 32 B burst)."""
+    from pimsim.energy.model import pin_bytes
+
+    hw = load_hardware("hbm-pim.yaml")
+    c = compile_standard(hw)
+    assert pin_bytes(c, {"RDMAC": 3, "WRGB": 2, "MACAB": 5}) == 3 * 256 + 2 * 32
+    assert c.transfer_bytes("MACAB") == 0 and c.transfer_bytes("RD") == 32

@@ -13,7 +13,7 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.expr import evaluate
-from pimsim.dram.standard import Constraint, Level, Standard
+from pimsim.dram.standard import Constraint, Level, Standard, Transfer
 from pimsim.dram.timing_state import N_ANC, N_HI, N_LEVEL, N_LO, NO_RULE, P_BASE, Spec
 
 NLEVELS = 4
@@ -43,10 +43,19 @@ class Compiled:
         return self.transfer_bytes("RDMAC")
 
     def transfer_bytes(self, command: str) -> int:
-        """Bytes one `command` moves over the data bus: access_bytes per burst of nBL cycles."""
+        """Bytes one `command` moves over the data bus: access_bytes per burst of nBL cycles (0 for a
+        command that moves no data). The one definition that timing summaries, pin energy and the ASIC
+        link all count with."""
+        cmd = self.standard.commands[self.command_names.index(command)]
+        if cmd.transfer not in (Transfer.READ, Transfer.WRITE):
+            return 0
         bursts = dict(self.standard.burst_params)
         cycles = self.timing[bursts[command]] if command in bursts else self.timing["nBL"]
         return self.hw.dram.organization.access_bytes * cycles // self.timing["nBL"]
+
+    def transfer_bytes_by_command(self) -> np.ndarray:
+        """:meth:`transfer_bytes` of every command, indexed like :attr:`command_names`."""
+        return np.array([self.transfer_bytes(name) for name in self.command_names], np.int64)
 
     @property
     def level_base(self) -> np.ndarray:

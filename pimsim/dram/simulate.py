@@ -50,15 +50,16 @@ class RunResult:
         hw = c.hw
         names = c.command_names
         st = self.state
-        access = hw.dram.organization.access_bytes
         transfer = c.spec.cmds[:, K_TRANSFER]
         rd_mask = transfer == int(Transfer.READ)
         wr_mask = transfer == int(Transfer.WRITE)
         time_s = self.cycles * hw.dram.tCK_s
 
+        moved = c.transfer_bytes_by_command()
+
         def stats(counts, rowstats, cycles):
-            bytes_read = int(counts[rd_mask].sum()) * access
-            bytes_written = int(counts[wr_mask].sum()) * access
+            bytes_read = int((counts[rd_mask] * moved[rd_mask]).sum())
+            bytes_written = int((counts[wr_mask] * moved[wr_mask]).sum())
             hits, misses, conflicts = (int(x) for x in rowstats)
             accesses = hits + misses + conflicts
             return {

@@ -24,8 +24,6 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
-from pimsim.dram.standard import Transfer
-from pimsim.dram.timing_state import K_TRANSFER
 from pimsim.errors import PimsimError
 
 COMPONENTS = {  # component -> title (report order)
@@ -101,10 +99,7 @@ def background_W(hw: HardwareConfig) -> tuple[float, float]:
 
 def pin_bytes(compiled: Compiled, commands: dict[str, int]) -> int:
     """Bytes the data-carrying commands move over the pins."""
-    access = compiled.hw.dram.organization.access_bytes
-    transfer = compiled.spec.cmds[:, K_TRANSFER]
-    return sum(n * access for c, n in commands.items()
-               if transfer[compiled.command_names.index(c)] in (int(Transfer.READ), int(Transfer.WRITE)))
+    return sum(n * compiled.transfer_bytes(c) for c, n in commands.items())
 
 
 def _other_datapaths_J(hw: HardwareConfig, macs_by_format: dict[str, int], per_command: dict[str, float]) -> float:

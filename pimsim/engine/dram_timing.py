@@ -24,13 +24,11 @@ import numpy as np
 from pimsim.dram.compile import Compiled
 from pimsim.dram.kernel import run_commands
 from pimsim.dram.simulate import _stuck_message
-from pimsim.dram.standard import Transfer
 from pimsim.dram.timing_state import (
     C_CONFLICTS,
     C_END,
     C_HITS,
     ERR_STUCK,
-    K_TRANSFER,
     P_REFRESH_ON,
     Spec,
     new_state,
@@ -51,14 +49,12 @@ class _Counts:
 
     def summary(self) -> dict:
         c = self.compiled
-        access = c.hw.dram.organization.access_bytes
-        transfer = c.spec.cmds[:, K_TRANSFER]
-        moved = self.commands[(transfer == int(Transfer.READ)) | (transfer == int(Transfer.WRITE))].sum()
+        moved = int((self.commands * c.transfer_bytes_by_command()).sum())
         hits, misses, conflicts = (int(x) for x in self.rows)
         total = hits + misses + conflicts
         return {"commands": {n: int(k) for n, k in zip(c.command_names, self.commands) if k},
                 "row_hits": hits, "row_misses": misses, "row_conflicts": conflicts,
-                "row_hit_rate": hits / total if total else None, "bytes_over_pins": int(moved) * access}
+                "row_hit_rate": hits / total if total else None, "bytes_over_pins": moved}
 
 
 class _MacTally:
