@@ -27,7 +27,7 @@ def _add_hw(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set dram.timing.nRCD=20 (repeatable)")
+                   help="override a config value, e.g. --set dram.timing.nRC=100 (repeatable)")
 
 
 def _int_at_least(minimum: int):
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("serial", "overlap"))
     p.add_argument("--fidelity", choices=("fast", "cycle"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="run into an --out folder that holds another sweep, discarding that sweep's rows")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="figures from results (PNG or PDF)")
@@ -251,17 +253,10 @@ def cmd_validate(args) -> int:
 
 
 def resolved_config(hw) -> dict:
+    from pimsim.config.loader import derived_values
+
     data = hw.model_dump(mode="json")
-    org = hw.dram.organization
-    data["derived"] = {
-        "banks_per_channel": org.banks * org.ranks,
-        "access_bytes": org.access_bytes,
-        "row_bytes": org.row_bytes,
-        "accesses_per_row": org.accesses_per_row,
-        "capacity_bytes": org.capacity_bytes,
-        "peak_bandwidth_GBps": hw.dram.peak_bandwidth_Bps / 1e9,
-        "address_bits": hw.dram.field_bits(),
-    }
+    data["derived"] = derived_values(hw)
     return data
 
 
@@ -528,7 +523,7 @@ def cmd_sweep(args) -> int:
     for key in ("prompt_len", "gen_tokens", "schedule", "fidelity"):
         if getattr(args, key) is not None:
             sweep.run[key] = getattr(args, key)
-    result = run_sweep(sweep, args.out, args.jobs, args.cluster, progress=not args.quiet)
+    result = run_sweep(sweep, args.out, args.jobs, args.cluster, progress=not args.quiet, force=args.force)
     print(f"{result['points']} points: {result['ran']} run, {result['skipped']} already done, "
           f"{result['failed']} failed -> {result['jsonl']}, {result['parquet']}")
     for row in result["rows"]:

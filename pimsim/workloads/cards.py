@@ -21,6 +21,11 @@ from pimsim.errors import ConfigError, Problem
 from pimsim.resources import resolve
 
 
+# Bounded before any tracing: a mistyped layer count would otherwise trace for minutes with no output.
+MAX_LAYERS = 1024
+LAYER_KEYS = ("n_layer", "num_hidden_layers", "num_layers", "decoder_layers", "encoder_layers")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,6 +89,11 @@ def load_card(name_or_path: str | Path) -> ModelCard:
     if d.prompt_len + d.gen_tokens > card.context:
         problems.append(Problem("defaults", f"prompt_len {d.prompt_len} + gen_tokens {d.gen_tokens} exceeds the "
                                             f"context of {card.context}"))
+    for key in LAYER_KEYS:
+        layers = card.hf.config.get(key)
+        if isinstance(layers, int) and layers > MAX_LAYERS:
+            problems.append(Problem(f"hf.config.{key}", f"{layers:,} layers: more than the {MAX_LAYERS:,} pimsim "
+                                                        f"traces (the largest published decoders have under 200)"))
     q = card.quantization
     if q is not None and q.quantizer is not None and q.weight_format not in QUANTIZER_FORMATS[q.quantizer]:
         problems.append(Problem("quantization.quantizer", f"{q.quantizer} makes "

@@ -1,0 +1,240 @@
+"""Issue 19: nothing silently wrong, nothing that breaks later runs (each test failed before its fix)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pimsim.cli import main
+from pimsim.config import load_hardware
+from pimsim.errors import ConfigError, PimsimError
+from pimsim.resources import bundled_dir
+from pimsim.sweep.points import Sweep, load_sweep_file
+from pimsim.sweep.runner import read_rows, run_sweep
+
+HW = bundled_dir("hwconfigs")
+CARDS = bundled_dir("workloads")
+
+
+# ---- sweep resumption keys every input that decides a point ------------------------------------------------
+def _one_point(tmp_path, card):
+    return Sweep(str(tmp_path / "top.yaml"), [str(card)], run={"prompt_len": 4, "gen_tokens": 1},
+                 grid={"asic.lanes": [256]})
+
+
+def test_resume_reruns_points_when_an_extended_file_or_the_card_changes(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text((HW / "gddr6-aim.yaml").read_text())
+    (tmp_path / "top.yaml").write_text("extends: base.yaml\nname: top\n")
+    card = tmp_path / "gpt2.yaml"
+    card.write_text((CARDS / "gpt2.yaml").read_text())
+    out = tmp_path / "out"
+    first = run_sweep(_one_point(tmp_path, card), out, progress=False)
+    assert (first["ran"], first["failed"]) == (1, 0)
+    assert run_sweep(_one_point(tmp_path, card), out, progress=False)["ran"] == 0  # nothing changed: skipped
+    # a file the top-level one extends changes: more channels, the point's number must follow
+    base.write_text(base.read_text().replace("channels: 8 ", "channels: 4 "))
+    second = run_sweep(_one_point(tmp_path, card), out, progress=False)
+    assert second["ran"] == 1
+    assert second["rows"][0]["latency_per_token_s"] > first["rows"][0]["latency_per_token_s"]
+    # the card changes: half the layers
+    card.write_text(card.read_text().replace("n_layer: 12", "n_layer: 6"))
+    third = run_sweep(_one_point(tmp_path, card), out, progress=False)
+    assert third["ran"] == 1
+    assert third["rows"][0]["latency_per_token_s"] < second["rows"][0]["latency_per_token_s"]
+
+
+def test_the_point_id_carries_the_tracer_and_pimsim_versions(monkeypatch):
+    import pimsim
+    import pimsim.workloads.tracer as tracer
+
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], grid={"asic.lanes": [64]})
+    before = sweep.points()[0]["id"]
+    monkeypatch.setattr(tracer, "TRACER_VERSION", tracer.TRACER_VERSION + 1)
+    after_tracer = sweep.points()[0]["id"]
+    monkeypatch.setattr(pimsim, "__version__", "99.0")
+    assert len({before, after_tracer, sweep.points()[0]["id"]}) == 3
+
+
+# ---- one folder, one sweep ---------------------------------------------------------------------------------
+def test_a_different_sweep_into_a_used_folder_is_refused_unless_forced(tmp_path):
+    run = {"prompt_len": 4, "gen_tokens": 1}
+    run_sweep(Sweep("gddr6-aim.yaml", ["gpt2"], run=run, grid={"asic.lanes": [256]}), tmp_path, progress=False)
+    other = Sweep("gddr6-aim.yaml", ["gpt2"], run=run, grid={"asic.lanes": [64]})
+    with pytest.raises(PimsimError, match="holds another sweep .*grid.* --force"):
+        run_sweep(other, tmp_path, progress=False)
+    forced = run_sweep(other, tmp_path, progress=False, force=True)
+    assert forced["ran"] == 1 and [r["set:asic.lanes"] for r in read_rows(tmp_path / "points.jsonl")] == [64]
+
+
+def test_a_second_sweep_into_a_locked_folder_names_the_first(tmp_path):
+    import fcntl
+
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242 on elsewhere")
+        held.flush()
+        sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run={"gen_tokens": 1}, grid={"asic.lanes": [64]})
+        with pytest.raises(PimsimError, match="in use by another sweep \\(pid 4242 on elsewhere\\)"):
+            run_sweep(sweep, tmp_path, progress=False)
+    assert not (tmp_path / "points.jsonl").exists()
+
+
+def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path):
+    """kill -9 of the parent: its pool workers notice they were re-parented and exit."""
+    script = (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from pimsim.sweep.runner import _exit_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=_exit_with_parent, initargs=(os.getpid(),))\n"
+        "list(pool.map(abs, range(4)))\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# ---- paths -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["validate", "nowhere/gddr6-aim.yaml"],
+                                  ["run", "--hw", "gddr6-aim.yaml", "--model", "typo/gpt2.yaml"]])
+def test_a_path_with_a_folder_must_exist(args, capsys):
+    assert main(args) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_the_bundled_folder_name_still_finds_the_bundled_file(capsys):
+    assert main(["validate", "hwconfigs/gddr6-aim.yaml"]) == 0
+
+
+def test_directories_fifos_and_devices_are_named_as_such(tmp_path, capsys):
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    for target, what in ((tmp_path, "is a directory"), (fifo, "is a FIFO"), ("/dev/zero", "is a device")):
+        assert main(["validate", str(target)]) == 2
+        assert what in capsys.readouterr().err
+
+
+# ---- numbers with an exponent ------------------------------------------------------------------------------
+def test_exponent_numbers_go_through_the_same_checks_as_plain_ones():
+    for text in ("400", "400e0", "4e2", "4.0e2"):
+        with pytest.raises(ConfigError, match="dram.timing.nBL"):
+            load_hardware("gddr6-aim.yaml", [f"dram.tCK_ps={text}"])
+    with pytest.raises(ConfigError, match="dram.tCK_ps: Input should be greater than or equal to"):
+        load_hardware("gddr6-aim.yaml", ["dram.tCK_ps=1e-300"])
+    assert load_hardware("gddr6-aim.yaml", ["dram.timing.nRC=1e2"]).dram.timing["nRC"] == 100
+    with pytest.raises(ConfigError, match="expected a number, got text"):
+        load_hardware("gddr6-aim.yaml", ["dram.tCK_ps='500'"])
+
+
+def test_an_exponent_in_a_file_is_a_number(tmp_path):
+    path = tmp_path / "hw.yaml"
+    path.write_text("extends: gddr6-aim.yaml\ndram: {tCK_ps: 400e0}\n")
+    with pytest.raises(ConfigError, match="dram.timing.nBL"):
+        load_hardware(path)
+
+
+def test_a_bare_timing_key_in_set_suggests_its_full_path():
+    with pytest.raises(PimsimError, match="did you mean 'dram.timing.nRC'"):
+        load_hardware("gddr6-aim.yaml", ["nRC=2e1"])
+
+
+def test_problems_caused_by_set_name_the_set(capsys):
+    assert main(["validate", "gddr6-aim.yaml", "--set", "dram.tCK_ps=400"]) == 2
+    assert "with --set dram.tCK_ps=400" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hw", ["gddr6-aim.yaml", "hbm-pim.yaml", "ddr4-2400.yaml"])
+def test_the_set_example_in_help_works_on_every_bundled_config(hw):
+    from pimsim.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["validate"].format_help()
+    example = text.split("e.g. --set ")[1].split()[0]
+    load_hardware(hw, [example])
+
+
+def test_config_show_output_validates_and_an_edited_derived_value_is_named(tmp_path, capsys):
+    assert main(["config", "show", "hbm-pim.yaml"]) == 0
+    shown = capsys.readouterr().out
+    path = tmp_path / "shown.yaml"
+    path.write_text(shown)
+    assert main(["validate", str(path)]) == 0
+    capsys.readouterr()
+    path.write_text(shown.replace("row_bytes: 1024", "row_bytes: 7"))
+    assert main(["validate", str(path)]) == 2
+    assert "derived.row_bytes: 7, but the description gives 1024" in capsys.readouterr().err
+
+
+# ---- constraints -------------------------------------------------------------------------------------------
+def test_a_constraint_on_an_unswept_or_misspelled_key_is_an_error():
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], grid={"asic.lanes": [64, 256], "asic.freq_MHz": [100, 1000]},
+                  constraints=["asic.lane >= 128"])
+    with pytest.raises(PimsimError, match="asic.lane is not a swept key .*asic.lanes, asic.freq_MHz"):
+        sweep.points()
+
+
+@pytest.mark.parametrize("text, message", [("asic.lanes / (asic.freq_MHz - 100) > 1", "ZeroDivisionError"),
+                                           ("asic.lanes > 'x'", "TypeError"),
+                                           ("'x' * asic.lanes * 100000000 == 'y'", "numbers only")])
+def test_a_constraint_that_fails_on_a_point_is_one_message(text, message):
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], grid={"asic.lanes": [64], "asic.freq_MHz": [100]},
+                  constraints=[text])
+    with pytest.raises(PimsimError, match=message):
+        sweep.points()
+
+
+def test_a_huge_constraint_is_refused_when_the_file_is_read(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("hw: gddr6-aim.yaml\nmodels: [gpt2]\ngrid: {asic.lanes: [64]}\n"
+                    f"constraints: ['{'1 + ' * 5000}1 > 0']\n")
+    with pytest.raises(ConfigError, match="longer than"):
+        load_sweep_file(path)
+
+
+# ---- bounded YAML --------------------------------------------------------------------------------------------
+def test_a_yaml_alias_bomb_in_a_card_is_refused_at_once(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = "\n".join("    " + line for line in lines)
+    card = tmp_path / "bomb.yaml"
+    card.write_text((CARDS / "gpt2.yaml").read_text().replace("  config: {", f"  config:\n{bomb}\n  xconfig: {{"))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="alias bomb"):
+        from pimsim.workloads.cards import load_card
+
+        load_card(card)
+    assert time.monotonic() - started < 5
+
+
+def test_deep_nesting_is_one_message(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 500 + "]" * 500 + "\n")
+    assert main(["validate", str(path)]) == 2
+    assert "nested more than" in capsys.readouterr().err
+
+
+def test_a_card_with_100000_layers_is_refused_before_tracing(tmp_path, capsys):
+    card = tmp_path / "huge.yaml"
+    card.write_text((CARDS / "gpt2.yaml").read_text().replace("n_layer: 12", "n_layer: 100000"))
+    started = time.monotonic()
+    assert main(["run", "--hw", "gddr6-aim.yaml", "--model", str(card), "--quiet"]) == 2
+    assert "hf.config.n_layer: 100,000 layers" in capsys.readouterr().err
+    assert time.monotonic() - started < 5
