@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "if installed; otherwise random weights)")
     p.add_argument("--prompt", metavar="TEXT", help="prompt for --functional with real weights")
     p.add_argument("--seed", type=_nonnegative, default=0, help="random-weight seed for --functional")
+    p.add_argument("--no-cache", action="store_true",
+                   help="trace the model afresh instead of reading the graph cache (and leave the cache as it is)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("baseline", help="run a model card's architecture for real in PyTorch (CPU or CUDA)")
@@ -160,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logx", action="store_true")
     p.add_argument("--logy", action="store_true")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("cache", help="the traced-graph cache and the compiled-kernel (numba) cache")
+    csub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    q = csub.add_parser("info", help="where the caches are and what they hold")
+    q.set_defaults(func=cmd_cache_info)
+    q = csub.add_parser("clear", help="remove cached graphs (traced again when needed) and compiled kernels")
+    q.add_argument("--graphs-only", action="store_true", help="keep the compiled kernels (they take minutes)")
+    q.set_defaults(func=cmd_cache_clear)
 
     p = sub.add_parser("model", help="model cards")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -232,10 +243,58 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
+    except (pickle.UnpicklingError, EOFError) as exc:
+        if not _from_numba_cache(exc):
+            raise
+        from pimsim._numba_cache import cache_root
+
+        print(f"pimsim: error: a compiled-kernel cache file is damaged ({exc}); delete {cache_root()} "
+              f"(or run `pimsim cache clear`) and run again", file=sys.stderr)
+        return EXIT_INPUT
     except BrokenPipeError:  # `pimsim run ... | head`: the reader left; nothing more to say
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 0
+
+
+def _from_numba_cache(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if "numba" in tb.tb_frame.f_code.co_filename and "caching" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def cmd_cache_info(args) -> int:
+    from pimsim._numba_cache import cache_root
+    from pimsim.workloads.tracer import cache_dir, cache_files
+
+    graphs = cache_files()
+    print(f"graphs   {cache_dir()}: {len(graphs)} file(s), {sum(p.stat().st_size for p in graphs) / 1e6:.1f} MB "
+          f"(checksummed; a damaged or edited file is traced again)")
+    root = cache_root()
+    kernels = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    print(f"kernels  {root}: {len(kernels)} file(s), {sum(p.stat().st_size for p in kernels) / 1e6:.1f} MB "
+          f"(one folder per version of pimsim's kernel sources)")
+    return 0
+
+
+def cmd_cache_clear(args) -> int:
+    import shutil
+
+    from pimsim._numba_cache import cache_root
+    from pimsim.workloads.tracer import clear_cache
+
+    count, size = clear_cache()
+    print(f"removed {count} cached graph(s), {size / 1e6:.1f} MB")
+    root = cache_root()
+    if not args.graphs_only and root.is_dir():
+        folders = [p for p in root.iterdir() if p.is_dir()]
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"removed {len(folders)} compiled-kernel folder(s) under {root} (the next run compiles them)")
+    return 0
 
 
 def _load(args):
@@ -340,7 +399,7 @@ def _finish(args, hw, out: dict, elapsed_s: float, summarize) -> int:
     """Add what makes a result traceable, then print it (table or JSON) and write --json."""
     out["config"] = resolved_config(hw)
     out["pimsim_version"] = __version__
-    out["host"] = {"wall_clock_s": elapsed_s}  # kept apart: the only field that differs between reruns
+    out["host"] = {"wall_clock_s": elapsed_s, **out.get("host", {})}  # the only fields that differ between reruns
     if args.json_out == "-":
         print(json.dumps(out, indent=2))
     else:
@@ -384,6 +443,8 @@ def cmd_run(args) -> int:
     from pimsim.runs import hardware_for, run_model
     from pimsim.workloads.cards import load_card
 
+    if args.no_cache:
+        os.environ["PIMSIM_NO_CACHE"] = "1"  # read by the tracer's cache (this process only)
     if args.spec_dec:
         return _run_specdec(args)
     if not args.model:
@@ -420,6 +481,8 @@ def cmd_run(args) -> int:
             weights = find_smollm2()
         out["functional"] = cosimulate(hw, card, gen_tokens=tokens, prompt=args.prompt, weights=weights,
                                        seed=args.seed)
+        # wall-clock time goes with the rest of it under host, so reruns give identical JSON outside host
+        out.setdefault("host", {})["functional_wall_clock_s"] = out["functional"].pop("wall_clock_s", None)
     events = out.pop("_timeline", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"

@@ -238,3 +238,109 @@ def test_a_card_with_100000_layers_is_refused_before_tracing(tmp_path, capsys):
     assert main(["run", "--hw", "gddr6-aim.yaml", "--model", str(card), "--quiet"]) == 2
     assert "hf.config.n_layer: 100,000 layers" in capsys.readouterr().err
     assert time.monotonic() - started < 5
+
+
+# ---- numba cache ---------------------------------------------------------------------------------------------
+def test_a_truncated_numba_index_is_discarded_and_the_rest_kept(tmp_path):
+    import pickle
+
+    from pimsim._numba_cache import discard_damaged
+
+    folder = tmp_path / "dram_x"
+    folder.mkdir()
+    for stem in ("kernel._run-1.py311", "kernel.grow-2.py311"):  # the layout numba writes: index + data files
+        with open(folder / f"{stem}.nbi", "wb") as f:
+            pickle.dump("0.60", f)
+            f.write(pickle.dumps((1.0, {"sig": f"{stem}.1.nbc"})))
+        (folder / f"{stem}.1.nbc").write_bytes(pickle.dumps(b"machine code" * 1000))
+    whole = (folder / "kernel._run-1.py311.nbi").read_bytes()
+    (folder / "kernel._run-1.py311.nbi").write_bytes(whole[:-7])  # a run killed while numba wrote it
+    removed = discard_damaged(tmp_path)
+    assert sorted(p.name for p in removed) == ["kernel._run-1.py311.1.nbc", "kernel._run-1.py311.nbi"]
+    assert sorted(p.name for p in folder.iterdir()) == ["kernel.grow-2.py311.1.nbc", "kernel.grow-2.py311.nbi"]
+    (folder / "kernel.grow-2.py311.1.nbc").write_bytes(pickle.dumps(b"x" * 5000)[:100])  # a data file cut short
+    assert len(discard_damaged(tmp_path)) == 2 and not list(folder.iterdir())
+
+
+@pytest.mark.slow
+def test_a_run_after_a_truncated_numba_cache_file_recompiles_and_succeeds(tmp_path):
+    """End to end: every later run failed with an UnpicklingError before."""
+    import shutil
+
+    from pimsim._numba_cache import configure
+
+    source = configure()
+    target = tmp_path / source.name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.tmp", "verified.json"))
+    indexes = sorted(target.rglob("kernel._run-*.nbi"))
+    if not indexes:
+        pytest.skip("no compiled kernel in the cache to damage")
+    indexes[0].write_bytes(indexes[0].read_bytes()[:300])
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pimsim", "kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "64",
+                           "--cols", "64"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "discarded 2 damaged numba cache file(s)" in done.stderr
+
+
+# ---- graph cache -------------------------------------------------------------------------------------------
+def test_an_edited_graph_cache_file_is_traced_again(tmp_path, monkeypatch, caplog):
+    import json
+
+    from pimsim.workloads.cards import load_card
+    from pimsim.workloads.tracer import cache_files, traced_graph
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    card = load_card("gpt2")
+    fresh = traced_graph(card)
+    (path,) = cache_files()
+    record = json.loads(path.read_text())
+    graph = json.loads(record["graph"])
+    graph["ops"] = graph["ops"][: len(graph["ops"]) // 2]  # half the ops gone, "12 layers" still in the meta
+    record["graph"] = json.dumps(graph)
+    path.write_text(json.dumps(record))
+    again = traced_graph(card)
+    assert len(again.ops) == len(fresh.ops) and again.identity_json() == fresh.identity_json()
+    assert "tracing again" in caplog.text
+    assert traced_graph(card).identity_json() == fresh.identity_json()  # the file was replaced
+
+
+def test_no_cache_and_cache_info_and_clear(tmp_path, monkeypatch, capsys):
+    from pimsim.workloads.tracer import cache_files
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "kernels"))
+    (tmp_path / "kernels" / "abc").mkdir(parents=True)
+    args = ["run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1", "--prompt-len", "4", "--quiet"]
+    assert main([*args, "--no-cache"]) == 0 and cache_files() == []
+    monkeypatch.delenv("PIMSIM_NO_CACHE")
+    assert main(args) == 0 and len(cache_files()) == 1
+    capsys.readouterr()
+    assert main(["cache", "info"]) == 0
+    assert "1 file(s)" in capsys.readouterr().out
+    assert main(["cache", "clear"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 cached graph(s)" in out and "removed 1 compiled-kernel folder(s)" in out
+    assert cache_files() == [] and not (tmp_path / "kernels" / "abc").exists()
+
+
+def test_functional_wall_clock_is_under_host(monkeypatch, capsys):
+    import json
+
+    import pimsim.cosim.run as cosim
+
+    def fake(hw, card, **kwargs):
+        return {"weights": "random", "prompt_tokens": 1, "top1_matches": [True], "top1_agreement": 1.0,
+                "max_abs_logit_error": 0.0, "max_abs_logit_error_relative": 0.0, "mean_abs_logit_error": 0.0,
+                "wall_clock_s": time.perf_counter()}
+
+    monkeypatch.setattr(cosim, "cosimulate", fake)
+    args = ["run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1", "--prompt-len", "4",
+            "--functional", "--json", "-"]
+    results = []
+    for _ in range(2):
+        assert main(args) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["host"]["functional_wall_clock_s"] > 0
+        results.append({k: v for k, v in out.items() if k != "host"})
+    assert results[0] == results[1]
