@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value", default="latency_per_token_s", help="metric colouring a heatmap")
     p.add_argument("--logx", action="store_true")
     p.add_argument("--logy", action="store_true")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=V",
+                   help="sweep/heatmap/pareto: keep the points with KEY = V (repeatable); every swept key that is "
+                        "not drawn must be fixed this way or by the sweep (models are drawn one panel each)")
+    p.add_argument("--size", choices=("column", "page"),
+                   help="figure width of a two-column paper's column (3.5 in) or page (7.16 in)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("cache", help="the traced-graph cache and the compiled-kernel (numba) cache")
@@ -601,26 +606,38 @@ def cmd_plot(args) -> int:
     if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise PimsimError(f"--out {args.out}: give a .png, .pdf or .svg file")
     _check_writable(args.out, "--out")
-    if args.kind in ("sweep", "heatmap", "pareto"):
-        frame = _sweep_frame(args.inputs[0])
-        if args.kind == "sweep":
-            if not args.x or not args.y:
-                raise PimsimError("plot sweep needs --x KEY and --y METRIC")
-            fig = plots.sweep_lines(frame, args.x, args.y, args.hue, args.logx, args.logy)
-        elif args.kind == "heatmap":
-            if not args.x or not args.y:
-                raise PimsimError("plot heatmap needs --x KEY and --y KEY")
-            fig = plots.sweep_heatmap(frame, args.x, args.y, args.value)
+    plots.set_size(args.size)
+    if args.where and args.kind not in ("sweep", "heatmap", "pareto"):
+        raise PimsimError("--where filters sweep points (plot sweep, heatmap, pareto)")
+    expected = {"sweep": "a sweep folder or points.parquet", "heatmap": "a sweep folder or points.parquet",
+                "pareto": "a sweep folder or points.parquet", "breakdown": "`pimsim run --json` results",
+                "tokens": "a `pimsim run --json` result", "compare": "a `pimsim compare --json` result",
+                "timeline": "a `pimsim run --timeline` trace"}[args.kind]
+    try:
+        if args.kind in ("sweep", "heatmap", "pareto"):
+            frame = _sweep_frame(args.inputs[0])
+            if args.kind == "sweep":
+                if not args.x or not args.y:
+                    raise PimsimError("plot sweep needs --x KEY and --y METRIC")
+                fig = plots.sweep_lines(frame, args.x, args.y, args.hue, args.logx, args.logy, args.where)
+            elif args.kind == "heatmap":
+                if not args.x or not args.y:
+                    raise PimsimError("plot heatmap needs --x KEY and --y KEY")
+                fig = plots.sweep_heatmap(frame, args.x, args.y, args.value, args.where)
+            else:
+                fig = plots.pareto(frame, args.where)
+        elif args.kind == "breakdown":
+            fig = plots.breakdown([plots.load_json(p) for p in args.inputs], args.inputs)
+        elif args.kind == "compare":
+            fig = plots.compare_bars(plots.load_json(args.inputs[0]))
+        elif args.kind == "tokens":
+            fig = plots.tokens(plots.load_json(args.inputs[0]), args.inputs[0])
         else:
-            fig = plots.pareto(frame)
-    elif args.kind == "breakdown":
-        fig = plots.breakdown([plots.load_json(p) for p in args.inputs])
-    elif args.kind == "compare":
-        fig = plots.compare_bars(plots.load_json(args.inputs[0]))
-    elif args.kind == "tokens":
-        fig = plots.tokens(plots.load_json(args.inputs[0]))
-    else:
-        fig = plots.timeline(plots.load_json(args.inputs[0]))
+            fig = plots.timeline(plots.load_json(args.inputs[0]))
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        # a file of another kind than this plot reads: one message, not the traceback of where it broke
+        raise PimsimError(f"plot {args.kind}: {', '.join(args.inputs)} is not {expected} "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
     _write(args.out, fig.savefig)
     print(f"wrote {args.out}")
     return 0
@@ -635,7 +652,10 @@ def _sweep_frame(path: str):
     p = p / "points.parquet" if p.is_dir() else p
     if not p.is_file():
         raise PimsimError(f"{path}: no points.parquet (run `pimsim sweep ... --out DIR` first)")
-    return pd.read_parquet(p)
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow's ArrowInvalid and friends: not a Parquet file
+        raise PimsimError(f"{p}: not a readable points.parquet ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def cmd_model_list(args) -> int:
