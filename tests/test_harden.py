@@ -344,3 +344,41 @@ def test_functional_wall_clock_is_under_host(monkeypatch, capsys):
         assert out["host"]["functional_wall_clock_s"] > 0
         results.append({k: v for k, v in out.items() if k != "host"})
     assert results[0] == results[1]
+
+
+# ---- baseline energy counters --------------------------------------------------------------------------------
+def test_rapl_wrap_around_is_added_back(tmp_path, monkeypatch):
+    import pimsim.baseline.measure as measure
+
+    (tmp_path / "max_energy_range_uj").write_text("262143328850\n")
+    counter_file = tmp_path / "energy_uj"
+    counter_file.write_text("262143000000\n")
+    monkeypatch.setattr(measure, "RAPL", counter_file)
+    counter = measure._EnergyCounter("cpu")
+    counter.start()
+    counter_file.write_text("671150\n")  # passed the top of the range and started again from 0
+    assert counter.stop() == pytest.approx((262143328850 - 262143000000 + 671150) * 1e-6)
+
+
+def test_gpu_energy_is_read_from_the_gpu_torch_runs_on(monkeypatch):
+    import types
+
+    import pimsim.baseline.measure as measure
+
+    read = []
+    fake_nvml = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: f"index-{i}",
+        nvmlDeviceGetHandleByUUID=lambda u: f"uuid-{u}",
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: read.append(h) or 5000)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
+    props = types.SimpleNamespace(uuid="1234-abcd")
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(current_device=lambda: 1,
+                                                                  get_device_properties=lambda i: props))
+    counter = measure._EnergyCounter("cuda", fake_torch)
+    counter.start()
+    assert counter.stop() == 0.0 and set(read) == {"uuid-GPU-1234-abcd"}
+    del props.uuid  # an older torch: NVML's index of torch's device, not always 0
+    read.clear()
+    measure._EnergyCounter("cuda", fake_torch).start()
+    assert set(read) == {"index-1"}
