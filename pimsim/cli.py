@@ -262,6 +262,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _check_gguf(path: str) -> None:
+    """--weights: a whole GGUF file, checked before the (long) run: the magic bytes, then every tensor's
+    data inside the file (an empty, garbage or cut-short file is one message, not a traceback)."""
+    from pimsim.resources import _check_regular
+
+    p = Path(path)
+    if not p.exists():
+        raise PimsimError(f"--weights {path}: no such file")
+    _check_regular(p)
+    try:
+        with p.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise PimsimError(f"--weights {path}: cannot read ({exc.strerror})") from None
+    if magic != b"GGUF":
+        raise PimsimError(f"--weights {path}: not a GGUF file ({'empty' if not magic else 'no GGUF magic bytes'})")
+    try:
+        import gguf
+    except ImportError:
+        return  # the functional run names the missing package
+    try:
+        reader = gguf.GGUFReader(str(p))
+        size = p.stat().st_size
+        for tensor in reader.tensors:
+            if tensor.data_offset + tensor.n_bytes > size:
+                raise ValueError(f"tensor {tensor.name} ends past the end of the file")
+    except Exception as exc:  # the reader's own errors for a malformed file are of many kinds
+        raise PimsimError(f"--weights {path}: not a readable GGUF file, cut short or damaged "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
 def _from_numba_cache(exc: BaseException) -> bool:
     tb = exc.__traceback__
     while tb is not None:
@@ -461,8 +492,8 @@ def cmd_run(args) -> int:
     tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens
     if (args.weights or args.prompt) and not args.functional:
         raise PimsimError("--weights and --prompt go with --functional")
-    if args.weights and not Path(args.weights).is_file():
-        raise PimsimError(f"--weights {args.weights}: no such file")
+    if args.weights:
+        _check_gguf(args.weights)
     started = time.perf_counter()
     bar = None
     if not args.quiet and args.json_out != "-":

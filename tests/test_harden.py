@@ -382,3 +382,58 @@ def test_gpu_energy_is_read_from_the_gpu_torch_runs_on(monkeypatch):
     read.clear()
     measure._EnergyCounter("cuda", fake_torch).start()
     assert set(read) == {"index-1"}
+
+
+# ---- one message instead of a traceback ---------------------------------------------------------------------
+def _gguf(path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("a", np.ones((64, 64), dtype=np.float32))
+    writer.add_tensor("b", np.ones((64, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def test_garbage_empty_and_truncated_gguf_weights_are_one_message(tmp_path, capsys):
+    whole = _gguf(tmp_path / "whole.gguf")
+    cases = {"garbage.gguf": (b"garbage", "no GGUF magic bytes"), "empty.gguf": (b"", "empty"),
+             "cut.gguf": (whole[:-5000], "cut short or damaged")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        started = time.monotonic()
+        assert main(["run", "--hw", "gddr6-aim.yaml", "--model", "smollm2-135m", "--gen-tokens", "1", "--quiet",
+                     "--functional", "--weights", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err
+        assert time.monotonic() - started < 30  # refused before the run
+
+
+def test_output_to_a_full_disk_is_one_message(capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    assert main(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "64", "--cols", "64",
+                 "--json", "/dev/full"]) == 2
+    assert "cannot write /dev/full" in capsys.readouterr().err
+
+
+def test_a_sweep_into_a_read_only_folder_is_one_message(tmp_path, capsys):
+    if os.geteuid() == 0:
+        target = "/proc/pimsim-sweep"  # root writes anywhere else; /proc refuses even root
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        target = str(tmp_path / "ro" / "out")
+    assert main(["sweep", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--grid", "asic.lanes=64", "--out", target,
+                 "--quiet"]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
+
+
+def test_an_unknown_model_type_is_a_short_message_with_suggestions(tmp_path, capsys):
+    card = tmp_path / "gpt9.yaml"
+    card.write_text((CARDS / "gpt2.yaml").read_text().replace("model_type: gpt2", "model_type: gpt9"))
+    assert main(["run", "--hw", "gddr6-aim.yaml", "--model", str(card), "--quiet", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "'gpt9' is not a model type" in err and "'gpt2'" in err and len(err) < 400

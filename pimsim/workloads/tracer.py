@@ -155,6 +155,14 @@ def _import_torch():
 
 
 def _build(card: ModelCard, torch, transformers):
+    known = getattr(getattr(transformers, "CONFIG_MAPPING", None), "keys", lambda: None)()
+    if known is not None and card.hf.model_type not in known:  # not transformers' 12 KB list of every type
+        import difflib
+
+        close = difflib.get_close_matches(card.hf.model_type, list(known), n=4)
+        raise PimsimError(f"model card {card.name}: hf.model_type {card.hf.model_type!r} is not a model type of "
+                          f"transformers {transformers.__version__}"
+                          + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
     try:
         config = transformers.AutoConfig.for_model(card.hf.model_type, **card.hf.config)
     except Exception as exc:  # whatever transformers raises for a bad config is the card's problem
