@@ -130,3 +130,10 @@ def test_bad_plot_inputs_end_in_one_message(tmp_path, capsys):
     for argv, message in cases:
         assert main(["plot", *argv, "--out", out]) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_hue_model_draws_the_models_in_one_panel():
+    fig = plots.sweep_lines(_frame(), "dram.channels", "latency_per_token_s", hue="model",
+                            filters=["weight_format=bf16", "asic.freq_MHz=100"])
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert [line.get_label() for line in ax.get_lines()] == ["model = gpt2", "model = gpt2-xl"]

@@ -181,7 +181,7 @@ def sweep_lines(frame, x: str, y: str, hue: str | None = None, logx: bool = Fals
     _numeric(frame, y, "--y")
     _refuse_hidden_axes(frame, [x, hue], "sweep")
     ylabel, scale = _label(y)
-    models = _models(frame)
+    models = [None] if "model" in (x, hue) else _models(frame)  # --hue model: one panel, a line per model
     fig, axes = _facets(plt, len(models))
     for ax, model in zip(axes, models):
         part_frame = frame if model is None else frame[frame["model"] == model]
