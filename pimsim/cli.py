@@ -262,6 +262,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _check_fits_at_all(card, hw) -> None:
+    """Refuse at once a card whose weights cannot fit even by a lower bound (the mapper's exact check
+    comes after tracing, which takes seconds to minutes for a large card)."""
+    from pimsim.pim.formats import WEIGHT_BITS
+    from pimsim.workloads.cards import weight_lower_bound
+
+    least = weight_lower_bound(card)
+    bits = WEIGHT_BITS.get(hw.pim.weight_format) if getattr(hw, "pim", None) is not None else None
+    capacity = hw.dram.organization.capacity_bytes
+    if least is not None and bits is not None and least * bits / 8 > capacity:
+        raise PimsimError(f"{card.name} does not fit in {hw.name}: its {hw.pim.weight_format} weights take at least "
+                          f"{float(least * bits / 8) / 2**30:,.1f} GiB (counted from the card's layers and widths) "
+                          f"and the memory holds {capacity / 2**30:g} GiB")
+
+
 def _check_gguf(path: str) -> None:
     """--weights: a whole GGUF file, checked before the (long) run: the magic bytes, then every tensor's
     data inside the file (an empty, garbage or cut-short file is one message, not a traceback)."""
@@ -487,6 +502,7 @@ def cmd_run(args) -> int:
         raise PimsimError("run needs --model (or --spec-dec with a target)")
     card = load_card(args.model)
     hw = hardware_for(_load(args), card, args.weight_format)
+    _check_fits_at_all(card, hw)
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
     tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens

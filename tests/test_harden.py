@@ -437,3 +437,28 @@ def test_an_unknown_model_type_is_a_short_message_with_suggestions(tmp_path, cap
     assert main(["run", "--hw", "gddr6-aim.yaml", "--model", str(card), "--quiet", "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert "'gpt9' is not a model type" in err and "'gpt2'" in err and len(err) < 400
+
+
+def test_a_card_far_too_large_is_refused_before_tracing(tmp_path, capsys, monkeypatch):
+    import pimsim.workloads.tracer as tracer
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced a card that cannot fit")
+
+    monkeypatch.setattr(tracer, "trace_card", no_tracing)
+    monkeypatch.setenv("PIMSIM_NO_CACHE", "1")
+    card = tmp_path / "big.yaml"
+    card.write_text((CARDS / "gpt2.yaml").read_text().replace("n_layer: 12, n_embd: 768", "n_layer: 200, n_embd: 8192"))
+    assert main(["run", "--hw", "gddr6-aim.yaml", "--model", str(card), "--quiet"]) == 2
+    assert "does not fit in gddr6-aim: its bf16 weights take at least 50.8 GiB" in capsys.readouterr().err
+
+
+def test_the_weight_lower_bound_is_below_every_bundled_cards_real_count():
+    from pimsim.resources import bundled_names
+    from pimsim.workloads.cards import load_card, weight_lower_bound
+    from pimsim.workloads.tracer import traced_graph
+
+    for name in ("gpt2.yaml", "opt-1.3b.yaml", "tinyllama-1.1b.yaml", "bart-base.yaml", "smollm2-135m.yaml"):
+        assert name in bundled_names("workloads")
+        card = load_card(name)
+        assert 0 < weight_lower_bound(card) <= traced_graph(card).weight_elements()

@@ -72,6 +72,33 @@ class ModelCard(_Strict):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_HIDDEN_KEYS = ("n_embd", "hidden_size", "d_model")
+_FFN_KEYS = ("n_inner", "intermediate_size", "ffn_dim", "decoder_ffn_dim")
+
+
+def weight_lower_bound(card: ModelCard) -> int | None:
+    """At least how many weights the card's blocks and embedding hold, from its config alone (None where
+    the config does not name its layer count and width). Every block has at least a query and an output
+    projection of width x width and an MLP of two width x ffn matrices, and the token embedding is vocab
+    x width: a lower bound for any model family, so a card far too large for a memory is refused before
+    a tracing that takes seconds to minutes."""
+    config = card.hf.config
+
+    def first(keys) -> int | None:
+        for key in keys:
+            value = config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    layers, hidden = first(LAYER_KEYS), first(_HIDDEN_KEYS)
+    if layers is None or hidden is None:
+        return None
+    ffn = first(_FFN_KEYS) or 0
+    vocab = first(("vocab_size",)) or 0
+    return layers * (2 * hidden * hidden + 2 * hidden * ffn) + vocab * hidden
+
+
 def load_card(name_or_path: str | Path) -> ModelCard:
     """Load ``--model NAME`` (bundled card) or a path to a card; every problem reported at once."""
     path = resolve(name_or_path, "workloads")
