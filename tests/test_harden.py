@@ -462,3 +462,10 @@ def test_the_weight_lower_bound_is_below_every_bundled_cards_real_count():
         assert name in bundled_names("workloads")
         card = load_card(name)
         assert 0 < weight_lower_bound(card) <= traced_graph(card).weight_elements()
+
+
+def test_a_folder_of_unrecorded_rows_of_another_sweep_is_refused(tmp_path):
+    (tmp_path / "points.jsonl").write_text('{"id": "0123456789abcdef", "status": "ok", "model": "gpt2"}\n')
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run={"gen_tokens": 1}, grid={"asic.lanes": [64]})
+    with pytest.raises(PimsimError, match="holds rows of another sweep"):
+        run_sweep(sweep, tmp_path, progress=False)

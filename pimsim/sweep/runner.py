@@ -207,8 +207,11 @@ def _run_locked(sweep: Sweep, out: Path, points: list[dict], jobs: int, cluster:
     spec_file, spec = out / "sweep.json", definition(sweep)
     previous = _read_definition(spec_file)
     if previous is None and jsonl.is_file() and jsonl.stat().st_size and not force:
-        raise PimsimError(f"{out} holds rows of a sweep whose definition is not recorded; give another --out, "
-                          f"or --force to discard them")
+        # a folder from before sweep.json: the same sweep if any of its rows is one of this sweep's points
+        if not {r.get("id") for r in read_rows(jsonl)} & {p["id"] for p in points}:
+            raise PimsimError(f"{out} holds rows of another sweep (none of its points is one of this sweep's); "
+                              f"give another --out, or --force to discard them")
+        previous = spec
     if previous is not None and previous != spec:
         if not force:
             changed = sorted(k for k in spec if previous.get(k) != spec[k])
