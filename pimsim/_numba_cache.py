@@ -58,7 +58,7 @@ def cache_root() -> Path:
 
 
 def discard_damaged(target: Path) -> list[Path]:
-    """Remove every cached function whose index (.nbi) or data (.nbc) file is not a whole pickle stream
+    """Remove every cached function whose index (.nbi) or data (.nbc) file is not a whole pickled stream
     (a run killed while numba wrote it, a full disk): numba would fail on it with an UnpicklingError in
     every later run; without it, numba compiles that function again. Only the opcode stream is walked
     (pickletools), so nothing is unpickled here. Returns the files removed."""
@@ -89,7 +89,7 @@ def discard_damaged(target: Path) -> list[Path]:
                         for _op in pickletools.genops(f):
                             pass
                     if f.read(1):
-                        raise ValueError("bytes after the end of the pickle")
+                        raise ValueError("bytes after the end of the pickled data")
             seen.update(stamps)
         except (OSError, ValueError, EOFError):
             for path in files:

@@ -6,7 +6,6 @@ import argparse
 import hashlib
 import json
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -248,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
-    except (pickle.UnpicklingError, EOFError) as exc:
-        if not _from_numba_cache(exc):
+    except Exception as exc:  # only numba's cache reading a damaged file (UnpicklingError, EOFError) is handled
+        if type(exc).__name__ not in ("UnpicklingError", "EOFError") or not _from_numba_cache(exc):
             raise
         from pimsim._numba_cache import cache_root
 

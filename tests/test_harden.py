@@ -469,3 +469,20 @@ def test_a_folder_of_unrecorded_rows_of_another_sweep_is_refused(tmp_path):
     sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run={"gen_tokens": 1}, grid={"asic.lanes": [64]})
     with pytest.raises(PimsimError, match="holds rows of another sweep"):
         run_sweep(sweep, tmp_path, progress=False)
+
+
+def test_an_unpickling_error_from_numbas_cache_names_the_folder_to_delete(monkeypatch, capsys):
+    import pickle
+
+    import pimsim.cli as cli
+
+    namespace = {"pickle": pickle}
+    code = compile("def load():\n    raise pickle.UnpicklingError('pickle data was truncated')\n",
+                   "/site-packages/numba/core/caching.py", "exec")
+    exec(code, namespace)  # a frame inside numba's caching module, as a damaged cache file gives
+
+    monkeypatch.setattr(cli, "cmd_config_list", lambda args: namespace["load"]())
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/tmp/pimsim-test-numba")
+    assert cli.main(["config", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "compiled-kernel cache file is damaged" in err and "/tmp/pimsim-test-numba" in err

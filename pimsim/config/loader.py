@@ -51,7 +51,11 @@ _Loader.add_constructor("tag:pimsim:exponent", _construct_exponent)
 
 def parse_yaml(text: str) -> Any:
     """One YAML document (safe), numbers with exponents read as numbers."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    loader = _Loader(text)  # what yaml.safe_load does, with the SafeLoader subclass above
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:
