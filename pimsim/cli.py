@@ -488,13 +488,25 @@ def cmd_kernel_attention(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if not args.no_cache:
+        return _cmd_run(args)
+    previous = os.environ.get("PIMSIM_NO_CACHE")
+    os.environ["PIMSIM_NO_CACHE"] = "1"  # read by the tracer's cache, for this command only
+    try:
+        return _cmd_run(args)
+    finally:
+        if previous is None:
+            os.environ.pop("PIMSIM_NO_CACHE", None)
+        else:
+            os.environ["PIMSIM_NO_CACHE"] = previous
+
+
+def _cmd_run(args) -> int:
     from pimsim.report.text import run_summary
     from pimsim.report.timeline import write_timeline
     from pimsim.runs import hardware_for, run_model
     from pimsim.workloads.cards import load_card
 
-    if args.no_cache:
-        os.environ["PIMSIM_NO_CACHE"] = "1"  # read by the tracer's cache (this process only)
     if args.spec_dec:
         return _run_specdec(args)
     if not args.model:
