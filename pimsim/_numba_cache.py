@@ -45,6 +45,69 @@ def configure() -> Path:
                 break
         except OSError:
             continue
+    discard_damaged(target)
     numba.config.CACHE_DIR = str(target)
     _configured = target
     return target
+
+
+def cache_root() -> Path:
+    """The folder holding every version's numba cache (``pimsim cache info|clear``)."""
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "pimsim", "numba"))
+
+
+def discard_damaged(target: Path) -> list[Path]:
+    """Remove every cached function whose index (.nbi) or data (.nbc) file is not a whole pickled stream
+    (a run killed while numba wrote it, a full disk): numba would fail on it with an UnpicklingError in
+    every later run; without it, numba compiles that function again. Only the opcode stream is walked
+    (pickletools), so nothing is unpickled here. Returns the files removed."""
+    import json
+    import pickletools
+
+    removed: list[Path] = []
+    manifest = target / "verified.json"  # files already walked, by size and mtime: each is walked once
+    try:
+        verified = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        verified = {}
+    seen = {}
+    for index in sorted(target.rglob("*.nbi")) if target.is_dir() else []:
+        stem = index.name[: -len(".nbi")]
+        files = [index, *sorted(index.parent.glob(f"{stem}.*.nbc"))]
+        try:
+            stamps = {str(p.relative_to(target)): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+        except OSError:
+            continue
+        if all(verified.get(k) == v for k, v in stamps.items()):
+            seen.update(stamps)
+            continue
+        try:
+            for path in files:
+                with path.open("rb") as f:
+                    for _ in range(2 if path is index else 1):  # an index is two pickles back to back
+                        for _op in pickletools.genops(f):
+                            pass
+                    if f.read(1):
+                        raise ValueError("bytes after the end of the pickled data")
+            seen.update(stamps)
+        except (OSError, ValueError, EOFError):
+            for path in files:
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass
+    if seen != verified:
+        try:
+            tmp = manifest.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(seen))
+            tmp.replace(manifest)
+        except OSError:
+            pass  # a read-only cache: walk again next time
+    if removed:
+        import sys
+
+        print(f"pimsim: discarded {len(removed)} damaged numba cache file(s) in {target} "
+              f"({', '.join(str(p.relative_to(target)) for p in removed[:4])}); those kernels compile again", file=sys.stderr)
+    return removed

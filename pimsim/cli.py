@@ -27,7 +27,7 @@ def _add_hw(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set dram.timing.nRCD=20 (repeatable)")
+                   help="override a config value, e.g. --set dram.timing.nRC=100 (repeatable)")
 
 
 def _int_at_least(minimum: int):
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "if installed; otherwise random weights)")
     p.add_argument("--prompt", metavar="TEXT", help="prompt for --functional with real weights")
     p.add_argument("--seed", type=_nonnegative, default=0, help="random-weight seed for --functional")
+    p.add_argument("--no-cache", action="store_true",
+                   help="trace the model afresh instead of reading the graph cache (and leave the cache as it is)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("baseline", help="run a model card's architecture for real in PyTorch (CPU or CUDA)")
@@ -152,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("serial", "overlap"))
     p.add_argument("--fidelity", choices=("fast", "cycle"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="run into an --out folder that holds another sweep, discarding that sweep's rows")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="figures from results (PNG or PDF)")
@@ -166,7 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value", default="latency_per_token_s", help="metric colouring a heatmap")
     p.add_argument("--logx", action="store_true")
     p.add_argument("--logy", action="store_true")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=V",
+                   help="sweep/heatmap/pareto: keep the points with KEY = V (repeatable); every swept key that is "
+                        "not drawn must be fixed this way or by the sweep (models are drawn one panel each)")
+    p.add_argument("--size", choices=("column", "page"),
+                   help="figure width of a two-column paper's column (3.5 in) or page (7.16 in)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("cache", help="the traced-graph cache and the compiled-kernel (numba) cache")
+    csub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    q = csub.add_parser("info", help="where the caches are and what they hold")
+    q.set_defaults(func=cmd_cache_info)
+    q = csub.add_parser("clear", help="remove cached graphs (traced again when needed) and compiled kernels")
+    q.add_argument("--graphs-only", action="store_true", help="keep the compiled kernels (they take minutes)")
+    q.set_defaults(func=cmd_cache_clear)
 
     p = sub.add_parser("model", help="model cards")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -248,10 +265,104 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # only numba's cache reading a damaged file (UnpicklingError, EOFError) is handled
+        if type(exc).__name__ not in ("UnpicklingError", "EOFError") or not _from_numba_cache(exc):
+            raise
+        from pimsim._numba_cache import cache_root
+
+        print(f"pimsim: error: a compiled-kernel cache file is damaged ({exc}); delete {cache_root()} "
+              f"(or run `pimsim cache clear`) and run again", file=sys.stderr)
+        return EXIT_INPUT
     except BrokenPipeError:  # `pimsim run ... | head`: the reader left; nothing more to say
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 0
+
+
+def _check_fits_at_all(card, hw) -> None:
+    """Refuse at once a card whose weights cannot fit even by a lower bound (the mapper's exact check
+    comes after tracing, which takes seconds to minutes for a large card)."""
+    from pimsim.pim.formats import WEIGHT_BITS
+    from pimsim.workloads.cards import weight_lower_bound
+
+    least = weight_lower_bound(card)
+    bits = WEIGHT_BITS.get(hw.pim.weight_format) if getattr(hw, "pim", None) is not None else None
+    capacity = hw.dram.organization.capacity_bytes
+    if least is not None and bits is not None and least * bits / 8 > capacity:
+        raise PimsimError(f"{card.name} does not fit in {hw.name}: its {hw.pim.weight_format} weights take at least "
+                          f"{float(least * bits / 8) / 2**30:,.1f} GiB (counted from the card's layers and widths) "
+                          f"and the memory holds {capacity / 2**30:g} GiB")
+
+
+def _check_gguf(path: str) -> None:
+    """--weights: a whole GGUF file, checked before the (long) run: the magic bytes, then every tensor's
+    data inside the file (an empty, garbage or cut-short file is one message, not a traceback)."""
+    from pimsim.resources import _check_regular
+
+    p = Path(path)
+    if not p.exists():
+        raise PimsimError(f"--weights {path}: no such file")
+    _check_regular(p)
+    try:
+        with p.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise PimsimError(f"--weights {path}: cannot read ({exc.strerror})") from None
+    if magic != b"GGUF":
+        raise PimsimError(f"--weights {path}: not a GGUF file ({'empty' if not magic else 'no GGUF magic bytes'})")
+    try:
+        import gguf
+    except ImportError:
+        return  # the functional run names the missing package
+    try:
+        reader = gguf.GGUFReader(str(p))
+        size = p.stat().st_size
+        for tensor in reader.tensors:
+            if tensor.data_offset + tensor.n_bytes > size:
+                raise ValueError(f"tensor {tensor.name} ends past the end of the file")
+    except Exception as exc:  # the reader's own errors for a malformed file are of many kinds
+        raise PimsimError(f"--weights {path}: not a readable GGUF file, cut short or damaged "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _from_numba_cache(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if "numba" in tb.tb_frame.f_code.co_filename and "caching" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def cmd_cache_info(args) -> int:
+    from pimsim._numba_cache import cache_root
+    from pimsim.workloads.tracer import cache_dir, cache_files
+
+    graphs = cache_files()
+    print(f"graphs   {cache_dir()}: {len(graphs)} file(s), {sum(p.stat().st_size for p in graphs) / 1e6:.1f} MB "
+          f"(checksummed; a damaged or edited file is traced again)")
+    root = cache_root()
+    kernels = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    print(f"kernels  {root}: {len(kernels)} file(s), {sum(p.stat().st_size for p in kernels) / 1e6:.1f} MB "
+          f"(one folder per version of pimsim's kernel sources)")
+    return 0
+
+
+def cmd_cache_clear(args) -> int:
+    import shutil
+
+    from pimsim._numba_cache import cache_root
+    from pimsim.workloads.tracer import clear_cache
+
+    count, size = clear_cache()
+    print(f"removed {count} cached graph(s), {size / 1e6:.1f} MB")
+    root = cache_root()
+    if not args.graphs_only and root.is_dir():
+        folders = [p for p in root.iterdir() if p.is_dir()]
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"removed {len(folders)} compiled-kernel folder(s) under {root} (the next run compiles them)")
+    return 0
 
 
 def _load(args):
@@ -354,7 +465,7 @@ def _finish(args, hw, out: dict, elapsed_s: float, summarize) -> int:
     """Add what makes a result traceable, then print it (table or JSON) and write --json."""
     out["config"] = resolved_config(hw)
     out["pimsim_version"] = __version__
-    out["host"] = {"wall_clock_s": elapsed_s}  # kept apart: the only field that differs between reruns
+    out["host"] = {"wall_clock_s": elapsed_s, **out.get("host", {})}  # the only fields that differ between reruns
     if args.json_out == "-":
         print(json.dumps(out, indent=2))
     else:
@@ -408,6 +519,20 @@ def _run_spec(args):
 
 
 def cmd_run(args) -> int:
+    if not args.no_cache:
+        return _cmd_run(args)
+    previous = os.environ.get("PIMSIM_NO_CACHE")
+    os.environ["PIMSIM_NO_CACHE"] = "1"  # read by the tracer's cache, for this command only
+    try:
+        return _cmd_run(args)
+    finally:
+        if previous is None:
+            os.environ.pop("PIMSIM_NO_CACHE", None)
+        else:
+            os.environ["PIMSIM_NO_CACHE"] = previous
+
+
+def _cmd_run(args) -> int:
     from pimsim.report.text import run_summary
     from pimsim.report.timeline import write_timeline
     from pimsim.runs import hardware_for, simulate_loaded
@@ -419,13 +544,14 @@ def cmd_run(args) -> int:
         raise PimsimError("run needs --model (or --spec-dec with a target)")
     card = load_card(args.model)
     hw = hardware_for(_load(args), card, args.weight_format)
+    _check_fits_at_all(card, hw)
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
     tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens
     if (args.weights or args.prompt) and not args.functional:
         raise PimsimError("--weights and --prompt go with --functional")
-    if args.weights and not Path(args.weights).is_file():
-        raise PimsimError(f"--weights {args.weights}: no such file")
+    if args.weights:
+        _check_gguf(args.weights)
     spec = _run_spec(args)
     started = time.perf_counter()
     bar = None
@@ -448,6 +574,8 @@ def cmd_run(args) -> int:
             weights = find_smollm2()
         out["functional"] = cosimulate(hw, card, gen_tokens=tokens, prompt=args.prompt, weights=weights,
                                        seed=args.seed)
+        # wall-clock time goes with the rest of it under host, so reruns give identical JSON outside host
+        out.setdefault("host", {})["functional_wall_clock_s"] = out["functional"].pop("wall_clock_s", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
         _write(args.timeline, lambda p: write_timeline(p, list(result.timeline), title))
@@ -543,7 +671,7 @@ def cmd_sweep(args) -> int:
     for key in ("prompt_len", "gen_tokens", "schedule", "fidelity"):
         if getattr(args, key) is not None:
             sweep.run[key] = getattr(args, key)
-    result = run_sweep(sweep, args.out, args.jobs, args.cluster, progress=not args.quiet)
+    result = run_sweep(sweep, args.out, args.jobs, args.cluster, progress=not args.quiet, force=args.force)
     print(f"{result['points']} points: {result['ran']} run, {result['skipped']} already done, "
           f"{result['failed']} failed -> {result['jsonl']}, {result['parquet']}")
     for row in result["rows"]:
@@ -558,26 +686,38 @@ def cmd_plot(args) -> int:
     if Path(args.out).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise PimsimError(f"--out {args.out}: give a .png, .pdf or .svg file")
     _check_writable(args.out, "--out")
-    if args.kind in ("sweep", "heatmap", "pareto"):
-        frame = _sweep_frame(args.inputs[0])
-        if args.kind == "sweep":
-            if not args.x or not args.y:
-                raise PimsimError("plot sweep needs --x KEY and --y METRIC")
-            fig = plots.sweep_lines(frame, args.x, args.y, args.hue, args.logx, args.logy)
-        elif args.kind == "heatmap":
-            if not args.x or not args.y:
-                raise PimsimError("plot heatmap needs --x KEY and --y KEY")
-            fig = plots.sweep_heatmap(frame, args.x, args.y, args.value)
+    plots.set_size(args.size)
+    if args.where and args.kind not in ("sweep", "heatmap", "pareto"):
+        raise PimsimError("--where filters sweep points (plot sweep, heatmap, pareto)")
+    expected = {"sweep": "a sweep folder or points.parquet", "heatmap": "a sweep folder or points.parquet",
+                "pareto": "a sweep folder or points.parquet", "breakdown": "`pimsim run --json` results",
+                "tokens": "a `pimsim run --json` result", "compare": "a `pimsim compare --json` result",
+                "timeline": "a `pimsim run --timeline` trace"}[args.kind]
+    try:
+        if args.kind in ("sweep", "heatmap", "pareto"):
+            frame = _sweep_frame(args.inputs[0])
+            if args.kind == "sweep":
+                if not args.x or not args.y:
+                    raise PimsimError("plot sweep needs --x KEY and --y METRIC")
+                fig = plots.sweep_lines(frame, args.x, args.y, args.hue, args.logx, args.logy, args.where)
+            elif args.kind == "heatmap":
+                if not args.x or not args.y:
+                    raise PimsimError("plot heatmap needs --x KEY and --y KEY")
+                fig = plots.sweep_heatmap(frame, args.x, args.y, args.value, args.where)
+            else:
+                fig = plots.pareto(frame, args.where)
+        elif args.kind == "breakdown":
+            fig = plots.breakdown([plots.load_json(p) for p in args.inputs], args.inputs)
+        elif args.kind == "compare":
+            fig = plots.compare_bars(plots.load_json(args.inputs[0]))
+        elif args.kind == "tokens":
+            fig = plots.tokens(plots.load_json(args.inputs[0]), args.inputs[0])
         else:
-            fig = plots.pareto(frame)
-    elif args.kind == "breakdown":
-        fig = plots.breakdown([plots.load_json(p) for p in args.inputs])
-    elif args.kind == "compare":
-        fig = plots.compare_bars(plots.load_json(args.inputs[0]))
-    elif args.kind == "tokens":
-        fig = plots.tokens(plots.load_json(args.inputs[0]))
-    else:
-        fig = plots.timeline(plots.load_json(args.inputs[0]))
+            fig = plots.timeline(plots.load_json(args.inputs[0]))
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        # a file of another kind than this plot reads: one message, not the traceback of where it broke
+        raise PimsimError(f"plot {args.kind}: {', '.join(args.inputs)} is not {expected} "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
     _write(args.out, fig.savefig)
     print(f"wrote {args.out}")
     return 0
@@ -592,7 +732,10 @@ def _sweep_frame(path: str):
     p = p / "points.parquet" if p.is_dir() else p
     if not p.is_file():
         raise PimsimError(f"{path}: no points.parquet (run `pimsim sweep ... --out DIR` first)")
-    return pd.read_parquet(p)
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow's ArrowInvalid and friends: not a Parquet file
+        raise PimsimError(f"{p}: not a readable points.parquet ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def cmd_model_list(args) -> int:

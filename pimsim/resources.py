@@ -27,15 +27,45 @@ def bundled_names(kind: str) -> list[str]:
     return sorted(p.name for p in root.glob("*.yaml"))
 
 
+_FOLDERS = {"hwconfigs": "hwconfigs", "workloads": "workloads", "baselines": "hwconfigs/baselines"}
+
+
 def resolve(name_or_path: str | Path, kind: str) -> Path:
-    """Return the file a user meant by ``--hw NAME`` or ``--model NAME``."""
+    """Return the file a user meant by ``--hw NAME`` or ``--model NAME``.
+
+    A bare name (``gddr6-aim.yaml``, ``gddr6-aim``) or the bundled folder's own name in front of it
+    (``hwconfigs/gddr6-aim.yaml``, as the README writes it) may mean the bundled file; any other path with a
+    directory part must exist as written, so a mistyped folder never silently falls back to a bundled file
+    of the same name."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists() or path.is_symlink():
+        _check_regular(path)
         return path
     root = bundled_dir(kind)
-    # "hwconfigs/gddr6-aim.yaml" typed outside the repository still means the bundled file
-    for candidate in (root / str(name_or_path), root / f"{name_or_path}.yaml", root / path.name):
+    parent = path.parent.as_posix()
+    if parent not in (".", _FOLDERS.get(kind, kind)):
+        raise PimsimError(f"{name_or_path}: no such file (a path with a folder is read as written; "
+                          f"{parent}/ does not hold it)")
+    for candidate in (root / path.name, root / f"{path.name}.yaml"):
         if candidate.is_file():
             return candidate
-    names = ", ".join(bundled_names(kind)) or "none"
-    raise PimsimError(f"{name_or_path}: no such file, and no bundled {kind} file of that name (bundled: {names})")
+    names = bundled_names(kind)
+    shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "") if names else "none"
+    raise PimsimError(f"{name_or_path}: no such file, and no bundled {kind} file of that name (bundled: {shown})")
+
+
+def _check_regular(path: Path) -> None:
+    """A directory, FIFO or device is named as what it is, not reported missing (and never read: a FIFO
+    would block, /dev/zero would never end)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise PimsimError(f"{path}: cannot read ({exc.strerror})") from None
+    if stat.S_ISREG(mode):
+        return
+    what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    raise PimsimError(f"{path}: is {what}, not a file" if what != "not a regular file" else f"{path}: {what}")

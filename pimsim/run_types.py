@@ -50,17 +50,10 @@ def patched_spec_dec(text: str | None, model: str, axes: Mapping[str, Any]) -> s
 
 def resolved_config(hw) -> dict:
     """The fully resolved hardware description with its derived sizes, as the JSON results carry it."""
+    from pimsim.config.loader import derived_values
+
     data = hw.model_dump(mode="json")
-    org = hw.dram.organization
-    data["derived"] = {
-        "banks_per_channel": org.banks * org.ranks,
-        "access_bytes": org.access_bytes,
-        "row_bytes": org.row_bytes,
-        "accesses_per_row": org.accesses_per_row,
-        "capacity_bytes": org.capacity_bytes,
-        "peak_bandwidth_GBps": hw.dram.peak_bandwidth_Bps / 1e9,
-        "address_bits": hw.dram.field_bits(),
-    }
+    data["derived"] = derived_values(hw)
     return data
 
 

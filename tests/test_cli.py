@@ -124,7 +124,7 @@ def test_set_without_equals_is_a_clear_error(capsys):
     assert rc == 2
     assert out == ""
     assert err == ("pimsim: error: --set 'dram.timing.nRCD': expected KEY=VALUE, "
-                   "e.g. --set dram.timing.nRCD=20\n")
+                   "e.g. --set dram.timing.nRC=100\n")
 
 
 def test_set_through_a_value_is_a_clear_error(capsys):

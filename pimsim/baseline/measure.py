@@ -41,14 +41,15 @@ def _cpu_model() -> str:
 class _EnergyCounter:
     """Joules between start() and stop(), from NVML or RAPL; None where neither can be read."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, torch=None):
         self.kind, self.reader, self.start_value = None, None, None
+        self.wrap = None  # the counter's range, where it wraps around to 0 (RAPL)
         if device == "cuda":
             try:
                 import pynvml
 
                 pynvml.nvmlInit()
-                handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+                handle = _nvml_handle(pynvml, torch)
                 pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # mJ since driver load (Volta and later)
                 self.kind = "NVML total energy counter"
                 self.reader = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) * 1e-3
@@ -59,6 +60,10 @@ class _EnergyCounter:
                 int(RAPL.read_text())
                 self.kind = "RAPL package-0 counter (powercap)"
                 self.reader = lambda: int(RAPL.read_text()) * 1e-6
+                try:  # energy_uj counts up to max_energy_range_uj, then starts again from 0
+                    self.wrap = int((RAPL.parent / "max_energy_range_uj").read_text()) * 1e-6
+                except (OSError, ValueError):
+                    self.wrap = None
             except (OSError, ValueError) as exc:
                 self.why = f"RAPL not readable ({type(exc).__name__}: {RAPL})"
 
@@ -68,7 +73,35 @@ class _EnergyCounter:
     def stop(self) -> float | None:
         if self.reader is None or self.start_value is None:
             return None
-        return self.reader() - self.start_value
+        joules = self.reader() - self.start_value
+        if joules < 0 and self.wrap:  # wrapped once during the run (a 2^32 uJ range wraps every ~70 min at 1 kW)
+            joules += self.wrap
+        if joules < 0:
+            self.why = "the energy counter went backwards (wrapped with an unknown range)"
+            return None
+        return joules
+
+
+def _nvml_handle(pynvml, torch):
+    """The NVML handle of the GPU torch runs on: matched by UUID (NVML numbers GPUs physically, while
+    torch's index follows CUDA_VISIBLE_DEVICES), else by PCI bus id, else NVML's index of torch's."""
+    index = torch.cuda.current_device() if torch is not None else 0
+    props = torch.cuda.get_device_properties(index) if torch is not None else None
+    uuid = getattr(props, "uuid", None)
+    if uuid is not None:
+        text = str(uuid)
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}")
+        except Exception:
+            pass
+    bus = getattr(props, "pci_bus_id", None)
+    if bus is not None and hasattr(props, "pci_domain_id"):
+        try:
+            return pynvml.nvmlDeviceGetHandleByPciBusId(f"{props.pci_domain_id:08x}:{bus:02x}:"
+                                                        f"{getattr(props, 'pci_device_id', 0):02x}.0")
+        except Exception:
+            pass
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
 def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prompt_len: int | None = None,
@@ -122,7 +155,7 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prom
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     ids = torch.randint(0, config.vocab_size, (1, prompt_len), device=device)
-    counter = _EnergyCounter(device)
+    counter = _EnergyCounter(device, torch)
     core_counter = CoreDomainCounter() if device == "cpu" else None
     decoder = Decoder(model, config, settings, prompt_len + warmup + gen_tokens)
     times, cpu_times = [], []
@@ -192,7 +225,7 @@ def _host(device: str, torch, threads) -> dict:
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "python": platform.python_version(), "platform": platform.platform()}
     if device == "cuda":
-        host["gpu"] = torch.cuda.get_device_name(0)
+        host["gpu"] = torch.cuda.get_device_name(torch.cuda.current_device())
         try:
             import pynvml
 

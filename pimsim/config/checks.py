@@ -197,7 +197,7 @@ def _check_burst(dram: dict, org: dict, timing: dict) -> list[Problem]:
     if abs(expect - nbl) > 0.05 * max(expect, 1):
         return [Problem("dram.timing.nBL",
                         f"{nbl} cycles, but a burst of {bl} beats at {rate} Gb/s/pin with tCK {tck} ps takes "
-                        f"{expect:.2f} cycles (check tCK_ps and data_rate_Gbps_per_pin units)")]
+                        f"{expect:.4g} cycles (check tCK_ps and data_rate_Gbps_per_pin units)")]
     return []
 
 

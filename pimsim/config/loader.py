@@ -18,21 +18,91 @@ from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import resolve
 
 MAX_EXTENDS_DEPTH = 8
+# Bounds checked before any work: a config or card is a few KB, nested a few levels. Aliases are counted
+# as often as they are used, since hashing or merging a value expands them (a "billion laughs" file).
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, except that numbers written with an exponent are numbers (``400e0``,
+    ``1e-300``, ``2e1``), as in YAML 1.2 and JSON, not text that skips every numeric check; an exponent
+    form without a fraction whose value is whole (``2e1``) is the integer, as ``20`` would be."""
+
+
+_EXPONENT = r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+"
+
+
+def _construct_exponent(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+    text = loader.construct_scalar(node).replace("_", "")
+    value = float(text)
+    mantissa, _, exponent = text.lower().partition("e")
+    if "." not in mantissa and int(exponent) >= 0 and value.is_integer() and abs(value) < 2 ** 63:
+        return int(mantissa) * 10 ** int(exponent)
+    return value
+
+
+import re as _re  # noqa: E402
+
+_Loader.add_implicit_resolver("tag:pimsim:exponent", _re.compile(f"^{_EXPONENT}$"), list("-+0123456789."))
+_Loader.add_constructor("tag:pimsim:exponent", _construct_exponent)
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document (safe), numbers with exponents read as numbers."""
+    loader = _Loader(text)  # what yaml.safe_load does, with the SafeLoader subclass above
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:
+    from pimsim.resources import _check_regular
+
+    _check_regular(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(str(path), [Problem("", f"{size:,} bytes: larger than any config or card "
+                                                      f"({MAX_FILE_BYTES:,} at most)")])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PimsimError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [Problem("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")]) from None
     try:
-        return yaml.safe_load(text)
+        data = parse_yaml(text)
+    except RecursionError:
+        raise ConfigError(str(path), [Problem("", f"nested more than {MAX_DEPTH} levels deep")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(path), [Problem("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")]) from None
+    problem = size_problem(data)
+    if problem:
+        raise ConfigError(str(path), [Problem("", problem)])
+    return data
+
+
+def size_problem(data: Any) -> str | None:
+    """Why `data` is too deep or too large once aliases are expanded, or None. Iterative, and it stops at
+    the bound, so a bomb costs no more than MAX_VALUES steps."""
+    stack, seen = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return f"more than {MAX_VALUES:,} values once its aliases are expanded (a YAML alias bomb?)"
+        if depth > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} levels deep"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((k, depth + 1) for k in value if isinstance(k, (tuple, list, dict)))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+    return None
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -45,9 +115,20 @@ def deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-def load_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> tuple[Path, dict]:
+def chain_files(name_or_path: str | Path) -> list[Path]:
+    """Every file a hardware description is made of: the file itself and each file its ``extends:``
+    chain reads, in order (what a result depends on, for sweep resumption)."""
+    files: list[Path] = []
+    load_raw(name_or_path, _seen=files)
+    return files
+
+
+def load_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = (),
+             _seen: list[Path] | None = None) -> tuple[Path, dict]:
     """The file's mapping with its ``extends:`` chain merged in (the file's own keys win)."""
     path = resolve(name_or_path, "hwconfigs")
+    if _seen is not None:
+        _seen.append(path)
     if path.resolve() in _chain:
         names = " -> ".join(p.name for p in (*_chain, path.resolve()))
         raise ConfigError(str(path), [Problem("extends", f"files extend each other in a cycle: {names}")])
@@ -62,7 +143,7 @@ def load_raw(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> tuple[P
         if not isinstance(parent, str):
             raise ConfigError(str(path), [Problem("extends", "must be the name or path of another hardware file")])
         base_ref = path.parent / parent if (path.parent / parent).is_file() else parent
-        _, base = load_raw(base_ref, _chain)
+        _, base = load_raw(base_ref, _chain, _seen)
         raw = deep_merge(base, raw)
     return path, raw
 
@@ -71,14 +152,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``dram.timing.nRCD=20`` -> (["dram", "timing", "nRCD"], 20); the value is read as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise PimsimError(f"--set {text!r}: expected KEY=VALUE, e.g. --set dram.timing.nRCD=20")
+        raise PimsimError(f"--set {text!r}: expected KEY=VALUE, e.g. --set dram.timing.nRC=100")
     parts = key.strip().split(".")
     if any(not p for p in parts):
         raise PimsimError(f"--set {text!r}: empty part in the dotted key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        parsed = parse_yaml(value) if value.strip() else ""
+    except (yaml.YAMLError, RecursionError):
         parsed = value
+    problem = size_problem(parsed)
+    if problem:
+        raise PimsimError(f"--set {key.strip()}: the value is {problem}")
     return parts, parsed
 
 
@@ -98,14 +182,45 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
+def derived_values(hw: HardwareConfig) -> dict:
+    """What a description implies (``pimsim config show`` prints it under ``derived``)."""
+    org = hw.dram.organization
+    return {
+        "banks_per_channel": org.banks * org.ranks,
+        "access_bytes": org.access_bytes,
+        "row_bytes": org.row_bytes,
+        "accesses_per_row": org.accesses_per_row,
+        "capacity_bytes": org.capacity_bytes,
+        "peak_bandwidth_GBps": hw.dram.peak_bandwidth_Bps / 1e9,
+        "address_bits": hw.dram.field_bits(),
+    }
+
+
 def validate(raw: Any, source: str) -> HardwareConfig:
     problems: list[Problem] = []
     config = None
+    derived = None
+    if isinstance(raw, dict) and "derived" in raw:  # `config show` output read back: computed, not input
+        raw = dict(raw)
+        derived = raw.pop("derived")
     try:
         config = HardwareConfig.model_validate(raw)
     except ValidationError as exc:
         problems += problems_from_validation(exc, HardwareConfig)
     problems += checks.check(raw)
+    if config is not None and derived is not None and not problems:
+        expected = derived_values(config)
+        if not isinstance(derived, dict):
+            problems.append(Problem("derived", "computed values (as `pimsim config show` prints them), or leave it out"))
+        else:
+            for key, value in derived.items():
+                if key not in expected:
+                    problems.append(Problem(f"derived.{key}", "not a derived value (derived values are computed "
+                                                               "from the rest; delete the section to change them)"))
+                elif _differs(value, expected[key]):
+                    problems.append(Problem(f"derived.{key}", f"{value!r}, but the description gives "
+                                                               f"{expected[key]!r}: derived values are computed, "
+                                                               f"change the inputs (or delete the section)"))
     if problems:
         seen, unique = set(), []
         for p in problems:
@@ -117,10 +232,51 @@ def validate(raw: Any, source: str) -> HardwareConfig:
     return config
 
 
+def _differs(given: Any, computed: Any) -> bool:
+    if isinstance(computed, float) and isinstance(given, (int, float)) and not isinstance(given, bool):
+        return abs(given - computed) > 1e-9 * max(1.0, abs(computed))
+    if isinstance(computed, dict) and isinstance(given, dict):
+        return set(given) != set(computed) or any(_differs(given[k], computed[k]) for k in computed)
+    return given != computed
+
+
 def load_hardware(name_or_path: str | Path, overrides: list[str] | None = None) -> HardwareConfig:
     path, raw = load_raw(name_or_path)
-    raw = apply_overrides(raw, overrides or [])
-    return validate(raw, str(path))
+    overrides = list(overrides or [])
+    for text in overrides:  # `--set nRCD=20`: a key that only exists deeper down
+        parts, _ = parse_override(text)
+        if len(parts) == 1 and parts[0] not in raw:
+            found = _paths_ending(raw, parts[0])
+            if not found:
+                import difflib
+
+                leaves = {p.rsplit(".", 1)[-1]: p for p in _leaf_paths(raw)}
+                found = [leaves[k] for k in difflib.get_close_matches(parts[0], list(leaves), n=3)]
+            if found:
+                raise PimsimError(f"--set {text}: no top-level key {parts[0]!r}; did you mean "
+                                  f"{' or '.join(repr(f) for f in found[:3])}?")
+    raw = apply_overrides(raw, overrides)
+    # a problem a --set caused is not the file's: say so in the source line
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return validate(raw, source)
+
+
+def _leaf_paths(raw: Any, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in raw.items() if isinstance(raw, dict) else ():
+        out += _leaf_paths(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
+
+
+def _paths_ending(raw: Any, key: str, prefix: str = "") -> list[str]:
+    found = []
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            dotted = f"{prefix}{k}"
+            if k == key:
+                found.append(dotted)
+            found += _paths_ending(v, key, dotted + ".")
+    return found
 
 
 def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:

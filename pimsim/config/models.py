@@ -19,6 +19,10 @@ def _not_bool(value: Any) -> Any:
     # YAML reads `true` as a boolean, and pydantic would take it as the number 1
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
+    if isinstance(value, str):  # a quoted number would pass here but skip every cross-field check
+        raise ValueError("expected a number, got text")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expected a finite number")
     return value
 
 
@@ -76,8 +80,8 @@ ADDRESS_FIELDS = ("channel", "rank", "row", "bankgroup", "bank", "column", "offs
 
 class DramConfig(StrictModel):
     standard: Literal[tuple(STANDARDS)]  # type: ignore[valid-type]
-    tCK_ps: Number = Field(gt=0, le=1e6, description="clock period of the command clock")
-    data_rate_Gbps_per_pin: Number = Field(gt=0, le=1e3, description="data rate of one DQ pin")
+    tCK_ps: Number = Field(ge=1e-3, le=1e6, description="clock period of the command clock")
+    data_rate_Gbps_per_pin: Number = Field(ge=1e-3, le=1e3, description="data rate of one DQ pin")
     organization: Organization
     timing: dict[str, StrictInt] = Field(description="timing parameters in cycles of tCK_ps (n-prefix)")
     refresh: Refresh = Refresh()
@@ -213,14 +217,14 @@ class LinkConfig(StrictModel):
     """The path between the ASIC and one channel's memory controller (one link per channel)."""
 
     width_bits: StrictInt = Field(ge=1, le=65536, description="bits moved per link clock")
-    freq_MHz: Number = Field(gt=0, le=1e5, description="link clock")
+    freq_MHz: Number = Field(ge=1e-3, le=1e5, description="link clock")
     latency_ns: Number = Field(ge=0, le=1e6, description="fixed latency of one transfer")
 
 
 class AsicConfig(StrictModel):
     """The ASIC beside the PIM memory: vector lanes and a special-function unit (PIM-GPT section 3)."""
 
-    freq_MHz: Number = Field(gt=0, le=1e5, description="ASIC clock")
+    freq_MHz: Number = Field(ge=1e-3, le=1e5, description="ASIC clock")
     lanes: StrictInt = Field(ge=1, le=65536, description="vector lanes (elements per cycle per pass)")
     pipeline_cycles: StrictInt = Field(ge=0, le=10000, description="fill latency added to every operation")
     sram_bytes: StrictInt = Field(ge=1, description="on-chip buffer for vectors (activations, scores, partial sums)")

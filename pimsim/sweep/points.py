@@ -77,17 +77,19 @@ class Sweep:
         if combos > MAX_POINTS:
             raise PimsimError(f"the sweep spans {combos:,} points before its constraints, beyond what one sweep "
                               f"runs ({MAX_POINTS:,}); split it or sample it (random: {{count: N, ...}})")
-        checks = [_compile(c) for c in self.constraints]
-        base = _file_digest(self.hw)
+        swept = [*self.grid, *self.zipped, *self.random_axes]
+        checks = [_compile(c, swept) for c in self.constraints]
+        base = inputs_digest(self.hw, self.run)
         out = []
         for model in self.models:
+            model_digest = _card_digest(model)
             for combo in itertools.product(*axes):
                 overrides = {}
                 for part in combo:
                     overrides.update(part)
                 if all(check(overrides) for check in checks):
                     out.append({"model": model, "overrides": overrides,
-                                "id": point_id(model, overrides, self.run, base)})
+                                "id": point_id(model, overrides, self.run, base + model_digest)})
         return out
 
 
@@ -114,11 +116,38 @@ def point_id(model: str, overrides: dict, run: dict, base_digest: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _file_digest(hw: str) -> str:
+def inputs_digest(hw: str, run: dict) -> str:
+    """A hash of everything besides the point's own settings that decides its numbers: every file of the
+    hardware's ``extends:`` chain (by content), the draft card of a spec-dec run, the tracer's version
+    and pimsim's. A resumed sweep reruns a point when any of them changed."""
+    from pimsim import __version__
+    from pimsim.config.loader import chain_files
+    from pimsim.workloads.tracer import TRACER_VERSION
+
+    digest = hashlib.sha256(f"pimsim {__version__} tracer {TRACER_VERSION}".encode())
     try:
-        return hashlib.sha256(resolve(hw, "hwconfigs").read_bytes()).hexdigest()[:16]
+        for path in chain_files(hw):
+            digest.update(path.read_bytes())
     except PimsimError:
-        return hw  # reported when the point's config is loaded
+        digest.update(f"unreadable {hw}".encode())  # reported when the point's config is loaded
+    spec = str(run.get("spec_dec") or "")
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() in ("draft", "trace") and value.strip():
+            digest.update(_file_bytes(value.strip()))
+    return digest.hexdigest()[:16]
+
+
+def _card_digest(model: str) -> str:
+    return hashlib.sha256(_file_bytes(model)).hexdigest()[:16]
+
+
+def _file_bytes(name: str) -> bytes:
+    """The content of a model card, spec-dec card or acceptance trace, by the name the run gives it."""
+    try:
+        return resolve(name, "workloads").read_bytes()
+    except (PimsimError, OSError):
+        return f"unreadable {name}".encode()  # the point fails with the loader's message
 
 
 def _key(key: str) -> str:
@@ -127,14 +156,14 @@ def _key(key: str) -> str:
 
 def parse_grid(texts: list[str]) -> dict[str, list]:
     """``--grid key=v1,v2,...`` (values read as YAML) -> {key: [values]}."""
-    import yaml
+    from pimsim.config.loader import parse_yaml
 
     grid = {}
     for text in texts:
         key, sep, values = text.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise PimsimError(f"--grid {text!r}: expected KEY=V1,V2,..., e.g. --grid asic.freq_MHz=100,1000")
-        grid[_key(key.strip())] = [yaml.safe_load(v) for v in values.split(",")]
+        grid[_key(key.strip())] = [parse_yaml(v) for v in values.split(",")]
     return grid
 
 
@@ -188,9 +217,17 @@ _OPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE:
         ast.Div: operator.truediv, ast.Mod: operator.mod}
 
 
-def _compile(text: str):
+MAX_CONSTRAINT_CHARS = 1000
+
+
+def _compile(text: str, swept: list[str] | None = None):
+    """A constraint as a function of a point's settings. With `swept` (the sweep's axes), a key that is
+    not one of them is an error: it would otherwise never reject anything."""
     if not isinstance(text, str):
         raise PimsimError(f"constraint {text!r} is not text")
+    if len(text) > MAX_CONSTRAINT_CHARS:
+        raise PimsimError(f"constraint of {len(text):,} characters: longer than {MAX_CONSTRAINT_CHARS} (one "
+                          f"expression over the swept keys)")
     names = {}
 
     def dotted(node) -> str | None:
@@ -225,9 +262,18 @@ def _compile(text: str):
 
     try:
         tree = ast.parse(text, mode="eval")
+        check(tree)
     except SyntaxError as exc:
         raise PimsimError(f"constraint {text!r}: not an expression ({exc.msg})") from None
-    check(tree)
+    except (RecursionError, MemoryError):
+        raise PimsimError(f"constraint {text!r}: nested too deeply") from None
+    if swept is not None:
+        unknown = sorted({key for key in names.values() if key not in swept})
+        if unknown:
+            axes = ", ".join(swept) or "none"
+            raise PimsimError(f"constraint {text!r}: {', '.join(unknown)} "
+                              f"{'is not a swept key' if len(unknown) == 1 else 'are not swept keys'} "
+                              f"(the sweep's axes: {axes}); a constraint on it would never reject a point")
 
     def evaluate(node, values):
         if isinstance(node, ast.Expression):
@@ -246,7 +292,13 @@ def _compile(text: str):
             v = evaluate(node.operand, values)
             return (not v) if isinstance(node.op, ast.Not) else -v
         if isinstance(node, ast.BinOp):
-            return _OPS[type(node.op)](evaluate(node.left, values), evaluate(node.right, values))
+            left, right = evaluate(node.left, values), evaluate(node.right, values)
+            if left is None or right is None:
+                return None
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+                # "x" * 10**9 would build a huge string; arithmetic is for numbers only
+                raise TypeError(f"arithmetic on {left!r} and {right!r} (numbers only)")
+            return _OPS[type(node.op)](left, right)
         left = evaluate(node.left, values)
         for op, comp in zip(node.ops, node.comparators):
             right = evaluate(comp, values)
@@ -257,4 +309,12 @@ def _compile(text: str):
             left = right
         return True
 
-    return lambda values: bool(evaluate(tree, values))
+    def run(values: dict) -> bool:
+        try:
+            return bool(evaluate(tree, values))
+        except (ZeroDivisionError, TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            raise PimsimError(f"constraint {text!r} fails on the point {shown}: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
+
+    return run

@@ -22,6 +22,11 @@ from pimsim.workloads.hf_import import card_fields, is_hf_config_path, read_hf_c
 from pimsim.resources import resolve
 
 
+# Bounded before any tracing: a mistyped layer count would otherwise trace for minutes with no output.
+MAX_LAYERS = 1024
+LAYER_KEYS = ("n_layer", "num_hidden_layers", "num_layers", "decoder_layers", "encoder_layers")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,6 +73,33 @@ class ModelCard(_Strict):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_HIDDEN_KEYS = ("n_embd", "hidden_size", "d_model")
+_FFN_KEYS = ("n_inner", "intermediate_size", "ffn_dim", "decoder_ffn_dim")
+
+
+def weight_lower_bound(card: ModelCard) -> int | None:
+    """At least how many weights the card's blocks and embedding hold, from its config alone (None where
+    the config does not name its layer count and width). Every block has at least a query and an output
+    projection of width x width and an MLP of two width x ffn matrices, and the token embedding is vocab
+    x width: a lower bound for any model family, so a card far too large for a memory is refused before
+    a tracing that takes seconds to minutes."""
+    config = card.hf.config
+
+    def first(keys) -> int | None:
+        for key in keys:
+            value = config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    layers, hidden = first(LAYER_KEYS), first(_HIDDEN_KEYS)
+    if layers is None or hidden is None:
+        return None
+    ffn = first(_FFN_KEYS) or 0
+    vocab = first(("vocab_size",)) or 0
+    return layers * (2 * hidden * hidden + 2 * hidden * ffn) + vocab * hidden
+
+
 def load_card(name_or_path: str | Path) -> ModelCard:
     """Load ``--model NAME`` (bundled card), a path to a card, or a Hugging Face ``config.json`` (or a
     directory holding one: a card is built from it, see :mod:`pimsim.workloads.hf_import`); every
@@ -94,6 +126,11 @@ def validated_card(raw: Any, where: str) -> ModelCard:
     if d.prompt_len + d.gen_tokens > card.context:
         problems.append(Problem("defaults", f"prompt_len {d.prompt_len} + gen_tokens {d.gen_tokens} exceeds the "
                                             f"context of {card.context}"))
+    for key in LAYER_KEYS:
+        layers = card.hf.config.get(key)
+        if isinstance(layers, int) and layers > MAX_LAYERS:
+            problems.append(Problem(f"hf.config.{key}", f"{layers:,} layers: more than the {MAX_LAYERS:,} pimsim "
+                                                        f"traces (the largest published decoders have under 200)"))
     q = card.quantization
     if q is not None and q.quantizer is not None and q.weight_format not in QUANTIZER_FORMATS[q.quantizer]:
         problems.append(Problem("quantization.quantizer", f"{q.quantizer} makes "

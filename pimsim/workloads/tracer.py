@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import inspect
+import json
 import logging
 import os
 import warnings
@@ -173,6 +175,14 @@ def _import_torch():
 
 def _config(card: ModelCard, transformers):
     """The card's transformers config, refused here if pimsim cannot time its architecture."""
+    known = getattr(getattr(transformers, "CONFIG_MAPPING", None), "keys", lambda: None)()
+    if known is not None and card.hf.model_type not in known:  # not transformers' 12 KB list of every type
+        import difflib
+
+        close = difflib.get_close_matches(card.hf.model_type, list(known), n=4)
+        raise PimsimError(f"model card {card.name}: hf.model_type {card.hf.model_type!r} is not a model type of "
+                          f"transformers {transformers.__version__}"
+                          + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
     try:
         # a deep copy: transformers rewrites nested fields (rope_scaling) in place, which would change
         # the card (and its shape key) under the caller's feet
@@ -747,24 +757,69 @@ def _versions() -> str:
         return "missing"
 
 
+CACHE_FORMAT = "pimsim-graph-cache/1"
+
+
+def cache_enabled() -> bool:
+    """``pimsim run --no-cache`` (or PIMSIM_NO_CACHE=1): trace afresh and leave the cache alone."""
+    return os.environ.get("PIMSIM_NO_CACHE", "") in ("", "0")
+
+
 def _cached(path: Path, trace, adopt, use_cache: bool) -> OpGraph:
+    """A cached graph is used only when its file names the same key and its graph text has the checksum
+    written beside it: a file edited by hand, cut short or copied under another name is traced again."""
+    use_cache = use_cache and cache_enabled()
     if use_cache and path.is_file():
-        try:
-            return adopt(OpGraph.from_json(path.read_text()))
-        except (ValueError, TypeError, KeyError):
-            pass  # a damaged cache file is traced again
+        graph = _read_cached(path)
+        if graph is not None:
+            return adopt(graph)
     graph = trace()
     if use_cache:
+        text = graph.to_json()
+        record = {"format": CACHE_FORMAT, "key": path.stem, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                  "graph": text}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(graph.to_json())
+            tmp.write_text(json.dumps(record))
             tmp.replace(path)
         except OSError:
-            pass  # no cache directory: trace every time
+            pass  # no cache directory (or a full disk): trace every time
     return graph
+
+
+def _read_cached(path: Path) -> OpGraph | None:
+    try:
+        record = json.loads(path.read_text())
+        text = record["graph"]
+        if (record.get("format") != CACHE_FORMAT or record.get("key") != path.stem
+                or hashlib.sha256(text.encode()).hexdigest() != record.get("sha256")):
+            raise ValueError("checksum or key mismatch")
+        return OpGraph.from_json(text)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # a damaged or edited file is traced again (and replaced); say so, a silent re-trace takes seconds
+        logging.getLogger("pimsim").warning("graph cache %s: %s; tracing again", path.name, exc)
+        return None
 
 
 def cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "pimsim" / "graphs"
+
+
+def cache_files() -> list[Path]:
+    root = cache_dir()
+    return sorted(p for p in root.glob("*") if p.is_file() and p.suffix in (".json", ".tmp")) if root.is_dir() else []
+
+
+def clear_cache() -> tuple[int, int]:
+    """Remove every cached graph: (files, bytes) removed."""
+    count = size = 0
+    for path in cache_files():
+        try:
+            size += path.stat().st_size
+            path.unlink()
+            count += 1
+        except OSError:
+            continue
+    return count, size
