@@ -265,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pimsim run ... | head`: the reader left; nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
     except Exception as exc:  # only numba's cache reading a damaged file (UnpicklingError, EOFError) is handled
         if type(exc).__name__ not in ("UnpicklingError", "EOFError") or not _from_numba_cache(exc):
             raise
@@ -273,10 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pimsim: error: a compiled-kernel cache file is damaged ({exc}); delete {cache_root()} "
               f"(or run `pimsim cache clear`) and run again", file=sys.stderr)
         return EXIT_INPUT
-    except BrokenPipeError:  # `pimsim run ... | head`: the reader left; nothing more to say
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
-        return 0
 
 
 def _check_fits_at_all(card, hw) -> None:
