@@ -3,8 +3,10 @@
 Numba invalidates a cached function only when *its own* source file changes, not when a function it
 calls (and inlines) from another file does. pimsim's kernels span several files, so the cache lives in
 a directory named after a hash of every source file of the packages that hold kernels: any edit
-compiles afresh, and stale machine code can never be loaded. Each of those packages calls `configure`
-in its ``__init__``, before any kernel is defined.
+compiles afresh, and stale machine code can never be loaded. Kernel modules decorate with this module's
+`njit`, which configures the directory before the first kernel is defined: numba is imported only by the
+modules that hold kernels, never by ``import pimsim.dram`` (a config check or ``pimsim validate`` does
+not pay for numba's start-up).
 """
 
 from __future__ import annotations
@@ -48,3 +50,9 @@ def configure() -> Path:
     numba.config.CACHE_DIR = str(target)
     _configured = target
     return target
+
+
+def njit(*args, **kwargs):
+    """``numba.njit`` with the cache directory configured first (numba reads it when a kernel is defined)."""
+    configure()
+    return numba.njit(*args, **kwargs)
