@@ -584,7 +584,7 @@ def _sweep_frame(path: str):
     try:
         import pandas as pd
     except ImportError:
-        raise PimsimError("sweep plots need pandas and pyarrow: pip install '.[plot]'") from None
+        raise PimsimError("sweep plots need pandas and pyarrow (dependencies of pimsim: pip install .)") from None
     p = Path(path)
     p = p / "points.parquet" if p.is_dir() else p
     if not p.is_file():

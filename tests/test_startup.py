@@ -40,3 +40,11 @@ def test_a_kernel_command_imports_numba_but_no_ml_library():
     rc, modules = _imported(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "16", "--cols", "16"])
     assert rc == 0
     assert "numba" in modules and modules & HEAVY == set()
+
+
+def test_a_plot_imports_matplotlib_but_neither_numba_nor_ml_libraries(tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"model": "gpt2", "hw": "gddr6-aim", "breakdown_s": {"pim": 2.0, "asic": 1.0}}))
+    rc, modules = _imported(["plot", "breakdown", str(run), "--out", str(tmp_path / "fig.png")])
+    assert rc == 0 and (tmp_path / "fig.png").stat().st_size > 0
+    assert "matplotlib" in modules and modules & (HEAVY - {"matplotlib"} | {"numba"}) == set()

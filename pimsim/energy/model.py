@@ -19,14 +19,16 @@ closed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pimsim.config.models import HardwareConfig
-from pimsim.dram.compile import Compiled
 from pimsim.dram.standard import Transfer
-from pimsim.dram.timing_state import K_TRANSFER
 from pimsim.errors import PimsimError
+
+if TYPE_CHECKING:  # annotations only: a plot that needs COMPONENTS does not load pydantic or numba
+    from pimsim.config.models import HardwareConfig
+    from pimsim.dram.compile import Compiled
 
 COMPONENTS = {  # component -> title (report order)
     "activations": "row activations (ACT, ACTAB, PRE, PREA)",
@@ -96,6 +98,8 @@ def background_W(hw: HardwareConfig) -> tuple[float, float]:
 def pin_bytes(compiled: Compiled, commands: dict[str, int]) -> int:
     """Bytes the data-carrying commands move over the pins."""
     access = compiled.hw.dram.organization.access_bytes
+    from pimsim.dram.timing_state import K_TRANSFER
+
     transfer = compiled.spec.cmds[:, K_TRANSFER]
     return sum(n * access for c, n in commands.items()
                if transfer[compiled.command_names.index(c)] in (int(Transfer.READ), int(Transfer.WRITE)))
