@@ -3,7 +3,8 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/startup.py [--repeat 7]
 
 Each command runs --repeat times in a fresh process (after one untimed run that fills the numba and graph
-caches); the median and min are printed, next to a bare `python -c pass`. Commands that trace no model should
+caches); the median and min wall seconds are printed, and the median CPU seconds (user + system) of the
+process, the steadier figure on a shared machine, next to a bare `python -c pass`. Commands that trace no model should
 start in well under a second; those that run a numba kernel pay numba's own start (its import and the
 first cached-kernel load: about 0.5 s on a 2-core x86_64) on top. `python -X importtime -m pimsim ...` shows
 where a command's imports go.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,12 +63,16 @@ def main() -> None:
                        check=True, env=env, stdout=subprocess.DEVNULL)
         for label, argv in commands(tmp):
             subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times = []
+            times, cpus = [], []
             for _ in range(args.repeat):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 times.append(time.perf_counter() - start)
-            print(f"{statistics.median(times):6.3f} s median (min {min(times):.3f}) of {args.repeat}  {label}")
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            print(f"{statistics.median(times):6.3f} s wall median (min {min(times):.3f}), "
+                  f"{statistics.median(cpus):6.3f} s CPU, of {args.repeat}  {label}", flush=True)
 
 
 if __name__ == "__main__":

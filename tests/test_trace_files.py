@@ -181,3 +181,19 @@ def test_the_cli_reads_a_dramsim3_trace_and_emits_parquet(tmp_path, capsys):
     assert out["commands"]["RD"] == 2 and out["commands"]["WR"] == 2
     assert main(["trace", "check", str(tmp_path / "out.parquet"), "--hw", "ddr4-2400.yaml"]) == 0
     assert "no protocol violations" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("comment", [b'# he said "hi', b"# caf\xe9", b"# a\x00b", b"# a\rb"])
+def test_a_comment_the_csv_module_reads_otherwise_goes_to_the_line_reader(tmp_path, ddr4, comment):
+    """A quote, a byte that is not UTF-8, a NUL or a lone CR in a comment: the scanner does not skip it
+    on its own, so the file means (or fails with) exactly what the line reader says."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(DDR4_HEADER.encode() + b"\n0,0,ACT,0,0,5,\n" + comment + b"\n16,0,RD,0,0,5,0\n")
+    try:
+        expected = files.read_command_trace_by_line(path, ddr4)
+    except TraceError as exc:
+        with pytest.raises(TraceError) as info:
+            files.read_command_trace(path, ddr4)
+        assert str(info.value) == str(exc)
+    else:
+        _same_commands(files.read_command_trace(path, ddr4), expected)

@@ -173,7 +173,7 @@ def _joined(parts: list[dict[str, np.ndarray]], keys) -> dict[str, np.ndarray]:
     return {k: (np.concatenate([part[k] for part in parts]) if parts else np.zeros(0, np.int64)) for k in keys}
 
 
-def _parquet_batches(path: Path):
+def _open_parquet(path: Path):
     import pyarrow.parquet as pq
 
     from pimsim.errors import TraceError
@@ -189,19 +189,20 @@ def _parquet_batches(path: Path):
 def parquet_kind(path: Path) -> str:
     from pimsim.errors import TraceError
 
-    _, names = _parquet_batches(path)
+    _, names = _open_parquet(path)
     if names == REQUEST_HEADER:
         return "requests"
     if names in (COMMAND_HEADER, ["cycle"] + COMMAND_HEADER):
         return "commands"
     raise TraceError(f"{path}: unrecognised Parquet columns {','.join(names)!r}; expected "
-                     f"{','.join(COMMAND_HEADER)!r} (optionally with a leading 'cycle') or {','.join(REQUEST_HEADER)!r}")
+                     f"{','.join(COMMAND_HEADER)!r} (optionally with a leading 'cycle') or "
+                     f"{','.join(REQUEST_HEADER)!r}")
 
 
 def read_command_parquet(path: Path, compiled: Compiled) -> CommandTrace:
     from pimsim.errors import TraceError
 
-    handle, names = _parquet_batches(path)
+    handle, names = _open_parquet(path)
     has_cycles = bool(names) and names[0] == "cycle"
     if names[has_cycles:] != COMMAND_HEADER:
         raise TraceError(f"{path}: expected Parquet columns {'cycle,' if has_cycles else ''}{','.join(COMMAND_HEADER)}")
@@ -335,7 +336,7 @@ def read_foreign_requests(path: Path, fmt: str, capacity_bytes: int) -> RequestT
 def read_request_parquet(path: Path, capacity_bytes: int) -> RequestTrace:
     from pimsim.errors import TraceError
 
-    handle, names = _parquet_batches(path)
+    handle, names = _open_parquet(path)
     if names != REQUEST_HEADER:
         raise TraceError(f"{path}: expected Parquet columns {','.join(REQUEST_HEADER)}")
     problems = _Problems(collect=True)

@@ -100,7 +100,7 @@ def read_head(path: Path) -> Head | None:
             if not raw:
                 return None
             line += 1
-            if b'"' in raw or b"\r" in raw.rstrip(b"\r\n"):
+            if b'"' in raw or b"\x00" in raw or b"\r" in raw.rstrip(b"\r\n"):
                 return None
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
@@ -349,7 +349,8 @@ def read_foreign_trace_by_line(path: str | Path, fmt: str, capacity_bytes: int) 
     problems: list[str] = []
     cycles, writes, addrs, lines = [], [], [], []
     if fmt == "dramsim3":
-        layout, ops = "address op cycle", {**dict.fromkeys(DRAMSIM3_WRITES, True), **dict.fromkeys(DRAMSIM3_READS, False)}
+        layout = "address op cycle"
+        ops = {**dict.fromkeys(DRAMSIM3_WRITES, True), **dict.fromkeys(DRAMSIM3_READS, False)}
     else:
         layout, ops = "op address", RAMULATOR2_OPS
     width = len(layout.split())

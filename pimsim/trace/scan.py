@@ -77,7 +77,9 @@ def _name_field(buf, i, n, names, name_len):
 
 @njit(cache=True)
 def _skippable(buf, i, n):
-    """(whether the line at buf[i] is blank, commas and spaces only, or a # comment; index of the next line)."""
+    """(whether the line at buf[i] is blank, commas and spaces only, or a # comment; index of the next line).
+    A line with a quote, a control character or a byte outside ASCII is not: the csv module might read it
+    otherwise (a quote spans lines, a NUL is an error, a lone CR ends a line), so the line reader decides."""
     k = i
     while k < n and (buf[k] == 32 or buf[k] == 9):
         k += 1
@@ -86,7 +88,10 @@ def _skippable(buf, i, n):
     k = i
     while k < n and buf[k] != 10:
         c = buf[k]
-        if c != 44 and c != 32 and c != 9 and not (c == 13 and k + 1 < n and buf[k + 1] == 10):
+        crlf = c == 13 and k + 1 < n and buf[k + 1] == 10
+        if c == 34 or c >= 127 or (c < 32 and c != 9 and not crlf):
+            return False, k
+        if c != 44 and c != 32 and c != 9 and not crlf:
             blank = False
         k += 1
     return comment or blank, k + 1
