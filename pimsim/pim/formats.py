@@ -16,8 +16,10 @@ row) are not stored in the banks; the ASIC applies them to the dot products (see
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 # bits one weight occupies in a DRAM row (ternary-b3: 8 bits per 5 trits)
 WEIGHT_BITS = {"bf16": Fraction(16), "fp16": Fraction(16), "int8": Fraction(8), "ternary": Fraction(2),
@@ -46,6 +48,8 @@ FP16_MAX = 65504.0
 
 def to_bf16(values) -> np.ndarray:
     """Round to bfloat16 (round to nearest, ties to even); returned as float32."""
+    import numpy as np  # here, not at the top: config checks read this module's tables without numpy
+
     x = np.ascontiguousarray(values, dtype=np.float32)
     bits = x.view(np.uint32)
     # uint32 arithmetic wraps only for NaNs with the sign bit set, which are restored below
@@ -62,6 +66,8 @@ def to_operands(values, fmt: str) -> np.ndarray:
     int8 operands must already be integers in [-128, 127], ternary ones in {-1, 0, 1} and binary ones in
     {-1, 1}: quantizing (choosing a scale) is the workload's business, not the memory's.
     """
+    import numpy as np
+
     x = np.asarray(values, dtype=np.float32)
     if fmt in _LEVELS:
         if not np.all(np.isin(x, _LEVELS[fmt])):
