@@ -8,7 +8,7 @@ The trace of issue 20: gddr6-aim, 8 channels x 4096 rows x (ACTAB, 64 MACAB, PRE
   (b) reading the same commands from Parquet;
   (c) writing the issued commands with cycles (the --emit-commands path), CSV and Parquet;
   (d) end to end: `pimsim trace run` in a fresh process (start-up, reading, simulating, summary), and
-      `pimsim trace run --emit-commands`;
+      `pimsim trace run --emit-commands` (CPU: the mean of the child processes);
   (e) with --line-reader, once: the line-by-line reader (the reader before the scanner, kept for the error
       pass), for the before/after comparison; it takes tens of seconds.
 Wall and CPU seconds are both printed: on a shared machine the CPU time is the steadier figure.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,10 +82,14 @@ def main() -> None:
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         for extra in ([], ["--emit-commands", str(tmp / "emitted.csv")]):
             argv = [sys.executable, "-m", "pimsim", "trace", "run", str(csv_path), "--hw", "gddr6-aim.yaml", *extra]
-            wall, _ = timed(lambda: subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL),
-                            max(1, args.repeat // 2))
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            runs = max(1, args.repeat // 2)
+            wall, _ = timed(lambda: subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL), runs,
+                            warm=False)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / runs
             show(f"(d) end to end: pimsim trace run sweep.csv --hw gddr6-aim.yaml {' '.join(extra[:1])}".rstrip(),
-                 n, wall)
+                 n, wall, cpu)
         if args.line_reader:
             show("(e) the line-by-line reader (before)", n,
                  *timed(lambda: read_command_trace_by_line(csv_path, aim), 1, warm=False))
