@@ -197,3 +197,27 @@ def test_a_comment_the_csv_module_reads_otherwise_goes_to_the_line_reader(tmp_pa
         assert str(info.value) == str(exc)
     else:
         _same_commands(files.read_command_trace(path, ddr4), expected)
+
+
+def test_when_memory_is_refused_the_scanner_counts_lines_or_says_the_trace_is_too_large(tmp_path, ddr4, monkeypatch):
+    from pimsim.trace import scan
+
+    path = _write(tmp_path / "t.csv", DDR4_HEADER, "0,0,ACT,0,0,5,", "16,0,RD,0,0,5,0")
+    real, calls = np.empty, []
+
+    def first_refused(n, dtype):
+        calls.append(n)
+        if len(calls) == 1:
+            raise MemoryError
+        return real(n, dtype)
+
+    monkeypatch.setattr(scan.np, "empty", first_refused)
+    _same_commands(files.read_command_trace(path, ddr4), files.read_command_trace_by_line(path, ddr4))
+    assert calls[1] == 3  # the exact count: two lines after the header, plus one
+
+    def always_refused(n, dtype):
+        raise MemoryError
+
+    monkeypatch.setattr(scan.np, "empty", always_refused)
+    with pytest.raises(TraceError, match="GiB of memory once decoded"):
+        files.read_command_trace(path, ddr4)

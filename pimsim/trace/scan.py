@@ -23,6 +23,15 @@ OK, NEEDS_LINE_READER = 0, 1
 _MAX_DIGITS = 18  # stays inside int64; longer numbers go to the line reader
 
 
+@njit(cache=True)
+def _count_lines(buf, start):
+    n = 0
+    for i in range(start, len(buf)):
+        if buf[i] == 10:
+            n += 1
+    return n
+
+
 # how a field ended
 COMMA, END_OF_LINE, BAD = 0, 1, 2
 
@@ -183,8 +192,19 @@ def scan_command_csv(path: Path, compiled: Compiled, header_line: int, offset: i
     # room for as many commands as the shortest possible lines would make: pages never written are never
     # touched, so this costs address space, not memory, and saves a counting pass over the text
     shortest = (2 if has_cycles else 0) + 2 + int(name_len.min()) + 5
-    capacity = (size - offset) // shortest + 1
-    out = [np.empty(capacity, np.int64) for _ in range(6)]
+    try:
+        out = [np.empty((size - offset) // shortest + 1, np.int64) for _ in range(6)]
+    except MemoryError:  # the system refuses that much address space: count the lines, then ask for that
+        out = None
+    if out is None:
+        lines = _count_lines(buf, offset) + 1
+        try:
+            out = [np.empty(lines, np.int64) for _ in range(6)]
+        except MemoryError:
+            from pimsim.errors import TraceError
+
+            raise TraceError(f"{path}: up to {lines:,} commands would need {lines * 48 / 2**30:.1f} GiB of memory "
+                             f"once decoded (the kernel runs a whole trace at once); split the trace") from None
     count, status = _scan(buf, offset, header_line, has_cycles, names, name_len, scope, opens, limits, bases,
                           org.ranks, *out)
     del buf
