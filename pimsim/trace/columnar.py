@@ -1,5 +1,5 @@
 """Vectorised trace reading with pyarrow: request traces (pimsim's CSV, DRAMsim3, Ramulator 2), Parquet traces,
-and writing command traces. pyarrow parses a block of text (or a batch of a Parquet file) at a time, numpy
+and writing command traces as Parquet. pyarrow parses a block of text (or a batch of a Parquet file) at a time, numpy
 checks and converts whole columns, and a name is looked up once per distinct name, not once per line.
 
 A CSV file is read here only if it reads exactly as the line-by-line readers in :mod:`pimsim.trace.files`
@@ -392,20 +392,6 @@ def issued_table(compiled: Compiled, rec: np.ndarray, with_cycles: bool) -> pa.T
     if with_cycles:
         cols = {"cycle": pa.array(rec[:, 0].astype(np.int64)), **cols}
     return pa.table(cols)
-
-
-def write_table_csv(path: str | Path, table: pa.Table, rows_per_block: int = 1 << 20) -> None:
-    """CRLF lines and no quotes: the bytes Python's csv.writer wrote before, so emitted traces do not change.
-    (pyarrow writes LF; no field holds a line break, so LF -> CRLF is exact.) A block of rows at a time."""
-    import io
-
-    options = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16)
-    with open(path, "wb") as out:
-        out.write(",".join(table.column_names).encode() + b"\r\n")
-        for start in range(0, table.num_rows, rows_per_block):
-            block = io.BytesIO()
-            pacsv.write_csv(table.slice(start, rows_per_block), block, write_options=options)
-            out.write(block.getvalue().replace(b"\n", b"\r\n"))
 
 
 def write_table_parquet(path: str | Path, table: pa.Table) -> None:

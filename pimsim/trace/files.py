@@ -400,13 +400,23 @@ def read_foreign_trace_by_line(path: str | Path, fmt: str, capacity_bytes: int) 
 def write_command_trace(path: str | Path, compiled: Compiled, rec: np.ndarray, with_cycles: bool = True) -> None:
     """Write issued commands (the kernel's record) as a command trace with a cycle column: CSV, or Parquet
     for a path ending in ``.parquet``."""
-    from pimsim.trace import columnar
-
-    table = columnar.issued_table(compiled, np.asarray(rec, np.int64).reshape(-1, 6), with_cycles)
+    rec = np.asarray(rec, np.int64).reshape(-1, 6)
     if str(path).lower().endswith(".parquet"):
-        columnar.write_table_parquet(path, table)
-    else:
-        columnar.write_table_csv(path, table)
+        from pimsim.trace import columnar
+
+        columnar.write_table_parquet(path, columnar.issued_table(compiled, rec, with_cycles))
+        return
+    from pimsim.trace.scan import write_command_csv
+
+    org = compiled.hw.dram.organization
+    node = rec[:, 2]
+    at_bank = compiled.node_level(node) == Level.BANK
+    idx = node - compiled.level_base[Level.BANK]
+    columns = {"cycle": rec[:, 0], "cmd": rec[:, 1], "row": rec[:, 3], "column": rec[:, 4],
+               "channel": compiled.channel_of(node) - compiled.level_base[Level.CHANNEL],
+               "bank": np.where(at_bank, idx % org.banks_per_group, -1),
+               "bankgroup": np.where(at_bank, (idx // org.banks_per_group) % org.bankgroups, -1)}
+    write_command_csv(path, compiled, columns, with_cycles)
 
 
 def write_commands(path: str | Path, compiled: Compiled, trace: CommandTrace) -> None:

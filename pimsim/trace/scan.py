@@ -211,3 +211,72 @@ def scan_command_csv(path: Path, compiled: Compiled, header_line: int, offset: i
     if status != OK or count == 0:
         return None
     return [a[:count] for a in out]
+
+
+# ---- writing ------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _put_int(out, k, v):
+    """Decimal digits of v >= 0 at out[k:]; returns the index after them."""
+    if v == 0:
+        out[k] = 48
+        return k + 1
+    digits = 0
+    x = v
+    while x > 0:
+        x //= 10
+        digits += 1
+    for d in range(digits - 1, -1, -1):
+        out[k + d] = 48 + v % 10
+        v //= 10
+    return k + digits
+
+
+@njit(cache=True)
+def _format_rows(cycle, channel, cmd, bankgroup, bank, row, column, with_cycles, names, name_len, out):
+    """CSV lines (CRLF, empty where a value is negative) into `out`; returns the bytes written."""
+    k = 0
+    for i in range(len(cmd)):
+        if with_cycles:
+            k = _put_int(out, k, cycle[i])
+            out[k] = 44
+            k += 1
+        k = _put_int(out, k, channel[i])
+        out[k] = 44
+        k += 1
+        c = cmd[i]
+        for m in range(name_len[c]):
+            out[k + m] = names[c, m]
+        k += name_len[c]
+        for v in (bankgroup[i], bank[i], row[i], column[i]):
+            out[k] = 44
+            k += 1
+            if v >= 0:
+                k = _put_int(out, k, v)
+        out[k] = 13
+        out[k + 1] = 10
+        k += 2
+    return k
+
+
+def write_command_csv(path, compiled: Compiled, columns: dict[str, np.ndarray], with_cycles: bool,
+                      rows_per_block: int = 1 << 20) -> None:
+    """A command trace as CSV, the bytes Python's csv.writer writes (CRLF, no quotes, empty fields for
+    values not given, i.e. negative in `columns`), a block of rows at a time."""
+    names_list = compiled.command_names
+    width = max(len(n) for n in names_list)
+    names = np.zeros((len(names_list), width), np.uint8)
+    for i, name in enumerate(names_list):
+        names[i, :len(name)] = np.frombuffer(name.encode(), np.uint8)
+    name_len = np.array([len(n) for n in names_list], np.int64)
+    header = (["cycle"] if with_cycles else []) + ["channel", "command", "bankgroup", "bank", "row", "column"]
+    per_row = 6 * 20 + width + 8  # 19 digits at most per int64 field, commas, CRLF
+    n = len(columns["cmd"])
+    with open(path, "wb") as handle:
+        handle.write(",".join(header).encode() + b"\r\n")
+        out = np.empty(min(n, rows_per_block) * per_row + 1, np.uint8)
+        for start in range(0, n, rows_per_block):
+            part = {k: np.ascontiguousarray(v[start:start + rows_per_block], np.int64) for k, v in columns.items()}
+            used = _format_rows(part["cycle"], part["channel"], part["cmd"], part["bankgroup"], part["bank"],
+                                part["row"], part["column"], with_cycles, names, name_len, out)
+            handle.write(out[:used].tobytes())
