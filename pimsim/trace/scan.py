@@ -1,5 +1,7 @@
-"""A compiled scanner for command-trace CSV text: one pass over the bytes, the command name matched against
-the standard's names in place, every field checked, the scope node computed, no Python object per line.
+"""Command-trace CSV at compiled speed: a scanner that reads it and a formatter that writes it.
+
+The scanner makes one pass over the bytes: the command name matched against the standard's names in place,
+every field checked, the scope node computed, no Python object per line.
 
 It accepts only what it can read exactly as the line-by-line reader (:mod:`pimsim.trace.files`) reads it:
 plain decimal numbers, known command names (any case), values in range, the right number of fields; blank
@@ -7,6 +9,9 @@ and ``#`` lines are skipped as that reader skips them, so line numbers agree. An
 space inside a field, a hex number, a bad value, a byte outside ASCII) stops the scan and the caller
 re-reads the file line by line, which says what is wrong, by line. The file is memory-mapped, so its text
 is paged in and out by the OS rather than held.
+
+The formatter writes the bytes Python's csv.writer wrote (so emitted traces stay byte-identical), a block
+of rows at a time.
 """
 
 from __future__ import annotations
