@@ -3,8 +3,10 @@
 Numba invalidates a cached function only when *its own* source file changes, not when a function it
 calls (and inlines) from another file does. pimsim's kernels span several files, so the cache lives in
 a directory named after a hash of every source file of the packages that hold kernels: any edit
-compiles afresh, and stale machine code can never be loaded. Each of those packages calls `configure`
-in its ``__init__``, before any kernel is defined.
+compiles afresh, and stale machine code can never be loaded. Kernel modules decorate with this module's
+`njit`, which configures the directory before the first kernel is defined: numba is imported only by the
+modules that hold kernels, never by ``import pimsim.dram`` (a config check or ``pimsim validate`` does
+not pay for numba's start-up).
 """
 
 from __future__ import annotations
@@ -111,3 +113,9 @@ def discard_damaged(target: Path) -> list[Path]:
         print(f"pimsim: discarded {len(removed)} damaged numba cache file(s) in {target} "
               f"({', '.join(str(p.relative_to(target)) for p in removed[:4])}); those kernels compile again", file=sys.stderr)
     return removed
+
+
+def njit(*args, **kwargs):
+    """``numba.njit`` with the cache directory configured first (numba reads it when a kernel is defined)."""
+    configure()
+    return numba.njit(*args, **kwargs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -217,17 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="run or check DRAM command and request traces")
     tsub = p.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
     q = tsub.add_parser("run", help="simulate a command trace or a request trace")
-    q.add_argument("file", metavar="FILE", help="trace CSV: a path, or the name of a bundled trace")
+    q.add_argument("file", metavar="FILE",
+                   help="trace CSV or Parquet: a path, or the name of a bundled trace")
     _add_hw(q)
+    q.add_argument("--format", dest="trace_format", choices=("pimsim", "ramulator2", "dramsim3"), default="pimsim",
+                   help="pimsim: command or request trace, CSV or Parquet (default); ramulator2: a Ramulator 2 "
+                        "LoadStoreTrace ('LD|ST ADDR' lines); dramsim3: a DRAMsim3 trace ('HEXADDR READ|WRITE CYCLE')")
     q.add_argument("--max-outstanding", type=_positive, default=None, metavar="N",
                    help="request traces: at most N requests in flight (1 = each waits for the previous one's data)")
     q.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
-    q.add_argument("--emit-commands", metavar="OUT.csv",
-                   help="write every issued command (kernel-added refreshes included) as a timed command trace")
+    q.add_argument("--emit-commands", metavar="OUT.csv|OUT.parquet",
+                   help="write every issued command (kernel-added refreshes included) as a timed command trace "
+                        "(Parquet for a .parquet name)")
     q.set_defaults(func=cmd_trace_run)
     q = tsub.add_parser("check", help="verify a timed command trace against the protocol")
-    q.add_argument("file", metavar="FILE")
+    q.add_argument("file", metavar="FILE", help="timed command trace, CSV or Parquet")
     _add_hw(q)
     q.add_argument("--no-refresh-check", action="store_true", help="do not require periodic refresh")
     q.set_defaults(func=cmd_trace_check)
@@ -434,14 +438,20 @@ def cmd_trace_run(args) -> int:
     from pimsim.dram.compile import compile_standard
     from pimsim.dram.simulate import run_command_trace, run_request_trace
     from pimsim.report.text import trace_summary
-    from pimsim.trace.files import read_command_trace, read_request_trace, trace_kind, write_command_trace
+    from pimsim.trace.files import (
+        file_sha256,
+        read_command_trace,
+        read_request_trace,
+        trace_kind,
+        write_command_trace,
+    )
 
     hw = _load(args)
     path = _trace_path(args.file)
     _check_writable(args.json_out, "--json")
     _check_writable(args.emit_commands, "--emit-commands")
     compiled = compile_standard(hw)
-    kind = trace_kind(path)
+    kind = trace_kind(path, args.trace_format)
     started = time.perf_counter()
     if kind == "commands":
         if args.max_outstanding is not None:
@@ -449,13 +459,15 @@ def cmd_trace_run(args) -> int:
         trace = read_command_trace(path, compiled)
         result = run_command_trace(compiled, trace, record=bool(args.emit_commands))
     else:
-        trace = read_request_trace(path, hw.dram.organization.capacity_bytes)
+        trace = read_request_trace(path, hw.dram.organization.capacity_bytes, args.trace_format)
         result = run_request_trace(compiled, trace, args.max_outstanding, record=bool(args.emit_commands))
     elapsed = time.perf_counter() - started
     out = result.summary()
     out["peak_bandwidth_GBps"] = hw.dram.peak_bandwidth_Bps / 1e9
     out["input"] = {"path": str(path), "kind": f"{kind[:-1]} trace", "entries": len(trace),
-                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                    "sha256": file_sha256(path)}
+    if args.trace_format != "pimsim":
+        out["input"]["format"] = args.trace_format
     if args.emit_commands:
         _write(args.emit_commands, lambda p: write_command_trace(p, compiled, result.record))
     return _finish(args, hw, out, elapsed, trace_summary)
@@ -727,7 +739,7 @@ def _sweep_frame(path: str):
     try:
         import pandas as pd
     except ImportError:
-        raise PimsimError("sweep plots need pandas and pyarrow: pip install '.[plot]'") from None
+        raise PimsimError("sweep plots need pandas and pyarrow (dependencies of pimsim: pip install .)") from None
     p = Path(path)
     p = p / "points.parquet" if p.is_dir() else p
     if not p.is_file():

@@ -18,8 +18,8 @@ hit), ACT (a miss) or PRE (a conflict). Requests whose row another request opene
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from pimsim._numba_cache import njit
 from pimsim.dram.timing_state import (
     B_OPEN,
     C_INSERTED,

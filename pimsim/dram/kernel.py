@@ -10,8 +10,8 @@ the kernel jumps from one issue cycle to the next.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from pimsim._numba_cache import njit
 from pimsim.dram.timing_state import (
     C_HITS,
     C_INSERTED,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
+from pimsim._numba_cache import njit
 from pimsim.dram.standard import Effect
 
 NEG = -(1 << 60)  # "never happened"

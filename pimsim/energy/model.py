@@ -19,12 +19,15 @@ closed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pimsim.config.models import HardwareConfig
-from pimsim.dram.compile import Compiled
 from pimsim.errors import PimsimError
+
+if TYPE_CHECKING:  # annotations only: a plot that needs COMPONENTS does not load pydantic or numba
+    from pimsim.config.models import HardwareConfig
+    from pimsim.dram.compile import Compiled
 
 COMPONENTS = {  # component -> title (report order)
     "activations": "row activations (ACT, ACTAB, PRE, PREA)",

@@ -32,13 +32,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from pimsim._numba_cache import njit
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
 from pimsim.dram.standard import Effect, Level
 from pimsim.errors import PimsimError
-from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, elements_in, round_acc, to_operands
+from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, elements_in, to_operands
+from pimsim.pim.rounding import round_acc
 
 # what each command does to the functional state
 R_NONE, R_OPEN, R_CLOSE, R_MAC, R_WRGB, R_RDMAC, R_WRITE, R_ZERO, R_WRACC = range(9)

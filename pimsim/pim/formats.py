@@ -15,11 +15,11 @@ row) are not stored in the banks; the ASIC applies them to the dot products (see
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import numpy as np
-from numba import njit
+if TYPE_CHECKING:
+    import numpy as np
 
 # bits one weight occupies in a DRAM row (ternary-b3: 8 bits per 5 trits)
 WEIGHT_BITS = {"bf16": Fraction(16), "fp16": Fraction(16), "int8": Fraction(8), "ternary": Fraction(2),
@@ -48,6 +48,8 @@ FP16_MAX = 65504.0
 
 def to_bf16(values) -> np.ndarray:
     """Round to bfloat16 (round to nearest, ties to even); returned as float32."""
+    import numpy as np  # here, not at the top: config checks read this module's tables without numpy
+
     x = np.ascontiguousarray(values, dtype=np.float32)
     bits = x.view(np.uint32)
     # uint32 arithmetic wraps only for NaNs with the sign bit set, which are restored below
@@ -64,6 +66,8 @@ def to_operands(values, fmt: str) -> np.ndarray:
     int8 operands must already be integers in [-128, 127], ternary ones in {-1, 0, 1} and binary ones in
     {-1, 1}: quantizing (choosing a scale) is the workload's business, not the memory's.
     """
+    import numpy as np
+
     x = np.asarray(values, dtype=np.float32)
     if fmt in _LEVELS:
         if not np.all(np.isin(x, _LEVELS[fmt])):
@@ -82,29 +86,12 @@ def to_operands(values, fmt: str) -> np.ndarray:
     raise ValueError(f"unknown operand format {fmt!r} (known: {', '.join(WEIGHT_FORMATS)})")
 
 
-@njit(cache=True)
-def round_fp16(x):
-    """Round a float64 to the nearest fp16 value (ties to even), overflowing to infinity."""
-    if x != x or x == 0.0 or math.isinf(x):
-        return x
-    a = abs(x)
-    mantissa, exponent = math.frexp(a)  # a = mantissa * 2**exponent, mantissa in [0.5, 1)
-    # fp16 keeps 11 significant bits for normal numbers (exponent of a in [1, 2) form >= -14), and a
-    # fixed quantum of 2**-24 below that
-    quantum = math.ldexp(1.0, max(exponent - 11, -24))
-    r = np.rint(a / quantum) * quantum
-    if r > FP16_MAX:
-        r = math.inf
-    return r if x > 0 else -r
+def __getattr__(name: str):
+    # The accumulator rounding kernels live in `pimsim.pim.rounding` so that the format tables above can be
+    # read (config checks, `pimsim validate`) without importing numba; `from ...formats import round_acc`
+    # still works.
+    if name in ("round_fp16", "round_acc"):
+        from pimsim.pim import rounding
 
-
-@njit(cache=True)
-def round_acc(x, kind):
-    """Round an exact (float64) sum to the accumulator format `kind` (ACC_*)."""
-    if kind == ACC_FP32:
-        return np.float64(np.float32(x))
-    if kind == ACC_FP16:
-        return round_fp16(x)
-    v = np.int64(x)  # int32 accumulators wrap around like two's-complement hardware
-    v = (v + 2**31) % 2**32 - 2**31
-    return np.float64(v)
+        return getattr(rounding, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

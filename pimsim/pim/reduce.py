@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from pimsim._numba_cache import njit
 
 @njit(cache=True)
 def _sum_f32(out_id, partial, n):

@@ -1,0 +1,50 @@
+"""Commands that simulate no model import only what they need (start-up time is measured by
+benchmarks/startup.py; this checks the behaviour that keeps it short)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import contextlib, io, json, sys
+from pimsim.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    rc = main(json.loads(sys.argv[1]))
+print(json.dumps({"rc": rc, "modules": sorted(m for m in sys.modules if "." not in m)}))
+"""
+
+HEAVY = {"torch", "transformers", "pandas", "matplotlib", "pyarrow", "dask", "distributed"}
+
+
+def _imported(argv: list[str]) -> tuple[int, set[str]]:
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["rc"], set(out["modules"])
+
+
+@pytest.mark.parametrize("argv", [["validate", "gddr6-aim.yaml"], ["model", "list"], ["config", "list"],
+                                  ["config", "show", "hbm-pim.yaml", "--format", "json"]])
+def test_commands_without_a_kernel_import_neither_ml_libraries_nor_numba(argv):
+    rc, modules = _imported(argv)
+    assert rc == 0
+    assert modules & (HEAVY | {"numba"}) == set()
+
+
+def test_a_kernel_command_imports_numba_but_no_ml_library():
+    rc, modules = _imported(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "16", "--cols", "16"])
+    assert rc == 0
+    assert "numba" in modules and modules & HEAVY == set()
+
+
+def test_a_plot_imports_matplotlib_but_neither_numba_nor_ml_libraries(tmp_path):
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"model": "gpt2", "hw": "gddr6-aim", "breakdown_s": {"pim": 2.0, "asic": 1.0}}))
+    rc, modules = _imported(["plot", "breakdown", str(run), "--out", str(tmp_path / "fig.png")])
+    assert rc == 0 and (tmp_path / "fig.png").stat().st_size > 0
+    assert "matplotlib" in modules and modules & (HEAVY - {"matplotlib"} | {"numba"}) == set()
