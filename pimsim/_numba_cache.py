@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numba
 
-_KERNEL_PACKAGES = ("dram", "pim")
+_KERNEL_PACKAGES = ("dram", "pim", "trace")  # every package with an njit kernel
 _configured: Path | None = None
 
 
