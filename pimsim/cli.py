@@ -591,7 +591,8 @@ def _cmd_run(args) -> int:
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
         _write(args.timeline, lambda p: write_timeline(p, list(result.timeline), title))
-    return _finish(args, result.hardware, out, time.perf_counter() - started, run_summary)
+    return _finish(args, result.hardware, out, time.perf_counter() - started,
+                   lambda record: run_summary(result, record.get("functional")))
 
 
 def _run_specdec(args) -> int:
@@ -609,7 +610,8 @@ def _run_specdec(args) -> int:
     _check_writable(args.json_out, "--json")
     started = time.perf_counter()
     result = simulate(spec)
-    return _finish(args, result.hardware, result.to_json(), time.perf_counter() - started, specdec_summary)
+    return _finish(args, result.hardware, result.to_json(), time.perf_counter() - started,
+                   lambda record: specdec_summary(result))
 
 
 def cmd_baseline(args) -> int:

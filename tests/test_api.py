@@ -18,7 +18,14 @@ capture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(capture)
 
 
-def test_run_returns_the_same_record_as_the_engine_did_before():
+@pytest.fixture
+def own_traces(tmp_path):
+    """Fresh traces (the shared graph cache may hold another checkout's graphs: config_hash would differ)."""
+    with capture.private_trace_cache(str(tmp_path)):
+        yield
+
+
+def test_run_returns_the_same_record_as_the_engine_did_before(own_traces):
     r = pimsim.run(hw="gddr6-aim", model="gpt2", prompt_len=16, gen_tokens=2)
     assert isinstance(r, RunResult) and r.kind == "decode"
     assert capture.canonical(dict(r.record)) == (GOLDEN / "fast-gddr6-aim-gpt2.json").read_text()
@@ -32,7 +39,7 @@ def test_run_returns_the_same_record_as_the_engine_did_before():
     assert r.to_frame().shape[0] == 1
 
 
-def test_spec_dec_run_through_the_api_matches_the_golden_record():
+def test_spec_dec_run_through_the_api_matches_the_golden_record(own_traces):
     r = pimsim.run(hw="gddr6-aim.yaml", spec_dec="draft=gpt2,target=gpt2-medium,k=2,alpha=0.8", prompt_len=16,
                    gen_tokens=6)
     assert r.kind == "spec_dec" and r.model == "gpt2-medium" and set(r.breakdown_s) == {"draft", "verify"}

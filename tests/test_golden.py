@@ -18,6 +18,12 @@ _spec.loader.exec_module(capture)
 ALL = list(capture.cases())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_traces(tmp_path_factory):
+    with capture.private_trace_cache(str(tmp_path_factory.mktemp("graphs"))):
+        yield
+
+
 def _compare(name: str) -> None:
     stored = (HERE / f"{name}.json").read_text()
     assert capture.canonical(capture.cases()[name]()) == stored, f"{name} differs from its golden file"

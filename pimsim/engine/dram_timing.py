@@ -18,6 +18,7 @@ idle).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -97,6 +98,24 @@ class _Known:
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
     extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
+
+
+class StreamTimer(Protocol):
+    """What the engines need of a fidelity: how long a PIM command stream takes from a start time, and
+    what the run's streams did (commands, row outcomes, per-channel busy time for the energy model).
+    :class:`CycleTiming` and :class:`FastTiming` are the two; the engines never look behind this (only
+    ``--check-protocol`` asks a CycleTiming that recorded its commands for ``protocol_violations()``)."""
+
+    fidelity: str
+    track_channels: bool  # record each channel's end of the last stream (timelines)
+    channel_ends: dict[int, int]
+    busy_ps: np.ndarray  # per channel: time spent running command streams
+
+    def run(self, stream: Stream, start_ps: int) -> int:
+        """The time the stream's last command is done, issued no earlier than start_ps."""
+
+    def counts(self) -> dict:
+        """Commands by kind, row hits/misses/conflicts, bytes over the pins, MACs by format, streams."""
 
 
 class CycleTiming:
@@ -272,7 +291,7 @@ class FastTiming:
         return out
 
 
-def timing_for(compiled: Compiled, fidelity: str, record: bool = False):
+def timing_for(compiled: Compiled, fidelity: str, record: bool = False) -> StreamTimer:
     if fidelity == "cycle":
         return CycleTiming(compiled, record)
     if fidelity == "fast":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import simpy
 
+from pimsim.engine.dram_timing import StreamTimer
 from pimsim.engine.lowering import NO_WORK, Step
 
 
@@ -31,7 +32,7 @@ class ChannelGroup:
     """One model's memory: its links and PIM channels (each a unit taking one step at a time) and the
     stream timer of its DRAM state."""
 
-    def __init__(self, env: simpy.Environment, timing):
+    def __init__(self, env: simpy.Environment, timing: StreamTimer):
         self.timing = timing
         self.link = simpy.Resource(env, capacity=1)
         self.pim = simpy.Resource(env, capacity=1)
@@ -45,7 +46,7 @@ class System:
         self.asic = simpy.Resource(self.env, capacity=1)
         self._groups: dict[int, ChannelGroup] = {}
 
-    def group(self, timing) -> ChannelGroup:
+    def group(self, timing: StreamTimer) -> ChannelGroup:
         """The channel group timed by `timing` (models sharing a DRAM state share its group)."""
         got = self._groups.get(id(timing))
         if got is None:

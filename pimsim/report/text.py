@@ -107,67 +107,69 @@ def attention_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_summary(result: dict) -> str:
-    """The ``pimsim run`` report: latency, throughput, where the time went, and how well it used the banks."""
-    hw = result["config"]
-    org = hw["dram"]["organization"]
+def run_summary(result, functional: dict | None = None) -> str:
+    """The ``pimsim run`` report of a :class:`~pimsim.run_types.RunResult`: latency, throughput, where
+    the time went, and how well it used the banks (``functional``: the co-simulation's comparison)."""
+    hw = result.hardware
+    org = hw.dram.organization
+    r = result.record
     lines = [
-        f"model      {result['model']} ({result['graph']['weights'] / 1e6:,.0f} M weights, "
-        + (f"{result['encoder']['layers']} encoder + " if "encoder" in result else "")
-        + f"{result['graph']['layers']} {'decoder ' if 'encoder' in result else ''}layers)  on  {result['hw']} "
-        f"({hw['dram']['standard']}, "
-        f"{org['channels']} channels)",
-        f"run        prompt {result['prompt_len']} tokens in the KV cache, {result['tokens']} generated; "
-        f"{result['schedule']} schedule, {result['fidelity']} fidelity",
-        f"latency    {_time(result['latency_per_token_s'])} per token (first {_time(result['latency_first_token_s'])}, "
-        f"last {_time(result['latency_last_token_s'])});  {result['tokens_per_s']:,.1f} tokens/s",
-        f"total      {_time(result['total_time_s'])} simulated",
+        f"model      {result.model} ({r['graph']['weights'] / 1e6:,.0f} M weights, "
+        + (f"{r['encoder']['layers']} encoder + " if "encoder" in r else "")
+        + f"{r['graph']['layers']} {'decoder ' if 'encoder' in r else ''}layers)  on  {result.hw} "
+        f"({hw.dram.standard}, "
+        f"{org.channels} channels)",
+        f"run        prompt {result.prompt_len} tokens in the KV cache, {result.tokens} generated; "
+        f"{result.spec.schedule} schedule, {result.spec.fidelity} fidelity",
+        f"latency    {_time(result.latency_per_token_s)} per token (first {_time(r['latency_first_token_s'])}, "
+        f"last {_time(r['latency_last_token_s'])});  {result.tokens_per_s:,.1f} tokens/s",
+        f"total      {_time(result.total_time_s)} simulated",
         "",
         f"{'part':<48}{'time':>12}{'share':>9}",
     ]
-    enc = result.get("encoder")
+    enc = r.get("encoder")
     if enc is not None:  # an encoder-decoder's encoder pass: once, before the first token, apart from the above
-        lines[1] += f"; source {result['source_len']} tokens"
+        lines[1] += f"; source {r['source_len']} tokens"
         energy = f", {_joules(enc['energy_J'])}" if "energy_J" in enc else ""
         top = sorted(enc["breakdown_s"].items(), key=lambda kv: -kv[1])[:3]
         most = ", ".join(f"{enc['breakdown_titles'][k]} {100 * enc['breakdown_share'][k]:.0f}%" for k, _ in top)
         lines.insert(4, f"encoder    {_time(enc['time_s'])}{energy} once over {enc['source_len']} source tokens, "
                         f"before the first token (not in the latency above): {enc['counted']['gemv_passes']:,} "
                         f"GEMV passes; most in {most}")
-    if result.get("weight_format") and result["weight_format"] != result.get("kv_format"):
-        lines.insert(2, f"formats    block weights {result['weight_format']} (inputs "
-                        f"{hw['pim']['activation_format']}); KV cache, embeddings and LM head {result['kv_format']}")
-    for part, seconds in sorted(result["breakdown_s"].items(), key=lambda kv: -kv[1]):
-        share = 100 * result["breakdown_share"][part]
-        lines.append(f"  {result['breakdown_titles'][part]:<46}{_time(seconds):>12}{share:>8.1f}%")
+    if result.weight_format and result.weight_format != r.get("kv_format"):
+        lines.insert(2, f"formats    block weights {result.weight_format} (inputs "
+                        f"{hw.pim.activation_format}); KV cache, embeddings and LM head {r['kv_format']}")
+    for part, seconds in sorted(result.breakdown_s.items(), key=lambda kv: -kv[1]):
+        share = 100 * r["breakdown_share"][part]
+        lines.append(f"  {r['breakdown_titles'][part]:<46}{_time(seconds):>12}{share:>8.1f}%")
     lines.append("")
-    rate = result["row_hit_rate"]
-    lines.append(f"rows       hit rate {100 * rate:.2f}%  ({result['row_hits']:,} hits, {result['row_misses']:,} "
-                 f"misses, {result['row_conflicts']:,} conflicts)" if rate is not None else "rows       none accessed")
-    ratio = result["bytes_internal"] / result["bytes_external"] if result["bytes_external"] else float("inf")
-    lines.append(f"data       {_si_bytes(result['bytes_internal'])} read by the MAC units inside the banks, "
-                 f"{_si_bytes(result['bytes_external'])} over the pins ({ratio:,.0f}x less)")
-    lines.append(f"bound      {100 * result['bound_efficiency']:.1f}% of the internal-bandwidth bound "
-                 f"({_time(result['bound_time_s'])} to read every weight and cached K/V once at peak MAC rate)")
-    mem = result["memory"]
+    rate = r["row_hit_rate"]
+    lines.append(f"rows       hit rate {100 * rate:.2f}%  ({r['row_hits']:,} hits, {r['row_misses']:,} "
+                 f"misses, {r['row_conflicts']:,} conflicts)" if rate is not None else "rows       none accessed")
+    ratio = r["bytes_internal"] / r["bytes_external"] if r["bytes_external"] else float("inf")
+    lines.append(f"data       {_si_bytes(r['bytes_internal'])} read by the MAC units inside the banks, "
+                 f"{_si_bytes(r['bytes_external'])} over the pins ({ratio:,.0f}x less)")
+    lines.append(f"bound      {100 * r['bound_efficiency']:.1f}% of the internal-bandwidth bound "
+                 f"({_time(r['bound_time_s'])} to read every weight and cached K/V once at peak MAC rate)")
+    mem = r["memory"]
     lines.append(f"memory     {mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows per bank used "
                  f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
                  f"{mem['kv_cache_tokens_reserved']:,} tokens"
                  + (f", cross-attention K/V for {mem['cross_kv_tokens_reserved']:,} source tokens"
                     if "cross_kv_tokens_reserved" in mem else ""))
-    if "energy_per_token_J" in result:
+    if result.energy_per_token_J is not None:
         from pimsim.energy.model import COMPONENTS
 
-        lines.append(f"energy     {_joules(result['energy_per_token_J'])} per token "
-                     f"({_joules(result['energy_per_token_per_param_J'])} per token per weight), average "
-                     f"{result['average_power_W']:.2f} W")
-        total = result["energy_total_J"]
-        per_token = result["energy_per_token_J"] / total
-        for part, joules in sorted(result["energy_breakdown_J"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"energy     {_joules(result.energy_per_token_J)} per token "
+                     f"({_joules(r['energy_per_token_per_param_J'])} per token per weight), average "
+                     f"{r['average_power_W']:.2f} W")
+        total = r["energy_total_J"]
+        per_token = result.energy_per_token_J / total
+        for part, joules in sorted(result.energy_breakdown_J.items(), key=lambda kv: -kv[1]):
             if joules > 0:
                 lines.append(f"  {COMPONENTS[part]:<52}{_joules(joules * per_token):>12} /token"
                              f"{100 * joules / total:>8.1f}%")
-    f = result.get("functional")
+    f = functional
     if f:
         matches = sum(f["top1_matches"])
         lines.append(f"functional {f['weights']}, {f['prompt_tokens']} prompt tokens: top-1 agreement with PyTorch "
@@ -176,14 +178,15 @@ def run_summary(result: dict) -> str:
                      f"logit), mean {f['mean_abs_logit_error']:.3g}")
         if "reference_text" in f:
             lines.append(f"           {f['prompt']!r} -> PyTorch {f['reference_text']!r}, PIM {f['pim_text']!r}")
-    lines.append(f"traceable  config_hash {result['config_hash']}, pimsim {result['pimsim_version']}; "
+    lines.append(f"traceable  config_hash {result.config_hash}, pimsim {r['pimsim_version']}; "
                  f"--json has the resolved config, the model card and every count")
     return "\n".join(lines)
 
 
-def specdec_summary(result: dict) -> str:
-    """The ``pimsim run --spec-dec`` report: tokens per verify step, latency, speed-up and energy against
-    plain decoding of the target on the same hardware."""
+def specdec_summary(run) -> str:
+    """The ``pimsim run --spec-dec`` report of a :class:`~pimsim.run_types.RunResult`: tokens per verify
+    step, latency, speed-up and energy against plain decoding of the target on the same hardware."""
+    result = run.record
     spec = result["spec_dec"]
     acc = spec["acceptance"]
     source = (f"alpha {acc['alpha']} (seed {acc['seed']})" if acc.get("alpha") is not None else
@@ -191,21 +194,21 @@ def specdec_summary(result: dict) -> str:
     where = spec["placement"] + (f", draft on {spec['draft_channels']} channels" if spec.get("draft_channels") else "")
     ar = result["autoregressive"]
     lines = [
-        f"spec-dec   target {result['target']}, draft {result['draft']}  on  {result['hw']}; k = {spec['k']}, "
+        f"spec-dec   target {run.model}, draft {result['draft']}  on  {run.hw}; k = {spec['k']}, "
         f"{spec['policy']} policy, {where}",
-        f"run        prompt {result['prompt_len']} tokens, {result['tokens']} generated in {result['rounds']} rounds "
+        f"run        prompt {run.prompt_len} tokens, {run.tokens} generated in {result['rounds']} rounds "
         f"({result['target_passes']} target passes); acceptance {source}",
         f"accepted   {result['tokens_per_verify_step']:.2f} tokens per target pass"
         + (f" (expected {result['expected_tokens_per_verify_step']:.2f})"
            if "expected_tokens_per_verify_step" in result else ""),
-        f"latency    {_time(result['latency_per_token_s'])} per token;  {result['tokens_per_s']:,.1f} tokens/s  "
-        f"(draft busy {_time(result['time_s']['draft'])}, verify {_time(result['time_s']['verify'])})",
+        f"latency    {_time(run.latency_per_token_s)} per token;  {run.tokens_per_s:,.1f} tokens/s  "
+        f"(draft busy {_time(run.breakdown_s['draft'])}, verify {_time(run.breakdown_s['verify'])})",
         f"vs plain   {_time(ar['latency_per_token_s'])} per token autoregressive: speed-up "
         f"{result['speedup_over_autoregressive']:.3f}x",
     ]
-    if "energy_per_token_J" in result:
+    if run.energy_per_token_J is not None:
         ratio = result.get("energy_ratio_over_autoregressive")
-        lines.append(f"energy     {_joules(result['energy_per_token_J'])} per token"
+        lines.append(f"energy     {_joules(run.energy_per_token_J)} per token"
                      + (f" ({ratio:.3f}x plain decoding's {_joules(ar['energy_per_token_J'])})" if ratio else ""))
     lines += [f"note       {n}" for n in result["notes"]]
     return "\n".join(lines)

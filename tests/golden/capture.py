@@ -8,6 +8,10 @@ Each case is one run through the Python API with its host (wall-clock) keys drop
 canonical JSON (sorted keys, floats by repr), so two runs of the same code give the same bytes. The
 per-token latency list is kept (it is short: 2 tokens). ``tests/test_golden.py`` recomputes the cheap
 cases in the default test run and all of them under ``-m slow``.
+
+Graphs are traced afresh into a private cache (:func:`private_trace_cache`): the shared one in
+``~/.cache/pimsim/graphs`` may hold graphs another checkout's tracer wrote under the same key, and a
+graph's identity is part of every ``config_hash``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -26,6 +32,20 @@ SPEC_CARDS = {"gpt2-large-pearl-gpt2", "gpt2-xl-spec-gpt2", "smollm2-self-spec"}
 # too large for a memory at any format the card allows: they raise a clear error, captured as such
 CHEAP = {"fast-gddr6-aim-gpt2", "fast-hbm-pim-gpt2-ternary", "cycle-gddr6-aim-gpt2", "overlap-hbm-pim-gpt2",
          "specdec-vanilla", "encdec-bart-base-gddr6-aim", "sweep-rows"}
+
+
+@contextmanager
+def private_trace_cache(directory: str | None = None):
+    """Trace graphs into `directory` (a fresh temporary one by default) instead of the shared cache."""
+    from pimsim.workloads import tracer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = tracer.cache_dir
+        tracer.cache_dir = lambda: Path(directory or tmp)
+        try:
+            yield
+        finally:
+            tracer.cache_dir = saved
 
 
 def _strip(value):
@@ -104,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", default=None, help="only cases whose name contains this")
     args = ap.parse_args(argv)
     bad = []
+    with private_trace_cache():
+        _write_or_check(args, bad)
+    return 1 if bad else 0
+
+
+def _write_or_check(args, bad: list) -> None:
     for name, compute in cases().items():
         if args.only == "cheap" and name not in CHEAP or args.k and args.k not in name:
             continue
@@ -118,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text)
             print(f"wrote {path.name} ({len(text):,} B)", flush=True)
-    return 1 if bad else 0
 
 
 if __name__ == "__main__":
