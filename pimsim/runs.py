@@ -94,7 +94,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
-    total = sum(per_token_s)
+    total = sum(result.per_token_ps) * 1e-12  # from integer picoseconds, as every other total is
     counts = result.counts
     g = Geometry.of(hw)
     macs = counts["commands"].get("MACAB", 0) + counts["commands"].get("MACSB", 0)

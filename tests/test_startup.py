@@ -44,7 +44,8 @@ def test_a_kernel_command_imports_numba_but_no_ml_library():
 
 def test_a_plot_imports_matplotlib_but_neither_numba_nor_ml_libraries(tmp_path):
     run = tmp_path / "run.json"
-    run.write_text(json.dumps({"model": "gpt2", "hw": "gddr6-aim", "breakdown_s": {"pim": 2.0, "asic": 1.0}}))
+    run.write_text(json.dumps({"model": "gpt2", "hw": "gddr6-aim", "breakdown_s": {"pim": 2.0, "asic": 1.0},
+                               "per_token_s": [3.0]}))
     rc, modules = _imported(["plot", "breakdown", str(run), "--out", str(tmp_path / "fig.png")])
     assert rc == 0 and (tmp_path / "fig.png").stat().st_size > 0
     assert "matplotlib" in modules and modules & (HEAVY - {"matplotlib"} | {"numba"}) == set()

@@ -44,7 +44,7 @@ from pimsim.errors import PimsimError, TraceError
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.opgraph import Op, OpGraph
 
-TRACER_VERSION = 3  # bump when the graph a trace produces changes; part of the cache key
+TRACER_VERSION = 4  # bump when the graph a trace produces changes; part of the cache key
 _PAST = (3, 7)  # cache lengths of the two traces
 _SOURCE = (16, 24)  # source lengths of an encoder-decoder's traces (the third at _PAST[0], _SOURCE[1])
 
