@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # annotations only: a plot that needs COMPONENTS does not loa
 COMPONENTS = {  # component -> title (report order)
     "activations": "row activations (ACT, ACTAB, PRE, PREA)",
     "mac": "PIM MACs in the banks (MACAB, MACSB)",
-    "array_rw": "array reads/writes (RD, WR, WRAB: KV cache, embeddings, results)",
-    "global_buffer": "PIM registers: buffer, results, modes (WRGB, RDMAC, MODCH, WRCRF, PIMON/OFF)",
+    "array_rw": "array reads/writes (RD, WR, WRAB)",
+    "global_buffer": "PIM registers (WRGB, RDMAC, mode changes)",
     "refresh": "refresh (REF)",
     "io": "data over the memory's pins",
     "link": "data over the ASIC<->controller links",
