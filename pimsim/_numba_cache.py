@@ -111,7 +111,8 @@ def discard_damaged(target: Path) -> list[Path]:
         import sys
 
         print(f"pimsim: discarded {len(removed)} damaged numba cache file(s) in {target} "
-              f"({', '.join(str(p.relative_to(target)) for p in removed[:4])}); those kernels compile again", file=sys.stderr)
+              f"({', '.join(str(p.relative_to(target)) for p in removed[:4])}); those kernels compile again",
+              file=sys.stderr)
     return removed
 
 

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     q = msub.add_parser("list", help="list the bundled model cards")
     q.set_defaults(func=cmd_model_list)
-    q = msub.add_parser("import", help="write a model card from a Hugging Face config.json (or a directory holding one)")
+    q = msub.add_parser("import", help="write a model card from a Hugging Face config.json (or a directory "
+                                       "holding one)")
     q.add_argument("config", metavar="CONFIG.json|DIR")
     q.add_argument("-o", "--out", required=True, metavar="CARD.yaml", help="where to write the card")
     q.add_argument("--name", help="the card's name (default: the config's directory or file name)")

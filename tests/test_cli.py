@@ -168,7 +168,8 @@ def test_trace_run_gemv_json(capsys):
     assert d["bandwidth_GBps"] == pytest.approx(d["bytes"] / d["time_s"] / 1e9)
     assert d["peak_bandwidth_GBps"] == pytest.approx(256.0)
     assert d["config"]["name"] == "gddr6-aim" and "derived" in d["config"]
-    assert d["input"]["kind"] == "command trace" and d["input"]["entries"] == 9088 + 8 * 16 * 2  # + AiM mode changes: 2 per row
+    # + AiM's mode changes: 2 per row
+    assert d["input"]["kind"] == "command trace" and d["input"]["entries"] == 9088 + 8 * 16 * 2
     assert d["input"]["path"].endswith("gemv-2048x1024-aim.csv")
     # a lower bound nobody can beat: each channel issues 64 WRGB + 1024 MACAB (+ 16 RDMAC) on one
     # command bus, and MACs follow one another at nCCDL = 2 cycles at best

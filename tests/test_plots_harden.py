@@ -118,14 +118,16 @@ def test_bad_plot_inputs_end_in_one_message(tmp_path, capsys):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "list.json").write_text("[1, 2]")
     out = str(tmp_path / "x.png")
-    cases = [(["sweep", str(sweep), "--x", "dram.channels", "--y", "nope", "--where", "model=gpt2"], "no metric 'nope'"),
+    cases = [(["sweep", str(sweep), "--x", "dram.channels", "--y", "nope", "--where", "model=gpt2"],
+              "no metric 'nope'"),
              (["sweep", str(tmp_path / "garbage.parquet"), "--x", "a", "--y", "b"], "not a readable points.parquet"),
              (["tokens", str(tmp_path / "spec.json")], "speculative-decoding result"),
              (["compare", str(tmp_path / "list.json")], "not a `pimsim compare --json` result"),
              (["timeline", str(tmp_path / "spec.json")], "not a --timeline trace"),
              (["heatmap", str(sweep), "--x", "dram.channels", "--y", "asic.freq_MHz", "--value", "model",
                "--where", "weight_format=bf16"], "--value model: not a number"),
-             (["sweep", str(sweep), "--x", "dram.channels", "--y", "latency_per_token_s", "--where", "weight_format=fp8"],
+             (["sweep", str(sweep), "--x", "dram.channels", "--y", "latency_per_token_s",
+               "--where", "weight_format=fp8"],
               "no row has weight_format = 'fp8'")]
     for argv, message in cases:
         assert main(["plot", *argv, "--out", out]) == 2, argv

@@ -222,7 +222,8 @@ def validate(raw: Any, source: str) -> HardwareConfig:
     if config is not None and derived is not None and not problems:
         expected = derived_values(config)
         if not isinstance(derived, dict):
-            problems.append(Problem("derived", "computed values (as `pimsim config show` prints them), or leave it out"))
+            problems.append(Problem("derived", "computed values (as `pimsim config show` prints them), "
+                                               "or leave it out"))
         else:
             for key, value in derived.items():
                 if key not in expected:

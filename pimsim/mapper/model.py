@@ -21,8 +21,8 @@ import numpy as np
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
 from pimsim.errors import PimsimError
-from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
 from pimsim.mapper import hbm_pim_gemv
+from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
 from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
 from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_pack, auto_split, place_gemv
 from pimsim.workloads.opgraph import OpGraph

@@ -6,6 +6,7 @@ import numpy as np
 
 from pimsim._numba_cache import njit
 
+
 @njit(cache=True)
 def _sum_f32(out_id, partial, n):
     y = np.zeros(n, np.float32)

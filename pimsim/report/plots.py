@@ -125,7 +125,8 @@ def _refuse_hidden_axes(frame, plotted: list[str], what: str) -> None:
         parts = [f"{_key_label(c).split(' (')[0]} ({', '.join(sorted(map(str, frame[c].dropna().unique()))[:6])})"
                  for c in hidden]
         raise PimsimError(f"plot {what}: {'; '.join(parts)} also vary and the figure would mix them; pick one "
-                          f"value each with --where KEY=V" + (", or draw one with --hue KEY" if what == "sweep" else ""))
+                          "value each with --where KEY=V"
+                          + (", or draw one with --hue KEY" if what == "sweep" else ""))
 
 
 def _fixed_note(frame, plotted: list[str]) -> str:

@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, Problem
-from pimsim.workloads.hf_import import card_fields, is_hf_config_path, read_hf_config
 from pimsim.resources import resolve
-
+from pimsim.workloads.hf_import import card_fields, is_hf_config_path, read_hf_config
 
 # Bounded before any tracing: a mistyped layer count would otherwise trace for minutes with no output.
 MAX_LAYERS = 1024
