@@ -129,16 +129,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _rows(path: Path):
+def _read_text(path: Path) -> str:
+    """The whole file as text; one message naming the line of the first byte that is not UTF-8."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise TraceError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
+
+
+def _rows(path: Path):
+    text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for fields in reader:
@@ -328,15 +333,7 @@ def read_request_trace_by_line(path: str | Path, capacity_bytes: int) -> Request
 
 
 def _text_lines(path: Path):
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise TraceError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
+    text = _read_text(path)
     for lineno, line in enumerate(text.splitlines(), 1):
         tokens = line.split()
         if tokens and not tokens[0].startswith("#"):
