@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     p.add_argument("--timeline", metavar="OUT.json",
-                   help="write a Perfetto / Chrome trace of ASIC, link and PIM activity (open in ui.perfetto.dev)")
+                   help="write a Perfetto / Chrome trace of ASIC, link and PIM activity, with a track of tokens "
+                        "(open in ui.perfetto.dev; a name ending in .gz is written gzip-compressed)")
+    p.add_argument("--timeline-tokens", type=_positive, metavar="N",
+                   help="keep only the first N tokens in the --timeline trace (default: every token)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--check-protocol", action="store_true",
                    help="with --fidelity cycle: re-verify every issued command with the independent protocol checker "
@@ -560,6 +563,8 @@ def _cmd_run(args) -> int:
     _check_fits_at_all(card, hw)
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
+    if args.timeline_tokens is not None and not args.timeline:
+        raise PimsimError("--timeline-tokens goes with --timeline")
     tokens = card.defaults.gen_tokens if args.gen_tokens is None else args.gen_tokens
     if (args.weights or args.prompt) and not args.functional:
         raise PimsimError("--weights and --prompt go with --functional")
@@ -591,7 +596,9 @@ def _cmd_run(args) -> int:
         out.setdefault("host", {})["functional_wall_clock_s"] = out["functional"].pop("wall_clock_s", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
-        _write(args.timeline, lambda p: write_timeline(p, list(result.timeline), title))
+        per_token_ps = [round(t * 1e12) for t in out["per_token_s"]]
+        _write(args.timeline, lambda p: write_timeline(p, list(result.timeline), title, per_token_ps,
+                                                       args.timeline_tokens))
     return _finish(args, result.hardware, out, time.perf_counter() - started,
                    lambda record: run_summary(result, record.get("functional")))
 
@@ -601,6 +608,7 @@ def _run_specdec(args) -> int:
     from pimsim.runs import simulate
 
     unsupported = [flag for flag, on in (("--functional", args.functional), ("--timeline", args.timeline),
+                                         ("--timeline-tokens", args.timeline_tokens),
                                          ("--weights", args.weights), ("--prompt", args.prompt),
                                          ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
                                          ("--schedule overlap", args.schedule == "overlap")) if on]
@@ -728,7 +736,7 @@ def cmd_plot(args) -> int:
         elif args.kind == "tokens":
             fig = plots.tokens(plots.load_json(args.inputs[0]), args.inputs[0])
         else:
-            fig = plots.timeline(plots.load_json(args.inputs[0]))
+            fig = plots.timeline(plots.load_timeline(args.inputs[0]))
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
         # a file of another kind than this plot reads: one message, not the traceback of where it broke
         raise PimsimError(f"plot {args.kind}: {', '.join(args.inputs)} is not {expected} "

@@ -23,9 +23,11 @@ MODES = ("decode", "spec_dec")
 SCHEDULES = ("serial", "overlap")
 FIDELITIES = ("cycle", "fast")
 
+# sweep-row columns of each part's time and energy, summed over the run's tokens
+TIME_PART_PREFIX, ENERGY_PART_PREFIX = "time_total_s:", "energy_total_J:"
 # the figures a sweep row keeps of a run, by its kind
 DECODE_ROW_METRICS = ("weight_format", "latency_per_token_s", "latency_first_token_s", "latency_last_token_s",
-                      "tokens_per_s", "total_time_s", "row_hit_rate", "bytes_internal", "bytes_external",
+                      "tpot_p50_s", "tpot_p90_s", "tpot_p99_s", "tokens_per_s", "total_time_s", "row_hit_rate", "bytes_internal", "bytes_external",
                       "bound_efficiency", "energy_per_token_J", "energy_per_token_per_param_J", "average_power_W",
                       "config_hash")
 SPEC_DEC_ROW_METRICS = ("latency_per_token_s", "tokens_per_s", "total_time_s", "tokens_per_verify_step",
@@ -189,11 +191,13 @@ class RunResult:
     def to_row(self) -> dict:
         """One flat sweep row: the headline figures, then ``time:PART`` and ``energy:COMPONENT``."""
         r = self.record
+        where = {"hw": self.hw, "prompt_len": r.get("prompt_len"), "gen_tokens": r.get("tokens")}
         if self.kind == "spec_dec":
-            return {k: r.get(k) for k in SPEC_DEC_ROW_METRICS}
-        row = {k: r.get(k) for k in DECODE_ROW_METRICS}
-        row.update({f"time:{k}": v for k, v in r["breakdown_s"].items()})
-        row.update({f"energy:{k}": v for k, v in r.get("energy_breakdown_J", {}).items()})
+            return {**where, **{k: r.get(k) for k in SPEC_DEC_ROW_METRICS}}
+        row = {**where, **{k: r.get(k) for k in DECODE_ROW_METRICS}}
+        # each part's time and energy over the whole run (not per token: the scope is in the name)
+        row.update({f"{TIME_PART_PREFIX}{k}": v for k, v in r["breakdown_s"].items()})
+        row.update({f"{ENERGY_PART_PREFIX}{k}": v for k, v in r.get("energy_breakdown_J", {}).items()})
         return row
 
     def to_frame(self):

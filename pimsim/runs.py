@@ -113,6 +113,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "latency_first_token_s": per_token_s[0],
         "latency_last_token_s": per_token_s[-1],
         "latency_median_token_s": statistics.median(per_token_s),
+        # TPOT, time per output token: its mean is latency_per_token_s; percentiles where there are several
+        **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
         "tokens_per_s": gen_tokens / total,
         "total_time_s": total,
         "breakdown_s": {k: v * 1e-12 for k, v in result.breakdown_ps.items() if v},
@@ -148,6 +150,18 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if timeline:
         out["_timeline"] = result.timeline  # taken out by the CLI, written as a trace file
     return out
+
+
+TPOT_PERCENTILES = (50, 90, 99)
+
+
+def tpot_percentiles(per_token_s: list[float]) -> dict[str, float]:
+    """``tpot_p50_s``, ``tpot_p90_s``, ``tpot_p99_s``: percentiles of the time per output token (linear
+    interpolation between the sorted tokens, numpy's default)."""
+    import numpy as np
+
+    values = np.percentile(np.asarray(per_token_s, float), TPOT_PERCENTILES)
+    return {f"tpot_p{q}_s": float(v) for q, v in zip(TPOT_PERCENTILES, values)}
 
 
 def hardware_for(hw: HardwareConfig, card: ModelCard, weight_format: str | None = None) -> HardwareConfig:

@@ -35,7 +35,7 @@ def test_run_returns_the_same_record_as_the_engine_did_before(own_traces):
     assert d["config"]["name"] == r.hw and d["config"]["derived"]["access_bytes"] == 32
     row = r.to_row()
     assert row["latency_per_token_s"] == r.latency_per_token_s
-    assert row["time:ffn"] == r.breakdown_s["ffn"]
+    assert row["time_total_s:ffn"] == r.breakdown_s["ffn"]
     assert r.to_frame().shape[0] == 1
 
 

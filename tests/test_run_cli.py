@@ -66,7 +66,7 @@ def test_timeline_is_a_chrome_trace(capsys, tmp_path):
     assert rc == 0, err
     events = json.loads(path.read_text())["traceEvents"]
     slices = [e for e in events if e["ph"] == "X"]
-    assert {e["tid"] for e in slices} == {1, 2, 3} | {100 + ch for ch in range(8)}  # units, then channels
+    assert {e["tid"] for e in slices} == {0, 1, 2, 3} | {100 + ch for ch in range(8)}  # tokens, units, channels
     assert all(e["dur"] > 0 for e in slices if e["tid"] < 100)
     assert any(e["cat"] == "softmax" for e in slices)
     pim = [e for e in slices if e["tid"] == 3]
@@ -90,6 +90,29 @@ def test_timeline_channel_tracks_end_with_their_streams(capsys, tmp_path, fideli
     for e in slices:
         if e["tid"] >= 100:  # no channel outlasts the stream it belongs to
             assert e["ts"] + e["dur"] <= by_start[e["ts"]] + 1e-6
+
+
+def test_timeline_marks_each_token_and_keeps_the_first_n_gzipped(capsys, tmp_path):
+    """Before: no token boundaries, and every token of a long run in one uncompressed file."""
+    import gzip
+
+    whole, capped = tmp_path / "all.json", tmp_path / "two.json.gz"
+    argv = ("run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "4", "--quiet", "--json", "-")
+    out = json.loads(run(capsys, *argv, "--timeline", str(whole))[1])
+    events = json.loads(whole.read_text())["traceEvents"]
+    tokens = [e for e in events if e["ph"] == "X" and e["tid"] == 0]
+    assert [e["name"] for e in tokens] == [f"token {i}" for i in range(4)]
+    assert [e["dur"] for e in tokens] == pytest.approx([t * 1e6 for t in out["per_token_s"]])
+    ends = [e["ts"] + e["dur"] for e in tokens]
+    assert ends[-1] == pytest.approx(max(e["ts"] + e["dur"] for e in events if e["ph"] == "X"))
+    run(capsys, *argv, "--timeline", str(capped), "--timeline-tokens", "2")
+    with gzip.open(capped, "rt") as f:
+        short = json.loads(f.read())["traceEvents"]
+    assert [e["name"] for e in short if e["ph"] == "X" and e["tid"] == 0] == ["token 0", "token 1"]
+    assert max(e["ts"] for e in short if e["ph"] == "X") < ends[1]
+    assert len(short) < len(events) and "first 2 of 4 tokens" in short[0]["args"]["name"]
+    assert main(["plot", "timeline", str(capped), "--out", str(tmp_path / "t.png")]) == 0
+    assert main(["run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--timeline-tokens", "2"]) == 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -159,3 +182,26 @@ def test_config_hash_names_the_graph_not_the_library_versions(monkeypatch):
 
     monkeypatch.setattr("pimsim.runs.traced_graph", one_op_less)
     assert run_model("gddr6-aim.yaml", "gpt2", prompt_len=8, gen_tokens=1)["config_hash"] != first["config_hash"]
+
+
+def test_tpot_percentiles_and_sweep_row_scope(capsys):
+    """TPOT (time per output token) at p50/p90/p99 where there are several tokens; sweep rows name the
+    hardware and lengths, and say that each part's figures are totals over the run."""
+    import numpy as np
+
+    from pimsim.run_types import RunSpec
+    from pimsim.runs import simulate
+
+    r = json.loads(run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "5",
+                       "--prompt-len", "250", "--json", "-")[1])
+    for q in (50, 90, 99):
+        assert r[f"tpot_p{q}_s"] == pytest.approx(float(np.percentile(r["per_token_s"], q)))
+    assert r["tpot_p50_s"] == pytest.approx(r["latency_median_token_s"])
+    assert min(r["per_token_s"]) <= r["tpot_p50_s"] <= r["tpot_p90_s"] <= r["tpot_p99_s"] <= max(r["per_token_s"])
+    one = json.loads(run(capsys, "run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "1",
+                         "--json", "-")[1])
+    assert "tpot_p50_s" not in one  # one token has no distribution
+    row = simulate(RunSpec(model="gpt2", hw="gddr6-aim.yaml", prompt_len=8, gen_tokens=2)).to_row()
+    assert (row["hw"], row["prompt_len"], row["gen_tokens"]) == ("gddr6-aim", 8, 2)
+    total = sum(v for k, v in row.items() if k.startswith("time_total_s:"))
+    assert total == pytest.approx(row["total_time_s"])  # serial: the parts add up to the run, not a token

@@ -52,7 +52,7 @@ def test_sweep_runs_resumes_and_records_failures(tmp_path):
     rows = {r["set:asic.lanes"]: r for r in read_rows(tmp_path / "points.jsonl")}
     assert rows[0]["status"] == "error" and "asic.lanes" in rows[0]["error"]
     assert rows[256]["status"] == "ok" and rows[256]["latency_per_token_s"] < rows[64]["latency_per_token_s"]
-    assert rows[64]["energy:mac"] > 0 and rows[64]["time:ffn"] > 0 and rows[64]["config_hash"]
+    assert rows[64]["energy_total_J:mac"] > 0 and rows[64]["time_total_s:ffn"] > 0 and rows[64]["config_hash"]
     import pandas as pd
 
     frame = pd.read_parquet(tmp_path / "points.parquet")

@@ -141,7 +141,8 @@ def _ok_rows(frame, needed: list[str]):
         frame = frame[frame["status"] == "ok"]
     for column in needed:
         if column not in frame:
-            metrics = [c for c in frame.columns if not c.startswith(("set:", "run:", "time:", "energy:"))
+            metrics = [c for c in frame.columns if not c.startswith(("set:", "run:", "time_total_s:",
+                                                                      "energy_total_J:"))
                        and c not in ("id", "status", "error", "model", "pimsim_version")]
             raise PimsimError(f"no metric {column!r} in the sweep (metrics: {', '.join(metrics)})")
     if frame.empty:
@@ -420,8 +421,11 @@ def timeline(trace: dict, token_end_us: float | None = None):
 
 
 def _first_token_end(events) -> float | None:
-    """Where the first token ends: the end of the first LM-head reduction on the ASIC (its last step);
-    None when the trace has no LM-head step on the ASIC."""
+    """Where the first token ends: the end of its slice on the tokens track, else (a trace without one)
+    the end of the first LM-head reduction on the ASIC (its last step); None when neither is there."""
+    tokens = [e["ts"] + e["dur"] for e in events if e.get("cat") == "token" and e.get("args", {}).get("token") == 0]
+    if tokens:
+        return tokens[0]
     lm = [e["ts"] + e["dur"] for e in events if e["cat"] == "lm_head" and e["tid"] == 1]
     return min(lm) if lm else None
 
@@ -436,6 +440,16 @@ def _column(frame, key: str) -> str:
     keys = [c.split(":", 1)[1] for c in frame.columns if c.startswith(("set:", "run:"))]
     raise PimsimError(f"no column {key!r} among the sweep's keys (swept: {', '.join(keys) or 'none'}; model is "
                       f"drawn as one panel each)")
+
+
+def load_timeline(path: str) -> dict:
+    """A ``--timeline`` trace, gzip-compressed or not."""
+    from pimsim.report.timeline import read_timeline
+
+    try:
+        return read_timeline(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise PimsimError(f"{path}: not a readable --timeline trace ({exc})") from None
 
 
 def load_json(path: str) -> dict:
