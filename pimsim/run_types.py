@@ -27,7 +27,8 @@ FIDELITIES = ("cycle", "fast")
 TIME_PART_PREFIX, ENERGY_PART_PREFIX = "time_total_s:", "energy_total_J:"
 # the figures a sweep row keeps of a run, by its kind
 DECODE_ROW_METRICS = ("weight_format", "latency_per_token_s", "latency_first_token_s", "latency_last_token_s",
-                      "tpot_p50_s", "tpot_p90_s", "tpot_p99_s", "tokens_per_s", "total_time_s", "row_hit_rate", "bytes_internal", "bytes_external",
+                      "tpot_p50_s", "tpot_p90_s", "tpot_p99_s", "tokens_per_s", "total_time_s", "row_hit_rate",
+                      "bytes_internal", "bytes_external",
                       "bound_efficiency", "energy_per_token_J", "energy_per_token_per_param_J", "average_power_W",
                       "config_hash")
 SPEC_DEC_ROW_METRICS = ("latency_per_token_s", "tokens_per_s", "total_time_s", "tokens_per_verify_step",

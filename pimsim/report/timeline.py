@@ -3,8 +3,8 @@ instruction, one track per PIM channel showing how long each channel worked on e
 track of tokens (one slice per generated token: where each token starts and ends).
 
 A long run makes a large trace (gpt2-xl on gddr6-aim: about 4,200 slices, 0.65 MB, per token), so
-``max_tokens`` keeps the first N tokens only (the token track says how many were left out), and a path ending in ``.gz`` is
-written gzip-compressed (Perfetto opens it as it is).
+``max_tokens`` keeps the first N tokens only (the trace's title says how many were left out), and a path
+ending in ``.gz`` is written gzip-compressed (Perfetto opens it as it is).
 """
 
 from __future__ import annotations
