@@ -3,7 +3,8 @@
     python analysis/validation_hbm_pim.py
 
 :func:`rows` returns the table rows (pimsim vs the vendor, each with its source and what differs);
-:func:`print_table` prints them. The lead wires :func:`rows` into ``analysis/validation.py``.
+:func:`print_table` prints them. ``analysis/validation.py`` renders :func:`rows` and :func:`closed_form_rows`
+as its HBM-PIM section (``analysis/validation.md``).
 
 Samsung's figures (REFERENCE.md section 3): PIMSimulator's PIMBenchFixture.gemv, a 4096 x 4096 FP16
 GEMV on 64 pseudo-channels (system_hbm_64ch.ini, 2 ranks per channel, staggered refresh, refresh on),

@@ -66,3 +66,21 @@ def test_render_takes_rows_of_another_section_and_refuses_incomplete_ones(valida
     assert "| X | b | off | 10 | 9 | 1 | c | s |" in text
     with pytest.raises(ValueError, match="lacks"):
         validation.render([("X", lambda: [{"device": "X"}])])
+
+
+def test_both_devices_have_a_section(validation):
+    assert [t for t, _ in validation.SECTIONS] == ["GDDR6-AiM (SK hynix AiM simulator)",
+                                                   "HBM-PIM (Samsung PIMSimulator)"]
+
+
+@pytest.mark.slow
+def test_the_hbm_pim_section_renders_samsungs_bench_and_the_closed_form(validation):
+    rows = validation.hbm_pim_rows()
+    cells = [validation._cells(r) for r in rows]  # every row has every column
+    assert all(len(c) == len(validation.COLUMNS) for c in cells)
+    bench = {r.benchmark: r for r in rows if isinstance(r, validation.Row) and "4096x4096" in r.benchmark}
+    pim = bench["4096x4096 GEMV, PIM"]
+    assert pim.peer_cycles == 13_166 and pim.difference == pim.pimsim_cycles - 13_166
+    closed = [r for r in rows if isinstance(r, validation.Row) and "hbm-pim.yaml" in r.benchmark]
+    assert closed and all(r.difference == 0 for r in closed if r.refresh == "off")
+    assert all(r.difference >= 0 for r in closed if r.refresh == "on")
