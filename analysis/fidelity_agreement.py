@@ -41,7 +41,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     tokens = "each card's default number of" if args.gen_tokens is None else str(args.gen_tokens)
     print(f"fast vs cycle fidelity, serial schedule, each card's default prompt, {tokens} tokens\n")
-    print("| model | hw | prompt | tokens | fast ms/token | cycle ms/token | fast - cycle | energy/token fast / cycle (mJ) | wall s |")
+    print("| model | hw | prompt | tokens | fast ms/token | cycle ms/token | fast - cycle "
+          "| energy/token fast / cycle (mJ) | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
     worst: dict[str, tuple[float, str]] = {}
     for hw in args.hw:

@@ -25,8 +25,15 @@ import argparse
 import json
 from pathlib import Path
 
-from pimsim.baseline.compare import (PAPER, PAPER_SOURCE, comparison_row, measured_baseline, paper_power_ratio,
-                                     pim_figures, roofline_baseline)
+from pimsim.baseline.compare import (
+    PAPER,
+    PAPER_SOURCE,
+    comparison_row,
+    measured_baseline,
+    paper_power_ratio,
+    pim_figures,
+    roofline_baseline,
+)
 from pimsim.run_types import RunSpec
 from pimsim.runs import simulate
 from pimsim.workloads.cards import load_card

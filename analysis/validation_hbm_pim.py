@@ -40,6 +40,10 @@ DIFFERS_NO_PIM = ("pimsim streams the weights only (the vendor also reads the in
                   "output twice, 16 KB in all); pimsim's FR-FCFS controller, 1 rank")
 
 
+def _fmt(a) -> str:
+    return f"{a:,.3g}" if isinstance(a, float) else (f"{a:,}" if isinstance(a, int) else str(a))
+
+
 def bench_hardware(refresh: bool = True):
     """hbm-pim.yaml as PIMSimulator's 64-channel bench runs it."""
     return load_hardware("hbm-pim.yaml", ["dram.organization.channels=64", "dram.organization.rows=16384",
@@ -158,7 +162,7 @@ def print_table(table: list[dict]) -> None:
     print("|---|---|---|---|---|---|")
     for r in table:
         v, p = r["vendor"], r["pimsim"]
-        fmt = (lambda a: f"{a:,.3g}" if isinstance(a, float) else (f"{a:,}" if isinstance(a, int) else str(a)))
+        fmt = _fmt
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
         print(f"| {r['figure']} | {fmt(v)} | {fmt(p)} | {ratio} | {r['source']} | {r['differs']} |")
 
