@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
 
 from pimsim.errors import ConfigError, PimsimError, Problem
+from pimsim.workloads.architecture import attention_window
 
 CONFIG_NAME = "config.json"
 # Limits on what is read: a config.json is a few kilobytes.
@@ -74,8 +76,8 @@ def card_fields(path: Path, fields: dict[str, Any], name: str | None = None, con
             raise PimsimError(f"{path}: the config gives no number of positions ({', '.join(POSITION_FIELDS)}); "
                               "give the context length (--context)")
         context = positions
-        window = fields.get("sliding_window")
-        if isinstance(window, int) and window > 0 and fields.get("use_sliding_window", True) is not False:
+        window = attention_window(SimpleNamespace(**fields))
+        if window is not None:
             context = min(context, window)  # pimsim times full attention only (see the tracer)
     if name is None:
         name = path.parent.name if path.name == CONFIG_NAME and path.parent.name else path.stem

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pimsim.errors import PimsimError, TraceError
+from pimsim.workloads.architecture import attention_window, mixture_of_experts
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.opgraph import Op, OpGraph
 
@@ -95,20 +96,6 @@ def trace_card(card: ModelCard) -> OpGraph:
     meta["max_positions"] = max_positions(model.config)
     meta["sliding_window"] = attention_window(model.config)
     return _checked(card, OpGraph(card.name, ops, tensors, meta))
-
-
-def attention_window(config) -> int | None:
-    """The sliding window of the model's attention, if any layer attends over a window only (Mistral,
-    Gemma 2, Qwen 2 with use_sliding_window); None for full attention everywhere."""
-    window = getattr(config, "sliding_window", None)
-    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
-        return None
-    if getattr(config, "use_sliding_window", True) is False:
-        return None
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None and "sliding_attention" not in layer_types:
-        return None
-    return window
 
 
 def _running(card: ModelCard, run):
@@ -230,20 +217,6 @@ def _build(card: ModelCard, torch, transformers):
             raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} "
                               f"{what} from it: {type(exc).__name__}: {exc}") from None
     return model.eval()  # eval: no dropout ops in the trace
-
-
-# Config fields that give a mixture-of-experts model's expert count (Mixtral; Qwen-MoE, OLMoE;
-# DeepSeek; others).
-_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-
-
-def mixture_of_experts(config) -> int | None:
-    """The number of experts per layer of a mixture-of-experts config, None for a dense model."""
-    for key in _EXPERT_COUNT_KEYS:
-        value = getattr(config, key, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
-            return value
-    return None
 
 
 def max_positions(config) -> int | None:
