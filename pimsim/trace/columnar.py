@@ -284,20 +284,37 @@ def read_request_csv(path: Path, capacity_bytes: int, head: Head) -> RequestTrac
     if [f.lower() for f in head.fields] != REQUEST_HEADER:
         raise NotFast
     columns = {"cycle": pa.int64(), "op": pa.dictionary(pa.int32(), pa.string()), "addr": pa.string()}
-    parts, rows, last = [], 0, 0
+    blocks = _RequestBlocks(capacity_bytes)
     for batch in _csv_blocks(path, head.offset, columns):
         if batch.column("cycle").null_count:
             raise NotFast
         cycle = batch.column("cycle").to_numpy(zero_copy_only=False)
         is_write = _ops(batch.column("op"), {"R": False, "W": True}, strip_upper=True)
-        addr = parse_addresses(batch.column("addr"))
-        _check_requests(cycle, is_write, addr, capacity_bytes, last)
-        last = int(cycle[-1]) if len(cycle) else last
-        parts.append({"cycle": cycle, "is_write": is_write, "addr": addr})
-        rows += batch.num_rows
-    if rows == 0:
-        raise NotFast
-    return _request_trace(parts, np.arange(head.line + 1, head.line + 1 + rows, dtype=np.int64))
+        blocks.add(cycle, is_write, parse_addresses(batch.column("addr")))
+    return blocks.trace(first_line=head.line + 1)
+
+
+class _RequestBlocks:
+    """Blocks of requests as a fast reader decodes them: each checked (ranges, cycles never going back,
+    across blocks too; anything else is left to the line reader), then one RequestTrace."""
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity_bytes = capacity_bytes
+        self.parts: list[dict] = []
+        self.rows = 0
+        self.last_cycle = 0
+
+    def add(self, cycle, is_write, addr) -> None:
+        _check_requests(cycle, is_write, addr, self.capacity_bytes, self.last_cycle)
+        if len(cycle):
+            self.last_cycle = int(cycle[-1])
+        self.parts.append({"cycle": cycle, "is_write": is_write, "addr": addr})
+        self.rows += len(cycle)
+
+    def trace(self, first_line: int) -> RequestTrace:
+        if self.rows == 0:
+            raise NotFast
+        return _request_trace(self.parts, np.arange(first_line, first_line + self.rows, dtype=np.int64))
 
 
 def _request_trace(parts, line) -> RequestTrace:
@@ -314,7 +331,7 @@ def read_foreign_requests(path: Path, fmt: str, capacity_bytes: int) -> RequestT
     else:
         columns = {"op": pa.dictionary(pa.int32(), pa.string()), "addr": pa.string()}
         ops = RAMULATOR2_OPS
-    parts, rows, last = [], 0, 0
+    blocks = _RequestBlocks(capacity_bytes)
     for batch in _csv_blocks(path, 0, columns, delimiter=" "):
         is_write = _ops(batch.column("op"), ops, strip_upper=False)
         addr = parse_addresses(batch.column("addr"), always_hex=fmt == "dramsim3")
@@ -323,14 +340,9 @@ def read_foreign_requests(path: Path, fmt: str, capacity_bytes: int) -> RequestT
                 raise NotFast
             cycle = batch.column("cycle").to_numpy(zero_copy_only=False)
         else:  # no timing in the file: one request offered per cycle, as the frontend offers one per tick
-            cycle = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
-        _check_requests(cycle, is_write, addr, capacity_bytes, last)
-        last = int(cycle[-1]) if len(cycle) else last
-        parts.append({"cycle": cycle, "is_write": is_write, "addr": addr})
-        rows += batch.num_rows
-    if rows == 0:
-        raise NotFast
-    return _request_trace(parts, np.arange(1, rows + 1, dtype=np.int64))
+            cycle = np.arange(blocks.rows, blocks.rows + batch.num_rows, dtype=np.int64)
+        blocks.add(cycle, is_write, addr)
+    return blocks.trace(first_line=1)
 
 
 def read_request_parquet(path: Path, capacity_bytes: int) -> RequestTrace:

@@ -309,7 +309,7 @@ def read_request_trace_by_line(path: str | Path, capacity_bytes: int) -> Request
     if header_line is None or [f.lower() for f in header_line[1]] != REQUEST_HEADER:
         raise TraceError(f"{path}: expected header {','.join(REQUEST_HEADER)}")
     problems: list[str] = []
-    cycles, writes, addrs, lines = [], [], [], []
+    requests = _RequestLines(problems)
     for lineno, fields in rows_iter:
         if len(fields) != 3:
             problems.append(f"line {lineno}: expected 3 fields (cycle,op,addr), got {len(fields)}")
@@ -319,17 +319,38 @@ def read_request_trace_by_line(path: str | Path, capacity_bytes: int) -> Request
         if op not in ("R", "W"):
             problems.append(f"line {lineno}: op {fields[1]!r} is neither R nor W")
         addr = _int(fields[2], "address", problems, lineno, 0, capacity_bytes)
-        if cycles and cycle >= 0 and cycle < cycles[-1]:
-            problems.append(f"line {lineno}: cycle {cycle} is earlier than the line before ({cycles[-1]})")
-        cycles.append(cycle)
-        writes.append(op == "W")
-        addrs.append(addr)
-        lines.append(lineno)
-    _raise(path, problems)
-    if not cycles:
-        raise TraceError(f"{path}: no requests after the header")
-    return RequestTrace(line=np.asarray(lines, np.int64), cycle=np.asarray(cycles, np.int64),
-                        is_write=np.asarray(writes, np.bool_), addr=np.asarray(addrs, np.int64))
+        requests.add(lineno, cycle, op == "W", addr)
+    return requests.trace(path, "no requests after the header")
+
+
+class _RequestLines:
+    """Requests as a line reader collects them: each checked against the one before (cycles never go
+    back), then the arrays of a RequestTrace, or every problem found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        self.cycles: list[int] = []
+        self.writes: list[bool] = []
+        self.addrs: list[int] = []
+        self.lines: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.cycles)
+
+    def add(self, lineno: int, cycle: int, is_write: bool, addr: int) -> None:
+        if self.cycles and cycle >= 0 and cycle < self.cycles[-1]:
+            self.problems.append(f"line {lineno}: cycle {cycle} is earlier than the line before ({self.cycles[-1]})")
+        self.cycles.append(cycle)
+        self.writes.append(is_write)
+        self.addrs.append(addr)
+        self.lines.append(lineno)
+
+    def trace(self, path: Path, empty: str) -> RequestTrace:
+        _raise(path, self.problems)
+        if not self.cycles:
+            raise TraceError(f"{path}: {empty}")
+        return RequestTrace(line=np.asarray(self.lines, np.int64), cycle=np.asarray(self.cycles, np.int64),
+                            is_write=np.asarray(self.writes, np.bool_), addr=np.asarray(self.addrs, np.int64))
 
 
 def _text_lines(path: Path):
@@ -344,7 +365,7 @@ def read_foreign_trace_by_line(path: str | Path, fmt: str, capacity_bytes: int) 
     """A DRAMsim3 or Ramulator 2 request trace, line by line (fields split by any white space)."""
     path = Path(path)
     problems: list[str] = []
-    cycles, writes, addrs, lines = [], [], [], []
+    requests = _RequestLines(problems)
     if fmt == "dramsim3":
         layout = "address op cycle"
         ops = {**dict.fromkeys(DRAMSIM3_WRITES, True), **dict.fromkeys(DRAMSIM3_READS, False)}
@@ -369,7 +390,7 @@ def read_foreign_trace_by_line(path: str | Path, fmt: str, capacity_bytes: int) 
                 cycle = int(cycle_text)
         else:
             op, addr_text = tokens
-            cycle = len(cycles)  # no timing in the file: one request offered per cycle, as the frontend does
+            cycle = len(requests)  # no timing in the file: one request offered per cycle, as the frontend does
             if not _HEX_OR_DECIMAL.fullmatch(addr_text):
                 problems.append(f"line {lineno}: address {addr_text!r} is neither 0x-prefixed hex nor decimal")
                 addr = -1
@@ -381,17 +402,8 @@ def read_foreign_trace_by_line(path: str | Path, fmt: str, capacity_bytes: int) 
             problems.append(f"line {lineno}: address {addr} is out of range (0..{capacity_bytes - 1})")
         if cycle >= 1 << 60:
             problems.append(f"line {lineno}: cycle {cycle} is out of range (0..{(1 << 60) - 1})")
-        if cycles and cycle >= 0 and cycle < cycles[-1]:
-            problems.append(f"line {lineno}: cycle {cycle} is earlier than the line before ({cycles[-1]})")
-        cycles.append(cycle)
-        writes.append(ops.get(op, False))
-        addrs.append(addr)
-        lines.append(lineno)
-    _raise(path, problems)
-    if not cycles:
-        raise TraceError(f"{path}: no requests in the {fmt} trace")
-    return RequestTrace(line=np.asarray(lines, np.int64), cycle=np.asarray(cycles, np.int64),
-                        is_write=np.asarray(writes, np.bool_), addr=np.asarray(addrs, np.int64))
+        requests.add(lineno, cycle, ops.get(op, False), addr)
+    return requests.trace(path, f"no requests in the {fmt} trace")
 
 
 def write_command_trace(path: str | Path, compiled: Compiled, rec: np.ndarray, with_cycles: bool = True) -> None:
