@@ -305,12 +305,12 @@ def _check_fits_at_all(card, hw) -> None:
 def _check_gguf(path: str) -> None:
     """--weights: a whole GGUF file, checked before the (long) run: the magic bytes, then every tensor's
     data inside the file (an empty, garbage or cut-short file is one message, not a traceback)."""
-    from pimsim.resources import _check_regular
+    from pimsim.resources import check_regular_file
 
     p = Path(path)
     if not p.exists():
         raise PimsimError(f"--weights {path}: no such file")
-    _check_regular(p)
+    check_regular_file(p)
     try:
         with p.open("rb") as f:
             magic = f.read(4)

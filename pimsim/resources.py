@@ -39,7 +39,7 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
     of the same name."""
     path = Path(name_or_path)
     if path.exists() or path.is_symlink():
-        _check_regular(path)
+        check_regular_file(path)
         return path
     root = bundled_dir(kind)
     parent = path.parent.as_posix()
@@ -54,7 +54,7 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
     raise PimsimError(f"{name_or_path}: no such file, and no bundled {kind} file of that name (bundled: {shown})")
 
 
-def _check_regular(path: Path) -> None:
+def check_regular_file(path: Path) -> None:
     """A directory, FIFO or device is named as what it is, not reported missing (and never read: a FIFO
     would block, /dev/zero would never end)."""
     import stat

@@ -99,3 +99,12 @@ def test_cards_of_todays_models_trace_to_their_published_sizes(name, layers, wei
     graph = traced_graph(load_card(name))
     assert graph.meta["layers"] == layers
     assert graph.weight_elements() / 1e9 == pytest.approx(weights_B, abs=0.001)
+
+
+def test_a_fifo_is_named_and_never_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    with pytest.raises(PimsimError, match="is a FIFO"):  # reading it would block
+        load_card(fifo)

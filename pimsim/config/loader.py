@@ -65,9 +65,9 @@ def parse_yaml(text: str, loader_class=_Loader) -> Any:
 
 
 def read_yaml(path: Path) -> Any:
-    from pimsim.resources import _check_regular
+    from pimsim.resources import check_regular_file
 
-    _check_regular(path)
+    check_regular_file(path)
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:

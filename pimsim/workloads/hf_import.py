@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from pimsim.errors import ConfigError, PimsimError, Problem
+from pimsim.resources import check_regular_file
 from pimsim.workloads.architecture import attention_window
 
 CONFIG_NAME = "config.json"
@@ -48,8 +49,7 @@ def read_hf_config(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
         path = path / CONFIG_NAME
     if not path.exists():
         raise PimsimError(f"{path}: no such file (a Hugging Face config.json, or a directory holding one)")
-    if not path.is_file():
-        raise PimsimError(f"{path}: not a regular file")
+    check_regular_file(path)  # a directory, FIFO or device is named as such, never read
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise PimsimError(f"{path}: {path.stat().st_size:,} bytes is not a model config (at most "
                           f"{MAX_CONFIG_BYTES:,})")
