@@ -387,13 +387,9 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def resolved_config(hw) -> dict:
-    from pimsim.run_types import resolved_config as resolved
-
-    return resolved(hw)
-
-
 def cmd_config_show(args) -> int:
+    from pimsim.config.loader import resolved_config
+
     hw = _load(args)
     data = resolved_config(hw)
     if args.format == "json":
@@ -479,6 +475,8 @@ def cmd_trace_run(args) -> int:
 
 def _finish(args, hw, out: dict, elapsed_s: float, summarize) -> int:
     """Add what makes a result traceable, then print it (table or JSON) and write --json."""
+    from pimsim.config.loader import resolved_config
+
     out["config"] = resolved_config(hw)
     out["pimsim_version"] = __version__
     out["host"] = {"wall_clock_s": elapsed_s, **out.get("host", {})}  # the only fields that differ between reruns

@@ -51,15 +51,6 @@ def patched_spec_dec(text: str | None, model: str, axes: Mapping[str, Any]) -> s
     return ",".join(f"{k}={v}" for k, v in settings.items())
 
 
-def resolved_config(hw) -> dict:
-    """The fully resolved hardware description with its derived sizes, as the JSON results carry it."""
-    from pimsim.config.loader import derived_values
-
-    data = hw.model_dump(mode="json")
-    data["derived"] = derived_values(hw)
-    return data
-
-
 def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -183,6 +174,8 @@ class RunResult:
         hardware ``config``."""
         out = {"schema_version": SCHEMA_VERSION, "kind": self.kind, **self.record}
         if self.hardware is not None:
+            from pimsim.config.loader import resolved_config
+
             out["config"] = resolved_config(self.hardware)
         return out
 
@@ -190,7 +183,8 @@ class RunResult:
         return self.to_json()
 
     def to_row(self) -> dict:
-        """One flat sweep row: the headline figures, then ``time:PART`` and ``energy:COMPONENT``."""
+        """One flat sweep row: where it ran, the headline figures, then ``time_total_s:PART`` and
+        ``energy_total_J:COMPONENT`` (each over the whole run)."""
         r = self.record
         where = {"hw": self.hw, "prompt_len": r.get("prompt_len"), "gen_tokens": r.get("tokens")}
         if self.kind == "spec_dec":

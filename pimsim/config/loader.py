@@ -193,6 +193,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
+def resolved_config(hw: HardwareConfig) -> dict:
+    """The fully resolved hardware description with its derived sizes (``derived``), as ``pimsim config
+    show`` prints it and every JSON result carries it."""
+    data = hw.model_dump(mode="json")
+    data["derived"] = derived_values(hw)
+    return data
+
+
 def derived_values(hw: HardwareConfig) -> dict:
     """What a description implies (``pimsim config show`` prints it under ``derived``)."""
     org = hw.dram.organization
