@@ -161,9 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="figures from results (PNG or PDF)")
-    p.add_argument("kind", choices=("sweep", "heatmap", "pareto", "breakdown", "compare", "tokens", "timeline"),
+    p.add_argument("kind", choices=("sweep", "heatmap", "pareto", "breakdown", "compare", "tokens", "timeline",
+                                    "serve-load", "serve-cdf"),
                    help="sweep/heatmap/pareto: a sweep folder or points.parquet; breakdown/tokens: `pimsim run "
-                        "--json` files; compare: a `pimsim compare --json` file; timeline: a --timeline file")
+                        "--json` files; compare: a `pimsim compare --json` file; timeline: a --timeline file; "
+                        "serve-load: `pimsim serve --json` summaries at several rates; serve-cdf: `pimsim serve "
+                        "--out` request rows")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", required=True, metavar="FIG.png|FIG.pdf")
     p.add_argument("--x", help="swept key on the x axis (sweep, heatmap)")
@@ -178,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("column", "page"),
                    help="figure width of a two-column paper's column (3.5 in) or page (7.16 in)")
     p.set_defaults(func=cmd_plot)
+
+    _add_serve(sub)
 
     p = sub.add_parser("cache", help="the traced-graph cache and the compiled-kernel (numba) cache")
     csub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -261,6 +266,95 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_outputs(q)
     q.set_defaults(func=cmd_kernel_attention)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a stream of requests: continuous batching, latency percentiles, goodput")
+    _add_hw(p)
+    p.add_argument("--model", required=True, metavar="MODEL", help="a bundled model card or a path")
+    p.add_argument("--weight-format", metavar="FORMAT", help="as for pimsim run")
+    p.add_argument("--rate", type=_positive_float, metavar="R", help="Poisson arrivals: requests per second")
+    p.add_argument("--requests", type=_positive, metavar="N", help="Poisson arrivals: how many requests")
+    p.add_argument("--prompt-len", type=_positive, metavar="P",
+                   help="Poisson arrivals: prompt tokens of every request (default: the card's prompt_len)")
+    p.add_argument("--output-len", type=_positive, metavar="O",
+                   help="Poisson arrivals: output tokens of every request (default: the card's gen_tokens)")
+    p.add_argument("--seed", type=_nonnegative, default=0, help="Poisson arrivals: the random seed (default 0)")
+    p.add_argument("--arrivals", metavar="FILE.csv",
+                   help="requests from a CSV file with columns arrival_s,prompt_len,output_len (instead of --rate)")
+    p.add_argument("--max-batch", type=_positive, default=1, metavar="B",
+                   help="the most sequences in one decode step (default 1)")
+    p.add_argument("--context-bucket", type=_positive, default=64, metavar="T",
+                   help="decode steps are timed with their context rounded up to a multiple of T tokens, each "
+                        "rounded context simulated once (default 64; 1: exact)")
+    p.add_argument("--slo-ttft", type=_positive_float, metavar="SECONDS", help="time-to-first-token target (goodput)")
+    p.add_argument("--slo-tpot", type=_positive_float, metavar="SECONDS", help="time-per-output-token target (goodput)")
+    p.add_argument("--out", metavar="ROWS.jsonl|ROWS.parquet", help="write one row per request")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the summary as JSON to OUT ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from pimsim.serving.arrivals import poisson_requests, read_arrivals
+    from pimsim.serving.service import engine_costs
+    from pimsim.serving.scheduler import serve
+    from pimsim.serving.summary import Slo, summarize, summary_text, write_rows
+    from pimsim.workloads.cards import load_card
+
+    poisson = [f"--{n}" for n in ("rate", "requests", "prompt-len", "output-len")
+               if getattr(args, n.replace("-", "_")) is not None]
+    problems = []
+    if args.arrivals and poisson:
+        problems.append(f"--arrivals gives every request; {', '.join(poisson)} go with Poisson arrivals instead")
+    elif not args.arrivals and (args.rate is None or args.requests is None):
+        problems.append("give --rate and --requests (Poisson arrivals) or --arrivals FILE.csv")
+    if args.out and Path(args.out).suffix.lower() not in (".jsonl", ".parquet"):
+        problems.append(f"--out {args.out}: give a .jsonl or .parquet file")
+    if problems:
+        raise PimsimError("serve: " + "; ".join(problems))
+    _check_writable(args.out, "--out")
+    _check_writable(args.json_out, "--json")
+    card = load_card(args.model)
+    hw = _load(args)
+    costs = engine_costs(hw, card, args.max_batch, args.weight_format, args.context_bucket)
+    if args.arrivals:
+        requests = read_arrivals(args.arrivals)
+    else:
+        requests = poisson_requests(args.rate, args.requests, args.prompt_len or card.defaults.prompt_len,
+                                    args.output_len or card.defaults.gen_tokens, args.seed)
+    started = time.perf_counter()
+    bar = None
+    if not args.quiet and args.json_out != "-":
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(requests), unit="request", desc=f"serving {card.name} on {hw.name}", delay=1.0,
+                   leave=False, file=sys.stderr)
+    try:
+        run = serve(requests, costs, args.max_batch, bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = summarize(run, Slo(args.slo_ttft, args.slo_tpot), tuple(costs.notes()))
+    if args.out:
+        _write(args.out, lambda p: write_rows(run, p))
+    arrivals = ({"arrivals_file": args.arrivals} if args.arrivals else
+                {"rate_per_s": args.rate, "seed": args.seed, "prompt_len": requests[0].prompt_len,
+                 "output_len": requests[0].output_len})
+    out = {"model": card.name, "hw": costs.hw.name, "weight_format": costs.hw.pim.weight_format,
+           "fidelity": "fast", "context_bucket": args.context_bucket, **arrivals, **summary.to_json()}
+    return _finish(args, costs.hw, out, time.perf_counter() - started,
+                   lambda o: summary_text(summary, f"{card.name} on {costs.hw.name}, serving"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -713,7 +807,8 @@ def cmd_plot(args) -> int:
     expected = {"sweep": "a sweep folder or points.parquet", "heatmap": "a sweep folder or points.parquet",
                 "pareto": "a sweep folder or points.parquet", "breakdown": "`pimsim run --json` results",
                 "tokens": "a `pimsim run --json` result", "compare": "a `pimsim compare --json` result",
-                "timeline": "a `pimsim run --timeline` trace"}[args.kind]
+                "timeline": "a `pimsim run --timeline` trace", "serve-load": "`pimsim serve --json` summaries",
+                "serve-cdf": "`pimsim serve --out` request rows"}[args.kind]
     try:
         if args.kind in ("sweep", "heatmap", "pareto"):
             frame = _sweep_frame(args.inputs[0])
@@ -733,6 +828,12 @@ def cmd_plot(args) -> int:
             fig = plots.compare_bars(plots.load_json(args.inputs[0]))
         elif args.kind == "tokens":
             fig = plots.tokens(plots.load_json(args.inputs[0]), args.inputs[0])
+        elif args.kind == "serve-load":
+            fig = plots.serve_load([plots.load_json(p) for p in args.inputs], args.inputs)
+        elif args.kind == "serve-cdf":
+            from pimsim.serving.summary import read_rows
+
+            fig = plots.serve_cdf([read_rows(p) for p in args.inputs], args.inputs)
         else:
             fig = plots.timeline(plots.load_timeline(args.inputs[0]))
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:

@@ -457,3 +457,57 @@ def load_json(path: str) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise PimsimError(f"{path}: not a readable JSON result ({exc})") from None
+
+
+# ---- serving (`pimsim serve`) ----------------------------------------------------------------------
+SERVE_LATENCIES = (("ttft_s", "time to first token"), ("tpot_s", "time per output token"), ("e2e_s", "end to end"))
+
+
+def serve_load(summaries: list[dict], paths: list[str] | None = None):
+    """Latency against offered load: one ``pimsim serve --json`` summary per rate (Poisson arrivals) and
+    per system (model, hardware, max batch: one line each); p50 solid, p99 dashed, one panel per latency."""
+    plt = _plt()
+    groups: dict[str, list[dict]] = {}
+    for i, s in enumerate(summaries):
+        name = paths[i] if paths else f"input {i + 1}"
+        if not isinstance(s, dict) or "ttft_s" not in s or "e2e_s" not in s:
+            raise PimsimError(f"{name}: not a `pimsim serve --json` summary")
+        if s.get("rate_per_s") is None:
+            raise PimsimError(f"{name}: served from an arrivals file; plot serve-load needs Poisson runs (--rate)")
+        label = f"{s['model']} on {s['hw']}, max batch {s['max_batch']}"
+        groups.setdefault(label, []).append(s)
+    fig, axes = plt.subplots(1, len(SERVE_LATENCIES), figsize=_figsize(12, 3.8), layout="constrained")
+    for ax, (key, title) in zip(axes, SERVE_LATENCIES):
+        for n, (label, runs) in enumerate(sorted(groups.items())):
+            runs = sorted(runs, key=lambda s: s["rate_per_s"])
+            rates = [s["rate_per_s"] for s in runs]
+            colour = f"C{n % 10}"
+            for q, style in (("p50", "-"), ("p99", "--")):
+                values = [s[key][q] * 1e3 if s[key][q] is not None else np.nan for s in runs]
+                ax.plot(rates, values, style, marker="o", color=colour, label=f"{label} ({q})")
+        ax.set_xlabel("arrival rate (requests/s)")
+        ax.set_ylabel(f"{title} (ms)")
+        ax.set_yscale("log")
+        ax.set_title(title)
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+def serve_cdf(frames: list, paths: list[str]):
+    """The distribution of each request's latencies in ``pimsim serve --out`` rows: one CDF line per file,
+    one panel per latency."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(SERVE_LATENCIES), figsize=_figsize(12, 3.8), layout="constrained")
+    for frame, path in zip(frames, paths):
+        missing = [k for k, _ in SERVE_LATENCIES if k not in frame.columns]
+        if missing:
+            raise PimsimError(f"{path}: not `pimsim serve --out` rows (no {', '.join(missing)})")
+        for ax, (key, _) in zip(axes, SERVE_LATENCIES):
+            values = np.sort(frame[key].dropna().to_numpy(float)) * 1e3
+            ax.plot(values, np.arange(1, len(values) + 1) / max(len(values), 1), label=Path(path).stem)
+    for ax, (_, title) in zip(axes, SERVE_LATENCIES):
+        ax.set_xlabel(f"{title} (ms)")
+        ax.set_ylabel("share of requests")
+        ax.set_title(title)
+    axes[0].legend(fontsize="small")
+    return fig
