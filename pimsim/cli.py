@@ -307,8 +307,8 @@ def _add_serve(sub) -> None:
 
 def cmd_serve(args) -> int:
     from pimsim.serving.arrivals import poisson_requests, read_arrivals
-    from pimsim.serving.service import engine_costs
     from pimsim.serving.scheduler import serve
+    from pimsim.serving.service import engine_costs
     from pimsim.serving.summary import Slo, summarize, summary_text, write_rows
     from pimsim.workloads.cards import load_card
 

@@ -94,7 +94,7 @@ def check_requests(requests: Sequence[Request], costs: StepCosts) -> None:
         elif costs.kv_need(r.max_context) > costs.kv_capacity:
             problems.append(f"{r.where()}: its KV cache of {r.max_context} tokens needs "
                             f"{costs.kv_need(r.max_context):,} {costs.kv_unit}, more than the "
-                            f"{costs.kv_capacity:,} the memory has for KV")
+                            f"{costs.kv_capacity:,} {costs.kv_unit} the memory has for KV")
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise PimsimError(f"{len(problems)} request(s) can never be served:\n  " + "\n  ".join(shown))

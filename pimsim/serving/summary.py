@@ -66,7 +66,8 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {f"p{q}": None for q in PERCENTILES} | {"mean": None}
     arr = np.asarray(values, float)
-    return {f"p{q}": float(v) for q, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES))} | {"mean": float(arr.mean())}
+    out = {f"p{q}": float(v) for q, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES))}
+    return out | {"mean": float(arr.mean())}
 
 
 def summarize(run: ServeRun, slo: Slo = Slo(), notes: tuple[str, ...] = ()) -> ServeSummary:
