@@ -478,16 +478,22 @@ def serve_load(summaries: list[dict], paths: list[str] | None = None):
         groups.setdefault(label, []).append(s)
     fig, axes = plt.subplots(1, len(SERVE_LATENCIES), figsize=_figsize(12, 3.8), layout="constrained")
     for ax, (key, title) in zip(axes, SERVE_LATENCIES):
+        drawn = []
         for n, (label, runs) in enumerate(sorted(groups.items())):
             runs = sorted(runs, key=lambda s: s["rate_per_s"])
             rates = [s["rate_per_s"] for s in runs]
             colour = f"C{n % 10}"
             for q, style in (("p50", "-"), ("p99", "--")):
                 values = [s[key][q] * 1e3 if s[key][q] is not None else np.nan for s in runs]
+                drawn += values
                 ax.plot(rates, values, style, marker="o", color=colour, label=f"{label} ({q})")
         ax.set_xlabel("arrival rate (requests/s)")
         ax.set_ylabel(f"{title} (ms)")
-        ax.set_yscale("log")
+        finite = [v for v in drawn if np.isfinite(v) and v > 0]
+        if finite and max(finite) > 10 * min(finite):  # queueing: latencies over decades
+            ax.set_yscale("log")
+        elif finite:  # from zero, so that rounding-level differences do not look like a trend
+            ax.set_ylim(0, max(finite) * 1.15)
         ax.set_title(title)
     axes[0].legend(fontsize="small")
     return fig
@@ -504,10 +510,13 @@ def serve_cdf(frames: list, paths: list[str]):
             raise PimsimError(f"{path}: not `pimsim serve --out` rows (no {', '.join(missing)})")
         for ax, (key, _) in zip(axes, SERVE_LATENCIES):
             values = np.sort(frame[key].dropna().to_numpy(float)) * 1e3
-            ax.plot(values, np.arange(1, len(values) + 1) / max(len(values), 1), label=Path(path).stem)
+            ax.plot(values, np.arange(1, len(values) + 1) / max(len(values), 1),
+                    label=Path(path).stem if Path(path).suffix else path)
     for ax, (_, title) in zip(axes, SERVE_LATENCIES):
+        ax.set_xlim(left=0)  # so that rounding-level differences (a constant TPOT) do not look like a spread
         ax.set_xlabel(f"{title} (ms)")
         ax.set_ylabel("share of requests")
         ax.set_title(title)
-    axes[0].legend(fontsize="small")
+    if frames:
+        axes[0].legend(fontsize="small")
     return fig
