@@ -216,3 +216,21 @@ def test_serve_plots(tmp_path):
                  "--out", str(tmp_path / "cdf.png")]) == 0
     assert (tmp_path / "load.png").stat().st_size > 0 and (tmp_path / "cdf.png").stat().st_size > 0
     assert main(["plot", "serve-load", str(tmp_path / "r50.parquet"), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_sweep_point_with_serve_axes_is_a_serving_run():
+    from pimsim.sweep.points import Sweep
+    from pimsim.sweep.runner import run_point
+
+    sweep = Sweep("gddr6-aim.yaml", ["gpt2"], run={"serve": {"requests": 40, "prompt_len": 16, "output_len": 4}},
+                  grid={"serve.rate": [5.0, 50.0], "serve.slo_ttft_s": [0.01]})
+    rows = [run_point(sweep.hw, p, sweep.run) for p in sweep.points()]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["rate_per_s"] for r in rows] == [5.0, 50.0] and rows[0]["requests"] == 40
+    low, high = rows
+    assert high["ttft_p99_s"] > low["ttft_p99_s"]  # more load, more queueing
+    assert high["slo_attainment"] < low["slo_attainment"] <= 1
+    bad = Sweep("gddr6-aim.yaml", ["gpt2"], grid={"serve.rate": [5.0], "serve.burst": [2]})
+    row = run_point(bad.hw, bad.points()[0], bad.run)
+    assert row["status"] == "error"
+    assert "serve.burst: unknown" in row["error"] and "serve.requests: missing" in row["error"]

@@ -37,10 +37,12 @@ from pimsim.resources import resolve
 ALIASES = {"dram.channels": "dram.organization.channels", "dram.rows": "dram.organization.rows",
            "channels": "dram.organization.channels"}
 MAX_POINTS = 100_000  # a sweep's points are listed up front; far beyond this, listing alone would exhaust memory
-RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format", "spec_dec"}
+RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format", "spec_dec", "serve"}
 # grid keys that are run options, not hardware settings (``--grid weight_format=bf16,ternary``)
 RUN_AXES = {"weight_format"}
 SPEC_DEC_AXIS = "spec_dec."  # grid keys spec_dec.alpha, spec_dec.k, ... vary a run's --spec-dec settings
+# grid keys serve.rate, serve.max_batch, ... (and run: {serve: {...}}) make every point a serving run
+SERVE_AXIS = "serve."
 FILE_KEYS = {"hw", "models", "run", "grid", "zip", "random", "constraints"}
 
 
@@ -109,6 +111,20 @@ def point_spec(hw: str, point: dict, run: dict):
                    gen_tokens=options.get("gen_tokens"), schedule=options.get("schedule", "serial"),
                    fidelity=options.get("fidelity", "fast"), weight_format=options.get("weight_format"),
                    spec_dec=spec_dec, overrides=hardware)
+
+
+def serving_point(point: dict, run: dict) -> tuple[dict, dict, str | None] | None:
+    """A serving point's (serve settings, hardware overrides, weight format), or None for a plain run:
+    a point serves when the run has ``serve`` settings or an axis is ``serve.KEY`` (the axis wins)."""
+    axes = point["overrides"]
+    served = {k[len(SERVE_AXIS):]: v for k, v in axes.items() if k.startswith(SERVE_AXIS)}
+    if "serve" not in run and not served:
+        return None
+    base = run.get("serve") or {}
+    if not isinstance(base, dict):
+        raise PimsimError(f"run.serve: a mapping of serving settings (rate, requests, ...), not {base!r}")
+    hardware = {k: v for k, v in axes.items() if k not in RUN_AXES and not k.startswith(SERVE_AXIS)}
+    return {**base, **served}, hardware, axes.get("weight_format", run.get("weight_format"))
 
 
 def point_id(model: str, overrides: dict, run: dict, base_digest: str) -> str:

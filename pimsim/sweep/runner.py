@@ -25,7 +25,7 @@ from pathlib import Path
 from pimsim import __version__
 from pimsim.errors import PimsimError
 from pimsim.run_types import DECODE_ROW_METRICS, SPEC_DEC_ROW_METRICS
-from pimsim.sweep.points import Sweep, point_spec
+from pimsim.sweep.points import Sweep, point_spec, serving_point
 
 # the figures a row keeps (RunResult.to_row), by run kind
 METRICS, SPEC_DEC_METRICS = DECODE_ROW_METRICS, SPEC_DEC_ROW_METRICS
@@ -39,7 +39,13 @@ def run_point(hw: str, point: dict, run: dict) -> dict:
     row = {"id": point["id"], "model": point["model"], **{f"set:{k}": v for k, v in point["overrides"].items()},
            **{f"run:{k}": v for k, v in run.items()}, "pimsim_version": __version__}
     try:
-        row.update(simulate(point_spec(hw, point, run)).to_row())
+        serving = serving_point(point, run)
+        if serving is not None:
+            from pimsim.serving.service import serving_row
+
+            row.update(serving_row(hw, point["model"], *serving))
+        else:
+            row.update(simulate(point_spec(hw, point, run)).to_row())
         row["status"], row["error"] = "ok", None
     except PimsimError as exc:  # a point whose config is invalid or whose model does not fit
         row["status"], row["error"] = "error", str(exc)
