@@ -19,8 +19,8 @@ from pimsim.errors import PimsimError
 class StepCost:
     """Time and energy of one step on the device."""
 
-    seconds: float
-    joules: float | None  # None where the hardware description has no energy section
+    time_s: float
+    energy_J: float | None  # None where the hardware description has no energy section
 
 
 class StepCosts(Protocol):

@@ -92,8 +92,8 @@ class EngineCosts:
         for start in range(1, prompt_len + 1, b):  # contexts start .. start + b - 1 share one bucket
             count = min(b, prompt_len - start + 1)
             step = self._step(self.bucket(start))
-            seconds += step.seconds * count
-            joules = None if step.joules is None else joules + step.joules * count
+            seconds += step.time_s * count
+            joules = None if step.energy_J is None else joules + step.energy_J * count
         return StepCost(seconds, joules)
 
     def _simulate_step(self, context: int) -> StepCost:

@@ -157,18 +157,18 @@ class _Run:
 
     def _spend(self, cost, records: list[RequestRecord]):
         """Charge a step's energy equally to `records` and the run."""
-        if cost.joules is None:
+        if cost.energy_J is None:
             self.energy_J = None
         if self.energy_J is not None:
-            self.energy_J += cost.joules
-            share = cost.joules / len(records)
+            self.energy_J += cost.energy_J
+            share = cost.energy_J / len(records)
             for r in records:
                 r.energy_J += share
         else:
             for r in records:
                 r.energy_J = None
-        self.busy_s += cost.seconds
-        return self.env.timeout(cost.seconds)
+        self.busy_s += cost.time_s
+        return self.env.timeout(cost.time_s)
 
     def _finish(self, record: RequestRecord) -> None:
         record.finish_s = self.env.now
