@@ -76,6 +76,7 @@ class RunSpec:
     spec_dec: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     check_protocol: bool = False
+    batch: int = 1  # sequences decoded in lock step, each with its own KV cache
 
     def __post_init__(self):
         problems = []
@@ -86,6 +87,10 @@ class RunSpec:
         mode = self.mode if self.mode is not None else ("spec_dec" if self.spec_dec is not None else "decode")
         if mode not in MODES:
             problems.append(Problem("mode", f"one of {', '.join(MODES)}, not {mode!r}"))
+        if not (_int(self.batch) and self.batch >= 1):
+            problems.append(Problem("batch", f"a whole number of sequences >= 1, not {self.batch!r}"))
+        elif self.batch > 1 and mode == "spec_dec":
+            problems.append(Problem("batch", "speculative decoding runs one sequence (batch 1)"))
         for name, least in (("prompt_len", 0), ("gen_tokens", 1), ("source_len", 1)):
             value = getattr(self, name)
             if value is not None and not (_int(value) and value >= least):

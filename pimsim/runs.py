@@ -49,7 +49,7 @@ def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progr
     hw = hardware_for(hw, card, spec.weight_format)
     record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity, timeline=timeline,
                        progress=progress, check_protocol=spec.check_protocol, weight_format=spec.weight_format,
-                       source_len=spec.source_len)
+                       source_len=spec.source_len, batch=spec.batch)
     events = record.pop("_timeline", ())
     return RunResult.from_record(spec, "decode", record, events, hw)
 
@@ -76,7 +76,11 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
               check_protocol: bool = False, weight_format: str | None = None,
-              source_len: int | None = None) -> dict:
+              source_len: int | None = None, batch: int = 1) -> dict:
+    """Token generation of `model` on `hw`: `gen_tokens` decode steps after a prompt of `prompt_len`
+    tokens already in the KV cache, for one sequence or a `batch` in lock step. With a batch,
+    ``latency_per_token_s`` is one step's time (each sequence's time per output token), ``tokens_per_s``
+    counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence."""
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
@@ -90,7 +94,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = source_len  # the run's (the card's by default)
         encoder = traced_encoder(card, source_len)
-    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len)
+    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len,
+                           batch=batch)
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
@@ -115,7 +120,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "latency_median_token_s": statistics.median(per_token_s),
         # TPOT, time per output token: its mean is latency_per_token_s; percentiles where there are several
         **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
-        "tokens_per_s": gen_tokens / total,
+        "tokens_per_s": gen_tokens * batch / total,
         "total_time_s": total,
         "breakdown_s": {k: v * 1e-12 for k, v in result.breakdown_ps.items() if v},
         "breakdown_share": {k: v / busy for k, v in result.breakdown_ps.items() if v},
@@ -136,11 +141,21 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "pimsim_version": __version__,
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
-                                   *((encoder.identity_json(), source_len) if encoder is not None else ())),
+                                   *((encoder.identity_json(), source_len) if encoder is not None else ()),
+                                   *((("batch", batch),) if batch > 1 else ())),
         "notes": _notes(schedule, fidelity),
     }
+    if batch > 1:
+        out.update({"batch": batch, "tokens_generated": gen_tokens * batch})
+        out["notes"].append(f"a batch of {batch} sequences in lock step: each GEMV multiplies the {batch} vectors at "
+                            f"once (mapping.verify {hw.mapping.verify}, pim.buffer_vectors {hw.pim.buffer_vectors}, "
+                            f"pim.vectors_per_mac {hw.pim.vectors_per_mac}); attention, KV appends, embeddings and "
+                            "ASIC work run per sequence over its own cache; latency_per_token_s is one step, "
+                            "tokens_per_s and energy_per_token_J count every sequence's tokens")
     if hw.energy is not None:
-        out.update(_energy(sim, result, total, gen_tokens, weights))
+        out.update(_energy(sim, result, total, gen_tokens * batch, weights))
+        if batch > 1:
+            out["energy_per_step_J"] = out["energy_total_J"] / gen_tokens
     if encoder is not None:
         out["source_len"] = source_len
         out["graph"]["encoder_ops"] = len(encoder.ops)
@@ -224,7 +239,8 @@ def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work
     actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
                       macs_by_format=counts.get("macs_by_format"),
                       pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work.link_bytes,
-                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes)
+                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes,
+                      extra_vector_macs=work.extra_vector_macs)
     return energy_J(sim.compiled, actions)
 
 
