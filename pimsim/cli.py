@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode B sequences in lock step, each with its own KV cache: every GEMV multiplies the B "
                         "vectors at once (pim.vectors_per_mac per MAC command), attention runs per sequence "
                         "(default 1)")
+    p.add_argument("--prefill", action="store_true",
+                   help="simulate the prompt (--prompt-len tokens) on the PIM system before decoding instead of "
+                        "assuming it in the KV cache: prefill_s, ttft_s and its energy are reported apart")
     p.add_argument("--source-len", type=_positive, metavar="S",
                    help="encoder-decoder models (bart-base...): source tokens the encoder runs over once before "
                         "decoding, and the cross-attention K/V every decode step reads (default: the card's)")
@@ -533,7 +536,7 @@ def _run_spec(args):
     return RunSpec(model=args.model, hw=args.hw, prompt_len=args.prompt_len, gen_tokens=args.gen_tokens,
                    source_len=args.source_len, schedule=args.schedule, fidelity=args.fidelity,
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
-                   check_protocol=args.check_protocol, batch=args.batch)
+                   check_protocol=args.check_protocol, batch=args.batch, prefill=args.prefill)
 
 
 def cmd_run(args) -> int:
@@ -615,7 +618,7 @@ def _run_specdec(args) -> int:
                                          ("--timeline-tokens", args.timeline_tokens),
                                          ("--weights", args.weights), ("--prompt", args.prompt),
                                          ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
-                                         ("--batch", args.batch > 1),
+                                         ("--batch", args.batch > 1), ("--prefill", args.prefill),
                                          ("--schedule overlap", args.schedule == "overlap")) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")

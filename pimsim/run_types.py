@@ -77,6 +77,7 @@ class RunSpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     check_protocol: bool = False
     batch: int = 1  # sequences decoded in lock step, each with its own KV cache
+    prefill: bool = False  # simulate the prompt on the PIM system (else it is assumed in the KV cache)
 
     def __post_init__(self):
         problems = []
@@ -91,6 +92,12 @@ class RunSpec:
             problems.append(Problem("batch", f"a whole number of sequences >= 1, not {self.batch!r}"))
         elif self.batch > 1 and mode == "spec_dec":
             problems.append(Problem("batch", "speculative decoding runs one sequence (batch 1)"))
+        if not isinstance(self.prefill, bool):
+            problems.append(Problem("prefill", f"true or false, not {self.prefill!r}"))
+        elif self.prefill and mode == "spec_dec":
+            problems.append(Problem("prefill", "speculative-decoding runs start from a filled KV cache"))
+        elif self.prefill and self.prompt_len == 0:
+            problems.append(Problem("prefill", "a prefill needs a prompt of at least one token (prompt_len >= 1)"))
         for name, least in (("prompt_len", 0), ("gen_tokens", 1), ("source_len", 1)):
             value = getattr(self, name)
             if value is not None and not (_int(value) and value >= least):

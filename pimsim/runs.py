@@ -25,6 +25,7 @@ from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
 from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
+from pimsim.engine.prefill import PREFILL_NOTES, run_prefill
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
 from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
@@ -49,7 +50,7 @@ def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progr
     hw = hardware_for(hw, card, spec.weight_format)
     record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity, timeline=timeline,
                        progress=progress, check_protocol=spec.check_protocol, weight_format=spec.weight_format,
-                       source_len=spec.source_len, batch=spec.batch)
+                       source_len=spec.source_len, batch=spec.batch, prefill=spec.prefill)
     events = record.pop("_timeline", ())
     return RunResult.from_record(spec, "decode", record, events, hw)
 
@@ -76,11 +77,13 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
               check_protocol: bool = False, weight_format: str | None = None,
-              source_len: int | None = None, batch: int = 1) -> dict:
+              source_len: int | None = None, batch: int = 1, prefill: bool = False) -> dict:
     """Token generation of `model` on `hw`: `gen_tokens` decode steps after a prompt of `prompt_len`
     tokens already in the KV cache, for one sequence or a `batch` in lock step. With a batch,
     ``latency_per_token_s`` is one step's time (each sequence's time per output token), ``tokens_per_s``
-    counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence."""
+    counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence.
+    ``prefill``: simulate the prompt too (:mod:`pimsim.engine.prefill`), reported apart under ``prefill``
+    with ``prefill_s`` and ``ttft_s``."""
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
@@ -94,6 +97,9 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = source_len  # the run's (the card's by default)
         encoder = traced_encoder(card, source_len)
+    if prefill and (encoder is not None or prompt_len < 1):
+        raise PimsimError("a prefill needs a prompt of at least one token" if encoder is None else
+                          f"{card.name}: the prefill of encoder-decoder models is their encoder pass (already run)")
     sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len,
                            batch=batch)
     result = sim.run(timeline=timeline, progress=progress)
@@ -142,7 +148,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
                                    *((encoder.identity_json(), source_len) if encoder is not None else ()),
-                                   *((("batch", batch),) if batch > 1 else ())),
+                                   *((("batch", batch),) if batch > 1 else ()),
+                                   *((("prefill", "pim"),) if prefill else ())),
         "notes": _notes(schedule, fidelity),
     }
     if batch > 1:
@@ -156,6 +163,11 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         out.update(_energy(sim, result, total, gen_tokens * batch, weights))
         if batch > 1:
             out["energy_per_step_J"] = out["energy_total_J"] / gen_tokens
+    if prefill:
+        out["prefill"] = _prefill(sim, batch)
+        out["prefill_s"] = out["prefill"]["time_s"]
+        out["ttft_s"] = out["prefill_s"] + per_token_s[0]
+        out["notes"][0:1] = PREFILL_NOTES
     if encoder is not None:
         out["source_len"] = source_len
         out["graph"]["encoder_ops"] = len(encoder.ops)
@@ -225,6 +237,22 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
     }
     if sim.hw.energy is not None:
         e = energy_of(sim, enc.counts, time_s, enc.channel_busy_ps, enc.work)
+        out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
+                    "average_power_W": e["average_power_W"]})
+    return out
+
+
+def _prefill(sim: DecodeSimulation, sequences: int) -> dict:
+    """The prefill, simulated on its own: time, where it went, energy, and what was counted."""
+    pre = run_prefill(sim, sequences)
+    time_s = pre.time_ps * 1e-12
+    busy = sum(pre.breakdown_ps.values())
+    out = {"time_s": time_s, **pre.counted,
+           "breakdown_s": {k: v * 1e-12 for k, v in pre.breakdown_ps.items() if v},
+           "breakdown_share": {k: v / busy for k, v in pre.breakdown_ps.items() if v},
+           "row_hit_rate": pre.counts["row_hit_rate"], "commands": pre.counts["commands"]}
+    if sim.hw.energy is not None:
+        e = energy_of(sim, pre.counts, time_s, pre.channel_busy_ps, pre.work)
         out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
                     "average_power_W": e["average_power_W"]})
     return out

@@ -3,6 +3,7 @@
     from pimsim.step_costs import StepCosts
     costs = StepCosts("gddr6-aim", "gpt2", max_batch=8, max_context=1024)
     costs.decode_step([17, 300, 5])      # StepCost(time_s=..., energy_J=...): three sequences, one step
+    costs.prefill(128)                   # one sequence's 128-token prompt through every layer
 
 A serving simulation runs many thousands of steps whose batches and context lengths all differ, so
 a step is not simulated whole: it is composed of pieces, each simulated once (fast fidelity, serial
@@ -72,6 +73,7 @@ class StepCosts:
         self.sim = DecodeSimulation(self.hw, graph, 0, max_context, "serial", "fast", batch=max_batch)
         self._gemvs: dict[int, StepCost] = {}
         self._sequence: dict[int, StepCost] = {}
+        self._prefills: dict[tuple[int, int], StepCost] = {}
         org = self.hw.dram.organization
         timing = self.sim.compiled.timing
         # refresh at its average rate: every rank of every channel once per nREFI
@@ -93,6 +95,20 @@ class StepCosts:
         for c in contexts:
             total = total + self.per_sequence(c)
         return total
+
+    def prefill(self, prompt_len: int, sequences: int = 1) -> StepCost:
+        """The prefill of `sequences` prompts of `prompt_len` tokens each (cached per shape): every layer
+        over the prompt, KV written at positions 0 .. prompt_len - 1
+        (:meth:`DecodeSimulation.prefill_steps`); the first token's decode step is not in it."""
+        if not (isinstance(prompt_len, int) and 1 <= prompt_len <= self.max_context):
+            raise PimsimError(f"a prefill of 1 to {self.max_context} tokens, not {prompt_len!r}")
+        if not (isinstance(sequences, int) and 1 <= sequences <= self.max_batch):
+            raise PimsimError(f"a prefill of 1 to {self.max_batch} sequences, not {sequences!r}")
+        key = (prompt_len, sequences)
+        got = self._prefills.get(key)
+        if got is None:
+            got = self._prefills[key] = self._measure(self.sim.prefill_steps(prompt_len, sequences))
+        return got
 
     def gemvs(self, vectors: int) -> StepCost:
         """Every weight GEMV of one step multiplying `vectors` input vectors (cached per count)."""

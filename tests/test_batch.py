@@ -162,3 +162,38 @@ def test_step_costs_compose_as_the_engine_runs(tiny):
 def test_batch_is_a_sweep_axis(tiny):
     spec = point_spec(AIM, {"model": tiny, "overrides": {"batch": 4, "pim.vectors_per_mac": 4}}, {"gen_tokens": 2})
     assert spec.batch == 4 and dict(spec.overrides) == {"pim.vectors_per_mac": 4}
+
+
+def _weight_macs(sim, steps) -> int:
+    """MAC commands of the weight GEMVs other than the LM head (which a prefill skips)."""
+    mac = sim.compiled.command_names.index("MACAB")
+    head = {sim.map.tables[op.tensor].first_row for op in sim.graph.ops if op.part == "lm_head"}
+    return sum(int((s.stream.cmd == mac).sum()) for s in steps
+               if s.stream is not None and s.stream.key[0] == "gemv" and s.stream.row_offset not in head)
+
+
+def test_a_prefill_on_a_one_vector_datapath_reads_the_weights_as_p_decode_steps(tiny):
+    graph = traced_graph(load_card(tiny))
+    sim = DecodeSimulation(load_hardware(AIM), graph, 8, 4)
+    pre, step = sim.prefill_steps(8), sim.batch_steps([0])
+    assert _weight_macs(sim, pre) == 8 * _weight_macs(sim, step) > 0
+    kv = lambda steps: sum(1 for s in steps if s.part == "kv_write" and s.stream is not None)  # noqa: E731
+    assert kv(pre) == 8 * kv(step)  # every prompt token's keys and values written
+    assert not any(s.part == "lm_head" for s in pre)
+    # a four-vector datapath: two chunks of four tokens, one MAC pass each
+    wide = DecodeSimulation(load_hardware(AIM, WIDE), graph, 8, 4)
+    assert _weight_macs(wide, wide.prefill_steps(8)) == 2 * _weight_macs(wide, wide.batch_steps([0]))
+
+
+def test_prefill_results(tiny):
+    r = run_model(AIM, tiny, 8, 2, prefill=True)
+    plain = run_model(AIM, tiny, 8, 2)
+    assert r["per_token_s"] == plain["per_token_s"]  # the decode steps are those of a run without it
+    assert r["ttft_s"] == pytest.approx(r["prefill_s"] + r["latency_first_token_s"])
+    assert r["prefill"]["energy_J"] > 0 and r["prefill"]["gemv_chunks"] == 8
+    wide = run_model(load_hardware(AIM, WIDE), tiny, 8, 2, prefill=True)
+    assert wide["prefill_s"] < r["prefill_s"] and wide["prefill"]["gemv_chunks"] == 2
+    costs = StepCosts(AIM, tiny, max_batch=1, max_context=10)
+    assert costs.prefill(8).time_s == pytest.approx(r["prefill_s"], rel=2e-3)
+    with pytest.raises(ConfigError, match="prompt of at least one token"):
+        RunSpec(model=tiny, hw=AIM, prompt_len=0, prefill=True)

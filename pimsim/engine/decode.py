@@ -221,6 +221,42 @@ class DecodeSimulation:
                     out += self.lowerers[seq].steps(op, position, position + 1)
         return out
 
+    def prefill_steps(self, prompt_len: int, sequences: int = 1) -> list[Step]:
+        """The steps of a prefill: `sequences` prompts of `prompt_len` tokens each through every layer,
+        writing their keys and values at positions 0 .. prompt_len - 1 of each sequence's cache. Each
+        weight GEMV multiplies all the prompt tokens' vectors, ``pim.buffer_vectors`` at a time (each
+        chunk one multi-vector GEMV: rows reused, ceil(chunk / pim.vectors_per_mac) MAC passes per row;
+        a one-vector buffer: one GEMV per token, the weights read as a decode step reads them).
+        Attention is causal and token by token (token j's query over the j + 1 keys before and at it),
+        as are embeddings, KV appends and ASIC work. The LM head is left out: prompt tokens need no
+        logits (the first decode step after the prefill makes the first token's)."""
+        if not 1 <= sequences <= self.batch:
+            raise PimsimError(f"a prefill of {sequences} sequences on a memory laid out for {self.batch}")
+        if not 1 <= prompt_len <= self.map.max_context:
+            raise PimsimError(f"a prefill of {prompt_len} tokens; the caches hold 1 to {self.map.max_context}")
+        chunk = self.hw.pim.buffer_vectors
+        full, rest = divmod(prompt_len * sequences, chunk)
+        chunks = [chunk] * full + ([rest] if rest else [])
+        out: list[Step] = []
+        shared: dict[int, dict] = {}
+        fast = self.fidelity == "fast"
+        ops = self.graph.ops
+        for index in self._work_ops:
+            op = ops[index]
+            if op.part == "lm_head":
+                continue
+            if op.kind == "gemv":
+                for n in chunks:
+                    out += self._batched_gemv(index, op, n) if n > 1 else self._op_steps(index, op, 0, 1, {})
+                continue
+            for seq in range(sequences):
+                for position in range(prompt_len):
+                    if seq == 0 or fast:
+                        out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
+                    else:
+                        out += self.lowerers[seq].steps(op, position, position + 1)
+        return out
+
     def _batched_gemv(self, index: int, op, vectors: int) -> list[Step]:
         """A GEMV's steps for `vectors` input vectors (the same at every position; at fast fidelity one
         layer's serve every layer of that shape)."""

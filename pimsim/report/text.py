@@ -136,6 +136,13 @@ def run_summary(result, functional: dict | None = None) -> str:
         lines.insert(4, f"encoder    {_time(enc['time_s'])}{energy} once over {enc['source_len']} source tokens, "
                         f"before the first token (not in the latency above): {enc['counted']['gemv_passes']:,} "
                         f"GEMV passes; most in {most}")
+    if "prefill" in r:
+        pre = r["prefill"]
+        energy = f", {_joules(pre['energy_J'])}" if "energy_J" in pre else ""
+        lines[1] = lines[1].replace("tokens in the KV cache", "tokens prefilled on the PIM system")
+        lines.insert(3, f"prefill    {_time(r['prefill_s'])}{energy} over the {pre['prompt_tokens']}-token prompt"
+                        f"{'s' if pre['sequences'] > 1 else ''} ({pre['gemv_chunks']:,} GEMV chunks of up to "
+                        f"{hw.pim.buffer_vectors} vectors); time to first token {_time(r['ttft_s'])}")
     if r.get("batch", 1) > 1:
         mem = r["memory"]
         lines[1] += f"; a batch of {r['batch']} sequences in lock step"
