@@ -77,7 +77,7 @@ class RunSpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     check_protocol: bool = False
     batch: int = 1  # sequences decoded in lock step, each with its own KV cache
-    prefill: bool = False  # simulate the prompt on the PIM system (else it is assumed in the KV cache)
+    prefill: str | None = None  # where the prompt runs: pim, asic or a host device spec (None: assumed in the cache)
 
     def __post_init__(self):
         problems = []
@@ -92,8 +92,8 @@ class RunSpec:
             problems.append(Problem("batch", f"a whole number of sequences >= 1, not {self.batch!r}"))
         elif self.batch > 1 and mode == "spec_dec":
             problems.append(Problem("batch", "speculative decoding runs one sequence (batch 1)"))
-        if not isinstance(self.prefill, bool):
-            problems.append(Problem("prefill", f"true or false, not {self.prefill!r}"))
+        if self.prefill is not None and not (isinstance(self.prefill, str) and self.prefill):
+            problems.append(Problem("prefill", f"pim, asic or a device spec (h100, ...), not {self.prefill!r}"))
         elif self.prefill and mode == "spec_dec":
             problems.append(Problem("prefill", "speculative-decoding runs start from a filled KV cache"))
         elif self.prefill and self.prompt_len == 0:

@@ -25,7 +25,7 @@ from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
 from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
-from pimsim.engine.prefill import PREFILL_NOTES, run_prefill
+from pimsim.engine.prefill import COMMON_NOTE, ON_ASIC, ON_PIM, PREFILL_NOTES, run_prefill
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
 from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
@@ -77,13 +77,14 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
               check_protocol: bool = False, weight_format: str | None = None,
-              source_len: int | None = None, batch: int = 1, prefill: bool = False) -> dict:
+              source_len: int | None = None, batch: int = 1, prefill: str | None = None) -> dict:
     """Token generation of `model` on `hw`: `gen_tokens` decode steps after a prompt of `prompt_len`
     tokens already in the KV cache, for one sequence or a `batch` in lock step. With a batch,
     ``latency_per_token_s`` is one step's time (each sequence's time per output token), ``tokens_per_s``
     counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence.
-    ``prefill``: simulate the prompt too (:mod:`pimsim.engine.prefill`), reported apart under ``prefill``
-    with ``prefill_s`` and ``ttft_s``."""
+    ``prefill``: where the prompt runs (``pim``, ``asic`` or a host device spec, see
+    :mod:`pimsim.engine.prefill`; None: assumed in the KV cache), reported apart under ``prefill`` with
+    ``prefill_s`` and ``ttft_s``."""
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
@@ -149,7 +150,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
                                    *((encoder.identity_json(), source_len) if encoder is not None else ()),
                                    *((("batch", batch),) if batch > 1 else ()),
-                                   *((("prefill", "pim"),) if prefill else ())),
+                                   *((("prefill", prefill),) if prefill else ())),
         "notes": _notes(schedule, fidelity),
     }
     if batch > 1:
@@ -164,10 +165,11 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         if batch > 1:
             out["energy_per_step_J"] = out["energy_total_J"] / gen_tokens
     if prefill:
-        out["prefill"] = _prefill(sim, batch)
+        out["prefill"] = _prefill(sim, batch, prefill)
         out["prefill_s"] = out["prefill"]["time_s"]
         out["ttft_s"] = out["prefill_s"] + per_token_s[0]
-        out["notes"][0:1] = PREFILL_NOTES
+        kind = prefill if prefill in (ON_PIM, ON_ASIC) else "device"
+        out["notes"][0:1] = [PREFILL_NOTES[kind], COMMON_NOTE]
     if encoder is not None:
         out["source_len"] = source_len
         out["graph"]["encoder_ops"] = len(encoder.ops)
@@ -242,20 +244,45 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
     return out
 
 
-def _prefill(sim: DecodeSimulation, sequences: int) -> dict:
-    """The prefill, simulated on its own: time, where it went, energy, and what was counted."""
-    pre = run_prefill(sim, sequences)
+def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> dict:
+    """The prefill, on its own: time, where it went, energy, and what was counted (on the ASIC or a host
+    device: the roofline's terms, then the KV writes into the banks, simulated)."""
+    pre = run_prefill(sim, sequences, on)
     time_s = pre.time_ps * 1e-12
+    simulated_s = pre.simulated_ps * 1e-12
     busy = sum(pre.breakdown_ps.values())
-    out = {"time_s": time_s, **pre.counted,
+    out = {"on": pre.on, "time_s": time_s, **pre.counted,
            "breakdown_s": {k: v * 1e-12 for k, v in pre.breakdown_ps.items() if v},
            "breakdown_share": {k: v / busy for k, v in pre.breakdown_ps.items() if v},
            "row_hit_rate": pre.counts["row_hit_rate"], "commands": pre.counts["commands"]}
+    if pre.roofline:
+        out["roofline"] = {k: v for k, v in pre.roofline.items() if k not in ("reads", "rows_opened")}
+        out["kv_write_s"] = simulated_s
     if sim.hw.energy is not None:
-        e = energy_of(sim, pre.counts, time_s, pre.channel_busy_ps, pre.work)
-        out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
-                    "average_power_W": e["average_power_W"]})
+        e = energy_of(sim, pre.counts, simulated_s, pre.channel_busy_ps, pre.work)
+        total, parts = e["total_J"], dict(e["breakdown_J"])
+        if on == ON_ASIC:
+            r = _asic_roofline_energy(sim, pre.roofline)
+            total += r["total_J"]
+            parts = {k: parts[k] + r["breakdown_J"][k] for k in parts}
+        elif pre.roofline:
+            total += pre.roofline["energy_J"]
+            parts["host_device"] = pre.roofline["energy_J"]
+        out.update({"energy_J": total, "energy_breakdown_J": parts, "average_power_W": total / time_s})
     return out
+
+
+def _asic_roofline_energy(sim: DecodeSimulation, roofline: dict) -> dict:
+    """The ASIC prefill's weight reads (RD commands streaming whole rows) and multiply-adds at the
+    config's costs, the memory in precharged standby and the ASIC leaking over the roofline's time."""
+    from pimsim.energy.model import Actions, energy_J
+
+    org = sim.hw.dram.organization
+    reads, rows = roofline["reads"], roofline["rows_opened"]
+    actions = Actions(commands={"RD": reads, "ACT": rows, "PRE": rows}, total_s=roofline["time_s"],
+                      busy_s=[0.0] * org.channels, pin_bytes=reads * org.access_bytes,
+                      link_bytes=reads * org.access_bytes, lane_ops=roofline["asic_macs"], sram_bytes=0)
+    return energy_J(sim.compiled, actions)
 
 
 def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:

@@ -30,6 +30,7 @@ from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation
 from pimsim.engine.lowering import Step
+from pimsim.engine.prefill import ON_ASIC, ON_PIM, asic_roofline, device_roofline, kv_write_steps
 from pimsim.errors import PimsimError
 from pimsim.workloads.cards import ModelCard, load_card
 from pimsim.workloads.opgraph import PARTS
@@ -96,19 +97,37 @@ class StepCosts:
             total = total + self.per_sequence(c)
         return total
 
-    def prefill(self, prompt_len: int, sequences: int = 1) -> StepCost:
+    def prefill(self, prompt_len: int, sequences: int = 1, on: str = "pim") -> StepCost:
         """The prefill of `sequences` prompts of `prompt_len` tokens each (cached per shape): every layer
-        over the prompt, KV written at positions 0 .. prompt_len - 1
-        (:meth:`DecodeSimulation.prefill_steps`); the first token's decode step is not in it."""
+        over the prompt, KV written at positions 0 .. prompt_len - 1; the first token's decode step is
+        not in it. `on`: ``pim`` (:meth:`DecodeSimulation.prefill_steps`, simulated), ``asic`` or a host
+        device spec (their roofline, then the KV writes simulated; see :mod:`pimsim.engine.prefill`)."""
         if not (isinstance(prompt_len, int) and 1 <= prompt_len <= self.max_context):
             raise PimsimError(f"a prefill of 1 to {self.max_context} tokens, not {prompt_len!r}")
         if not (isinstance(sequences, int) and 1 <= sequences <= self.max_batch):
             raise PimsimError(f"a prefill of 1 to {self.max_batch} sequences, not {sequences!r}")
-        key = (prompt_len, sequences)
+        key = (prompt_len, sequences, on)
         got = self._prefills.get(key)
         if got is None:
-            got = self._prefills[key] = self._measure(self.sim.prefill_steps(prompt_len, sequences))
+            if on == ON_PIM:
+                got = self._measure(self.sim.prefill_steps(prompt_len, sequences))
+            else:
+                got = self._measure(kv_write_steps(self.sim, prompt_len, sequences))
+                got = got + self._roofline(prompt_len, sequences, on)
+            self._prefills[key] = got
         return got
+
+    def _roofline(self, prompt_len: int, sequences: int, on: str) -> StepCost:
+        """An ASIC or host prefill's roofline part (time, and energy as :func:`pimsim.runs.run_model`
+        charges it)."""
+        from pimsim.runs import _asic_roofline_energy
+
+        sim = self.sim
+        r = (asic_roofline(sim, prompt_len, sequences) if on == ON_ASIC
+             else device_roofline(sim, prompt_len, sequences, on))
+        if self.hw.energy is None:
+            return StepCost(r["time_s"], None)
+        return StepCost(r["time_s"], _asic_roofline_energy(sim, r)["total_J"] if on == ON_ASIC else r["energy_J"])
 
     def gemvs(self, vectors: int) -> StepCost:
         """Every weight GEMV of one step multiplying `vectors` input vectors (cached per count)."""

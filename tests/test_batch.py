@@ -186,14 +186,52 @@ def test_a_prefill_on_a_one_vector_datapath_reads_the_weights_as_p_decode_steps(
 
 
 def test_prefill_results(tiny):
-    r = run_model(AIM, tiny, 8, 2, prefill=True)
+    r = run_model(AIM, tiny, 8, 2, prefill="pim")
     plain = run_model(AIM, tiny, 8, 2)
     assert r["per_token_s"] == plain["per_token_s"]  # the decode steps are those of a run without it
     assert r["ttft_s"] == pytest.approx(r["prefill_s"] + r["latency_first_token_s"])
     assert r["prefill"]["energy_J"] > 0 and r["prefill"]["gemv_chunks"] == 8
-    wide = run_model(load_hardware(AIM, WIDE), tiny, 8, 2, prefill=True)
+    wide = run_model(load_hardware(AIM, WIDE), tiny, 8, 2, prefill="pim")
     assert wide["prefill_s"] < r["prefill_s"] and wide["prefill"]["gemv_chunks"] == 2
     costs = StepCosts(AIM, tiny, max_batch=1, max_context=10)
     assert costs.prefill(8).time_s == pytest.approx(r["prefill_s"], rel=2e-3)
     with pytest.raises(ConfigError, match="prompt of at least one token"):
-        RunSpec(model=tiny, hw=AIM, prompt_len=0, prefill=True)
+        RunSpec(model=tiny, hw=AIM, prompt_len=0, prefill="pim")
+
+
+@pytest.mark.parametrize("on", ["asic", "h100"])
+def test_a_prefill_elsewhere_is_its_roofline_then_the_kv_writes(tiny, on):
+    from pimsim.baseline.devices import load_device
+
+    r = run_model(AIM, tiny, 8, 2, prefill=on)
+    pre = r["prefill"]
+    assert pre["on"] == on and pre["time_s"] == pytest.approx(pre["roofline"]["time_s"] + pre["kv_write_s"])
+    graph = traced_graph(load_card(tiny))
+    weights = sum(op.rows * op.cols for op in graph.ops if op.kind == "gemv" and op.part != "lm_head")
+    m = graph.meta
+    attention = 2 * m["layers"] * m["heads"] * m["head_dim"] * 8 * 9 // 2  # causal: 1 + 2 + ... + 8 keys
+    if on == "asic":
+        hw = load_hardware(AIM)
+        assert pre["roofline"]["asic_macs"] == 8 * weights + attention
+        assert pre["roofline"]["compute_s"] == pytest.approx((8 * weights + attention)
+                                                             / (hw.asic.lanes * hw.asic.freq_MHz * 1e6))
+    else:
+        assert pre["roofline"]["flops"] == 2 * (8 * weights + attention)
+        assert pre["energy_breakdown_J"]["host_device"] == pytest.approx(load_device(on).power_W
+                                                                         * pre["roofline"]["time_s"])
+    # the KV writes are the PIM prefill's own KV-append streams: every prompt token's keys and values
+    on_pim = run_model(AIM, tiny, 8, 2, prefill="pim")["prefill"]
+    assert pre["commands"]["WR"] == on_pim["commands"]["WR"] > 0
+    costs = StepCosts(AIM, tiny, max_batch=1, max_context=10)
+    assert costs.prefill(8, on=on).time_s == pytest.approx(pre["time_s"], rel=2e-3)
+    # StepCosts charges refresh at its average rate, the run whole REFs as they fall due: a short run differs
+    assert costs.prefill(8, on=on).energy_J == pytest.approx(pre["energy_J"], rel=1e-2)
+
+
+def test_bad_prefills_are_refused(tiny, capsys):
+    assert main(["run", "--hw", AIM, "--model", tiny, "--prefill-on", "no-such-device", "--quiet"]) == 2
+    assert "no-such-device" in capsys.readouterr().err
+    assert main(["run", "--hw", AIM, "--model", tiny, "--prefill", "--prompt-len", "0", "--quiet"]) == 2
+    assert "at least one token" in capsys.readouterr().err
+    assert main(["run", "--hw", AIM, "--spec-dec", f"target={tiny},draft={tiny},k=2,alpha=0.5", "--prefill"]) == 2
+    assert "--prefill" in capsys.readouterr().err

@@ -139,10 +139,12 @@ def run_summary(result, functional: dict | None = None) -> str:
     if "prefill" in r:
         pre = r["prefill"]
         energy = f", {_joules(pre['energy_J'])}" if "energy_J" in pre else ""
-        lines[1] = lines[1].replace("tokens in the KV cache", "tokens prefilled on the PIM system")
+        lines[1] = lines[1].replace("tokens in the KV cache", f"tokens prefilled on {pre['on']}")
+        how = (f"{pre['gemv_chunks']:,} GEMV chunks of up to {hw.pim.buffer_vectors} vectors" if pre["on"] == "pim"
+               else f"on {pre['on']}: roofline {_time(pre['roofline']['time_s'])} ({pre['roofline']['bound']} bound), "
+                    f"KV writes {_time(pre['kv_write_s'])}")
         lines.insert(3, f"prefill    {_time(r['prefill_s'])}{energy} over the {pre['prompt_tokens']}-token prompt"
-                        f"{'s' if pre['sequences'] > 1 else ''} ({pre['gemv_chunks']:,} GEMV chunks of up to "
-                        f"{hw.pim.buffer_vectors} vectors); time to first token {_time(r['ttft_s'])}")
+                        f"{'s' if pre['sequences'] > 1 else ''} ({how}); time to first token {_time(r['ttft_s'])}")
     if r.get("batch", 1) > 1:
         mem = r["memory"]
         lines[1] += f"; a batch of {r['batch']} sequences in lock step"
