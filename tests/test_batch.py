@@ -124,8 +124,6 @@ def test_bad_batches_are_refused(tiny, capsys):
         RunSpec(model=tiny, hw=AIM, batch=0)
     with pytest.raises(ConfigError, match="speculative decoding runs one sequence"):
         RunSpec(model=tiny, hw=AIM, batch=2, spec_dec="draft=gpt2,k=2,alpha=0.5")
-    assert main(["run", "--hw", AIM, "--model", tiny, "--batch", "2", "--timeline", "/tmp/x.json", "--quiet"]) == 2
-    assert "timeline" in capsys.readouterr().err
 
 
 def test_the_multi_vector_datapath_is_validated():
@@ -235,3 +233,16 @@ def test_bad_prefills_are_refused(tiny, capsys):
     assert "at least one token" in capsys.readouterr().err
     assert main(["run", "--hw", AIM, "--spec-dec", f"target={tiny},draft={tiny},k=2,alpha=0.5", "--prefill"]) == 2
     assert "--prefill" in capsys.readouterr().err
+
+
+def test_a_batch_runs_on_either_schedule_and_with_a_timeline(tiny):
+    from pimsim.runs import simulate
+
+    spec = RunSpec(model=tiny, hw=AIM, prompt_len=8, gen_tokens=2, batch=3)
+    serial = simulate(spec)
+    timed = simulate(spec, timeline=True)  # through the instruction programs instead of the direct loop
+    assert timed.record["per_token_s"] == serial.record["per_token_s"]
+    assert {e[1] for e in timed.timeline} >= {op.name for op in traced_graph(load_card(tiny)).ops
+                                             if op.kind == "scores"}
+    overlap = simulate(spec.patch(schedule="overlap"))
+    assert overlap.total_time_s < serial.total_time_s

@@ -74,7 +74,7 @@ class DecodeSimulation:
             raise PimsimError(f"{graph.model}: a prompt of {prompt_len} plus {gen_tokens} generated tokens is "
                               f"{prompt_len + gen_tokens} tokens, longer than its context of {context}")
         check_source_len(graph, source_len)
-        _check_batch(hw, graph, batch, schedule)
+        _check_batch(hw, graph, batch)
         if graph.meta.get("encoder_decoder") and (encoder is None or encoder.meta.get("source_len") != source_len):
             raise PimsimError(f"{graph.model}: an encoder-decoder run needs its encoder pass traced at the source "
                               f"length {source_len}")
@@ -150,17 +150,22 @@ class DecodeSimulation:
         return steps
 
     def token_program(self, position: int) -> Program:
-        """The instructions of the token at `position`: each op's steps in a chain, the first waiting for
-        the last instruction of every op whose result it reads."""
+        """The instructions of the token at `position` (every sequence's, for a batch): each op's steps
+        in a chain, the first waiting for the last instruction of every op whose result it reads."""
         context = position + 1
         program = Program()
         ops = self.graph.ops
         shared: dict = {}
         last = {}
         add = self.work.add
+        positions = [position] * self.batch
+        batch_shared: dict[int, dict] = {}
         for index in self._work_ops:
             op = ops[index]
-            steps = self._op_steps(index, op, position, context, shared)
+            if self.batch == 1:
+                steps = self._op_steps(index, op, position, context, shared)
+            else:
+                steps = self._op_batch_steps(index, op, positions, batch_shared)
             deps = tuple(last[d] for d in self._op_deps[index])
             last[index] = program.add_steps(steps, op.name, op.layer, deps)
             for step in steps:
@@ -205,20 +210,24 @@ class DecodeSimulation:
             raise PimsimError(f"a step of {len(positions)} sequences on a memory laid out for {self.batch}")
         out: list[Step] = []
         shared: dict[int, dict] = {}
-        fast = self.fidelity == "fast"
         ops = self.graph.ops
         for index in self._work_ops:
-            op = ops[index]
-            if op.kind == "gemv" and len(positions) > 1:
-                out += self._batched_gemv(index, op, len(positions))
-                continue
-            for seq, position in enumerate(positions):
-                if seq == 0 or fast:
-                    # fast timing goes by what a stream computes, not where it sits: sequence 0's steps
-                    # at this position time every sequence's
-                    out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
-                else:
-                    out += self.lowerers[seq].steps(op, position, position + 1)
+            out += self._op_batch_steps(index, ops[index], positions, shared)
+        return out
+
+    def _op_batch_steps(self, index: int, op, positions, shared: dict[int, dict]) -> list[Step]:
+        """One op's steps in a step of ``len(positions)`` sequences (see :meth:`batch_steps`); `shared`
+        holds fast fidelity's per-position step sharing across the ops of the step."""
+        if op.kind == "gemv" and len(positions) > 1:
+            return self._batched_gemv(index, op, len(positions))
+        out: list[Step] = []
+        for seq, position in enumerate(positions):
+            if seq == 0 or self.fidelity == "fast":
+                # fast timing goes by what a stream computes, not where it sits: sequence 0's steps at
+                # this position time every sequence's
+                out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
+            else:
+                out += self.lowerers[seq].steps(op, position, position + 1)
         return out
 
     def prefill_steps(self, prompt_len: int, sequences: int = 1) -> list[Step]:
@@ -301,8 +310,6 @@ class DecodeSimulation:
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
         if self._ran:  # the DRAM state, refresh clock and energy counts would carry over into a second run
             raise RuntimeError("a DecodeSimulation runs once; make a new one for another run")
-        if timeline and self.batch > 1:
-            raise PimsimError("a batch of several sequences has no timeline (yet); run one sequence for one")
         self._ran = True
         serial = self.schedule == "serial"
         self.timing.track_channels = timeline
@@ -312,7 +319,7 @@ class DecodeSimulation:
         ideal = 0.0
         for i in range(self.gen_tokens):
             position = self.prompt_len + i
-            if self.batch > 1:  # serial, no timeline (checked when made)
+            if self.batch > 1 and serial and not timeline:
                 end = self.advance(self.batch_steps([position] * self.batch), t, breakdown)
                 per_token.append(end - t)
                 ideal += self._ideal_ps(position + 1, self.batch)
@@ -336,7 +343,7 @@ class DecodeSimulation:
             if timeline:
                 events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end, ins.channel_ends)
                               for ins in program if ins.end > ins.start)
-            ideal += self._ideal_ps(position + 1)
+            ideal += self._ideal_ps(position + 1, self.batch)
             t = end
             if progress is not None:
                 progress(1)
@@ -380,7 +387,7 @@ def _op_order(graph: OpGraph) -> tuple[list[int], dict[int, tuple[int, ...]]]:
     return work_ops, deps
 
 
-def _check_batch(hw: HardwareConfig, graph: OpGraph, batch: int, schedule: str) -> None:
+def _check_batch(hw: HardwareConfig, graph: OpGraph, batch: int) -> None:
     """What a batch of several sequences needs (everything a lone sequence does is unchanged)."""
     if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
         raise PimsimError(f"a batch is a whole number of sequences >= 1, not {batch!r}")
@@ -391,8 +398,6 @@ def _check_batch(hw: HardwareConfig, graph: OpGraph, batch: int, schedule: str) 
     if batch > 1:
         if graph.meta.get("encoder_decoder"):
             problems.append(f"{graph.model}: batches of encoder-decoder models are not modelled (one source each)")
-        if schedule != "serial":
-            problems.append("a batch runs on the serial schedule only")
     if problems:
         raise PimsimError("; ".join(problems))
 
