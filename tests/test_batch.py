@@ -246,3 +246,10 @@ def test_a_batch_runs_on_either_schedule_and_with_a_timeline(tiny):
                                              if op.kind == "scores"}
     overlap = simulate(spec.patch(schedule="overlap"))
     assert overlap.total_time_s < serial.total_time_s
+
+
+def test_a_batch_at_cycle_fidelity_is_protocol_clean_and_near_fast(tiny):
+    cycle = run_model(AIM, tiny, 8, 2, fidelity="cycle", batch=3, check_protocol=True)
+    fast = run_model(AIM, tiny, 8, 2, batch=3)
+    assert cycle["protocol_check"]["violations"] == 0 and cycle["protocol_check"]["commands_checked"] > 0
+    assert cycle["latency_per_token_s"] == pytest.approx(fast["latency_per_token_s"], rel=0.02)
