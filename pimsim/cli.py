@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=_nonnegative, metavar="P",
                    help="tokens already in the KV cache when generation starts (default: the card's)")
     p.add_argument("--gen-tokens", type=_positive, metavar="N", help="tokens to generate (default: the card's)")
+    p.add_argument("--batch", type=_positive, metavar="B", default=1,
+                   help="decode B sequences in lock step, each with its own KV cache: every GEMV multiplies the B "
+                        "vectors at once (pim.vectors_per_mac per MAC command), attention runs per sequence "
+                        "(default 1)")
+    p.add_argument("--prefill", action="store_true",
+                   help="simulate the prompt (--prompt-len tokens) on the PIM system before decoding instead of "
+                        "assuming it in the KV cache: prefill_s, ttft_s and its energy are reported apart "
+                        "(--prefill-on pim)")
+    p.add_argument("--prefill-on", metavar="pim|asic|DEVICE",
+                   help="where the prefill runs: pim (simulated), asic (the ASIC beside the memory, a roofline) or "
+                        "a host device spec (h100, a100, t4, ... or a path: its roofline); the prompt's KV is "
+                        "then written into the banks (simulated)")
     p.add_argument("--source-len", type=_positive, metavar="S",
                    help="encoder-decoder models (bart-base...): source tokens the encoder runs over once before "
                         "decoding, and the cross-attention K/V every decode step reads (default: the card's)")
@@ -623,7 +635,18 @@ def _run_spec(args):
     return RunSpec(model=args.model, hw=args.hw, prompt_len=args.prompt_len, gen_tokens=args.gen_tokens,
                    source_len=args.source_len, schedule=args.schedule, fidelity=args.fidelity,
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
-                   check_protocol=args.check_protocol)
+                   check_protocol=args.check_protocol, batch=args.batch, prefill=_prefill_on(args))
+
+
+def _prefill_on(args) -> str | None:
+    """Where the prefill runs: --prefill-on's value, ``pim`` for --prefill alone, else None."""
+    if args.prefill_on is not None:
+        if args.prefill_on not in ("pim", "asic"):
+            from pimsim.baseline.devices import load_device
+
+            load_device(args.prefill_on)  # a name that is no device is reported before anything runs
+        return args.prefill_on
+    return "pim" if args.prefill else None
 
 
 def cmd_run(args) -> int:
@@ -662,6 +685,8 @@ def _cmd_run(args) -> int:
         raise PimsimError("--weights and --prompt go with --functional")
     if args.weights:
         _check_gguf(args.weights)
+    if args.batch > 1 and args.functional:
+        raise PimsimError("--functional decodes one sequence; run it without --batch")
     spec = _run_spec(args)
     started = time.perf_counter()
     bar = None
@@ -703,6 +728,8 @@ def _run_specdec(args) -> int:
                                          ("--timeline-tokens", args.timeline_tokens),
                                          ("--weights", args.weights), ("--prompt", args.prompt),
                                          ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
+                                         ("--batch", args.batch > 1), ("--prefill", args.prefill),
+                                         ("--prefill-on", args.prefill_on),
                                          ("--schedule overlap", args.schedule == "overlap")) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")

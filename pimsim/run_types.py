@@ -76,6 +76,8 @@ class RunSpec:
     spec_dec: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     check_protocol: bool = False
+    batch: int = 1  # sequences decoded in lock step, each with its own KV cache
+    prefill: str | None = None  # where the prompt runs: pim, asic or a host device spec (None: assumed in the cache)
 
     def __post_init__(self):
         problems = []
@@ -86,6 +88,16 @@ class RunSpec:
         mode = self.mode if self.mode is not None else ("spec_dec" if self.spec_dec is not None else "decode")
         if mode not in MODES:
             problems.append(Problem("mode", f"one of {', '.join(MODES)}, not {mode!r}"))
+        if not (_int(self.batch) and self.batch >= 1):
+            problems.append(Problem("batch", f"a whole number of sequences >= 1, not {self.batch!r}"))
+        elif self.batch > 1 and mode == "spec_dec":
+            problems.append(Problem("batch", "speculative decoding runs one sequence (batch 1)"))
+        if self.prefill is not None and not (isinstance(self.prefill, str) and self.prefill):
+            problems.append(Problem("prefill", f"pim, asic or a device spec (h100, ...), not {self.prefill!r}"))
+        elif self.prefill and mode == "spec_dec":
+            problems.append(Problem("prefill", "speculative-decoding runs start from a filled KV cache"))
+        elif self.prefill and self.prompt_len == 0:
+            problems.append(Problem("prefill", "a prefill needs a prompt of at least one token (prompt_len >= 1)"))
         for name, least in (("prompt_len", 0), ("gen_tokens", 1), ("source_len", 1)):
             value = getattr(self, name)
             if value is not None and not (_int(value) and value >= least):

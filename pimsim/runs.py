@@ -25,6 +25,7 @@ from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
 from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
+from pimsim.engine.prefill import COMMON_NOTE, ON_ASIC, ON_PIM, PREFILL_NOTES, run_prefill
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
 from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
@@ -49,7 +50,7 @@ def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progr
     hw = hardware_for(hw, card, spec.weight_format)
     record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity, timeline=timeline,
                        progress=progress, check_protocol=spec.check_protocol, weight_format=spec.weight_format,
-                       source_len=spec.source_len)
+                       source_len=spec.source_len, batch=spec.batch, prefill=spec.prefill)
     events = record.pop("_timeline", ())
     return RunResult.from_record(spec, "decode", record, events, hw)
 
@@ -76,7 +77,14 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
               check_protocol: bool = False, weight_format: str | None = None,
-              source_len: int | None = None) -> dict:
+              source_len: int | None = None, batch: int = 1, prefill: str | None = None) -> dict:
+    """Token generation of `model` on `hw`: `gen_tokens` decode steps after a prompt of `prompt_len`
+    tokens already in the KV cache, for one sequence or a `batch` in lock step. With a batch,
+    ``latency_per_token_s`` is one step's time (each sequence's time per output token), ``tokens_per_s``
+    counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence.
+    ``prefill``: where the prompt runs (``pim``, ``asic`` or a host device spec, see
+    :mod:`pimsim.engine.prefill`; None: assumed in the KV cache), reported apart under ``prefill`` with
+    ``prefill_s`` and ``ttft_s``."""
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
@@ -90,7 +98,11 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = source_len  # the run's (the card's by default)
         encoder = traced_encoder(card, source_len)
-    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len)
+    if prefill and (encoder is not None or prompt_len < 1):
+        raise PimsimError("a prefill needs a prompt of at least one token" if encoder is None else
+                          f"{card.name}: the prefill of encoder-decoder models is their encoder pass (already run)")
+    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len,
+                           batch=batch)
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
@@ -115,7 +127,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "latency_median_token_s": statistics.median(per_token_s),
         # TPOT, time per output token: its mean is latency_per_token_s; percentiles where there are several
         **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
-        "tokens_per_s": gen_tokens / total,
+        "tokens_per_s": gen_tokens * batch / total,
         "total_time_s": total,
         "breakdown_s": {k: v * 1e-12 for k, v in result.breakdown_ps.items() if v},
         "breakdown_share": {k: v / busy for k, v in result.breakdown_ps.items() if v},
@@ -136,11 +148,28 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "pimsim_version": __version__,
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
-                                   *((encoder.identity_json(), source_len) if encoder is not None else ())),
+                                   *((encoder.identity_json(), source_len) if encoder is not None else ()),
+                                   *((("batch", batch),) if batch > 1 else ()),
+                                   *((("prefill", prefill),) if prefill else ())),
         "notes": _notes(schedule, fidelity),
     }
+    if batch > 1:
+        out.update({"batch": batch, "tokens_generated": gen_tokens * batch})
+        out["notes"].append(f"a batch of {batch} sequences in lock step: each GEMV multiplies the {batch} vectors at "
+                            f"once (mapping.verify {hw.mapping.verify}, pim.buffer_vectors {hw.pim.buffer_vectors}, "
+                            f"pim.vectors_per_mac {hw.pim.vectors_per_mac}); attention, KV appends, embeddings and "
+                            "ASIC work run per sequence over its own cache; latency_per_token_s is one step, "
+                            "tokens_per_s and energy_per_token_J count every sequence's tokens")
     if hw.energy is not None:
-        out.update(_energy(sim, result, total, gen_tokens, weights))
+        out.update(_energy(sim, result, total, gen_tokens * batch, weights))
+        if batch > 1:
+            out["energy_per_step_J"] = out["energy_total_J"] / gen_tokens
+    if prefill:
+        out["prefill"] = _prefill(sim, batch, prefill)
+        out["prefill_s"] = out["prefill"]["time_s"]
+        out["ttft_s"] = out["prefill_s"] + per_token_s[0]
+        kind = prefill if prefill in (ON_PIM, ON_ASIC) else "device"
+        out["notes"][0:1] = [PREFILL_NOTES[kind], COMMON_NOTE]
     if encoder is not None:
         out["source_len"] = source_len
         out["graph"]["encoder_ops"] = len(encoder.ops)
@@ -215,6 +244,47 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
     return out
 
 
+def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> dict:
+    """The prefill, on its own: time, where it went, energy, and what was counted (on the ASIC or a host
+    device: the roofline's terms, then the KV writes into the banks, simulated)."""
+    pre = run_prefill(sim, sequences, on)
+    time_s = pre.time_ps * 1e-12
+    simulated_s = pre.simulated_ps * 1e-12
+    busy = sum(pre.breakdown_ps.values())
+    out = {"on": pre.on, "time_s": time_s, **pre.counted,
+           "breakdown_s": {k: v * 1e-12 for k, v in pre.breakdown_ps.items() if v},
+           "breakdown_share": {k: v / busy for k, v in pre.breakdown_ps.items() if v},
+           "row_hit_rate": pre.counts["row_hit_rate"], "commands": pre.counts["commands"]}
+    if pre.roofline:
+        out["roofline"] = {k: v for k, v in pre.roofline.items() if k not in ("reads", "rows_opened")}
+        out["kv_write_s"] = simulated_s
+    if sim.hw.energy is not None:
+        e = energy_of(sim, pre.counts, simulated_s, pre.channel_busy_ps, pre.work)
+        total, parts = e["total_J"], dict(e["breakdown_J"])
+        if on == ON_ASIC:
+            r = _asic_roofline_energy(sim, pre.roofline)
+            total += r["total_J"]
+            parts = {k: parts[k] + r["breakdown_J"][k] for k in parts}
+        elif pre.roofline:
+            total += pre.roofline["energy_J"]
+            parts["host_device"] = pre.roofline["energy_J"]
+        out.update({"energy_J": total, "energy_breakdown_J": parts, "average_power_W": total / time_s})
+    return out
+
+
+def _asic_roofline_energy(sim: DecodeSimulation, roofline: dict) -> dict:
+    """The ASIC prefill's weight reads (RD commands streaming whole rows) and multiply-adds at the
+    config's costs, the memory in precharged standby and the ASIC leaking over the roofline's time."""
+    from pimsim.energy.model import Actions, energy_J
+
+    org = sim.hw.dram.organization
+    reads, rows = roofline["reads"], roofline["rows_opened"]
+    actions = Actions(commands={"RD": reads, "ACT": rows, "PRE": rows}, total_s=roofline["time_s"],
+                      busy_s=[0.0] * org.channels, pin_bytes=reads * org.access_bytes,
+                      link_bytes=reads * org.access_bytes, lane_ops=roofline["asic_macs"], sram_bytes=0)
+    return energy_J(sim.compiled, actions)
+
+
 def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
     """Energy of what `sim` did: its timing's counts (commands, MACs by datapath), per-channel busy
     time and :class:`~pimsim.engine.lowering.WorkTally` over `total_s`."""
@@ -224,7 +294,8 @@ def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work
     actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
                       macs_by_format=counts.get("macs_by_format"),
                       pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work.link_bytes,
-                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes)
+                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes,
+                      extra_vector_macs=work.extra_vector_macs)
     return energy_J(sim.compiled, actions)
 
 

@@ -263,3 +263,21 @@ def test_compiled_baseline_generates_what_eager_generates(tiny):
     assert compiled["compile_s"] > 0 and compiled["latency_per_token_s"] > 0
     assert compiled["tokens"] == eager["tokens"]  # the same greedy function, computed another way
     assert "static KV cache + torch.compile" in compiled["method_label"]
+
+
+def test_a_gpu_record_read_over_too_short_an_nvml_window_is_not_used_as_measured():
+    """h100-gpt2-fp16 timed 64 tokens at 4.6 ms (0.29 s): its NVML reading is below what the counter resolves,
+    so the comparison leaves its energy out and says why; a long enough window stays measured."""
+    from pimsim.baseline.compare import _measured_energy
+    from pimsim.baseline.measure import NVML_MIN_WINDOW_S
+
+    record = {"device": "cuda", "energy_per_token_J": 0.6, "energy_kind": "NVML total energy counter",
+              "gen_tokens": 64, "latency_per_token_s": 0.0046, "latency_mean_s": 0.0046,
+              "per_token_s": [0.0046] * 64, "host": {"gpu": "NVIDIA H100 80GB HBM3"}}
+    energy, label = _measured_energy(record)
+    assert energy is None and "too short" in label and "--gen-tokens" in label  # not replaced by a 700 W spec
+    record["per_token_s"] = [NVML_MIN_WINDOW_S / 64] * 64  # exactly the limit: the reading is used
+    assert _measured_energy(record) == (0.6, "measured: NVML total energy counter")
+    record["host"]["gpu"] = "NVIDIA H200"
+    record["per_token_s"] = [0.0046] * 64
+    assert _measured_energy(record)[0] is None

@@ -357,7 +357,7 @@ def test_rapl_wrap_around_is_added_back(tmp_path, monkeypatch):
     counter = measure._EnergyCounter("cpu")
     counter.start()
     counter_file.write_text("671150\n")  # passed the top of the range and started again from 0
-    assert counter.stop() == pytest.approx((262143328850 - 262143000000 + 671150) * 1e-6)
+    assert counter.stop(10.0) == pytest.approx((262143328850 - 262143000000 + 671150) * 1e-6)
 
 
 def test_gpu_energy_is_read_from_the_gpu_torch_runs_on(monkeypatch):
@@ -370,18 +370,44 @@ def test_gpu_energy_is_read_from_the_gpu_torch_runs_on(monkeypatch):
         nvmlInit=lambda: None,
         nvmlDeviceGetHandleByIndex=lambda i: f"index-{i}",
         nvmlDeviceGetHandleByUUID=lambda u: f"uuid-{u}",
-        nvmlDeviceGetTotalEnergyConsumption=lambda h: read.append(h) or 5000)
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: read.append(h) or 5000 + 1500 * len(read))
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
     props = types.SimpleNamespace(uuid="1234-abcd")
     fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(current_device=lambda: 1,
                                                                   get_device_properties=lambda i: props))
     counter = measure._EnergyCounter("cuda", fake_torch)
     counter.start()
-    assert counter.stop() == 0.0 and set(read) == {"uuid-GPU-1234-abcd"}
+    assert counter.stop(2.0) == pytest.approx(1.5) and set(read) == {"uuid-GPU-1234-abcd"}
     del props.uuid  # an older torch: NVML's index of torch's device, not always 0
     read.clear()
     measure._EnergyCounter("cuda", fake_torch).start()
     assert set(read) == {"index-1"}
+
+
+def test_gpu_energy_over_a_window_the_counter_cannot_resolve_is_refused(monkeypatch):
+    """A 64 ms window (64 tokens of GPT-2 at 1 ms, CUDA graphs on an H200) read 0 J from NVML and was
+    recorded as 0.00 mJ/token: now refused with the reason, as is any window under NVML_MIN_WINDOW_S."""
+    import types
+
+    import pimsim.baseline.measure as measure
+
+    energy_mJ = [5000]
+    fake_nvml = types.SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: i,
+                                      nvmlDeviceGetTotalEnergyConsumption=lambda h: energy_mJ[0])
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        current_device=lambda: 0, get_device_properties=lambda i: types.SimpleNamespace()))
+    counter = measure._EnergyCounter("cuda", fake_torch)
+    counter.start()
+    assert counter.stop(0.064) is None and "too short" in counter.why and "--gen-tokens" in counter.why
+    counter.start()
+    energy_mJ[0] += 700  # one sensor step inside a window just under the limit: still refused
+    assert counter.stop(measure.NVML_MIN_WINDOW_S - 1e-3) is None
+    counter.start()
+    assert counter.stop(5.0) is None and "moved 0.000 J" in counter.why  # a long window the counter never moved
+    counter.start()
+    energy_mJ[0] += 90_000
+    assert counter.stop(measure.NVML_MIN_WINDOW_S) == pytest.approx(90.0)
 
 
 # ---- one message instead of a traceback ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pimsim.baseline.devices import load_device
+from pimsim.baseline.measure import NVML_MIN_WINDOW_S
 from pimsim.baseline.methods import METHODS
 from pimsim.baseline.roofline import roofline
 from pimsim.config.models import HardwareConfig
@@ -117,8 +118,14 @@ def _measured_energy(record: dict) -> tuple[float | None, str]:
         kind = "measured" if cp["kind"] == "measured" else "estimate"
         return cp["energy_per_token_J"], (f"{kind}: {cp['cores_charged']} core(s) x {cp['per_core_W']:.2f} W, "
                                           f"{cp['source']}")
-    if record.get("energy_per_token_J") is not None:
+    window_s = sum(record.get("per_token_s") or ()) or record["gen_tokens"] * record["latency_mean_s"]
+    short = (record.get("energy_kind") or "").startswith("NVML") and window_s < NVML_MIN_WINDOW_S
+    if record.get("energy_per_token_J") is not None and not short:
         return record["energy_per_token_J"], f"measured: {record['energy_kind']}"
+    if short:  # a record made before NVML windows were checked: its reading is not used, nor replaced by a
+        # board's spec power (at batch 1 a GPU draws a fraction of it: 110-180 W of an H100's/H200's 700 W here)
+        return None, (f"none: its {window_s:.2f} s NVML window is too short to read (under {NVML_MIN_WINDOW_S:g} s); "
+                      "measure it again with more --gen-tokens")
     gpu = record["host"].get("gpu") or ""
     for key, spec_name in _GPU_SPECS.items():
         if key in gpu:

@@ -26,6 +26,10 @@ from pimsim.workloads.cards import ModelCard
 
 DTYPES = ("fp32", "fp16", "bf16")
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+# NVML's total-energy counter advances only when the GPU's power sensor updates (every 100 ms on A100/H100,
+# whose sensor also averages only part of each period: Yang, Adamek and Armour, SC'24), so a short window
+# reads 0 J or a single step. Energy timed over less than this is refused, never reported.
+NVML_MIN_WINDOW_S = 1.0  # assumed: ten of the sensor's 100 ms update periods
 
 
 def _cpu_model() -> str:
@@ -70,10 +74,17 @@ class _EnergyCounter:
     def start(self):
         self.start_value = self.reader() if self.reader else None
 
-    def stop(self) -> float | None:
+    def stop(self, window_s: float) -> float | None:
+        """Joules since start(), over a timed window of `window_s` seconds; None (with ``why``) where the
+        counter cannot resolve it."""
         if self.reader is None or self.start_value is None:
             return None
         joules = self.reader() - self.start_value
+        if self.kind.startswith("NVML") and (window_s < NVML_MIN_WINDOW_S or joules == 0):
+            self.why = (f"the timed window of {window_s:.3f} s is too short for NVML's energy counter (it advances "
+                        f"with the power sensor's 100 ms updates; at least {NVML_MIN_WINDOW_S:g} s is needed and "
+                        f"it moved {joules:.3f} J): time more tokens with --gen-tokens")
+            return None
         if joules < 0 and self.wrap:  # wrapped once during the run (a 2^32 uJ range wraps every ~70 min at 1 kW)
             joules += self.wrap
         if joules < 0:
@@ -182,7 +193,7 @@ def measure(card: ModelCard, device: str = "cpu", dtype: str | None = None, prom
                 cpu_times.append(time.process_time() - cpu_t)
             tokens.append(int(token))  # after the clock: reading the id back is not part of a decode step
         run_s = time.perf_counter() - run_t0
-        joules = counter.stop()
+        joules = counter.stop(run_s)
         core_joules = core_counter.stop() if core_counter else None
     times_sorted = sorted(times)
     pick = lambda q: times_sorted[min(len(times_sorted) - 1, int(q * len(times_sorted)))]  # noqa: E731

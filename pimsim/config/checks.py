@@ -125,6 +125,10 @@ def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
     for fmt in by_format:
         if fmt not in extra:
             out.append(Problem(f"energy.dram.mac_pJ_by_format.{fmt}", f"pim.formats has no {fmt} to cost"))
+    vpm = pim.get("vectors_per_mac", 1)
+    if _int(vpm) and vpm > 1 and dram.get("mac_vector_pJ") is None:
+        out.append(Problem("energy.dram.mac_vector_pJ", f"missing: pim.vectors_per_mac is {vpm}, so what each "
+                                                         "vector after the first adds to a MAC's energy is needed"))
     if isinstance(raw.get("asic"), dict) and not isinstance(energy.get("asic"), dict):
         out.append(Problem("energy.asic", "the hardware has an ASIC: give its lane_op_pJ, sram_pJ_per_byte and "
                                           "leakage_mW"))
@@ -252,6 +256,10 @@ def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
         keep = f" (or keep the KV cache in {fmt})" if fmt not in LOW_BIT else ""
         out.append(Problem("pim.kv_format", f"attention over a {kv} KV cache needs MAC units for {kv} values: "
                                             f"add pim.formats.{kv}{keep}"))
+    vpm, held = _int(pim.get("vectors_per_mac", 1)), _int(pim.get("buffer_vectors", 1))
+    if vpm and held and vpm > held:
+        out.append(Problem("pim.vectors_per_mac", f"a MAC of {vpm} vectors reads them from the global buffer, which "
+                                                  f"holds {held} (pim.buffer_vectors); raise buffer_vectors to {vpm}"))
     per_unit = _int(pim.get("banks_per_unit"))
     bgs, bpg = _int(org.get("bankgroups")), _int(org.get("banks_per_group"))
     if per_unit and bgs and bpg and (bgs * bpg) % per_unit:

@@ -8,9 +8,9 @@ which runs on the same input so that every problem is reported at once.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, model_serializer
 
 from pimsim.dram.standards import STANDARDS
 
@@ -31,6 +31,22 @@ Number = Annotated[float, BeforeValidator(_not_bool)]
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _QuietDefaults(BaseModel):
+    """A section whose ``QUIET`` fields are left out of its dump while they hold their default: knobs added
+    after results were published (a multi-vector datapath) that change nothing at their default, so a
+    description that does not use them resolves, and hashes, as it did before they existed."""
+
+    QUIET: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_quiet_defaults(self, handler):
+        data = handler(self)
+        for name in self.QUIET:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 class Organization(StrictModel):
@@ -131,7 +147,9 @@ class PimFormat(StrictModel):
                                                                 "busy (0: as fast as the column path delivers)")
 
 
-class PimConfig(StrictModel):
+class PimConfig(StrictModel, _QuietDefaults):
+    QUIET: ClassVar[tuple[str, ...]] = ("vectors_per_mac",)
+
     banks_per_unit: StrictInt = Field(ge=1, description="banks sharing one PIM MAC unit")
     lanes_per_unit: StrictInt = Field(ge=1, description="multiply-accumulate lanes per unit")
     global_buffer_bytes: StrictInt = Field(ge=1, description="input-vector buffer per channel")
@@ -155,6 +173,11 @@ class PimConfig(StrictModel):
     buffer_vectors: StrictInt = Field(1, ge=1, le=64, description="input vectors the global buffer holds side by "
                                                                   "side, global_buffer_bytes each (a wider buffer "
                                                                   "for speculative verify steps)")
+    vectors_per_mac: StrictInt = Field(1, ge=1, le=64, description="buffered input vectors one MAC command "
+                                                                   "multiplies the open row's burst by (more "
+                                                                   "multipliers and accumulators per unit; 1: "
+                                                                   "today's devices). Needs buffer_vectors at least "
+                                                                   "as large, and energy.dram.mac_vector_pJ")
 
     @property
     def input_format(self) -> str:
@@ -247,7 +270,7 @@ FROM_CURRENTS = ("ACT", "PRE", "PREA", "ACTAB", "RD", "WR", "REF")
 Cost = Annotated[Number, Field(ge=0, le=1e7)]  # 10 uJ a command: far past any device, so a unit slip shows
 
 
-class DramEnergy(StrictModel):
+class DramEnergy(StrictModel, _QuietDefaults):
     """Energy of the memory, per channel. Either pJ per command plus background power, or the
     datasheet currents of one channel's devices (with VDD) from which both follow; PIM commands the
     currents say nothing about (MACAB, WRGB, RDMAC, ...) are given in pJ either way."""
@@ -261,6 +284,12 @@ class DramEnergy(StrictModel):
         None, description="per channel: 'active' (a row open) and 'precharged' standby power")
     mac_pJ_by_format: dict[WeightFormat, dict[Literal["MACAB", "MACSB"], Cost]] = Field(
         default_factory=dict, description="MACAB and MACSB energy for each extra weight format of pim.formats")
+    mac_vector_pJ: Cost | None = Field(
+        None, description="what each buffered vector after the first adds to a MAC command's energy (its "
+                          "multipliers and accumulator; the row's column read is shared): needed when "
+                          "pim.vectors_per_mac > 1")
+
+    QUIET: ClassVar[tuple[str, ...]] = ("mac_vector_pJ",)
 
 
 class AsicEnergy(StrictModel):

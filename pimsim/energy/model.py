@@ -65,6 +65,7 @@ class Actions:
     lane_ops: int = 0  # ASIC lane steps
     sram_bytes: int = 0  # ASIC buffer traffic
     macs_by_format: dict[str, int] | None = None  # MAC commands by the datapath's format (default: all the active one)
+    extra_vector_macs: int = 0  # MAC commands x vectors each multiplied beyond its first (pim.vectors_per_mac)
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,6 +139,10 @@ def energy_J(compiled: Compiled, actions: Actions) -> dict:
     for cmd, n in actions.commands.items():
         parts[COMMAND_ENERGY_CLASS[cmd]] += n * per_command[cmd]
     parts["mac"] += _other_datapaths_J(hw, actions.macs_by_format or {}, per_command)
+    if actions.extra_vector_macs:  # a multi-vector datapath's further multipliers and accumulators
+        if e.dram.mac_vector_pJ is None:
+            raise PimsimError(f"{hw.name}: MACs multiplied several vectors, but energy.dram.mac_vector_pJ is not given")
+        parts["mac"] += actions.extra_vector_macs * e.dram.mac_vector_pJ * 1e-12
     parts["io"] = actions.pin_bytes * 8 * e.io_pJ_per_bit * 1e-12
     parts["link"] = actions.link_bytes * 8 * e.link_pJ_per_bit * 1e-12
     active, precharged = background_W(hw)

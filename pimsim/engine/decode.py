@@ -7,6 +7,11 @@ are placed into programs (:class:`pimsim.engine.events.Program`) and timed.
 Token i (0-based) of a run with prompt length P sits at position P + i: the cache holds P + i tokens
 before its step and P + i + 1 after. Tokens follow one another (each needs the previous one's output).
 
+A batch of B sequences (``batch``) decodes in lock step: one step carries every sequence's token, each
+GEMV multiplies the B vectors at once (:meth:`ModelMap.gemv` with ``vectors``: rows reused as
+``mapping.verify`` says, ceil(B / pim.vectors_per_mac) MAC passes over each row), and each sequence's
+attention and KV append run over its own cache (:meth:`DecodeSimulation.batch_steps`).
+
 An encoder-decoder model's decode step also reads each layer's cross-attention K/V: scores and context
 over the source's S tokens, in their own region. Its encoder pass, which runs once before the first
 token, is :mod:`pimsim.engine.encoder`; it reuses :meth:`DecodeSimulation.steps` for its ops.
@@ -25,6 +30,7 @@ from pimsim.engine.events import Program, run_program
 from pimsim.engine.lowering import FP32_BYTES, NO_WORK, Lowerer, Step, WorkTally, shape_key
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
+from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.model import ModelMap
 from pimsim.workloads.opgraph import PARTS, OpGraph
 from pimsim.workloads.tracer import check_source_len
@@ -49,9 +55,10 @@ class DecodeSimulation:
     def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
                  schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False,
                  encoder: OpGraph | None = None, source_len: int | None = None,
-                 share: DecodeSimulation | None = None):
+                 share: DecodeSimulation | None = None, batch: int = 1):
         """``share``: another simulation on the same hardware whose memory this model shares (a
-        speculative draft beside its target): the same DRAM timing state, and rows after that model's."""
+        speculative draft beside its target): the same DRAM timing state, and rows after that model's.
+        ``batch``: sequences decoded in lock step, each with its own KV cache."""
         if hw.pim is None or hw.asic is None:
             missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
             raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
@@ -67,6 +74,7 @@ class DecodeSimulation:
             raise PimsimError(f"{graph.model}: a prompt of {prompt_len} plus {gen_tokens} generated tokens is "
                               f"{prompt_len + gen_tokens} tokens, longer than its context of {context}")
         check_source_len(graph, source_len)
+        _check_batch(hw, graph, batch)
         if graph.meta.get("encoder_decoder") and (encoder is None or encoder.meta.get("source_len") != source_len):
             raise PimsimError(f"{graph.model}: an encoder-decoder run needs its encoder pass traced at the source "
                               f"length {source_len}")
@@ -78,8 +86,9 @@ class DecodeSimulation:
         if share is not None and share.hw != hw:
             raise PimsimError("models sharing a memory need the same hardware description")
         self.compiled = compile_standard(hw) if share is None else share.compiled
+        self.batch = batch
         self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens, encoder, self.source_len,
-                            base_row=share.map.rows_used if share is not None else 0)
+                            base_row=share.map.rows_used if share is not None else 0, batch=batch)
         self.asic = hw.asic
         self._check_asic_buffer(prompt_len + gen_tokens)
         if check_protocol and fidelity != "cycle":
@@ -87,6 +96,10 @@ class DecodeSimulation:
         self.check_protocol = check_protocol
         self.timing = timing_for(self.compiled, fidelity, record=check_protocol) if share is None else share.timing
         self.lowerer = Lowerer(self.map, self.asic, self.source_len)
+        # each sequence of a batch lowers its attention onto its own KV cache
+        self.lowerers = [self.lowerer] + [Lowerer(self.map.sequence(s), self.asic, self.source_len)
+                                          for s in range(1, batch)]
+        self._batched_gemvs: dict = {}
         self._static: dict = {}
         self._ran = False
         self._weights_ideal: float | None = None
@@ -137,17 +150,22 @@ class DecodeSimulation:
         return steps
 
     def token_program(self, position: int) -> Program:
-        """The instructions of the token at `position`: each op's steps in a chain, the first waiting for
-        the last instruction of every op whose result it reads."""
+        """The instructions of the token at `position` (every sequence's, for a batch): each op's steps
+        in a chain, the first waiting for the last instruction of every op whose result it reads."""
         context = position + 1
         program = Program()
         ops = self.graph.ops
         shared: dict = {}
         last = {}
         add = self.work.add
+        positions = [position] * self.batch
+        batch_shared: dict[int, dict] = {}
         for index in self._work_ops:
             op = ops[index]
-            steps = self._op_steps(index, op, position, context, shared)
+            if self.batch == 1:
+                steps = self._op_steps(index, op, position, context, shared)
+            else:
+                steps = self._op_batch_steps(index, op, positions, batch_shared)
             deps = tuple(last[d] for d in self._op_deps[index])
             last[index] = program.add_steps(steps, op.name, op.layer, deps)
             for step in steps:
@@ -181,6 +199,82 @@ class DecodeSimulation:
                 out += self._op_steps(index, op, position + j, position + j + 1, shared[j])
         return out
 
+    def batch_steps(self, positions) -> list[Step]:
+        """The steps of one decode step of ``len(positions)`` sequences in lock step (at most the batch
+        the memory was laid out for), sequence s's new token at ``positions[s]`` (its cache holds that
+        many tokens before the step): every GEMV multiplies all the sequences' vectors at once (see
+        :meth:`ModelMap.gemv`), each sequence's embedding, KV appends, attention and ASIC work run over
+        its own cache and context, sequence after sequence within each op. One sequence: exactly the
+        steps of an ordinary decode step."""
+        if not 1 <= len(positions) <= self.batch:
+            raise PimsimError(f"a step of {len(positions)} sequences on a memory laid out for {self.batch}")
+        out: list[Step] = []
+        shared: dict[int, dict] = {}
+        ops = self.graph.ops
+        for index in self._work_ops:
+            out += self._op_batch_steps(index, ops[index], positions, shared)
+        return out
+
+    def _op_batch_steps(self, index: int, op, positions, shared: dict[int, dict]) -> list[Step]:
+        """One op's steps in a step of ``len(positions)`` sequences (see :meth:`batch_steps`); `shared`
+        holds fast fidelity's per-position step sharing across the ops of the step."""
+        if op.kind == "gemv" and len(positions) > 1:
+            return self._batched_gemv(index, op, len(positions))
+        out: list[Step] = []
+        for seq, position in enumerate(positions):
+            if seq == 0 or self.fidelity == "fast":
+                # fast timing goes by what a stream computes, not where it sits: sequence 0's steps at
+                # this position time every sequence's
+                out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
+            else:
+                out += self.lowerers[seq].steps(op, position, position + 1)
+        return out
+
+    def prefill_steps(self, prompt_len: int, sequences: int = 1) -> list[Step]:
+        """The steps of a prefill: `sequences` prompts of `prompt_len` tokens each through every layer,
+        writing their keys and values at positions 0 .. prompt_len - 1 of each sequence's cache. Each
+        weight GEMV multiplies all the prompt tokens' vectors, ``pim.buffer_vectors`` at a time (each
+        chunk one multi-vector GEMV: rows reused, ceil(chunk / pim.vectors_per_mac) MAC passes per row;
+        a one-vector buffer: one GEMV per token, the weights read as a decode step reads them).
+        Attention is causal and token by token (token j's query over the j + 1 keys before and at it),
+        as are embeddings, KV appends and ASIC work. The LM head is left out: prompt tokens need no
+        logits (the first decode step after the prefill makes the first token's)."""
+        if not 1 <= sequences <= self.batch:
+            raise PimsimError(f"a prefill of {sequences} sequences on a memory laid out for {self.batch}")
+        if not 1 <= prompt_len <= self.map.max_context:
+            raise PimsimError(f"a prefill of {prompt_len} tokens; the caches hold 1 to {self.map.max_context}")
+        chunk = self.hw.pim.buffer_vectors
+        full, rest = divmod(prompt_len * sequences, chunk)
+        chunks = [chunk] * full + ([rest] if rest else [])
+        out: list[Step] = []
+        shared: dict[int, dict] = {}
+        fast = self.fidelity == "fast"
+        ops = self.graph.ops
+        for index in self._work_ops:
+            op = ops[index]
+            if op.part == "lm_head":
+                continue
+            if op.kind == "gemv":
+                for n in chunks:
+                    out += self._batched_gemv(index, op, n) if n > 1 else self._op_steps(index, op, 0, 1, {})
+                continue
+            for seq in range(sequences):
+                for position in range(prompt_len):
+                    if seq == 0 or fast:
+                        out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
+                    else:
+                        out += self.lowerers[seq].steps(op, position, position + 1)
+        return out
+
+    def _batched_gemv(self, index: int, op, vectors: int) -> list[Step]:
+        """A GEMV's steps for `vectors` input vectors (the same at every position; at fast fidelity one
+        layer's serve every layer of that shape)."""
+        key = (self._shape_ids[index] if self.fidelity == "fast" else index, vectors)
+        steps = self._batched_gemvs.get(key)
+        if steps is None:
+            steps = self._batched_gemvs[key] = self.steps(op, 0, 1, vectors=vectors)
+        return steps
+
     def advance(self, steps: list[Step], start_ps: int, breakdown: dict) -> int:
         """Run steps one after another from `start_ps` (the serial schedule); returns the end time and
         adds each step's time to `breakdown` and its work to the energy counters."""
@@ -193,6 +287,7 @@ class DecodeSimulation:
                 tally.link_bytes += work.link_bytes
                 tally.asic_lane_ops += work.asic_lane_ops
                 tally.asic_sram_bytes += work.asic_sram_bytes
+                tally.extra_vector_macs += work.extra_vector_macs
         return t
 
     def steps(self, op, position: int, context: int, vectors: int = 1) -> list[Step]:
@@ -201,13 +296,15 @@ class DecodeSimulation:
         step); other ops take one."""
         return self.lowerer.steps(op, position, context, vectors)
 
-    def _ideal_ps(self, context: int) -> float:
-        """The token's weight and KV bytes at the device's peak internal bandwidth."""
+    def _ideal_ps(self, context: int, sequences: int = 1) -> float:
+        """The step's weight bytes (once, however many sequences share them) and every sequence's KV
+        bytes at the device's peak internal bandwidth."""
         if self._weights_ideal is None:
             ps_per_byte = 1e12 / peak_internal_Bps(self.compiled)
             self._ps_per_kv = self.map.kv_geometry.operand_bytes * ps_per_byte
             self._weights_ideal = self.map.gemv_bytes() * ps_per_byte
-        return self._weights_ideal + self.graph.kv_elements(context, self.source_len) * self._ps_per_kv
+        kv = self.graph.kv_elements(context, self.source_len) * self._ps_per_kv
+        return self._weights_ideal + (kv if sequences == 1 else sequences * kv)
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
@@ -222,6 +319,14 @@ class DecodeSimulation:
         ideal = 0.0
         for i in range(self.gen_tokens):
             position = self.prompt_len + i
+            if self.batch > 1 and serial and not timeline:
+                end = self.advance(self.batch_steps([position] * self.batch), t, breakdown)
+                per_token.append(end - t)
+                ideal += self._ideal_ps(position + 1, self.batch)
+                t = end
+                if progress is not None:
+                    progress(1)
+                continue
             if serial and not timeline:
                 end = self._serial_token(position, t, breakdown)
                 per_token.append(end - t)
@@ -238,7 +343,7 @@ class DecodeSimulation:
             if timeline:
                 events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end, ins.channel_ends)
                               for ins in program if ins.end > ins.start)
-            ideal += self._ideal_ps(position + 1)
+            ideal += self._ideal_ps(position + 1, self.batch)
             t = end
             if progress is not None:
                 progress(1)
@@ -258,6 +363,9 @@ class DecodeSimulation:
         out = {"rows_per_bank_used": self.map.rows_used, "rows_per_bank": g.rows,
                "memory_used_fraction": self.map.rows_used / g.rows,
                "kv_cache_tokens_reserved": self.map.max_context}
+        if self.batch > 1:
+            out.update({"sequences": self.batch, "kv_rows_per_bank_per_sequence": self.map.kv_rows_per_sequence(),
+                        "sequences_that_fit": self.map.sequences_that_fit(), "fits": True})
         if self.map.cross_kv:
             out.update({"cross_kv_tokens_reserved": self.source_len,
                         "cross_kv_rows_per_bank": self.map.cross_kv_rows()})
@@ -277,6 +385,21 @@ def _op_order(graph: OpGraph) -> tuple[list[int], dict[int, tuple[int, ...]]]:
         deps[index] = producers
         made_by[op.output] = (index,)
     return work_ops, deps
+
+
+def _check_batch(hw: HardwareConfig, graph: OpGraph, batch: int) -> None:
+    """What a batch of several sequences needs (everything a lone sequence does is unchanged)."""
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        raise PimsimError(f"a batch is a whole number of sequences >= 1, not {batch!r}")
+    problems = []
+    if hw.pim.vectors_per_mac > 1 and hw.mapping.gemv == hbm_pim_gemv.STRATEGY:
+        problems.append("the hbm_pim_gemv kernel has no multi-vector MAC (pim.vectors_per_mac > 1); use "
+                        "mapping.gemv row_partition")
+    if batch > 1:
+        if graph.meta.get("encoder_decoder"):
+            problems.append(f"{graph.model}: batches of encoder-decoder models are not modelled (one source each)")
+    if problems:
+        raise PimsimError("; ".join(problems))
 
 
 def _check_one_mac_spacing(hw: HardwareConfig) -> None:

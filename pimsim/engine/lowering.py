@@ -44,6 +44,7 @@ class Work:
     link_bytes: int = 0  # over the ASIC<->controller links
     asic_lane_ops: int = 0  # ASIC lane steps (each lane of each arithmetic pass)
     asic_sram_bytes: int = 0  # ASIC buffer reads and writes
+    extra_vector_macs: int = 0  # MAC commands x vectors each multiplied beyond its first (pim.vectors_per_mac)
 
 
 NO_WORK = Work()
@@ -56,15 +57,24 @@ class WorkTally:
     link_bytes: int = 0
     asic_lane_ops: int = 0
     asic_sram_bytes: int = 0
+    extra_vector_macs: int = 0
 
     def add(self, w: Work) -> None:
         self.link_bytes += w.link_bytes
         self.asic_lane_ops += w.asic_lane_ops
         self.asic_sram_bytes += w.asic_sram_bytes
+        self.extra_vector_macs += w.extra_vector_macs
 
     def plus(self, other: WorkTally) -> WorkTally:
         return WorkTally(self.link_bytes + other.link_bytes, self.asic_lane_ops + other.asic_lane_ops,
-                         self.asic_sram_bytes + other.asic_sram_bytes)
+                         self.asic_sram_bytes + other.asic_sram_bytes,
+                         self.extra_vector_macs + other.extra_vector_macs)
+
+    def minus(self, other: WorkTally) -> WorkTally:
+        """What was added since `other` (a copy taken earlier)."""
+        return WorkTally(self.link_bytes - other.link_bytes, self.asic_lane_ops - other.asic_lane_ops,
+                         self.asic_sram_bytes - other.asic_sram_bytes,
+                         self.extra_vector_macs - other.extra_vector_macs)
 
 
 class Step(NamedTuple):
@@ -174,7 +184,8 @@ def _lower_products(lw: Lowerer, op: Op, position: int, context: int, vectors: i
         first = [Step("asic", "quantize", cycles_to_ps(asic, cycles), None,
                       lw.vector_work(cycles, QUANTIZE_BUFFER_BYTES_PER_ELEMENT * op.cols * vectors))]
     return first + [Step("link", "transfers", to_pim, None, Work(int(stream.to_pim_bytes.sum()))),
-                    Step("pim", op.part, 0, stream, NO_WORK),
+                    Step("pim", op.part, 0, stream,
+                         Work(extra_vector_macs=stream.extra_vector_macs) if stream.extra_vector_macs else NO_WORK),
                     Step("link", "transfers", from_pim, None, Work(int(stream.from_pim_bytes.sum()))),
                     Step("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None,
                          Work(0, adds, reduce_sram_bytes(adds, stream.outputs)))]

@@ -42,6 +42,9 @@ class GemvProgram:
     outputs: int  # output values: active rows x column groups
     n_groups: int  # column groups (independent dot products per output row)
     partial_sums: int  # values the ASIC adds up (RDMAC results of real output rows, lanes included)
+    # MAC commands times the vectors each multiplied beyond its first (a multi-vector datapath's extra
+    # multiplier work, which the energy model charges apart)
+    extra_vector_macs: int = 0
 
     @property
     def asic_adds(self) -> int:
@@ -69,6 +72,7 @@ class _Builder:
         self.lists = tuple([] for _ in range(6))  # cmd, node, row, column, select, payload
         self.reads: list[tuple] = []
         self.partials = 0
+        self.extra_vector_macs = 0
         self.std = compiled.standard
         self.modes = ModeTracker(self.std)
         self.mac_mode = self.std.command("MACAB").mode
@@ -113,10 +117,12 @@ class _Builder:
             self.open_rank = -1
         self._mode_change(self.modes.leave())
 
-    def emit_macs(self, n, r, lo, hi, s):
-        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls)."""
+    def emit_macs(self, n, r, lo, hi, s, vectors: int = 1):
+        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls), each
+        multiplying `vectors` buffered vectors (a multi-vector datapath)."""
         self._mode_change(self.modes.changes_before("MACAB"))
         count, bl = hi - lo, self.g.burst_length
+        self.extra_vector_macs += count * (vectors - 1)
         cmd, node, row, column, select, payload = self.lists
         cmd.extend([self.ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
         column.extend(range(lo * bl, hi * bl, bl)), select.extend([s] * count), payload.extend([-1] * count)
@@ -184,12 +190,13 @@ class _Builder:
     def program(self) -> GemvProgram:
         a = lambda v: np.asarray(v, np.int64)  # noqa: E731
         return GemvProgram(self.placement, *(a(v) for v in self.lists), np.asarray(self.reads, np.int64).reshape(-1, 7),
-                           self.rows_active * len(self.groups) * self.vectors, len(self.groups), self.partials)
+                           self.rows_active * len(self.groups) * self.vectors, len(self.groups), self.partials,
+                           self.extra_vector_macs)
 
 
 def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
                  groups: list[tuple[int, int]] | None = None, rows_active: int | None = None,
-                 vectors: int = 1, buffer_vectors: int = 1) -> GemvProgram:
+                 vectors: int = 1, buffer_vectors: int = 1, vectors_per_mac: int = 1) -> GemvProgram:
     """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
 
     ``groups`` splits the columns into independent dot products, as (first column access, number of
@@ -203,6 +210,11 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     vector's block once; a one-vector buffer gets the next vector's block written in while the row
     stays open. Timing only for several vectors: the commands name no vector (a real device would need a
     buffer-select field), so the functional bank model cannot run such a program.
+
+    ``vectors_per_mac`` > 1 (a multi-vector datapath, ``pim.vectors_per_mac``): one MAC command multiplies
+    the open row's burst by that many buffered vectors, so the vectors go through each row in
+    ceil(vectors / vectors_per_mac) passes of MACs; every vector still gets its own RDMAC (its own
+    accumulator's results).
     """
     b = _Builder(compiled, placement, lanes_out, groups, rows_active, vectors)
     g = b.g
@@ -222,16 +234,19 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                 for row_waves in b.by_dram_row(waves):
                     r = b.row_of(row_waves[0], seg)
                     b.open_row(rank, r)
-                    for v in range(vectors):
+                    for first in range(0, vectors, vectors_per_mac):
+                        batch = range(first, min(vectors, first + vectors_per_mac))  # one MAC pass
                         if not resident:
-                            for _, lo, hi in parts:
-                                b.emit_buffer(chan, part, seg, range(lo, hi), v)
+                            for v in batch:
+                                for _, lo, hi in parts:
+                                    b.emit_buffer(chan, part, seg, range(lo, hi), v)
                         for w in row_waves:
                             off = placement.access_offset(w)
                             for sel, base in b.selects(w, first_slot):
                                 for gi, lo, hi in parts:
-                                    b.emit_macs(rank, r, off + lo, off + hi, sel)
-                                    b.read(rank, ch, w, seg, sel, gi, base)
+                                    b.emit_macs(rank, r, off + lo, off + hi, sel, len(batch))
+                                    for _ in batch:
+                                        b.read(rank, ch, w, seg, sel, gi, base)
                     b.close_row(rank)
         b.end_channel()
     return b.program()

@@ -14,6 +14,7 @@ what the ``fast`` fidelity reuses timings by.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,6 +47,7 @@ class Stream:
     outputs: int = 0
     row_offset: int = 0
     fmt: str = ""  # the operand format its MACs compute in (their energy is that datapath's)
+    extra_vector_macs: int = 0  # MAC commands x vectors each multiplied beyond its first (pim.vectors_per_mac)
     _rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -69,10 +71,12 @@ class ModelMap:
     encoder: OpGraph | None = None  # an encoder-decoder's encoder pass (its weights live here too)
     source_len: int = 0  # tokens of cross-attention K/V reserved per decoder layer
     base_row: int = 0  # rows below this belong to another model sharing the memory (a speculative draft's target)
+    batch: int = 1  # sequences decoded together, each with its own KV cache of max_context tokens
     geometry: Geometry = field(init=False)  # of the block weights (in the configured weight format)
     kv_geometry: Geometry = field(init=False)  # of the KV cache, embedding tables and LM head
     tables: dict[str, GemvPlacement] = field(init=False)
-    kv: dict[int, KVLayout] = field(init=False)
+    kv: dict[int, KVLayout] = field(init=False)  # sequence 0's (see :meth:`sequence`)
+    kv_by_sequence: list[dict[int, KVLayout]] = field(init=False)
     cross_kv: dict[int, KVLayout] = field(init=False)  # per decoder layer, for source_len tokens
     rows_used: int = field(init=False)
 
@@ -97,9 +101,14 @@ class ModelMap:
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
         self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()}
-        self.kv = {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.max_context, alloc,
-                                    f"L{layer}.")
-                   for layer in sorted({op.layer for op in self.graph.ops if op.kind == "scores" and not op.cross})}
+        # one KV cache per sequence, each every layer's in turn (sequence 0's where a lone sequence's is)
+        self_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and not op.cross})
+        self.kv_by_sequence = [
+            {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.max_context, alloc,
+                              f"S{seq}.L{layer}." if seq else f"L{layer}.")
+             for layer in self_layers}
+            for seq in range(self.batch)]
+        self.kv = self.kv_by_sequence[0]
         self.cross_kv = {layer: kv_layout(self.kv_geometry, meta["cross_kv_heads"], meta["head_dim"], self.source_len,
                                           alloc, f"L{layer}.cross.")
                          for layer in self._cross_layers}
@@ -157,7 +166,8 @@ class ModelMap:
         rows = sum(self._place(name, t["rows"], t["cols"]).dram_rows
                    for name, t in self.tensors.items())
         kv = self._proto_kv()
-        self._kv_rows = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
+        self._kv_rows_per_sequence = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
+        self._kv_rows = self.batch * self._kv_rows_per_sequence
         self._cross_rows = 0
         if self._cross_layers:
             cross = self._proto_kv(cross=True)
@@ -167,6 +177,14 @@ class ModelMap:
     def _does_not_fit(self, g: Geometry) -> str:
         kv_rows, cross_rows = self._kv_rows, self._cross_rows
         row_bytes = g.row_elems * g.operand_bytes * g.slots
+        if self.batch > 1:
+            free = g.rows - (self._need - kv_rows)
+            fit = max(free, 0) // self._kv_rows_per_sequence
+            return (f"a batch of {self.batch} sequences of {self.graph.model} does not fit in {self.hw.name}: each "
+                    f"sequence's KV cache for {self.max_context:,} tokens takes {self._kv_rows_per_sequence:,} rows of "
+                    f"every bank, and {max(free, 0):,} of its {g.rows:,} rows per bank are left beside the weights, "
+                    f"so {fit} sequence{'s' if fit != 1 else ''} fit{'s' if fit == 1 else ''}. Use a batch of at "
+                    f"most {fit}, shorter sequences, or more memory")
         encoder = " (the encoder's included)" if self.encoder is not None else ""
         cross = (f", cross-attention K/V for {self.source_len:,} source tokens {cross_rows:,} more" if cross_rows
                  else "")
@@ -178,6 +196,25 @@ class ModelMap:
                 f"{self._need:,} in all ({self._need * row_bytes / 2**30:.2f} GiB with padding); the memory has "
                 f"{g.rows:,} rows per bank ({g.rows * row_bytes / 2**30:.2f} GiB). Use {shorter} or fewer "
                 f"tokens, a narrower --weight-format, or more memory (--set dram.organization.rows=... or channels)")
+
+    def kv_rows_per_sequence(self) -> int:
+        """DRAM rows per bank one sequence's KV cache takes (all layers)."""
+        return self._kv_rows_per_sequence
+
+    def sequences_that_fit(self) -> int:
+        """How many sequences' KV caches (of max_context tokens) fit beside the weights."""
+        return max(self.geometry.rows - (self._need - self._kv_rows), 0) // self._kv_rows_per_sequence
+
+    def sequence(self, seq: int) -> ModelMap:
+        """This placement seen from sequence `seq` of the batch: its attention and KV appends use that
+        sequence's cache; programs and shifted streams are shared with every other view."""
+        if not 0 <= seq < self.batch:
+            raise PimsimError(f"sequence {seq} is outside the batch of {self.batch}")
+        if seq == 0:
+            return self
+        view = copy.copy(self)
+        view.kv = self.kv_by_sequence[seq]
+        return view
 
     def cross_kv_rows(self) -> int:
         """DRAM rows per bank the cross-attention K/V regions take (0 for a decoder-only model)."""
@@ -193,7 +230,7 @@ class ModelMap:
             got = self._shifts[key] = Stream(
                 proto.key, proto.cmd, proto.node, proto.row, proto.column, proto.to_pim_bytes, proto.from_pim_bytes,
                 proto.asic_adds if asic_adds is None else asic_adds, proto.outputs if outputs is None else outputs,
-                first_row, proto.fmt)
+                first_row, proto.fmt, proto.extra_vector_macs)
         return got
 
     def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None,
@@ -202,7 +239,11 @@ class ModelMap:
         time over `vectors` input vectors sharing every opened row (row_partition only). The ASIC sends
         each channel what its global-buffer writes carry, and gets back its RDMAC results."""
         g = placement.geometry
-        if vectors > 1:
+        per_mac = self.hw.pim.vectors_per_mac
+        if vectors > 1 and per_mac > 1:  # hbm_pim_gemv with a multi-vector datapath is refused by the engine
+            program = STRATEGIES["row_partition"](self.compiled, placement, g.lanes_out, groups, rows_active,
+                                                  vectors, self.hw.pim.buffer_vectors, per_mac)
+        elif vectors > 1:
             reuse = self.hw.mapping.gemv if self.hw.mapping.gemv == hbm_pim_gemv.STRATEGY else "row_partition"
             program = STRATEGIES[reuse](self.compiled, placement, g.lanes_out, groups, rows_active,
                                         vectors, self.hw.pim.buffer_vectors)
@@ -213,22 +254,32 @@ class ModelMap:
         from_pim = reads * self.compiled.result_read_bytes * repeat  # one definition for pins and link
         arrays = [np.tile(a, repeat) for a in (program.cmd, program.node, program.row, program.column)]
         return Stream(key, *arrays, to_pim, from_pim, program.asic_adds * repeat, program.outputs * repeat,
-                      fmt=g.fmt)
+                      fmt=g.fmt, extra_vector_macs=program.extra_vector_macs * repeat)
 
     def gemv(self, tensor: str, vectors: int = 1) -> Stream:
-        """y = W x, or W times `vectors` input vectors at once (a speculative verify step) as
-        ``mapping.verify`` says: row_reuse (each row opened once for all of them) or vector_major (the
-        one-vector program once per vector), auto choosing row_reuse only where the global buffer holds
-        every vector."""
+        """y = W x, or W times `vectors` input vectors at once (a speculative verify step, a batch, a
+        prompt) as ``mapping.verify`` says: row_reuse (each row opened once for all of them) or
+        vector_major (the one-vector program once per vector), auto choosing row_reuse only where the
+        global buffer holds every vector. With a multi-vector datapath (``pim.vectors_per_mac`` = m > 1)
+        each MAC multiplies m vectors: row_reuse runs ceil(vectors / m) MAC passes in each open row, and
+        vector_major runs the m-vector program once per pass of m vectors."""
         t = self.tables[tensor]
         mode = self.hw.mapping.verify if vectors > 1 else ""
         if mode == "auto":
             mode = "row_reuse" if self.hw.pim.buffer_vectors >= vectors else "vector_major"
-        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, vectors, mode, self.ns)
+        per_mac = self.hw.pim.vectors_per_mac
+        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, vectors, mode, self.ns) + ((per_mac,) if per_mac > 1
+                                                                                       else ())
         if key not in self._programs:
             proto = replace(t, first_row=0)
             if mode == "row_reuse":
                 self._programs[key] = self._gemv_stream(key, proto, vectors=vectors)
+            elif per_mac > 1:  # one pass of m vectors after another (the last with what is left)
+                full, rest = divmod(vectors, per_mac)
+                passes = [self._gemv_stream(key, proto, repeat=full, vectors=per_mac)] if full else []
+                if rest:
+                    passes.append(self._gemv_stream(key, proto, vectors=rest))
+                self._programs[key] = _concatenated(key, passes)
             else:
                 self._programs[key] = self._gemv_stream(key, proto, repeat=vectors)
         return self._shifted(self._programs[key], t.first_row)
@@ -328,3 +379,13 @@ class ModelMap:
         mask = prog.cmd == c.command_names.index(name)
         channels = np.asarray(c.channel_of(prog.node[mask]), np.int64)
         return np.bincount(channels, minlength=self.geometry.channels).astype(np.int64)
+
+
+def _concatenated(key: tuple, streams: list[Stream]) -> Stream:
+    """One stream running `streams` one after another (their commands, bytes and sums added)."""
+    if len(streams) == 1:
+        return replace(streams[0], key=key)
+    arrays = [np.concatenate([getattr(s, name) for s in streams]) for name in ("cmd", "node", "row", "column")]
+    return Stream(key, *arrays, sum(s.to_pim_bytes for s in streams), sum(s.from_pim_bytes for s in streams),
+                  sum(s.asic_adds for s in streams), sum(s.outputs for s in streams), fmt=streams[0].fmt,
+                  extra_vector_macs=sum(s.extra_vector_macs for s in streams))

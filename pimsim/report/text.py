@@ -136,6 +136,24 @@ def run_summary(result, functional: dict | None = None) -> str:
         lines.insert(4, f"encoder    {_time(enc['time_s'])}{energy} once over {enc['source_len']} source tokens, "
                         f"before the first token (not in the latency above): {enc['counted']['gemv_passes']:,} "
                         f"GEMV passes; most in {most}")
+    if "prefill" in r:
+        pre = r["prefill"]
+        energy = f", {_joules(pre['energy_J'])}" if "energy_J" in pre else ""
+        lines[1] = lines[1].replace("tokens in the KV cache", f"tokens prefilled on {pre['on']}")
+        how = (f"{pre['gemv_chunks']:,} GEMV chunks of up to {hw.pim.buffer_vectors} vectors" if pre["on"] == "pim"
+               else f"on {pre['on']}: roofline {_time(pre['roofline']['time_s'])} ({pre['roofline']['bound']} bound), "
+                    f"KV writes {_time(pre['kv_write_s'])}")
+        lines.insert(3, f"prefill    {_time(r['prefill_s'])}{energy} over the {pre['prompt_tokens']}-token prompt"
+                        f"{'s' if pre['sequences'] > 1 else ''} ({how}); time to first token {_time(r['ttft_s'])}")
+    if r.get("batch", 1) > 1:
+        mem = r["memory"]
+        lines[1] += f"; a batch of {r['batch']} sequences in lock step"
+        lines[2] = (f"latency    {_time(result.latency_per_token_s)} per step, each sequence's time per token (first "
+                    f"{_time(r['latency_first_token_s'])}, last {_time(r['latency_last_token_s'])});  "
+                    f"{result.tokens_per_s:,.1f} tokens/s over all {r['batch']} sequences")
+        lines.insert(3, f"memory     {mem['kv_rows_per_bank_per_sequence']:,} rows per bank of KV cache per sequence; "
+                        f"{mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows used, "
+                        f"{mem['sequences_that_fit']:,} sequences would fit")
     if result.weight_format and result.weight_format != r.get("kv_format"):
         lines.insert(2, f"formats    block weights {result.weight_format} (inputs "
                         f"{hw.pim.activation_format}); KV cache, embeddings and LM head {r['kv_format']}")

@@ -37,9 +37,9 @@ from pimsim.resources import resolve
 ALIASES = {"dram.channels": "dram.organization.channels", "dram.rows": "dram.organization.rows",
            "channels": "dram.organization.channels"}
 MAX_POINTS = 100_000  # a sweep's points are listed up front; far beyond this, listing alone would exhaust memory
-RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format", "spec_dec", "serve"}
-# grid keys that are run options, not hardware settings (``--grid weight_format=bf16,ternary``)
-RUN_AXES = {"weight_format"}
+RUN_KEYS = {"prompt_len", "gen_tokens", "schedule", "fidelity", "weight_format", "spec_dec", "batch", "serve"}
+# grid keys that are run options, not hardware settings (``--grid weight_format=bf16,ternary``, ``batch=1,4,16``)
+RUN_AXES = {"weight_format", "batch"}
 SPEC_DEC_AXIS = "spec_dec."  # grid keys spec_dec.alpha, spec_dec.k, ... vary a run's --spec-dec settings
 # grid keys serve.rate, serve.max_batch, ... (and run: {serve: {...}}) make every point a serving run
 SERVE_AXIS = "serve."
@@ -97,7 +97,7 @@ class Sweep:
 
 def point_spec(hw: str, point: dict, run: dict):
     """The :class:`~pimsim.run_types.RunSpec` of one point: the sweep's run settings, patched by the
-    point's run axes (``weight_format``), its ``spec_dec.KEY`` axes and its hardware overrides."""
+    point's run axes (``weight_format``, ``batch``), its ``spec_dec.KEY`` axes and its hardware overrides."""
     from pimsim.run_types import RunSpec, patched_spec_dec
 
     axes = point["overrides"]
@@ -110,7 +110,7 @@ def point_spec(hw: str, point: dict, run: dict):
     return RunSpec(model=point["model"], hw=hw, prompt_len=options.get("prompt_len"),
                    gen_tokens=options.get("gen_tokens"), schedule=options.get("schedule", "serial"),
                    fidelity=options.get("fidelity", "fast"), weight_format=options.get("weight_format"),
-                   spec_dec=spec_dec, overrides=hardware)
+                   spec_dec=spec_dec, overrides=hardware, batch=options.get("batch", 1))
 
 
 def serving_point(point: dict, run: dict) -> tuple[dict, dict, str | None] | None:
