@@ -4,8 +4,9 @@
 
 (a) gpt2 on gddr6-aim, Poisson arrivals, as a user types it (a fresh process: Python, numba cache load,
     tracing cache, every distinct step shape simulated once);
-(b) gpt2-xl on gddr6-aim, prompts of 16..512 and outputs of 8..128 tokens drawn per request (many
-    context buckets), in-process with fresh step costs each time (each distinct step simulated once);
+(b) gpt2 on gddr6-aim, max batch 16, prompts of 16..512 and outputs of 8..128 tokens drawn per request
+    (hundreds of distinct prompt lengths and contexts), in-process with fresh step costs each time (each
+    distinct piece simulated once);
 (c) the scheduler alone, closed-form step costs, max batch 8 (SimPy overhead per request and step).
 
 Medians of --repeat runs. Set OMP_WAIT_POLICY=PASSIVE on shared machines (numba and torch threads).
@@ -65,13 +66,15 @@ def main() -> None:
     times, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat)
     show(f"(a) {' '.join(cmd[2:])}   (fresh process)", times)
 
-    hw, card = load_hardware("gddr6-aim.yaml", []), load_card("gpt2-xl")
-    requests = varied(n, 2.0, seed=0)
-    serve_model(hw, card, requests[:10])  # the graph cache and kernels, not the steps (fresh each run below)
-    times, outcome = timed(lambda: serve_model(hw, card, requests), args.repeat)
-    show(f"(b) gpt2-xl on gddr6-aim, {n:,} requests, prompts 16-512, outputs 8-128 (in-process)", times,
-         f"\n  -> {outcome.costs.distinct_steps()} distinct decode-step shapes simulated; "
-         f"{outcome.run.decode_steps:,} decode steps, {outcome.run.prefills:,} prefills served")
+    hw, card = load_hardware("gddr6-aim.yaml", []), load_card("gpt2")
+    requests = varied(n, 20.0, seed=0)
+    serve_model(hw, card, requests[:10], 16)  # the graph cache and kernels, not the steps (fresh each run below)
+    times, outcome = timed(lambda: serve_model(hw, card, requests, 16), args.repeat)
+    shapes = outcome.costs.distinct_shapes()
+    show(f"(b) gpt2 on gddr6-aim, max batch 16, {n:,} requests, prompts 16-512, outputs 8-128 (in-process)", times,
+         f"\n  -> {shapes['batch_sizes']} batch sizes and {shapes['prompt_lens']} prompt lengths simulated; "
+         f"{outcome.run.decode_steps:,} decode steps, {outcome.run.prefills:,} prefills served, mean batch "
+         f"{outcome.summary.mean_batch:.2f}")
 
     costs = ClosedFormCosts(step_s=2e-3, per_sequence_s=2e-4, per_context_token_s=1e-7, prefill_s=1e-3,
                             per_prompt_token_s=1e-5)

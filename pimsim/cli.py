@@ -306,9 +306,11 @@ def _add_serve(sub) -> None:
                    help="requests from a CSV file with columns arrival_s,prompt_len,output_len (instead of --rate)")
     p.add_argument("--max-batch", type=_positive, default=1, metavar="B",
                    help="the most sequences in one decode step (default 1)")
-    p.add_argument("--context-bucket", type=_positive, default=64, metavar="T",
-                   help="decode steps are timed with their context rounded up to a multiple of T tokens, each "
-                        "rounded context simulated once (default 64; 1: exact)")
+    p.add_argument("--prefill-on", default="pim", metavar="pim|asic|DEVICE",
+                   help="where prefills run, as for pimsim run (default pim: simulated on the PIM system)")
+    p.add_argument("--prompt-bucket", type=_positive, default=16, metavar="T",
+                   help="prefills are timed with the prompt rounded up to a multiple of T tokens, each rounded length "
+                        "simulated once (default 16; 1: exact); decode steps are never rounded")
     p.add_argument("--slo-ttft", type=_positive_float, metavar="SECONDS", help="time-to-first-token target (goodput)")
     p.add_argument("--slo-tpot", type=_positive_float, metavar="SECONDS", help="time-per-output-token target (goodput)")
     p.add_argument("--out", metavar="ROWS.jsonl|ROWS.parquet", help="write one row per request")
@@ -319,9 +321,8 @@ def _add_serve(sub) -> None:
 
 def cmd_serve(args) -> int:
     from pimsim.serving.arrivals import poisson_requests, read_arrivals
-    from pimsim.serving.scheduler import serve
-    from pimsim.serving.service import engine_costs
-    from pimsim.serving.summary import Slo, summarize, summary_text, write_rows
+    from pimsim.serving.service import serve_model
+    from pimsim.serving.summary import Slo, summary_text, write_rows
     from pimsim.workloads.cards import load_card
 
     poisson = [f"--{n}" for n in ("rate", "requests", "prompt-len", "output-len")
@@ -339,7 +340,6 @@ def cmd_serve(args) -> int:
     _check_writable(args.json_out, "--json")
     card = load_card(args.model)
     hw = _load(args)
-    costs = engine_costs(hw, card, args.max_batch, args.weight_format, args.context_bucket)
     if args.arrivals:
         requests = read_arrivals(args.arrivals)
     else:
@@ -353,20 +353,21 @@ def cmd_serve(args) -> int:
         bar = tqdm(total=len(requests), unit="request", desc=f"serving {card.name} on {hw.name}", delay=1.0,
                    leave=False, file=sys.stderr)
     try:
-        run = serve(requests, costs, args.max_batch, bar.update if bar else None)
+        outcome = serve_model(hw, card, requests, args.max_batch, Slo(args.slo_ttft, args.slo_tpot),
+                              args.weight_format, bar.update if bar else None, args.prompt_bucket, args.prefill_on)
     finally:
         if bar is not None:
             bar.close()
-    summary = summarize(run, Slo(args.slo_ttft, args.slo_tpot), tuple(costs.notes()))
     if args.out:
-        _write(args.out, lambda p: write_rows(run, p))
+        _write(args.out, lambda p: write_rows(outcome.run, p))
     arrivals = ({"arrivals_file": args.arrivals} if args.arrivals else
                 {"rate_per_s": args.rate, "seed": args.seed, "prompt_len": requests[0].prompt_len,
                  "output_len": requests[0].output_len})
-    out = {"model": card.name, "hw": costs.hw.name, "weight_format": costs.hw.pim.weight_format,
-           "fidelity": "fast", "context_bucket": args.context_bucket, **arrivals, **summary.to_json()}
-    return _finish(args, costs.hw, out, time.perf_counter() - started,
-                   lambda o: summary_text(summary, f"{card.name} on {costs.hw.name}, serving"))
+    hw = outcome.costs.hw
+    out = {"model": card.name, "hw": hw.name, "weight_format": hw.pim.weight_format, "fidelity": "fast",
+           "prompt_bucket": args.prompt_bucket, "prefill_on": args.prefill_on, **arrivals, **outcome.summary.to_json()}
+    return _finish(args, hw, out, time.perf_counter() - started,
+                   lambda o: summary_text(outcome.summary, f"{card.name} on {hw.name}, serving"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -476,7 +476,7 @@ def serve_load(summaries: list[dict], paths: list[str] | None = None):
             raise PimsimError(f"{name}: served from an arrivals file; plot serve-load needs Poisson runs (--rate)")
         label = f"{s['model']} on {s['hw']}, max batch {s['max_batch']}"
         groups.setdefault(label, []).append(s)
-    fig, axes = plt.subplots(1, len(SERVE_LATENCIES), figsize=_figsize(12, 3.8), layout="constrained")
+    fig, axes = plt.subplots(1, len(SERVE_LATENCIES), figsize=_figsize(12, 4.6), layout="constrained")
     for ax, (key, title) in zip(axes, SERVE_LATENCIES):
         drawn = []
         for n, (label, runs) in enumerate(sorted(groups.items())):
@@ -495,7 +495,7 @@ def serve_load(summaries: list[dict], paths: list[str] | None = None):
         elif finite:  # from zero, so that rounding-level differences do not look like a trend
             ax.set_ylim(0, max(finite) * 1.15)
         ax.set_title(title)
-    axes[0].legend(fontsize="small")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
     return fig
 
 

@@ -13,14 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from pimsim.errors import PimsimError
-
-
-@dataclass(frozen=True)
-class StepCost:
-    """Time and energy of one step on the device."""
-
-    time_s: float
-    energy_J: float | None  # None where the hardware description has no energy section
+from pimsim.step_costs import StepCost  # time_s, energy_J (None: no energy section)
 
 
 class StepCosts(Protocol):
@@ -31,19 +24,20 @@ class StepCosts(Protocol):
     of the ``kv_capacity`` for its whole life."""
 
     max_batch: int  # the most sequences one decode step takes
-    max_context: int  # the most tokens one sequence's KV cache holds
+    max_context: int  # the longest request taken: prompt + output - 1 tokens
     kv_capacity: int
     kv_unit: str  # what kv_capacity counts, for messages
 
     def kv_need(self, tokens: int) -> int: ...
 
     def decode_step(self, contexts: Sequence[int]) -> StepCost:
-        """One decode step: one new token for each sequence; ``contexts[i]`` is the number of tokens in
-        sequence i's cache after the step (the new token's included)."""
+        """One decode step: one new token for each sequence; ``contexts[i]`` is sequence i's prompt length
+        plus the tokens it has generated so far (how an implementation counts its cache from that is its
+        own: pimsim's engine writes the step's token at that position)."""
         ...
 
     def prefill(self, prompt_len: int) -> StepCost:
-        """Processing a prompt of `prompt_len` tokens, which writes its KV and gives the first output token."""
+        """From a prompt of `prompt_len` tokens to its first output token (its KV written)."""
         ...
 
 

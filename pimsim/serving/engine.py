@@ -1,115 +1,108 @@
 """Step costs simulated by pimsim's decode engine: :class:`EngineCosts` answers the
-:class:`~pimsim.serving.costs.StepCosts` protocol for a model card on a hardware description.
+:class:`~pimsim.serving.costs.StepCosts` protocol for a model card on a hardware description, through
+:class:`pimsim.step_costs.StepCosts` (fast fidelity, serial schedule; a batched decode step composed of
+the weight GEMVs of its batch size and each sequence's attention over its own context, each piece
+simulated once and cached, so no context is rounded).
 
-A decode step over a sequence whose cache holds C tokens after the step is timed as a batch-1 fast-
-fidelity run of one token at position C - 1 (:func:`pimsim.runs.run_model`). Contexts are rounded **up**
-to a multiple of ``context_bucket`` tokens (at most the model's context) and each bucket is simulated once
-and reused: a step is charged as if its cache held the bucket's tokens, which over-states its attention
-time and energy by at most ``context_bucket - 1`` tokens' worth (``context_bucket=1``: no rounding).
+A request of P prompt tokens and O output tokens, as ``pimsim run --prefill`` times it: its prefill
+writes the prompt's KV at positions 0 .. P - 1 (the prompt's GEMVs ``pim.buffer_vectors`` token vectors at
+a time, LM head left out), then the decode step at position P makes its first token (time to first token
+= prefill + that step, as ``ttft_s`` of ``pimsim run --prefill``), and the decode step at position P + g
+its token g + 1. Its cache holds P + O tokens at the end.
 
-Prefill is not simulated as its own pass here: a prompt of P tokens is charged as P decode steps at
-contexts 1..P, token by token (what a one-vector PIM datapath does with a prompt; its weight reads are
-those of P decode steps).
+Prefill costs are simulated once per prompt length, and a prefill's steps grow with its prompt (attention
+and KV writes token by token), so prompt lengths are rounded **up** to a multiple of ``prompt_bucket``
+tokens (default 16; 1: exact) for the prefill's cost only: the request's cache, its first token's step
+and its decode steps keep its true length. A prefill is charged as if its prompt had up to
+``prompt_bucket - 1`` tokens more (a prefill's time grows about linearly with the prompt: for a 64-token
+prompt rounded to 80, about a quarter more); prompts of a multiple of ``prompt_bucket`` tokens are exact.
+Decode steps are never rounded (each context's attention is its own piece).
 
-The KV memory is counted in DRAM rows per bank: what the model's weights leave free, and per sequence
-the rows of a KV region (K row-major, V transposed, as the mapper lays it out) for every attention layer
-for the tokens its cache grows to.
+KV memory, as the mapper lays out a batch: every running request holds one KV cache (every attention
+layer's K and V) sized for the longest request of the run, beside the weights; as many requests run at
+once as such caches fit (``sequences_that_fit``), however large ``--max-batch`` is, and the others wait.
+Counted in DRAM rows per bank.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Sequence
 
 from pimsim.config.models import HardwareConfig
 from pimsim.errors import PimsimError
-from pimsim.serving.costs import StepCost
+from pimsim.step_costs import StepCost
 from pimsim.workloads.cards import ModelCard
 
-DEFAULT_CONTEXT_BUCKET = 64
+DEFAULT_PROMPT_BUCKET = 16
 
 
 class EngineCosts:
     kv_unit = "DRAM rows per bank"
-    max_batch = 1  # batch-1 decode steps: the engine has no batched decode step yet
 
-    def __init__(self, hw: HardwareConfig, card: ModelCard, weight_format: str | None = None,
-                 context_bucket: int = DEFAULT_CONTEXT_BUCKET):
+    def __init__(self, hw: HardwareConfig, card: ModelCard, max_batch: int, longest: int,
+                 weight_format: str | None = None, prompt_bucket: int = DEFAULT_PROMPT_BUCKET,
+                 prefill_on: str = "pim"):
+        """`longest`: the longest request the run serves, prompt + output - 1 tokens; `prefill_on`: where
+        prefills run, as ``pimsim run --prefill-on`` (pim, asic or a host device spec)."""
         from pimsim.dram.compile import compile_standard
         from pimsim.mapper.model import ModelMap
         from pimsim.runs import hardware_for
+        from pimsim.step_costs import StepCosts
         from pimsim.workloads.tracer import traced_graph
 
-        if not (isinstance(context_bucket, int) and context_bucket >= 1):
-            raise PimsimError(f"context bucket must be a whole number of tokens >= 1, not {context_bucket!r}")
         if hw.pim is None or hw.asic is None:
             raise PimsimError(f"{hw.name}: serving needs PIM memory and an ASIC (a pim and an asic section)")
+        if not (isinstance(max_batch, int) and max_batch >= 1):
+            raise PimsimError(f"max_batch must be a whole number >= 1, not {max_batch!r}")
+        if not (isinstance(prompt_bucket, int) and prompt_bucket >= 1):
+            raise PimsimError(f"prompt bucket must be a whole number of tokens >= 1, not {prompt_bucket!r}")
+        self.prompt_bucket, self.prefill_on = prompt_bucket, prefill_on
         self.hw = hardware_for(hw, card, weight_format)
         self.card = card
-        self.graph = traced_graph(card)
-        if self.graph.meta.get("encoder_decoder"):
+        graph = traced_graph(card)
+        if graph.meta.get("encoder_decoder"):
             raise PimsimError(f"{card.name}: serving encoder-decoder models is not supported")
-        self.max_context = int(self.graph.meta["context"])
-        self.context_bucket = context_bucket
-        self.has_energy = self.hw.energy is not None
-        # the weights' rows: a map with a one-token cache, less that cache
-        one = ModelMap(self.hw, compile_standard(self.hw), self.graph, 1)
-        self._kv_layers = len(one.kv)
-        self._kv_geometry = one.kv_geometry
-        self.weight_rows = one.rows_used - self.kv_need(1)
-        self.kv_capacity = one.geometry.rows - self.weight_rows
-        self._step = lru_cache(maxsize=None)(self._simulate_step)
-        self._prefill = lru_cache(maxsize=None)(self._prefill_cost)
+        # a request's cache ends with P + O tokens: at most the model's context
+        self.max_context = int(graph.meta["context"]) - 1
+        self.layout_context = min(max(longest, 1), self.max_context) + 1
+        lone = ModelMap(self.hw, compile_standard(self.hw), graph, self.layout_context)  # refuses what cannot fit
+        self.sequences_that_fit = lone.sequences_that_fit()
+        self.kv_rows_per_request = lone.kv_rows_per_sequence()
+        self.kv_capacity = self.sequences_that_fit * self.kv_rows_per_request
+        self.max_batch = max_batch
+        self.batch_laid_out = min(max_batch, self.sequences_that_fit)
+        self.steps = StepCosts(self.hw, card, max_batch=self.batch_laid_out, max_context=self.layout_context)
+        self._batch_sizes: set[int] = set()
+        self._prompt_lens: set[int] = set()
 
     def kv_need(self, tokens: int) -> int:
-        return self._kv_rows(tokens)
-
-    @lru_cache(maxsize=None)  # noqa: B019 (one instance per run; the cache lives as long as it)
-    def _kv_rows(self, tokens: int) -> int:
-        from pimsim.mapper.attention import kv_layout
-
-        meta = self.graph.meta
-        layout = kv_layout(self._kv_geometry, meta["kv_heads"], meta["head_dim"], tokens)
-        return self._kv_layers * (layout.k.dram_rows + layout.v.dram_rows)
-
-    def bucket(self, context: int) -> int:
-        """`context` rounded up to a multiple of the bucket, at most the model's context."""
-        b = self.context_bucket
-        return min(-(-context // b) * b, self.max_context)
+        return self.kv_rows_per_request  # one cache of the run's longest request, whatever this one's length
 
     def decode_step(self, contexts: Sequence[int]) -> StepCost:
-        if len(contexts) != 1:
-            raise PimsimError(f"a decode step of {len(contexts)} sequences: batched decode is not yet available "
-                              "(serve with --max-batch 1)")
-        return self._step(self.bucket(contexts[0]))
+        # prompt + tokens out so far: the position the step's token is written at
+        self._batch_sizes.add(len(contexts))
+        return self.steps.decode_step(list(contexts))
 
     def prefill(self, prompt_len: int) -> StepCost:
-        return self._prefill(prompt_len)
+        b = self.prompt_bucket
+        rounded = min(-(-prompt_len // b) * b, self.layout_context)
+        self._prompt_lens.add(rounded)
+        return self.steps.prefill(rounded, 1, self.prefill_on) + self.steps.decode_step([prompt_len])
 
-    def _prefill_cost(self, prompt_len: int) -> StepCost:
-        seconds, joules = 0.0, 0.0
-        b = self.context_bucket
-        for start in range(1, prompt_len + 1, b):  # contexts start .. start + b - 1 share one bucket
-            count = min(b, prompt_len - start + 1)
-            step = self._step(self.bucket(start))
-            seconds += step.time_s * count
-            joules = None if step.energy_J is None else joules + step.energy_J * count
-        return StepCost(seconds, joules)
-
-    def _simulate_step(self, context: int) -> StepCost:
-        from pimsim.runs import run_model
-
-        record = run_model(self.hw, self.card, prompt_len=context - 1, gen_tokens=1, fidelity="fast")
-        return StepCost(record["total_time_s"], record.get("energy_total_J"))
-
-    def distinct_steps(self) -> int:
-        return self._step.cache_info().currsize
+    def distinct_shapes(self) -> dict[str, int]:
+        """How many distinct pieces were simulated: batch sizes of the weight GEMVs and prompt lengths
+        (each sequence's attention is simulated once per context on top)."""
+        return {"batch_sizes": len(self._batch_sizes), "prompt_lens": len(self._prompt_lens)}
 
     def notes(self) -> list[str]:
-        return [f"decode steps timed as batch-1 fast-fidelity runs, contexts rounded up to a multiple of "
-                f"{self.context_bucket} tokens (at most {self.max_context}); {self.distinct_steps()} distinct "
-                "step shape(s) simulated",
-                "prefill charged as one decode step per prompt token (token by token, at contexts 1..P)",
-                f"KV memory: {self.kv_capacity:,} DRAM rows per bank left by the weights ({self.weight_rows:,} rows); "
-                "each request reserves the rows of its whole cache (prompt + output - 1 tokens) at admission",
+        shapes = self.distinct_shapes()
+        return [f"step costs: pimsim's batched decode step and prefill (fast fidelity, serial schedule), from "
+                f"{shapes['batch_sizes']} batch size(s) and {shapes['prompt_lens']} prompt length(s), each piece "
+                "simulated once (no context rounded)",
+                f"time to first token = prefill of the prompt (on {self.prefill_on}) + the decode step that makes "
+                "the first token; "
+                f"prefill costs with the prompt rounded up to a multiple of {self.prompt_bucket} token(s)",
+                f"KV memory: each running request holds a cache for {self.layout_context:,} tokens (the longest "
+                f"request), {self.kv_rows_per_request:,} DRAM rows per bank; {self.sequences_that_fit:,} fit beside "
+                f"the weights",
                 "energy counts the device's steps only; idle time between requests is not charged"]

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from pimsim.config.models import HardwareConfig
 from pimsim.errors import PimsimError
 from pimsim.serving.arrivals import Request
-from pimsim.serving.engine import DEFAULT_CONTEXT_BUCKET, EngineCosts
+from pimsim.serving.engine import DEFAULT_PROMPT_BUCKET, EngineCosts
 from pimsim.serving.scheduler import ServeRun, serve
 from pimsim.serving.summary import ServeSummary, Slo, summarize
 from pimsim.workloads.cards import ModelCard
@@ -23,19 +23,15 @@ class ServeOutcome:
     costs: EngineCosts
 
 
-def engine_costs(hw: HardwareConfig, card: ModelCard, max_batch: int, weight_format: str | None = None,
-                 context_bucket: int = DEFAULT_CONTEXT_BUCKET) -> EngineCosts:
-    """The engine's step costs, refusing at once a batch its decode steps cannot take."""
-    if max_batch > EngineCosts.max_batch:
-        raise PimsimError(f"--max-batch {max_batch}: batched decode is not yet available in pimsim (a decode step "
-                          f"runs {EngineCosts.max_batch} sequence); serve with --max-batch 1")
-    return EngineCosts(hw, card, weight_format, context_bucket)
-
-
 def serve_model(hw: HardwareConfig, card: ModelCard, requests: Sequence[Request], max_batch: int = 1,
-                slo: Slo = Slo(), weight_format: str | None = None, context_bucket: int = DEFAULT_CONTEXT_BUCKET,
-                progress: Callable[[int], None] | None = None) -> ServeOutcome:
-    costs = engine_costs(hw, card, max_batch, weight_format, context_bucket)
+                slo: Slo = Slo(), weight_format: str | None = None,
+                progress: Callable[[int], None] | None = None,
+                prompt_bucket: int = DEFAULT_PROMPT_BUCKET, prefill_on: str = "pim") -> ServeOutcome:
+    """Serve `requests` with the engine's step costs for the longest of them."""
+    if not requests:
+        raise PimsimError("no requests to serve")
+    costs = EngineCosts(hw, card, max_batch, max(r.max_context for r in requests), weight_format, prompt_bucket,
+                        prefill_on)
     run = serve(requests, costs, max_batch, progress)
     return ServeOutcome(run, summarize(run, slo, tuple(costs.notes())), costs)
 
@@ -45,7 +41,8 @@ SWEEP_SETTINGS = {"rate": "requests per second (Poisson arrivals)", "requests": 
                   "prompt_len": "prompt tokens (default: the card's)",
                   "output_len": "output tokens (default: the card's)",
                   "seed": "arrivals seed (default 0)", "max_batch": "the most sequences per decode step (default 1)",
-                  "context_bucket": f"context rounding of step costs (default {DEFAULT_CONTEXT_BUCKET})",
+                  "prompt_bucket": f"prefill costs' prompt rounding (default {DEFAULT_PROMPT_BUCKET})",
+                  "prefill_on": "where prefills run: pim (default), asic or a host device spec",
                   "slo_ttft_s": "TTFT target for goodput", "slo_tpot_s": "TPOT target for goodput"}
 
 
@@ -70,7 +67,8 @@ def serving_row(hw_name: str, model: str, settings: dict, overrides: dict, weigh
                                 settings.get("seed", 0))
     slo = Slo(settings.get("slo_ttft_s"), settings.get("slo_tpot_s"))
     outcome = serve_model(hw, card, requests, settings.get("max_batch", 1), slo, weight_format,
-                          settings.get("context_bucket", DEFAULT_CONTEXT_BUCKET))
+                          prompt_bucket=settings.get("prompt_bucket", DEFAULT_PROMPT_BUCKET),
+                          prefill_on=settings.get("prefill_on", "pim"))
     s = outcome.summary
     row = {"hw": outcome.costs.hw.name, "weight_format": outcome.costs.hw.pim.weight_format,
            "rate_per_s": float(settings["rate"]), "requests": s.requests, "prompt_len": prompt_len,
