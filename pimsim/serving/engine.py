@@ -14,7 +14,7 @@ Prefill costs are simulated once per prompt length, and a prefill's steps grow w
 and KV writes token by token), so prompt lengths are rounded **up** to a multiple of ``prompt_bucket``
 tokens (default 16; 1: exact) for the prefill's cost only: the request's cache, its first token's step
 and its decode steps keep its true length. A prefill is charged as if its prompt had up to
-``prompt_bucket - 1`` tokens more (a prefill's time grows about linearly with the prompt: for a 64-token
+``prompt_bucket - 1`` tokens more (a prefill's time grows about linearly with the prompt: for a 65-token
 prompt rounded to 80, about a quarter more); prompts of a multiple of ``prompt_bucket`` tokens are exact.
 Decode steps are never rounded (each context's attention is its own piece).
 

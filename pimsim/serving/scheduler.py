@@ -4,8 +4,8 @@ One process brings the requests in at their arrival times; another is the device
 iterations:
 
 1. **admit** waiting requests in arrival order while the batch has room (``max_batch`` sequences) and
-   the KV memory has room for the request's whole cache (prompt + output tokens - 1, reserved at
-   admission, so a running sequence never runs out of memory and nothing is ever evicted). The first
+   the KV memory has room for the request's whole cache (``kv_need`` of its prompt + output - 1 tokens,
+   reserved at admission, so a running sequence never runs out of memory and nothing is ever evicted). The first
    waiting request that does not fit stops admission (first come, first served: no request overtakes
    another);
 2. **prefill** each newly admitted request, one after another: its KV is written and its first output
