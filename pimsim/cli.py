@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the transformer blocks' weights in FORMAT (bf16, fp16, int8, ternary, ternary-b3, "
                         "binary; default: the card's quantization, else the hardware's weight_format); the PIM units "
                         "must support it (pim.formats)")
+    p.add_argument("--devices", type=_positive, metavar="N",
+                   help="split the model over N devices of the hardware file joined by its system.interconnect "
+                        "(default: the file's system.devices, else 1)")
+    p.add_argument("--parallel", metavar="SPLIT",
+                   help="how: tp (tensor parallel), pp (pipeline stages) or tp=T,pp=P (default: the file's "
+                        "system.parallel)")
     p.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     p.add_argument("--timeline", metavar="OUT.json",
@@ -297,9 +303,14 @@ def _check_fits_at_all(card, hw) -> None:
     bits = WEIGHT_BITS.get(hw.pim.weight_format) if getattr(hw, "pim", None) is not None else None
     capacity = hw.dram.organization.capacity_bytes
     if least is not None and bits is not None and least * bits / 8 > capacity:
+        from pimsim.system.fit import needs_text
+        from pimsim.workloads.tracer import traced_graph
+
+        context = card.defaults.prompt_len + card.defaults.gen_tokens
         raise PimsimError(f"{card.name} does not fit in {hw.name}: its {hw.pim.weight_format} weights take at least "
                           f"{float(least * bits / 8) / 2**30:,.1f} GiB (counted from the card's layers and widths) "
-                          f"and the memory holds {capacity / 2**30:g} GiB")
+                          f"and the memory holds {capacity / 2**30:g} GiB."
+                          + needs_text(hw, traced_graph(card), context))
 
 
 def _check_gguf(path: str) -> None:
@@ -529,7 +540,7 @@ def _run_spec(args):
     return RunSpec(model=args.model, hw=args.hw, prompt_len=args.prompt_len, gen_tokens=args.gen_tokens,
                    source_len=args.source_len, schedule=args.schedule, fidelity=args.fidelity,
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
-                   check_protocol=args.check_protocol)
+                   check_protocol=args.check_protocol, devices=args.devices, parallel=args.parallel)
 
 
 def cmd_run(args) -> int:
@@ -558,7 +569,16 @@ def _cmd_run(args) -> int:
         raise PimsimError("run needs --model (or --spec-dec with a target)")
     card = load_card(args.model)
     hw = hardware_for(_load(args), card, args.weight_format)
-    _check_fits_at_all(card, hw)
+    spec = _run_spec(args)
+    from pimsim.system.plan import parallel_plan
+
+    system = hw.system
+    devices = parallel_plan(spec.devices, spec.parallel, system.devices if system else 1,
+                            system.parallel if system else None).devices
+    if devices == 1:
+        _check_fits_at_all(card, hw)
+    elif args.functional:
+        raise PimsimError("--functional runs on one device (drop --devices / --parallel)")
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
     if args.timeline_tokens is not None and not args.timeline:
@@ -568,7 +588,6 @@ def _cmd_run(args) -> int:
         raise PimsimError("--weights and --prompt go with --functional")
     if args.weights:
         _check_gguf(args.weights)
-    spec = _run_spec(args)
     started = time.perf_counter()
     bar = None
     if not args.quiet and args.json_out != "-":

@@ -215,8 +215,29 @@ def derived_values(hw: HardwareConfig) -> dict:
     }
 
 
+def with_interconnect_preset(raw: Any) -> tuple[Any, list[Problem]]:
+    """``system.interconnect.preset: NAME``: the bundled hwconfigs/interconnects/NAME.yaml under the values
+    given beside it (those win); an unknown name is a problem listing the bundled ones."""
+    system = raw.get("system") if isinstance(raw, dict) else None
+    link = system.get("interconnect") if isinstance(system, dict) else None
+    if not isinstance(link, dict) or link.get("preset") is None:
+        return raw, []
+    from pimsim.resources import bundled_dir
+
+    folder = bundled_dir("hwconfigs") / "interconnects"
+    name = link["preset"]
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    if not isinstance(name, str) or name not in known:
+        return raw, [Problem("system.interconnect.preset", f"{name!r} is not a bundled interconnect (bundled: "
+                                                           f"{', '.join(known)})")]
+    preset = read_yaml(folder / f"{name}.yaml")
+    merged = copy.deepcopy(raw)
+    merged["system"]["interconnect"] = deep_merge(preset, link)
+    return merged, []
+
+
 def validate(raw: Any, source: str) -> HardwareConfig:
-    problems: list[Problem] = []
+    raw, problems = with_interconnect_preset(raw)
     config = None
     derived = None
     if isinstance(raw, dict) and "derived" in raw:  # `config show` output read back: computed, not input
