@@ -7,7 +7,8 @@ is a shard; attention, KV appends and vector work on a shard take 1/T of the hea
 input is a shard is split by its inputs (a *row* split: the attention output projection, the FFN down
 projection), so every device holds a partial sum of the whole output, which an all-reduce makes whole
 again. Norms and residual adds work on whole vectors and run on every device. The embedding table is
-split by vocabulary; the device holding the token's row reads it and an all-reduce gives it to all.
+split by vocabulary; the device holding the token's row reads it and an all-reduce gives it to all
+(smaller tables, such as GPT-2's position embeddings, are whole on every device).
 
 Pipeline parallel over P stages gives each stage a run of whole layers (the first stage the embedding,
 the last the final norm and LM head); the activation goes to the next stage at each boundary.
@@ -54,9 +55,12 @@ class DeviceShard:
         first = self.layers[0]
         tensors = {name: i for i, name in enumerate(self.graph.tensors)}
         ops = []
+        values: dict[int, int] = {}  # value ids renumbered in order of first use
         for op in self.graph.ops:
             d = op.to_dict()
             d.pop("name")
+            d["inputs"] = [values.setdefault(v, len(values)) for v in op.inputs]
+            d["output"] = values.setdefault(op.output, len(values))
             d["tensor"] = tensors.get(op.tensor)
             d["layer"] = None if op.layer is None else op.layer - first
             ops.append(d)
@@ -115,9 +119,10 @@ def tensor_shard(graph: OpGraph, tp: int) -> DeviceShard:
                 state[op.output] = SHARD
         elif op.kind == "embedding":
             new = op
-            tensors[op.tensor]["rows"] = _split(graph.tensors[op.tensor]["rows"], tp)
-            collectives.append(Collective("all_reduce", len(ops), op.count * op.cols))
-            state[op.output] = WHOLE
+            if graph.tensors[op.tensor]["rows"] == graph.meta.get("vocab"):  # the token table: by vocabulary
+                tensors[op.tensor]["rows"] = _split(graph.tensors[op.tensor]["rows"], tp)
+                collectives.append(Collective("all_reduce", len(ops), op.count * op.cols))
+            state[op.output] = WHOLE  # other tables (GPT-2's positions) are small and whole on every device
         elif op.kind in ("scores", "context", "kv_append"):
             new = replace(op, heads=op.heads // tp, kv_heads=op.kv_heads // tp)
             state[op.output] = SHARD
