@@ -105,6 +105,7 @@ def test_plan_from_flags_and_file():
     assert parallel_plan(None, None, 32, "tp=8,pp=4") == ParallelPlan(8, 4)
     assert parallel_plan(8, None, 32, "tp") == ParallelPlan(8, 1)
     assert parallel_plan(None, None) == ParallelPlan(1, 1)
+    assert parallel_plan(1, None, 32, "tp=8,pp=4") == ParallelPlan(1, 1)
     with pytest.raises(ConfigError) as err:
         parallel_plan(3, "tp=2,pp=2")
     assert "3 devices, but tp=2,pp=2 uses 4" in str(err.value)

@@ -62,6 +62,8 @@ def parallel_plan(devices: int | None, parallel: str | None, file_devices: int =
     if parallel is not None and not (isinstance(parallel, str) and parallel.strip()):
         problems.append(Problem("parallel", f"tp, pp or tp=T,pp=P, not {parallel!r}"))
         parallel = None
+    if devices == 1 and parallel is None and not problems:  # one device: nothing to split, whatever the file says
+        return ParallelPlan(1, 1)
     text = parallel if parallel is not None else file_parallel
     count = devices if devices is not None else file_devices
     if text is None:
