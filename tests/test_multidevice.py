@@ -149,3 +149,12 @@ def test_one_device_adds_no_keys():
     one = simulate(_spec()).record
     assert "system" not in one
     assert "system" not in load_hardware("gddr6-aim.yaml").model_dump(mode="json")
+
+
+def test_interconnect_preset_values_and_errors():
+    hw = load_hardware("cent.yaml", ["system.interconnect.latency_ns=50"])
+    link = hw.system.interconnect
+    assert (link.preset, link.bandwidth_GBps, link.latency_ns, link.switch_latency_ns) == ("cxl2-x16", 63.0, 50.0, 70.0)
+    with pytest.raises(ConfigError) as err:
+        load_hardware("cent.yaml", ["system.interconnect.preset=nvlink"])
+    assert "'nvlink' is not a bundled interconnect (bundled: cxl2-x16, pcie5-x16)" in str(err.value)
