@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -303,14 +304,12 @@ def _check_fits_at_all(card, hw) -> None:
     bits = WEIGHT_BITS.get(hw.pim.weight_format) if getattr(hw, "pim", None) is not None else None
     capacity = hw.dram.organization.capacity_bytes
     if least is not None and bits is not None and least * bits / 8 > capacity:
-        from pimsim.system.fit import needs_text
-        from pimsim.workloads.tracer import traced_graph
-
-        context = card.defaults.prompt_len + card.defaults.gen_tokens
+        devices = math.ceil(least * bits / 8 / capacity)  # not traced: a bound, the weights alone
         raise PimsimError(f"{card.name} does not fit in {hw.name}: its {hw.pim.weight_format} weights take at least "
                           f"{float(least * bits / 8) / 2**30:,.1f} GiB (counted from the card's layers and widths) "
-                          f"and the memory holds {capacity / 2**30:g} GiB."
-                          + needs_text(hw, traced_graph(card), context))
+                          f"and the memory holds {capacity / 2**30:g} GiB. It needs at least {devices} devices of "
+                          f"{hw.name} (--devices N --parallel tp=T,pp=P with system.interconnect in the hardware "
+                          "file; a run on too few devices says how many exactly)")
 
 
 def _check_gguf(path: str) -> None:

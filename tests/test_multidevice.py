@@ -125,10 +125,14 @@ def test_devices_needed():
     for devices in range(1, plan.devices):
         assert not any(fits(hw, graph, ParallelPlan(tp, devices // tp), 64)
                        for tp in (1, 2, 3, 4, 6, 12) if devices % tp == 0 and devices // tp <= 12)
-    with pytest.raises(PimsimError, match=f"It needs {plan.devices} devices of gddr6-aim: --devices {plan.devices} "
+    with pytest.raises(PimsimError, match=f"it needs {plan.devices} devices of gddr6-aim: --devices {plan.devices} "
                                           f"--parallel {plan.text()}"):
         simulate(RunSpec(model="gpt2", hw="gddr6-aim.yaml", prompt_len=60, gen_tokens=4,
                          overrides={"dram.organization.rows": 256}))
+    with pytest.raises(PimsimError, match=f"tp=2,pp=1, one device's share: gpt2 does not fit.*it needs {plan.devices} "
+                                          "devices"):
+        simulate(RunSpec(model="gpt2", hw="gddr6-aim.yaml", prompt_len=60, gen_tokens=4, devices=2, parallel="tp",
+                         overrides={**LINK, "dram.organization.rows": 256}))
 
 
 @pytest.mark.parametrize("args, message", [

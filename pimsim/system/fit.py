@@ -69,9 +69,10 @@ def smallest_plan(hw: HardwareConfig, graph: OpGraph, context: int) -> ParallelP
 
 
 def needs_text(hw: HardwareConfig, graph: OpGraph, context: int) -> str:
-    """' It needs N devices: --devices N --parallel tp=T,pp=P' (or that no split fits)."""
+    """'; it needs N devices of HW: --devices N --parallel tp=T,pp=P ...' (or that no split fits), to follow
+    a message that the model does not fit."""
     plan = smallest_plan(hw, graph, context)
     if plan is None:
-        return f" No split over up to {MAX_DEVICES} devices of {hw.name} holds it."
-    return (f" It needs {plan.devices} devices of {hw.name}: --devices {plan.devices} --parallel {plan.text()} "
-            "(with an interconnect: system.interconnect in the hardware file).")
+        return f"; no split over up to {MAX_DEVICES} devices of {hw.name} holds it"
+    return (f"; it needs {plan.devices} devices of {hw.name}: --devices {plan.devices} --parallel {plan.text()} "
+            "(with an interconnect: system.interconnect in the hardware file)")

@@ -18,6 +18,7 @@ from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeResult, DecodeSimulation, config_hash
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
+from pimsim.system.fit import fits, needs_text
 from pimsim.system.interconnect import Interconnect, Transfer
 from pimsim.system.plan import ParallelPlan
 from pimsim.system.shard import DeviceShard, pipeline_stages, stage_boundary_values, tensor_shard
@@ -97,7 +98,9 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
                 sim = DecodeSimulation(hw, stage.graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol)
             except PimsimError as exc:
                 where = f"stage {s} of {plan.text()}" if plan.pp > 1 else plan.text()
-                raise PimsimError(f"{where}, one device's share: {exc}") from None
+                hint = "" if fits(hw, graph, plan, prompt_len + gen_tokens) else needs_text(
+                    hw, graph, prompt_len + gen_tokens)
+                raise PimsimError(f"{where}, one device's share: {exc}{hint}") from None
             sims[key] = (sim, sim.run(progress=progress if not sims else None))
             order.append(key)
         simulated_as.append(order.index(key))
