@@ -24,8 +24,9 @@ LINK = {"system.interconnect.topology": "switch", "system.interconnect.bandwidth
         "system.interconnect.energy_pJ_per_bit": 4}
 
 
-def _spec(model="gpt2", **kw) -> RunSpec:
-    return RunSpec(model=model, hw="gddr6-aim.yaml", prompt_len=8, gen_tokens=2, overrides=LINK, **kw)
+def _spec(model="gpt2", overrides=(), **kw) -> RunSpec:
+    return RunSpec(model=model, hw="gddr6-aim.yaml", prompt_len=8, gen_tokens=2, overrides={**LINK, **dict(overrides)},
+                   **kw)
 
 
 def test_ring_all_reduce_closed_form():
@@ -162,3 +163,16 @@ def test_interconnect_preset_values_and_errors():
     with pytest.raises(ConfigError) as err:
         load_hardware("cent.yaml", ["system.interconnect.preset=nvlink"])
     assert "'nvlink' is not a bundled interconnect (bundled: cxl2-x16, pcie5-x16)" in str(err.value)
+
+
+def test_shared_host_asic_reduces_at_the_host_and_runs_every_shards_vector_work():
+    r = simulate(_spec(devices=2, parallel="tp", overrides={"system.host_asic": "shared"})).record
+    system = r["system"]
+    assert system["exchanges_per_token"] == {"host_reduce": 25, "gather": 1}
+    alpha, per_byte = 120_000, 20
+    comm_ps = 25 * (2 * alpha + 2 * 2 * 768 * 2 * per_byte) + (alpha + 8 * per_byte)
+    assert system["communication_per_token_s"] == comm_ps * 1e-12
+    stage = system["stages"][0]
+    assert stage["shared_asic_extra_per_token_s"] > 0
+    assert r["latency_per_token_s"] == pytest.approx(
+        stage["device_time_per_token_s"] + stage["shared_asic_extra_per_token_s"] + comm_ps * 1e-12, rel=1e-12)

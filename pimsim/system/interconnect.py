@@ -7,7 +7,7 @@ switch), e the energy of one bit from one device to another (``energy_pJ_per_bit
 - **Ring all-reduce** (reduce-scatter, then all-gather, around a ring of the p devices; Patarasuk and
   Yuan, "Bandwidth optimal all-reduce algorithms for clusters of workstations", JPDC 69(2), 2009;
   Thakur, Rabenseifner and Gropp, "Optimization of collective communication operations in MPICH",
-  IJHPCA 19(1), 2005, section 4.5)::
+  IJHPCA 19(1), 2005)::
 
       T = 2 (p - 1) alpha + 2 (p - 1) / p * n / B
 
