@@ -18,6 +18,8 @@ rows (PIMSimulator's HBM2_samsung_2M_16B_x64.ini), refresh on, the vendor's kern
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from pimsim.config.loader import load_hardware
@@ -27,15 +29,12 @@ from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.placement import Geometry
 from pimsim.trace.files import CommandTrace
 
+import pimsimulator_rules as vendor  # noqa: E402  (analysis/ is on sys.path: run as a script or via validation.py)
+
 VENDOR_PIM_CYCLES = 13_166  # PIMSimulator PIMBenchFixture.gemv, 4096 x 4096, 64 channels, refresh on
 VENDOR_NO_PIM_CYCLES = 36_082
 VENDOR_SOURCE = "SAITPublic/PIMSimulator src/tests/PIMBenchTestCases.{h,cpp} (gemv 4096x4096, system_hbm_64ch.ini)"
 TOLERANCE = 0.15  # relative: the differences named below, none fitted
-DIFFERS_PIM = ("pimsim: 1 rank per pseudo-channel (the vendor: 2, its kernel uses rank 0; refresh staggered by "
-               "tREFI/2 between ranks); no park-in/park-out writes (16 + 2 per channel); register writes need no "
-               "open row (the vendor's simulator writes them to row 0x3fff, which its odd banks must open); the "
-               "controller issues in order (DRAMSim2: rank-then-bank round-robin with barriers). Each of these "
-               "makes pimsim faster; they are not measured one by one (none is fitted)")
 DIFFERS_NO_PIM = ("pimsim streams the weights only (the vendor also reads the input twice and writes the "
                   "output twice, 16 KB in all); pimsim's FR-FCFS controller, 1 rank")
 
@@ -107,16 +106,61 @@ def closed_form_cycles(hw, rows: int, cols: int) -> int:
     return pimoff + 2 * (ras + 1) - 1 + rp
 
 
+# The vendor's rules that pimsim does not follow, in the order they are switched off one after another to
+# measure each one's share (pimsimulator_rules.Rules fields): (field, value that removes the rule, cause)
+RULE_SHARES = (
+    ("ranks", 1, "2 ranks per channel: rank 0's first refresh at tREFI/2, rank 1's REF takes a command slot"),
+    ("park", False, "park-in/park-out: 16 + 2 SB-mode writes per channel, each with its ACT (4 per tXAW)"),
+    ("register_row", False, "register writes (GRF_A, CRF, PIMON/PIMOFF) are writes to row 0x3fff of the odd "
+                            "(PIMON/PIMOFF: even) bank, which must be opened: the odd input tiles close and reopen "
+                            "their bank twice each, and the eager precharge closes row 0x3fff between tiles"),
+    ("bus_turnaround", False, "MACs are READs to its controller: MAC to the next GRF_A write RL + BL/2 + tRTRS - WL "
+                              "= 15 (pimsim 1), GRF_A write to the next MAC WL + BL/2 + tWTR_L = 19 (pimsim "
+                              "nCWLGB + nBL = 10)"),
+    ("register_write_ccd", False, "register writes all go to one bank: spaced tCCD_L = 4 (pimsim nBL = 2)"),
+)
+REMAINDER = ("pimsim's own stream under the vendor's timing otherwise: its PREA waits behind the next tile's "
+             "GRF_A writes (the vendor's controller precharges as soon as no queued command wants the row), "
+             "SB <-> AB are ACT/PRE pairs, and with refresh a REF waits nRP after its precharge (DRAMSim2 "
+             "issues it the next cycle)")
+
+
+def vendor_decomposition(rows: int, cols: int, channels: int, timing: dict, refresh: bool) -> dict:
+    """The vendor's cycles (``derived``) by pimsimulator_rules, and each rule's share: the cycles saved by
+    switching it off after the ones before it (:data:`RULE_SHARES`); ``without_rules`` is what remains."""
+    rules = vendor.Rules(refresh=refresh)
+    derived = prev = vendor.gemv_cycles(rows, cols, channels, timing, rules).cycles
+    shares = []
+    for name, value, cause in RULE_SHARES:
+        rules = replace(rules, **{name: value})
+        now = vendor.gemv_cycles(rows, cols, channels, timing, rules).cycles
+        shares.append((name, prev - now, cause))
+        prev = now
+    return {"derived": derived, "shares": shares, "without_rules": prev}
+
+
+def describe_gap(pimsim_cycles: int, d: dict) -> str:
+    """pimsim minus the derived vendor figure, term by term (the terms add up to it)."""
+    parts = [f"{-share:+,} {name}: {cause}" for name, share, cause in d["shares"] if share]
+    parts.append(f"{pimsim_cycles - d['without_rules']:+,} remainder: {REMAINDER}")
+    return "; ".join(parts)
+
+
 def rows(functional: bool = True) -> list[dict]:
     """pimsim vs Samsung's public HBM-PIM figures, one dict per figure."""
     from pimsim import kernels
 
     hw = bench_hardware()
     pim = vendor_kernel_cycles(hw, 4096, 4096)["cycles"]
+    d = vendor_decomposition(4096, 4096, hw.dram.organization.channels, dict(hw.dram.timing), refresh=True)
+    differs_pim = (f"the vendor's rules re-stated (pimsimulator_rules) give {d['derived']:,} cycles: "
+                   f"{VENDOR_PIM_CYCLES - d['derived']:+,} not reproduced (what the re-statement leaves out: "
+                   f"DRAMSim2's order of updates within a cycle, its end-of-run count, tRTRS assumed 1); pimsim "
+                   f"vs those {d['derived']:,}: " + describe_gap(pim, d))
     no_pim = kernels._no_pim_baseline(compile_standard(hw), Geometry.of(hw), 4096, 4096)["cycles"]
     out = [
         {"figure": "4096x4096 GEMV, PIM (cycles)", "vendor": VENDOR_PIM_CYCLES, "pimsim": pim,
-         "ratio": pim / VENDOR_PIM_CYCLES, "source": VENDOR_SOURCE, "differs": DIFFERS_PIM},
+         "ratio": pim / VENDOR_PIM_CYCLES, "source": VENDOR_SOURCE, "differs": differs_pim},
         {"figure": "4096x4096 GEMV, no PIM (cycles)", "vendor": VENDOR_NO_PIM_CYCLES, "pimsim": no_pim,
          "ratio": no_pim / VENDOR_NO_PIM_CYCLES, "source": VENDOR_SOURCE, "differs": DIFFERS_NO_PIM},
         {"figure": "4096x4096 GEMV, speed-up", "vendor": VENDOR_NO_PIM_CYCLES / VENDOR_PIM_CYCLES,
@@ -154,6 +198,20 @@ def closed_form_rows(shapes: dict | None = None) -> list[dict]:
         out.append({"shape": name, "rows": m, "cols": n, "closed_form": closed_form_cycles(off, m, n),
                     "simulated_refresh_off": sim_off["cycles"], "simulated_refresh_on": sim_on["cycles"],
                     "refreshes": sim_on["refreshes_per_channel"]})
+    return out
+
+
+def vendor_shape_rows(shapes: dict | None = None) -> list[dict]:
+    """The vendor's kernel (write-back results) on hbm-pim.yaml's 16 pseudo-channels, refresh off and on:
+    pimsim's simulated cycles beside the vendor's cycles derived from its rules, and the gap term by term."""
+    out = []
+    for refresh in (False, True):
+        hw = load_hardware("hbm-pim.yaml", ["mapping.gemv=hbm_pim_gemv", f"dram.refresh.enabled={str(refresh).lower()}"])
+        for name, (m, n) in (shapes or SHAPES).items():
+            sim = vendor_kernel_cycles(hw, m, n, results="write_back")["cycles"]
+            d = vendor_decomposition(m, n, hw.dram.organization.channels, dict(hw.dram.timing), refresh)
+            out.append({"shape": name, "rows": m, "cols": n, "refresh": refresh, "pimsim": sim,
+                        "derived": d["derived"], "cause": describe_gap(sim, d)})
     return out
 
 
