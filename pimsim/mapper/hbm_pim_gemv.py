@@ -225,6 +225,10 @@ def hbm_pim_gemv_program(compiled: Compiled, placement, lanes_out: int = 1, grou
                 for parity in (0, 1):
                     open_row = -1
                     for i in range(parity, p.input_tiles, 2):
+                        first_row = base_row + int(p.access(i, 0, 0)[0])
+                        if open_row >= 0 and first_row != open_row:  # close the old row before the GRF_A writes
+                            emit("PREA", rank)  # (they need no row: its precharge hides behind them)
+                            open_row = -1
                         for s in range(T * per):  # GRF_A <- input tile i
                             emit("WRGB", chan, k=s * bl, pay=v * x_chunks + i * T * per + s)
                         for k in range(R):
