@@ -284,3 +284,19 @@ def _precharge(queue, banks, cycle, t) -> str | None:
 
 def gemv_cycles(rows: int, cols: int, channels: int, timing: dict, rules: Rules = Rules()) -> Result:
     return run(gemv_transactions(rows, cols, channels, rules=rules), timing, rules)
+
+
+def main() -> None:
+    from validation_hbm_pim import VENDOR_PIM_CYCLES, bench_hardware, vendor_decomposition
+
+    hw = bench_hardware()
+    d = vendor_decomposition(4096, 4096, hw.dram.organization.channels, dict(hw.dram.timing), refresh=True)
+    print(f"4096 x 4096 on 64 channels, refresh on: {d['derived']:,} cycles derived "
+          f"(published {VENDOR_PIM_CYCLES:,}; {SOURCE})")
+    for name, share, cause in d["shares"]:
+        print(f"  {share:+7,}  {name}: {cause}")
+    print(f"  {d['without_rules']:,} cycles without those rules")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,8 @@ computeGemv; REFERENCE.md section 3):
   ordering them output-row-major (access k x T + b holds output row k's input burst b; the vendor
   orders them input-major, which costs the same commands);
 - per channel: SB -> AB mode, CRF program load; per output tile: AB -> AB-PIM (which zeroes GRF_B),
-  then for the even tiles and then the odd tiles: GRF_A <- the tile of x (T writes), one all-bank MAC
+  then for the even tiles and then the odd tiles: the previous tile's row closed (PREA, hidden behind the
+  writes that follow), GRF_A <- the tile of x (T writes), one all-bank MAC
   per access (each row activation serves apr MACs, 32 on HBM2-PIM), then the R accumulators leave the
   units (``results="read"``: R reads, one 32 B burst per unit each; ``"write_back"``: R all-bank
   writes of GRF_B into a result row, as the vendor kernel does) and AB-PIM -> AB; finally AB -> SB.
