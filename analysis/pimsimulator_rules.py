@@ -28,7 +28,8 @@ REF); the first issuable column command in queue order (none past a barrier that
 barrier-tagged command issues only from the queue's head); an ACT for the first queued command whose
 bank is idle (scanning up to the next barrier); a precharge of an open bank that no queued command (up
 to the first barrier) wants. In PIM modes only banks 0 and 1 (bg0's ba0/ba1: the even and odd banks of
-every unit) are activated. Timing (DRAMSim2's rules, HBM2_samsung_2M_16B_x64.ini's values as
+every unit) may be activated; after SB -> AB the kernel addresses no other, so the re-statement needs
+no mode check. Timing (DRAMSim2's rules, HBM2_samsung_2M_16B_x64.ini's values as
 hbm-pim.yaml holds them):
 
 - a READ (a MAC in PIM mode) spaces the next read max(tCCD, BL/2) (tCCD_L in its bank group, tCCD_S
