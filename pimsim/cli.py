@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "command of every token through the DRAM kernel")
     p.add_argument("--weight-format", metavar="FORMAT",
                    help="store the transformer blocks' weights in FORMAT (bf16, fp16, fp8-e4m3, int8, int4-g128, "
-                        "ternary, ternary-b3, binary; default: the card's quantization, else the hardware's weight_format); the PIM units "
-                        "must support it (pim.formats)")
+                        "ternary, ternary-b3, binary; default: the card's quantization, else the hardware's "
+                        "weight_format); the PIM units must support it (pim.formats)")
     p.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     p.add_argument("--timeline", metavar="OUT.json",

@@ -220,7 +220,7 @@ def _check_mapping(dram: dict, org: dict) -> list[Problem]:
 
 
 def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
-    from pimsim.pim.formats import LOW_BIT
+    from pimsim.pim.formats import KV_FORMATS, LOW_BIT
 
     out = []
     if std is not None and "MACAB" not in std.command_names:
@@ -248,7 +248,7 @@ def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
     if isinstance(kv, str) and kv in LOW_BIT:
         out.append(Problem("pim.kv_format", f"the KV cache needs bf16, fp16 or int8 values; with {fmt} weights "
                                             "give kv_format"))
-    elif isinstance(kv, str) and kv != fmt and not (isinstance(formats, dict) and kv in formats):
+    elif isinstance(kv, str) and kv in KV_FORMATS and kv != fmt and not (isinstance(formats, dict) and kv in formats):
         keep = f" (or keep the KV cache in {fmt})" if fmt not in LOW_BIT else ""
         out.append(Problem("pim.kv_format", f"attention over a {kv} KV cache needs MAC units for {kv} values: "
                                             f"add pim.formats.{kv}{keep}"))
