@@ -95,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: each distinct command stream simulated once and reused (default); cycle: every "
                         "command of every token through the DRAM kernel")
     p.add_argument("--weight-format", metavar="FORMAT",
-                   help="store the transformer blocks' weights in FORMAT (bf16, fp16, int8, ternary, ternary-b3, "
-                        "binary; default: the card's quantization, else the hardware's weight_format); the PIM units "
-                        "must support it (pim.formats)")
+                   help="store the transformer blocks' weights in FORMAT (bf16, fp16, fp8-e4m3, int8, int4-g128, "
+                        "ternary, ternary-b3, binary; default: the card's quantization, else the hardware's "
+                        "weight_format); the PIM units must support it (pim.formats)")
     p.add_argument("--devices", type=_positive, metavar="N",
                    help="split the model over N devices of the hardware file joined by its system.interconnect "
                         "(default: the file's system.devices, else 1)")

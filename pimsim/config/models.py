@@ -130,8 +130,9 @@ class DramConfig(StrictModel):
         return {k: int(math.log2(v)) for k, v in counts.items()}
 
 
-WeightFormat = Literal["bf16", "fp16", "int8", "ternary", "ternary-b3", "binary"]
+WeightFormat = Literal["bf16", "fp16", "fp8-e4m3", "int8", "int4-g128", "ternary", "ternary-b3", "binary"]
 ActivationFormat = Literal["bf16", "fp16", "int8"]
+KvFormat = Literal["bf16", "fp16", "int8", "fp8-e4m3"]  # pimsim.pim.formats.KV_FORMATS
 AccumulatorFormat = Literal["fp32", "fp16", "int32"]
 
 
@@ -163,8 +164,9 @@ class PimConfig(StrictModel, _QuietDefaults):
                           "ternary and binary weights need one)")
     mac_cycles: StrictInt = Field(0, ge=0, le=4096, description="tCK cycles one pass of the lanes keeps a unit "
                                                                 "busy (0: as fast as the column path delivers)")
-    kv_format: ActivationFormat | None = Field(
-        None, description="format of the KV cache (default: the activation format); attention MACs use it")
+    kv_format: KvFormat | None = Field(
+        None, description="format of the KV cache, the embeddings and the LM head (default: the activation "
+                          "format); attention MACs use its datapath")
     formats: dict[WeightFormat, PimFormat] = Field(
         default_factory=dict, description="more weight formats the MAC units support (pimsim run --weight-format)")
     accumulator_registers: StrictInt = Field(1, ge=1, le=64, description="accumulator registers per unit a MAC "
@@ -204,7 +206,8 @@ class PimConfig(StrictModel, _QuietDefaults):
         return spec if spec.accumulate else spec.model_copy(update={"accumulate": self.accumulate})
 
 
-FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}  # activations and accumulators
+# activations, KV values and accumulators
+FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp8-e4m3": 8, "fp32": 32, "int32": 32}
 
 
 class MappingConfig(StrictModel):

@@ -204,10 +204,12 @@ def run_summary(result, functional: dict | None = None) -> str:
     f = functional
     if f:
         matches = sum(f["top1_matches"])
+        weights = f" on {f['quantizer']} weights" if f.get("quantizer") else ""  # the reference's weights too
         lines.append(f"functional {f['weights']}, {f['prompt_tokens']} prompt tokens: top-1 agreement with PyTorch "
-                     f"FP32 {matches}/{len(f['top1_matches'])} ({100 * f['top1_agreement']:.1f}%), max |logit error| "
-                     f"{f['max_abs_logit_error']:.4g} ({100 * f['max_abs_logit_error_relative']:.2f}% of the largest "
-                     f"logit), mean {f['mean_abs_logit_error']:.3g}")
+                     f"FP32{weights} {matches}/{len(f['top1_matches'])} ({100 * f['top1_agreement']:.1f}%), "
+                     f"max |logit error| {f['max_abs_logit_error']:.4g} "
+                     f"({100 * f['max_abs_logit_error_relative']:.2f}% of the largest logit), "
+                     f"mean {f['mean_abs_logit_error']:.3g}")
         if "reference_text" in f:
             lines.append(f"           {f['prompt']!r} -> PyTorch {f['reference_text']!r}, PIM {f['pim_text']!r}")
     lines.append(f"traceable  config_hash {result.config_hash}, pimsim {r['pimsim_version']}; "
