@@ -1,8 +1,12 @@
-"""Number formats on PIM (issue 7): the same model on the same hardware with bf16 (fp16 on HBM-PIM), int8,
-ternary (2-bit and base-3 packed) and binary block weights; which models fit only in narrow formats; where
-the time goes once weights shrink; what row packing is worth.
+"""Number formats on PIM (issues 7, 18): the same model on the same hardware with bf16 (fp16 on HBM-PIM),
+int8, fp8-e4m3, int4-g128, ternary (2-bit and base-3 packed) and binary block weights; which models fit only
+in narrow formats; where the time goes once weights shrink; what row packing is worth.
 
-    python analysis/number_formats.py [--out analysis/figures] [--jobs 2]
+    python analysis/number_formats.py [--out analysis/figures] [--jobs 2] [--formats F ...] [--table-only]
+
+int4-g128 runs on HBM-PIM with ``mapping.gemv=row_partition`` (Samsung's GEMV kernel reads no group
+scales); every other point keeps each config's own GEMV strategy. ``--formats`` limits section 1 to some
+formats (the native one always runs); ``--table-only`` prints section 1 alone and draws no figure.
 
 Every number comes from ``pimsim.runs.run_model`` through pimsim's sweep runner (prompt 64 tokens, 4
 generated, serial schedule, fast fidelity). Figures: ``formats.png`` (tokens/s and energy per token by
@@ -25,7 +29,9 @@ from pimsim.sweep.runner import run_sweep
 
 RUN = {"prompt_len": 64, "gen_tokens": 4}
 HW = {"gddr6-aim.yaml": "bf16", "hbm-pim.yaml": "fp16"}  # each config's native weight format
-FORMATS = ["int8", "ternary", "ternary-b3", "binary"]
+FORMATS = ["int8", "fp8-e4m3", "int4-g128", "ternary", "ternary-b3", "binary"]
+# formats a config's default GEMV strategy cannot run, and the strategy they take instead
+STRATEGY_FOR = {("hbm-pim.yaml", "int4-g128"): "row_partition"}
 MODELS = ["gpt2-xl", "tinyllama-1.1b", "bitnet-b1.58-1.3b", "bitnet-b1.58-3b"]
 FOCUS = "gpt2-xl"  # the model of the breakdown and row-packing studies
 
@@ -35,11 +41,11 @@ def sweep(folder: Path, name: str, hw: str, models, grid: dict, jobs: int) -> pd
     return pd.DataFrame(result["rows"])
 
 
-def formats_figure(frame: pd.DataFrame, out: Path) -> None:
+def formats_figure(frame: pd.DataFrame, out: Path, formats: list[str]) -> None:
     plt = plots._plt()
     ok = frame[frame["status"] == "ok"]
     fig, axes = plt.subplots(2, len(HW), figsize=(12, 7), layout="constrained", squeeze=False)
-    order = ["native", *FORMATS]
+    order = ["native", *formats]
     for col, hw in enumerate(HW):
         part = ok[ok["hw"] == hw]
         for row, (metric, scale, label) in enumerate((("tokens_per_s", 1, "tokens/s"),
@@ -70,27 +76,38 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--keep", help="keep the sweep folders here")
+    ap.add_argument("--formats", nargs="+", default=FORMATS, choices=FORMATS, help="formats beside the native one")
+    ap.add_argument("--table-only", action="store_true", help="section 1 only, no figures")
     args = ap.parse_args()
+    formats = [f for f in FORMATS if f in args.formats]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pimsim-formats-"))
 
     frames = []
     for hw, native in HW.items():
-        f = sweep(folder, f"formats-{hw}", hw, MODELS, {"weight_format": [native, *FORMATS]}, args.jobs)
+        plain = [native, *(f for f in formats if (hw, f) not in STRATEGY_FOR)]
+        parts = [sweep(folder, f"formats-{hw}", hw, MODELS, {"weight_format": plain}, args.jobs)]
+        for fmt in formats:
+            if (hw, fmt) in STRATEGY_FOR:
+                parts.append(sweep(folder, f"formats-{hw}-{fmt}", hw, MODELS,
+                                   {"weight_format": [fmt], "mapping.gemv": [STRATEGY_FOR[hw, fmt]]}, args.jobs))
+        f = pd.concat(parts, ignore_index=True)
         f["hw"] = hw
         f["format"] = f["set:weight_format"].where(f["set:weight_format"] != native, "native")
         frames.append(f)
     frame = pd.concat(frames, ignore_index=True)
 
-    print("1. the same model, the same hardware, five weight formats (prompt 64, 4 tokens)")
+    print(f"1. the same model, the same hardware, {len(formats) + 1} weight formats (prompt 64, 4 tokens)")
     for (hw, model), part in frame.groupby(["hw", "model"], sort=False):
         part = part.set_index("format")
         base = part.loc["native"]
         print(f"  {model} on {hw.removesuffix('.yaml')}:")
-        for fmt in ["native", *FORMATS]:
+        for fmt in ["native", *formats]:
             row = part.loc[fmt]
             name = HW[hw] if fmt == "native" else fmt
+            if (hw, fmt) in STRATEGY_FOR:
+                name += "*"
             if row["status"] != "ok":
                 print(f"    {name:<11} does not run: {row['error'].split(';')[0]}")
                 continue
@@ -99,11 +116,16 @@ def main() -> None:
                      if base["status"] == "ok" else "(native does not fit)")
             print(f"    {name:<11} {row['tokens_per_s']:9.1f} tokens/s  {row['energy_per_token_J'] * 1e3:7.2f} "
                   f"mJ/token  {speed}")
-    formats_figure(frame, out)
+    for (hw, fmt), strategy in STRATEGY_FOR.items():
+        if fmt in formats:
+            print(f"  * {fmt} on {hw.removesuffix('.yaml')} with mapping.gemv={strategy}")
+    if args.table_only:
+        return
+    formats_figure(frame, out, formats)
 
     print(f"2. where the time goes: {FOCUS} on gddr6-aim")
     results = []
-    for fmt in ["bf16", *FORMATS]:
+    for fmt in ["bf16", *formats]:
         r = run_model("gddr6-aim.yaml", FOCUS, RUN["prompt_len"], RUN["gen_tokens"], weight_format=fmt)
         r["model"], r["hw"] = fmt, f"{r['latency_per_token_s'] * 1e3:.3f} ms"
         results.append(r)

@@ -27,6 +27,13 @@ preset GDDR6_AiM_timing), its controller (src/dram_controller/impl/AiM_dram_cont
 - it issues no refresh, and counts cycles of a tCK it computes as 1 ns (2000 MT/s over its preset,
   whose own tCK is 0.5 ns): its cycle counts are compared, not its nanoseconds.
 
+HBM-PIM (Samsung's public PIMSimulator, SAITPublic/PIMSimulator): its one published figure here is the
+4096 x 4096 bench (REFERENCE.md section 3). Its sources cannot be built here either; its cycles for other
+shapes (and the bench's, as a check of the derivation) are derived by ``analysis/pimsimulator_rules.py``,
+which re-states its GEMV kernel's transaction sequence and its DRAMSim2 controller's rules, and each
+difference from pimsim is measured by switching the vendor's rules off one after another
+(``validation_hbm_pim.RULE_SHARES``); what remains is pimsim's own stream.
+
 Another device's section is a function returning rows (dicts with the keys of :data:`COLUMNS`, or
 :class:`Row`); add it to :data:`SECTIONS`.
 """
@@ -201,8 +208,9 @@ def aim_rows() -> list[Row]:
 def hbm_pim_rows() -> list[Row | dict]:
     """HBM-PIM against Samsung's PIMSimulator (analysis/validation_hbm_pim.py): its 4096 x 4096 bench
     (64 pseudo-channels, refresh on) with PIM and without, the speed-up, the functional check; then the
-    vendor kernel on hbm-pim.yaml against pimsim's own closed form of that kernel (no peer figure exists
-    for these shapes: the closed form checks the simulator's schedule, refresh off, to the cycle)."""
+    vendor kernel on hbm-pim.yaml's shapes against the vendor's cycles derived from its rules
+    (analysis/pimsimulator_rules.py: no published figure exists for these shapes), refresh off and on,
+    the difference term by term; then pimsim's own closed form of its schedule (refresh off: exact)."""
     import validation_hbm_pim as v  # analysis/ is on sys.path when run as a script; see _import_sibling
 
     out: list[Row | dict] = []
@@ -219,6 +227,12 @@ def hbm_pim_rows() -> list[Row | dict]:
             out.append({"device": "HBM-PIM", "benchmark": r["figure"], "refresh": "-",
                         "pimsim_cycles": f"{r['pimsim']:.2e}", "peer_cycles": r["vendor"], "difference": "-",
                         "cause": r["differs"], "source": r["source"]})
+    for r in v.vendor_shape_rows():
+        out.append(Row("HBM-PIM", f"GEMV {r['shape']}, {r['rows']} x {r['cols']} (hbm-pim.yaml, write-back), "
+                       "vendor's rules", "on" if r["refresh"] else "off", r["pimsim"], r["derived"],
+                       r["pimsim"] - r["derived"], r["cause"],
+                       f"{v.vendor.SOURCE}: derived, not measured (its rules re-stated in "
+                       "analysis/pimsimulator_rules.py)"))
     for r in v.closed_form_rows():
         for refresh, sim in (("off", r["simulated_refresh_off"]), ("on", r["simulated_refresh_on"])):
             cause = ("none: the closed form is exact" if refresh == "off" else

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -94,9 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: each distinct command stream simulated once and reused (default); cycle: every "
                         "command of every token through the DRAM kernel")
     p.add_argument("--weight-format", metavar="FORMAT",
-                   help="store the transformer blocks' weights in FORMAT (bf16, fp16, int8, ternary, ternary-b3, "
-                        "binary; default: the card's quantization, else the hardware's weight_format); the PIM units "
-                        "must support it (pim.formats)")
+                   help="store the transformer blocks' weights in FORMAT (bf16, fp16, fp8-e4m3, int8, int4-g128, "
+                        "ternary, ternary-b3, binary; default: the card's quantization, else the hardware's "
+                        "weight_format); the PIM units must support it (pim.formats)")
+    p.add_argument("--devices", type=_positive, metavar="N",
+                   help="split the model over N devices of the hardware file joined by its system.interconnect "
+                        "(default: the file's system.devices, else 1)")
+    p.add_argument("--parallel", metavar="SPLIT",
+                   help="how: tp (tensor parallel), pp (pipeline stages) or tp=T,pp=P (default: the file's "
+                        "system.parallel)")
     p.add_argument("--json", dest="json_out", metavar="OUT",
                    help="write the full result as JSON to OUT ('-' for stdout)")
     p.add_argument("--timeline", metavar="OUT.json",
@@ -404,9 +411,12 @@ def _check_fits_at_all(card, hw) -> None:
     bits = WEIGHT_BITS.get(hw.pim.weight_format) if getattr(hw, "pim", None) is not None else None
     capacity = hw.dram.organization.capacity_bytes
     if least is not None and bits is not None and least * bits / 8 > capacity:
+        devices = math.ceil(least * bits / 8 / capacity)  # not traced: a bound, the weights alone
         raise PimsimError(f"{card.name} does not fit in {hw.name}: its {hw.pim.weight_format} weights take at least "
                           f"{float(least * bits / 8) / 2**30:,.1f} GiB (counted from the card's layers and widths) "
-                          f"and the memory holds {capacity / 2**30:g} GiB")
+                          f"and the memory holds {capacity / 2**30:g} GiB. It needs at least {devices} devices of "
+                          f"{hw.name} (--devices N --parallel tp=T,pp=P with system.interconnect in the hardware "
+                          "file; a run on too few devices says how many exactly)")
 
 
 def _check_gguf(path: str) -> None:
@@ -636,7 +646,8 @@ def _run_spec(args):
     return RunSpec(model=args.model, hw=args.hw, prompt_len=args.prompt_len, gen_tokens=args.gen_tokens,
                    source_len=args.source_len, schedule=args.schedule, fidelity=args.fidelity,
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
-                   check_protocol=args.check_protocol, batch=args.batch, prefill=_prefill_on(args))
+                   check_protocol=args.check_protocol, batch=args.batch, prefill=_prefill_on(args),
+                   devices=args.devices, parallel=args.parallel)
 
 
 def _prefill_on(args) -> str | None:
@@ -676,7 +687,16 @@ def _cmd_run(args) -> int:
         raise PimsimError("run needs --model (or --spec-dec with a target)")
     card = load_card(args.model)
     hw = hardware_for(_load(args), card, args.weight_format)
-    _check_fits_at_all(card, hw)
+    spec = _run_spec(args)
+    from pimsim.system.plan import parallel_plan
+
+    system = hw.system
+    devices = parallel_plan(spec.devices, spec.parallel, system.devices if system else 1,
+                            system.parallel if system else None).devices
+    if devices == 1:
+        _check_fits_at_all(card, hw)
+    elif args.functional:
+        raise PimsimError("--functional runs on one device (drop --devices / --parallel)")
     _check_writable(args.json_out, "--json")
     _check_writable(args.timeline, "--timeline")
     if args.timeline_tokens is not None and not args.timeline:
@@ -688,7 +708,6 @@ def _cmd_run(args) -> int:
         _check_gguf(args.weights)
     if args.batch > 1 and args.functional:
         raise PimsimError("--functional decodes one sequence; run it without --batch")
-    spec = _run_spec(args)
     started = time.perf_counter()
     bar = None
     if not args.quiet and args.json_out != "-":

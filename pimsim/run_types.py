@@ -78,6 +78,8 @@ class RunSpec:
     check_protocol: bool = False
     batch: int = 1  # sequences decoded in lock step, each with its own KV cache
     prefill: str | None = None  # where the prompt runs: pim, asic or a host device spec (None: assumed in the cache)
+    devices: int | None = None  # several devices (pimsim.system): None takes the hardware file's system.devices
+    parallel: str | None = None  # tp, pp or tp=T,pp=P; None takes the hardware file's system.parallel
 
     def __post_init__(self):
         problems = []
@@ -120,6 +122,10 @@ class RunSpec:
             problems.append(Problem("model", "missing"))
         if not isinstance(self.check_protocol, bool):
             problems.append(Problem("check_protocol", f"true or false, not {self.check_protocol!r}"))
+        if self.devices is not None and not (_int(self.devices) and self.devices >= 1):
+            problems.append(Problem("devices", f"a whole number >= 1, not {self.devices!r}"))
+        if self.parallel is not None and not (isinstance(self.parallel, str) and self.parallel):
+            problems.append(Problem("parallel", f"tp, pp or tp=T,pp=P, not {self.parallel!r}"))
         if not (isinstance(self.overrides, Mapping) and all(isinstance(k, str) and k for k in self.overrides)):
             problems.append(Problem("overrides", "a mapping of config keys (text) to values"))
         if problems:

@@ -48,11 +48,54 @@ def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progr
                     timeline: bool = False) -> RunResult:
     """Token generation of `spec` with its hardware (overrides applied) and model card already loaded."""
     hw = hardware_for(hw, card, spec.weight_format)
-    record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity, timeline=timeline,
-                       progress=progress, check_protocol=spec.check_protocol, weight_format=spec.weight_format,
-                       source_len=spec.source_len, batch=spec.batch, prefill=spec.prefill)
+    from pimsim.system.plan import parallel_plan
+
+    system = hw.system
+    plan = parallel_plan(spec.devices, spec.parallel, system.devices if system else 1,
+                         system.parallel if system else None)
+    if plan.devices > 1:
+        if spec.batch > 1 or spec.prefill is not None:
+            raise PimsimError(f"{plan.devices} devices run one sequence with its prompt already in the KV cache so "
+                              "far; drop --batch / --prefill, or run on one device")
+        return _simulate_system(spec, hw, card, plan, progress, timeline)
+    try:
+        record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
+                           timeline=timeline, progress=progress, check_protocol=spec.check_protocol,
+                           weight_format=spec.weight_format, source_len=spec.source_len, batch=spec.batch,
+                           prefill=spec.prefill)
+    except PimsimError as exc:
+        raise PimsimError(f"{exc}{_devices_needed(hw, card, spec)}") from None
     events = record.pop("_timeline", ())
     return RunResult.from_record(spec, "decode", record, events, hw)
+
+
+def _simulate_system(spec: RunSpec, hw: HardwareConfig, card: ModelCard, plan, progress, timeline: bool) -> RunResult:
+    from pimsim.system.run import run_system
+
+    unsupported = [name for name, on in (("a timeline", timeline), ("source_len", spec.source_len is not None))
+                   if on]
+    if unsupported:
+        raise PimsimError(f"runs on several devices do not take {', '.join(unsupported)} (yet)")
+    record = run_system(hw, card, plan, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
+                        spec.check_protocol, progress)
+    return RunResult.from_record(spec, "decode", record, (), hw)
+
+
+def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
+    """For a model too large for one device: how many it needs (empty for any other error)."""
+    from pimsim.system.fit import needs_text
+
+    graph = traced_graph(card)
+    prompt = card.defaults.prompt_len if spec.prompt_len is None else spec.prompt_len
+    tokens = card.defaults.gen_tokens if spec.gen_tokens is None else spec.gen_tokens
+    if graph.meta.get("encoder_decoder") or hw.pim is None:
+        return ""
+    from pimsim.system.fit import fits
+    from pimsim.system.plan import ParallelPlan
+
+    if fits(hw, graph, ParallelPlan(1, 1), prompt + tokens):
+        return ""
+    return needs_text(hw, graph, prompt + tokens)
 
 
 def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunResult:
@@ -61,7 +104,9 @@ def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunR
 
     unsupported = [name for name, on in (("the overlap schedule", spec.schedule == "overlap"),
                                          ("source_len", spec.source_len is not None),
-                                         ("check_protocol", spec.check_protocol), ("a timeline", timeline)) if on]
+                                         ("check_protocol", spec.check_protocol), ("a timeline", timeline),
+                                         ("several devices", spec.devices not in (None, 1) or spec.parallel))
+                   if on]
     if unsupported:
         raise PimsimError(f"speculative-decoding runs do not take {', '.join(unsupported)} (yet)")
     text = spec.spec_dec if spec.model is None else patched_spec_dec(spec.spec_dec, spec.model, {})

@@ -54,7 +54,8 @@ def test_switching_format_swaps_the_datapath_and_its_mac_energy():
 
 
 def test_an_unsupported_format_names_the_supported_ones():
-    with pytest.raises(ValueError, match=r"do not support fp16 weights \(supported: bf16, binary, int8, ternary, "
+    with pytest.raises(ValueError, match=r"do not support fp16 weights \(supported: bf16, binary, fp8-e4m3, int4-g128, "
+                                         r"int8, ternary, "
                                          r"ternary-b3; add pim.formats.fp16"):
         load_hardware("gddr6-aim.yaml", []).with_weight_format("fp16")
 

@@ -117,8 +117,9 @@ def test_other_devices_are_refused_clearly():
 
 @pytest.mark.slow
 def test_validation_against_samsungs_bench_holds_within_its_tolerance():
-    """PIMSimulator's 4096 x 4096 bench on 64 channels (refresh on): pimsim within 15% of the PIM cycles
-    (pimsim is faster: the differences listed in the table), 2% of the no-PIM cycles, 20% of the speed-up."""
+    """PIMSimulator's 4096 x 4096 bench on 64 channels (refresh on): pimsim within 6% of the PIM cycles
+    (pimsim is faster: the differences named in the table, measured by analysis/pimsimulator_rules.py),
+    2% of the no-PIM cycles, 7% of the speed-up."""
     import sys
     from pathlib import Path
 
@@ -126,9 +127,9 @@ def test_validation_against_samsungs_bench_holds_within_its_tolerance():
     from validation_hbm_pim import rows
 
     table = {r["figure"].split(",")[1].strip(): r for r in rows(functional=False)}
-    assert abs(table["PIM (cycles)"]["ratio"] - 1) <= 0.15
+    assert abs(table["PIM (cycles)"]["ratio"] - 1) <= 0.06
     assert abs(table["no PIM (cycles)"]["ratio"] - 1) <= 0.02
-    assert abs(table["speed-up"]["ratio"] - 1) <= 0.20
+    assert abs(table["speed-up"]["ratio"] - 1) <= 0.07
 
 
 def _validation():

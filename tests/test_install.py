@@ -24,4 +24,6 @@ def test_console_script_runs_the_readme_job_from_any_directory(tmp_path):
 def test_console_script_reports_bad_input_without_a_traceback(tmp_path):
     done = _pimsim(tmp_path, "validate", "no-such-config.yaml")
     assert done.returncode == 2
-    assert "Traceback" not in done.stderr and "bundled: ddr4-2400.yaml, gddr6-aim.yaml, hbm-pim.yaml" in done.stderr
+    assert "Traceback" not in done.stderr and "(bundled: " in done.stderr
+    # the bundled list, whatever else is bundled beside these
+    assert all(f"{name}.yaml" in done.stderr for name in ("ddr4-2400", "gddr6-aim", "hbm-pim"))

@@ -81,6 +81,12 @@ def test_the_hbm_pim_section_renders_samsungs_bench_and_the_closed_form(validati
     bench = {r.benchmark: r for r in rows if isinstance(r, validation.Row) and "4096x4096" in r.benchmark}
     pim = bench["4096x4096 GEMV, PIM"]
     assert pim.peer_cycles == 13_166 and pim.difference == pim.pimsim_cycles - 13_166
-    closed = [r for r in rows if isinstance(r, validation.Row) and "hbm-pim.yaml" in r.benchmark]
+    mine = [r for r in rows if isinstance(r, validation.Row) and "hbm-pim.yaml" in r.benchmark]
+    closed = [r for r in mine if "vendor's rules" not in r.benchmark]
     assert closed and all(r.difference == 0 for r in closed if r.refresh == "off")
     assert all(r.difference >= 0 for r in closed if r.refresh == "on")
+    derived = [r for r in mine if "vendor's rules" in r.benchmark]
+    assert len(derived) == len(closed) and {r.refresh for r in derived} == {"off", "on"}
+    for r in derived:  # every difference is named: the terms of the cause add up to it
+        terms = [int(part.split()[0].replace(",", "")) for part in r.cause.split("; ")]
+        assert sum(terms) == r.difference and "derived, not measured" in r.source, r

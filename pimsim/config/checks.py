@@ -224,7 +224,7 @@ def _check_mapping(dram: dict, org: dict) -> list[Problem]:
 
 
 def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
-    from pimsim.pim.formats import LOW_BIT
+    from pimsim.pim.formats import KV_FORMATS, LOW_BIT
 
     out = []
     if std is not None and "MACAB" not in std.command_names:
@@ -252,7 +252,7 @@ def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
     if isinstance(kv, str) and kv in LOW_BIT:
         out.append(Problem("pim.kv_format", f"the KV cache needs bf16, fp16 or int8 values; with {fmt} weights "
                                             "give kv_format"))
-    elif isinstance(kv, str) and kv != fmt and not (isinstance(formats, dict) and kv in formats):
+    elif isinstance(kv, str) and kv in KV_FORMATS and kv != fmt and not (isinstance(formats, dict) and kv in formats):
         keep = f" (or keep the KV cache in {fmt})" if fmt not in LOW_BIT else ""
         out.append(Problem("pim.kv_format", f"attention over a {kv} KV cache needs MAC units for {kv} values: "
                                             f"add pim.formats.{kv}{keep}"))
@@ -272,12 +272,12 @@ def _check_datapath(where: str, lanes_key: str, fmt, spec: dict, access: int | N
     """One weight format's MAC datapath against the column access and the global buffer."""
     from fractions import Fraction
 
-    from pimsim.pim.formats import LOW_BIT, OPERAND_BITS, WEIGHT_BITS
+    from pimsim.pim.formats import ACTIVATION_FORMATS, CODE_BITS, OPERAND_BITS
 
-    if not isinstance(fmt, str) or fmt not in WEIGHT_BITS or not access:
+    if not isinstance(fmt, str) or fmt not in CODE_BITS or not access:
         return []
     out = []
-    per_access = Fraction(access * 8) / WEIGHT_BITS[fmt]
+    per_access = Fraction(access * 8) / CODE_BITS[fmt]
     lanes, cycles = _int(spec.get("lanes")), _int(spec.get("mac_cycles", 0))
     if per_access.denominator != 1:
         return [Problem(where, f"a {access} B column access does not hold a whole number of {fmt} weights")]
@@ -288,13 +288,19 @@ def _check_datapath(where: str, lanes_key: str, fmt, spec: dict, access: int | N
     elif lanes and lanes < elems and cycles == 0:
         out.append(Problem(f"{where}.mac_cycles", f"{lanes} lanes take {-(-elems // lanes)} passes over the {elems} "
                                                   f"{fmt} weights of a column access: give the cycles one pass takes"))
-    act = spec.get("activation_format") or (fmt if fmt in OPERAND_BITS else None)
+    act = spec.get("activation_format") or (fmt if fmt in ACTIVATION_FORMATS else None)
     if act in ("bf16", "fp16") and spec.get("accumulator_format") == "int32":
         out.append(Problem(f"{where}.accumulator_format", f"int32 accumulators cannot add {act} products; use fp32 "
                                                           "or fp16, or int8 activations"))
-    if act is None and fmt in LOW_BIT:
+    if act is None and fmt not in ACTIVATION_FORMATS:
         out.append(Problem(f"{where}.activation_format", f"{fmt} weights need an activation format (int8, bf16 "
                                                          "or fp16) for the input vector"))
+    if fmt == "int4-g128" and act == "int8":
+        out.append(Problem(f"{where}.activation_format", "int4-g128 weights are dequantized by their FP16 group "
+                                                         "scales in the unit: give bf16 or fp16 activations"))
+    if fmt in ("int4-g128", "fp8-e4m3") and spec.get("accumulator_format") == "int32":
+        out.append(Problem(f"{where}.accumulator_format", f"int32 accumulators cannot add {fmt} products (scaled "
+                                                          "or floating-point): use fp32 or fp16"))
     if isinstance(act, str) and act in OPERAND_BITS:
         act_bytes = elems * OPERAND_BITS[act] // 8
         if act_bytes % access:

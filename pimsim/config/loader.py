@@ -130,7 +130,10 @@ def chain_files(name_or_path: str | Path) -> list[Path]:
     """Every file a hardware description is made of: the file itself and each file its ``extends:``
     chain reads, in order (what a result depends on, for sweep resumption)."""
     files: list[Path] = []
-    load_raw(name_or_path, _seen=files)
+    _, raw = load_raw(name_or_path, _seen=files)
+    preset = _preset_path(raw)
+    if preset is not None and preset.is_file():  # the interconnect preset it names decides results too
+        files.append(preset)
     return files
 
 
@@ -215,8 +218,38 @@ def derived_values(hw: HardwareConfig) -> dict:
     }
 
 
+def _preset_path(raw: Any) -> Path | None:
+    """The bundled file ``system.interconnect.preset`` names (None where it names none)."""
+    system = raw.get("system") if isinstance(raw, dict) else None
+    link = system.get("interconnect") if isinstance(system, dict) else None
+    if not isinstance(link, dict) or link.get("preset") is None:
+        return None
+    from pimsim.resources import bundled_dir
+
+    return bundled_dir("hwconfigs") / "interconnects" / f"{link['preset']}.yaml"
+
+
+def with_interconnect_preset(raw: Any) -> tuple[Any, list[Problem]]:
+    """``system.interconnect.preset: NAME``: the bundled hwconfigs/interconnects/NAME.yaml under the values
+    given beside it (those win); an unknown name is a problem listing the bundled ones."""
+    path = _preset_path(raw)
+    if path is None:
+        return raw, []
+    folder = path.parent
+    link = raw["system"]["interconnect"]
+    name = link["preset"]
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    if not isinstance(name, str) or name not in known:
+        return raw, [Problem("system.interconnect.preset", f"{name!r} is not a bundled interconnect (bundled: "
+                                                           f"{', '.join(known)})")]
+    preset = read_yaml(folder / f"{name}.yaml")
+    merged = copy.deepcopy(raw)
+    merged["system"]["interconnect"] = deep_merge(preset, link)
+    return merged, []
+
+
 def validate(raw: Any, source: str) -> HardwareConfig:
-    problems: list[Problem] = []
+    raw, problems = with_interconnect_preset(raw)
     config = None
     derived = None
     if isinstance(raw, dict) and "derived" in raw:  # `config show` output read back: computed, not input

@@ -130,8 +130,9 @@ class DramConfig(StrictModel):
         return {k: int(math.log2(v)) for k, v in counts.items()}
 
 
-WeightFormat = Literal["bf16", "fp16", "int8", "ternary", "ternary-b3", "binary"]
+WeightFormat = Literal["bf16", "fp16", "fp8-e4m3", "int8", "int4-g128", "ternary", "ternary-b3", "binary"]
 ActivationFormat = Literal["bf16", "fp16", "int8"]
+KvFormat = Literal["bf16", "fp16", "int8", "fp8-e4m3"]  # pimsim.pim.formats.KV_FORMATS
 AccumulatorFormat = Literal["fp32", "fp16", "int32"]
 
 
@@ -163,8 +164,9 @@ class PimConfig(StrictModel, _QuietDefaults):
                           "ternary and binary weights need one)")
     mac_cycles: StrictInt = Field(0, ge=0, le=4096, description="tCK cycles one pass of the lanes keeps a unit "
                                                                 "busy (0: as fast as the column path delivers)")
-    kv_format: ActivationFormat | None = Field(
-        None, description="format of the KV cache (default: the activation format); attention MACs use it")
+    kv_format: KvFormat | None = Field(
+        None, description="format of the KV cache, the embeddings and the LM head (default: the activation "
+                          "format); attention MACs use its datapath")
     formats: dict[WeightFormat, PimFormat] = Field(
         default_factory=dict, description="more weight formats the MAC units support (pimsim run --weight-format)")
     accumulator_registers: StrictInt = Field(1, ge=1, le=64, description="accumulator registers per unit a MAC "
@@ -204,7 +206,8 @@ class PimConfig(StrictModel, _QuietDefaults):
         return spec if spec.accumulate else spec.model_copy(update={"accumulate": self.accumulate})
 
 
-FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp32": 32, "int32": 32}  # activations and accumulators
+# activations, KV values and accumulators
+FORMAT_BITS = {"bf16": 16, "fp16": 16, "int8": 8, "fp8-e4m3": 8, "fp32": 32, "int32": 32}
 
 
 class MappingConfig(StrictModel):
@@ -307,6 +310,35 @@ class EnergyConfig(StrictModel):
     asic: AsicEnergy | None = None
 
 
+class InterconnectConfig(StrictModel):
+    """The links between the devices of a system (``pimsim run --devices N``). ``preset`` names the bundled
+    file (hwconfigs/interconnects/NAME.yaml) the other values were read from; values given beside it win."""
+
+    preset: str | None = Field(None, description="bundled interconnect the values came from (pcie5-x16, cxl2-x16)")
+    topology: Literal["ring", "switch"] = Field(description="ring: each device linked to the next; switch: every "
+                                                            "device on one port of a switch")
+    bandwidth_GBps: Number = Field(gt=0, le=1e5, description="one device's link, each direction (1 GB = 1e9 B)")
+    latency_ns: Number = Field(ge=0, le=1e6, description="one message device to device (with a switch: to and "
+                                                         "from the switch), before its first byte arrives")
+    switch_latency_ns: Number = Field(0.0, ge=0, le=1e6, description="added per message by the switch "
+                                                                     "(topology switch only)")
+    energy_pJ_per_bit: Number = Field(ge=0, le=1e3, description="moving one bit from one device to another")
+
+
+class SystemConfig(StrictModel):
+    """Several devices of this hardware joined by an interconnect (each device is the rest of the file)."""
+
+    devices: StrictInt = Field(1, ge=1, le=4096, description="devices of the system as built (--devices overrides)")
+    parallel: str | None = Field(None, description="how a model is split over them: tp, pp or tp=T,pp=P "
+                                                   "(--parallel overrides)")
+    host_asic: Literal["per_device", "shared"] = Field(
+        "per_device", description="per_device: each device has its own ASIC; shared: one host ASIC does every "
+                                  "device's vector work, one device after another")
+    activation_bytes: StrictInt = Field(2, ge=1, le=8, description="bytes of one activation value sent between "
+                                                                   "devices")
+    interconnect: InterconnectConfig | None = None
+
+
 class HardwareConfig(StrictModel):
     version: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(description="schema version of this file")
     name: str = Field(min_length=1)
@@ -316,6 +348,15 @@ class HardwareConfig(StrictModel):
     asic: AsicConfig | None = None
     energy: EnergyConfig | None = None
     mapping: MappingConfig = MappingConfig()
+    system: SystemConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_system(self, handler):
+        # a single-device description dumps (and hashes) as it did before systems existed
+        data = handler(self)
+        if self.system is None and isinstance(data, dict):
+            data.pop("system", None)
+        return data
 
     @property
     def standard(self):

@@ -15,6 +15,9 @@ enough to run every GEMV of a model token after token:
 - the ASIC adds an output's partial sums in FP32, one after another, in the order they were read
   (parts, segments, blocks, then lanes).
 
+:class:`GroupQuantGemv` does the same for int4-g128 weights (see its rules), and :class:`PimGemv` takes
+fp8-e4m3 weights with bf16 or fp16 activations (their products are exact in float32 too).
+
 :class:`QuantizedGemv` does the same for integer weights (ternary, binary, int8 codes) and int8
 activations: every RDMAC's partial sum is exact in its int32 accumulator (wrapping like the hardware if
 it ever overflowed), the ASIC adds them exactly and applies the scales (:mod:`pimsim.workloads.quantize`).
@@ -74,12 +77,14 @@ class PimGemv:
 
     def __init__(self, hw: HardwareConfig, W: np.ndarray, split: int | None = None):
         pim = hw.pim
-        if pim.weight_format not in ("bf16", "fp16"):
-            raise PimsimError(f"functional co-simulation supports bf16 and fp16 weights, not {pim.weight_format}")
+        if pim.weight_format not in ("bf16", "fp16", "fp8-e4m3"):
+            raise PimsimError(f"functional co-simulation of floating-point weights covers bf16, fp16 and fp8-e4m3, "
+                              f"not {pim.weight_format}")
         from pimsim.pim.formats import to_operands
 
         self.hw, self.g = hw, Geometry.of(hw)
         self.fmt, self.acc, self.mode = pim.weight_format, pim.accumulator_format, pim.accumulate
+        self.input_format = pim.input_format  # the activations' format (as the weights' but for fp8 weights)
         rows, cols = W.shape
         e = self.g.elems_per_access
         self.cols = cols
@@ -100,7 +105,7 @@ class PimGemv:
 
         e = self.g.elems_per_access
         xq = np.zeros(self.padded, np.float32)
-        xq[:self.cols] = to_operands(np.asarray(x, np.float32).ravel(), self.fmt)
+        xq[:self.cols] = to_operands(np.asarray(x, np.float32).ravel(), self.input_format)
         xq = xq.reshape(-1, e)
         rows = self.W.shape[0]
         y = np.zeros(rows, np.float32)
@@ -157,3 +162,65 @@ class QuantizedGemv:
             partial = self.codes[:, lo:hi] @ xc[lo:hi]
             acc += (partial + 2**31) % 2**32 - 2**31
         return (acc.astype(np.float64) * self.scale / np.float64(x_scale)).astype(np.float32)
+
+
+class GroupQuantGemv:
+    """y = W x for int4-g128 weights as the MAC units compute it (``accumulate: tree``, FP32 accumulators):
+
+    - W is quantized group-wise (:func:`pimsim.workloads.quantize.quantize_int4_groupwise`): int4 codes,
+      one FP16 scale per 128 inputs of a row; x is held in the datapath's activation format (BF16/FP16);
+    - per column access, the adder tree sums its 64 code x activation products (exact: 4 x 11 bits),
+      rounding every sum to FP32;
+    - per group within a global-buffer block (one RDMAC's worth; a group split by a block or channel-group
+      boundary is scaled once per piece), the group's access sums are added in FP32, multiplied by the
+      group's FP16 scale (rounded to FP32) and added to the unit's FP32 accumulator;
+    - the ASIC adds each RDMAC's partial sum in FP32, in the order read, as for :class:`PimGemv`.
+    """
+
+    def __init__(self, hw: HardwareConfig, W: np.ndarray, split: int | None = None):
+        from pimsim.workloads.quantize import quantize_int4_groupwise
+
+        pim = hw.pim
+        if pim.weight_format != "int4-g128":
+            raise PimsimError(f"GroupQuantGemv computes int4-g128 weights; {hw.name} holds {pim.weight_format}")
+        if pim.accumulate != "tree" or pim.accumulator_format != "fp32":
+            raise PimsimError(f"functional co-simulation of int4-g128 covers an adder tree into FP32 accumulators; "
+                              f"{hw.name} has accumulate: {pim.accumulate}, {pim.accumulator_format}")
+        self.g = g = Geometry.of(hw)
+        self.input_format = pim.input_format
+        self.weight = quantize_int4_groupwise(W)
+        rows, cols = W.shape
+        e = g.elems_per_access
+        self.cols, self.padded = cols, -(-cols // e) * e
+        split = auto_split(g, rows, cols) if split is None else split
+        self.blocks = [np.arange(a, b) for a, b in blocks_of(g, cols, split, hw.mapping.gemv)]
+        codes = np.zeros((rows, self.padded), np.float32)
+        codes[:, :cols] = self.weight.codes
+        self.codes = codes.reshape(rows, self.padded // e, e)  # [rows, accesses, lanes]
+        self.group_of_access = np.arange(self.padded // e) * e // self.weight.group
+        self.scale = self.weight.scale  # float32 holding FP16 values, [rows, groups]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from pimsim.pim.formats import to_operands
+
+        e = self.g.elems_per_access
+        xq = np.zeros(self.padded, np.float32)
+        xq[:self.cols] = to_operands(np.asarray(x, np.float32).ravel(), self.input_format)
+        xq = xq.reshape(-1, e)
+        rows = self.codes.shape[0]
+        y = np.zeros(rows, np.float32)
+        for idx in self.blocks:
+            level = self.codes[:, idx, :] * xq[idx]  # exact products, float32
+            while level.shape[-1] > 1:  # the adder tree, every sum rounded to FP32
+                level = level[..., 0::2] + level[..., 1::2]
+            terms = level[..., 0]  # [rows, accesses of the block]
+            acc = np.zeros(rows, np.float32)
+            groups = self.group_of_access[idx]
+            for grp in np.unique(groups):  # in order: accesses ascend within a block
+                cols = np.flatnonzero(groups == grp)
+                total = terms[:, cols[0]]
+                for k in cols[1:]:
+                    total = total + terms[:, k]
+                acc = acc + total * self.scale[:, grp]
+            y = y + acc
+        return y

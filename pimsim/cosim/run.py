@@ -6,11 +6,16 @@
    - every GEMV with a weight (``mm``/``addmm`` on a parameter) by :class:`PimGemv`: the weight in
      the banks' operand format, the mapper's parts, segments and global-buffer blocks, the MAC units'
      accumulation, the ASIC's FP32 sum of partial sums (bit for bit what the bank model gives);
+   - with int4-g128 block weights, those GEMVs by :class:`GroupQuantGemv` (group-wise int4 codes and FP16
+     scales applied in the units, BF16/FP16 activations) and with fp8-e4m3 ones by :class:`PimGemv` on the
+     E4M3 weights, while the reference runs the same stored weights in FP32
+     (:func:`pimsim.workloads.quantize.weight_rounding_model`);
    - with ternary, binary or int8 block weights, those GEMVs by :class:`QuantizedGemv` (the card's
      quantizer: integer codes, per-token int8 activations, integer MACs, scales on the ASIC) while the
      reference runs the same quantizer as fake quantization in FP32
      (:func:`pimsim.workloads.quantize.fake_quantize_model`); the LM head stays in the KV format;
-   - attention's products with the KV cache (``bmm``) by operands rounded to the PIM format and FP32
+   - attention's products with the KV cache (``bmm``) by operands rounded to the PIM format (the cache to
+     the KV format, e.g. fp8-e4m3; q and the probabilities to its datapath's activation format) and FP32
      accumulation (PyTorch's summation order, not the banks');
    - softmax, LayerNorm, GELU, SiLU, sigmoid, tanh, exp, 1/x and 1/sqrt by the ASIC's approximations
      (:class:`AsicMath`); embedding rows rounded to the operand format; everything else in FP32.
@@ -32,7 +37,7 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.cosim.approx import AsicMath
-from pimsim.cosim.numerics import PimGemv, QuantizedGemv
+from pimsim.cosim.numerics import GroupQuantGemv, PimGemv, QuantizedGemv
 from pimsim.errors import PimsimError
 from pimsim.workloads.cards import ModelCard
 
@@ -101,6 +106,9 @@ class _PimMode:
         self.quantized, self.quantizer = quantized, quantizer
         self.math = AsicMath(hw.asic)
         self.fmt = hw.pim.cache_format
+        # the other operand of attention's products (q, the probabilities): the KV datapath's input format
+        self.query_fmt = hw.pim.datapath(self.fmt).activation_format
+        self.weight_only = hw.pim.weight_format in WEIGHT_ONLY  # block weights computed as the format says
         self.params = {p.untyped_storage().data_ptr(): name for name, p in model.named_parameters()}
         self.gemvs: dict[tuple, PimGemv] = {}
         self.counts = {"gemv": 0, "attention": 0, "asic": 0}
@@ -132,18 +140,23 @@ class _PimMode:
         except (RuntimeError, NotImplementedError):
             return None
 
-    def _operand(self, t):
+    def _operand(self, t, fmt: str | None = None):
         from pimsim.pim.formats import to_operands
 
-        return self.torch.from_numpy(to_operands(t.detach().float().numpy(), self.fmt))
+        return self.torch.from_numpy(to_operands(t.detach().float().numpy(), fmt or self.fmt))
 
     def _gemv(self, name, matrix, x):
         key = (name, tuple(matrix.shape), tuple(matrix.stride()))
         pim = self.gemvs.get(key)
         if pim is None:  # the PIM stores W as outputs x inputs; the product here is x @ matrix
             W = matrix.detach().float().t().contiguous().numpy()
-            pim = self.gemvs[key] = (QuantizedGemv(self.hw, W, self.quantizer) if name in self.quantized
-                                     else PimGemv(self.dense_hw, W))
+            if name in self.quantized and self.weight_only:
+                pim = GroupQuantGemv(self.hw, W) if self.hw.pim.weight_format == "int4-g128" else PimGemv(self.hw, W)
+            elif name in self.quantized:
+                pim = QuantizedGemv(self.hw, W, self.quantizer)
+            else:
+                pim = PimGemv(self.dense_hw, W)
+            self.gemvs[key] = pim
         rows = [pim(row.detach().float().numpy()) for row in x.reshape(-1, x.shape[-1])]
         self.counts["gemv"] += len(rows)
         return self.torch.from_numpy(np.stack(rows)).reshape(*x.shape[:-1], matrix.shape[1])
@@ -162,7 +175,7 @@ class _PimMode:
                 return y
         if name == "bmm" and self._param(args[0]) is None and self._param(args[1]) is None:
             self.counts["attention"] += 1
-            return torch.bmm(self._operand(args[0]), self._operand(args[1]))
+            return torch.bmm(self._operand(args[0], self.query_fmt), self._operand(args[1]))
         if name == "embedding":
             return self._operand(func(*args, **kwargs))
         approx = self._approx.get(name)
@@ -175,6 +188,11 @@ class _PimMode:
         return func(*args, **kwargs)
 
 
+# weight-only formats: the block weights are rounded (fp8) or group-quantized (int4) in the banks and the
+# activations stay in the datapath's BF16/FP16; the reference runs the same weights in FP32
+WEIGHT_ONLY = ("int4-g128", "fp8-e4m3")
+
+
 def _quantizer_for(card: ModelCard, fmt: str) -> str | None:
     """The quantizer that makes `fmt` weights: the card's if it makes that format, else BitNet's for
     ternary and Liu et al.'s for binary; none for floating-point formats."""
@@ -182,6 +200,10 @@ def _quantizer_for(card: ModelCard, fmt: str) -> str | None:
 
     if fmt in ("bf16", "fp16"):
         return None
+    if fmt == "int4-g128":
+        return "gptq-rtn-sym-g128"
+    if fmt == "fp8-e4m3":
+        return "fp8-e4m3-round"
     q = card.quantization
     if q is not None and q.quantizer is not None and fmt in QUANTIZER_FORMATS[q.quantizer]:
         return q.quantizer
@@ -240,9 +262,12 @@ def cosimulate(hw: HardwareConfig, card: ModelCard, gen_tokens: int = 8, prompt:
     if quantizer is not None:
         import copy
 
-        from pimsim.workloads.quantize import fake_quantize_model
+        from pimsim.workloads.quantize import fake_quantize_model, weight_rounding_model
 
-        reference, replaced = fake_quantize_model(copy.deepcopy(model), quantizer)
+        if hw.pim.weight_format in WEIGHT_ONLY:
+            reference, replaced = weight_rounding_model(copy.deepcopy(model), hw.pim.weight_format)
+        else:
+            reference, replaced = fake_quantize_model(copy.deepcopy(model), quantizer)
         quantized = frozenset(f"{name}.weight" for name in replaced)
     ref_tokens, ref_logits = _decode(reference, tokens, gen_tokens)
     pim = _PimMode(hw, model, quantized, quantizer)
@@ -265,6 +290,9 @@ def cosimulate(hw: HardwareConfig, card: ModelCard, gen_tokens: int = 8, prompt:
         "weight_format": hw.pim.weight_format,
         "quantizer": quantizer,
         "reference": ("PyTorch FP32" if quantizer is None else
+                      f"PyTorch FP32 with {len(quantized)} block weight matrices as {hw.pim.weight_format} stores "
+                      f"them ({quantizer}; activations unquantized, the LM head unquantized)"
+                      if hw.pim.weight_format in WEIGHT_ONLY else
                       f"PyTorch FP32 with the {quantizer} quantizer's weights and int8 activations applied as fake "
                       f"quantization to {len(quantized)} block weight matrices (the LM head unquantized)"),
         "method": "teacher-forced: the PIM system is fed the reference's tokens; top-1 compares each "

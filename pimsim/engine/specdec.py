@@ -37,6 +37,7 @@ from pimsim.engine.decode import DecodeSimulation
 from pimsim.engine.lowering import NO_WORK, Step
 from pimsim.engine.system import System
 from pimsim.errors import PimsimError
+from pimsim.pim.formats import OPERAND_BITS
 from pimsim.workloads.acceptance import RateAcceptance, TraceAcceptance, expected_tokens_per_step, measure_acceptance
 from pimsim.workloads.cards import ModelCard, load_card
 from pimsim.workloads.opgraph import PARTS
@@ -188,7 +189,7 @@ class SpecDecRun:
         traffic are left out, and the memory counts as precharged standby meanwhile)."""
         g, hw = self.draft_graph, self.hw
         elements = g.gemv_elements() + g.kv_elements(context)
-        nbytes = elements * {"bf16": 2, "fp16": 2, "int8": 1}[hw.pim.cache_format]
+        nbytes = elements * OPERAND_BITS[hw.pim.cache_format] // 8
         memory_s = nbytes / hw.dram.peak_bandwidth_Bps
         compute_s = elements / (hw.asic.lanes * hw.asic.freq_MHz * 1e6)
         reads = -(-nbytes // hw.dram.organization.access_bytes)

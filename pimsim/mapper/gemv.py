@@ -22,6 +22,7 @@ import numpy as np
 from pimsim.dram.compile import Compiled
 from pimsim.dram.modes import ModeTracker
 from pimsim.mapper.placement import GemvPlacement
+from pimsim.pim.formats import CODE_BITS, SCALE_BYTES
 
 # columns of GemvProgram.reads
 RD_POS, RD_CHANNEL, RD_WAVE, RD_SEGMENT, RD_SELECT, RD_GROUP, RD_FIRST_ROW = range(7)
@@ -69,6 +70,8 @@ class _Builder:
         self.rows_active = placement.rows_out if rows_active is None else rows_active
         self.vectors = vectors
         self.accesses_per_row = g.row_elems // g.elems_per_access
+        # FP16 group scales one column access holds (only grouped formats read them)
+        self.scales_per_access = int(g.elems_per_access * CODE_BITS[g.fmt] / 8) // SCALE_BYTES
         self.lists = tuple([] for _ in range(6))  # cmd, node, row, column, select, payload
         self.reads: list[tuple] = []
         self.partials = 0
@@ -119,13 +122,22 @@ class _Builder:
 
     def emit_macs(self, n, r, lo, hi, s, vectors: int = 1):
         """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls), each
-        multiplying `vectors` buffered vectors (a multi-vector datapath)."""
+        multiplying `vectors` buffered vectors (a multi-vector datapath). With group scales (int4-g128), the
+        unit first reads the scale accesses of the groups these accesses belong to from the row's tail (one
+        MACAB each, consuming no activations; see pimsim.pim.formats)."""
         self._mode_change(self.modes.changes_before("MACAB"))
-        count, bl = hi - lo, self.g.burst_length
-        self.extra_vector_macs += count * (vectors - 1)
+        bl = self.g.burst_length
+        columns = list(range(lo * bl, hi * bl, bl))
+        if self.g.group_accesses:
+            ga, per_scale_access = self.g.group_accesses, self.scales_per_access
+            tail = self.accesses_per_row  # the row's codes end here; its scales follow
+            scale_cols = sorted({tail + j // per_scale_access for j in range(lo // ga, (hi - 1) // ga + 1)})
+            columns = [k * bl for k in scale_cols] + columns
+        count = len(columns)
+        self.extra_vector_macs += (hi - lo) * (vectors - 1)  # the code accesses' products with the extra vectors
         cmd, node, row, column, select, payload = self.lists
         cmd.extend([self.ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
-        column.extend(range(lo * bl, hi * bl, bl)), select.extend([s] * count), payload.extend([-1] * count)
+        column.extend(columns), select.extend([s] * count), payload.extend([-1] * count)
 
     def first_access(self, part, seg):
         """Index in x (in column accesses) of the first access of a segment of a channel group's part."""

@@ -12,7 +12,8 @@ computeGemv; REFERENCE.md section 3):
   ordering them output-row-major (access k x T + b holds output row k's input burst b; the vendor
   orders them input-major, which costs the same commands);
 - per channel: SB -> AB mode, CRF program load; per output tile: AB -> AB-PIM (which zeroes GRF_B),
-  then for the even tiles and then the odd tiles: GRF_A <- the tile of x (T writes), one all-bank MAC
+  then for the even tiles and then the odd tiles: the previous tile's row closed (PREA, hidden behind the
+  writes that follow), GRF_A <- the tile of x (T writes), one all-bank MAC
   per access (each row activation serves apr MACs, 32 on HBM2-PIM), then the R accumulators leave the
   units (``results="read"``: R reads, one 32 B burst per unit each; ``"write_back"``: R all-bank
   writes of GRF_B into a result row, as the vendor kernel does) and AB-PIM -> AB; finally AB -> SB.
@@ -225,6 +226,10 @@ def hbm_pim_gemv_program(compiled: Compiled, placement, lanes_out: int = 1, grou
                 for parity in (0, 1):
                     open_row = -1
                     for i in range(parity, p.input_tiles, 2):
+                        first_row = base_row + int(p.access(i, 0, 0)[0])
+                        if open_row >= 0 and first_row != open_row:  # close the old row before the GRF_A writes
+                            emit("PREA", rank)  # (they need no row: its precharge hides behind them)
+                            open_row = -1
                         for s in range(T * per):  # GRF_A <- input tile i
                             emit("WRGB", chan, k=s * bl, pay=v * x_chunks + i * T * per + s)
                         for k in range(R):

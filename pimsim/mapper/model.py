@@ -26,6 +26,7 @@ from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
 from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
 from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_pack, auto_split, place_gemv
+from pimsim.pim.formats import stored_bytes
 from pimsim.workloads.opgraph import OpGraph
 
 
@@ -158,8 +159,13 @@ class ModelMap:
 
     def gemv_bytes(self) -> float:
         """Bytes of the weights a decode step multiplies by (each GEMV's matrix once, in its format)."""
-        return sum(op.rows * op.cols * self.tensor_geometry(op.tensor).operand_bytes
-                   for op in self.graph.ops if op.kind == "gemv")
+        def nbytes(op) -> float:
+            g = self.tensor_geometry(op.tensor)  # group scales counted exactly (a partial group has one too)
+            if g.group_accesses:
+                return float(stored_bytes(g.fmt, op.rows, op.cols))
+            return op.rows * op.cols * g.operand_bytes
+
+        return sum(nbytes(op) for op in self.graph.ops if op.kind == "gemv")
 
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:

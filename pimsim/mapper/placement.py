@@ -33,7 +33,7 @@ import numpy as np
 
 from pimsim.config.models import FORMAT_BITS, HardwareConfig
 from pimsim.errors import PimsimError
-from pimsim.pim.formats import OPERAND_BITS, WEIGHT_BITS, elements_in
+from pimsim.pim.formats import GROUP_SIZE, OPERAND_BITS, WEIGHT_BITS, elements_in, row_elements
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Geometry:
     lanes_out: int = 1  # accumulators a unit returns per RDMAC (its lanes, when they accumulate apart)
     acc_bytes: int = 4  # bytes of one accumulator value
     fmt: str = "bf16"  # format of the stored operands
+    group_accesses: int = 0  # column accesses of one scale group's codes (int4-g128: 2); 0: no group scales
 
     @classmethod
     def of(cls, hw: HardwareConfig, kv: bool = False) -> Geometry:
@@ -67,15 +68,21 @@ class Geometry:
         path = pim.datapath(fmt)
         elems = elements_in(org.access_bytes, fmt)
         act_bytes = elems * OPERAND_BITS[path.activation_format] // 8  # one MAC's activations
+        if fmt in GROUP_SIZE and hw.mapping.gemv == "hbm_pim_gemv":
+            raise PimsimError(f"{hw.name}: Samsung's GEMV kernel (mapping.gemv: hbm_pim_gemv) has no step that "
+                              f"loads {fmt}'s group scales; run {fmt} weights with --set mapping.gemv=row_partition "
+                              f"(or wave_major)")
         return cls(channels=org.channels, units=org.ranks * org.banks // pim.banks_per_unit,
-                   banks_per_unit=pim.banks_per_unit, rows=org.rows, row_elems=elements_in(org.row_bytes, fmt),
+                   banks_per_unit=pim.banks_per_unit, rows=org.rows,
+                   row_elems=row_elements(org.row_bytes, org.access_bytes, fmt),
                    elems_per_access=elems, gb_chunks=pim.global_buffer_bytes // act_bytes,
                    burst_length=org.burst_length, operand_bytes=float(WEIGHT_BITS[fmt] / 8),
                    integer=path.accumulator_format == "int32", split_small=hw.mapping.channel_split == "auto",
                    pack_rows=hw.mapping.row_packing == "auto",
                    writes_per_mac=act_bytes // org.access_bytes,
                    lanes_out=path.lanes if path.accumulate == "lanes" else 1,
-                   acc_bytes=FORMAT_BITS[path.accumulator_format] // 8, fmt=fmt)
+                   acc_bytes=FORMAT_BITS[path.accumulator_format] // 8, fmt=fmt,
+                   group_accesses=GROUP_SIZE[fmt] // elems if fmt in GROUP_SIZE else 0)
 
     @property
     def slots(self) -> int:

@@ -38,7 +38,7 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
 from pimsim.dram.standard import Effect, Level
 from pimsim.errors import PimsimError
-from pimsim.pim.formats import ACCUMULATORS, OPERAND_BITS, elements_in, to_operands
+from pimsim.pim.formats import ACCUMULATORS, GROUP_SIZE, OPERAND_BITS, elements_in, to_operands
 from pimsim.pim.rounding import round_acc
 
 # what each command does to the functional state
@@ -66,6 +66,10 @@ class BankModel:
         org, pim = hw.dram.organization, hw.pim
         self.hw = hw
         self.format = pim.weight_format
+        if self.format in GROUP_SIZE:
+            raise PimsimError(f"{hw.name}: the functional bank model does not execute {self.format} weights (their "
+                              f"units' scale reads); pimsim.cosim.numerics.GroupQuantGemv computes what the units "
+                              f"return")
         self.input_format = pim.input_format
         self.elems_per_access = elements_in(org.access_bytes, self.format)
         self.inputs_per_write = org.access_bytes * 8 // OPERAND_BITS[self.input_format]

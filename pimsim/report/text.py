@@ -107,6 +107,17 @@ def attention_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _system_line(system: dict) -> str:
+    """A run on several devices: the split and what the exchanges between devices cost."""
+    link = system["interconnect"]
+    name = link.get("preset") or link["topology"]
+    return (f"system     {system['devices']} devices (tp={system['tensor_parallel']}, pp={system['pipeline_parallel']}"
+            f", host ASIC {system['host_asic'].replace('_', ' ')}) over {name} ({link['bandwidth_GBps']:g} GB/s, "
+            f"{link['latency_ns']:g} ns); communication {_time(system['communication_per_token_s'])} per token = "
+            f"{100 * system['communication_share']:.1f}% of the time, "
+            f"{100 * system['communication_energy_share']:.1f}% of the energy")
+
+
 def run_summary(result, functional: dict | None = None) -> str:
     """The ``pimsim run`` report of a :class:`~pimsim.run_types.RunResult`: latency, throughput, where
     the time went, and how well it used the banks (``functional``: the co-simulation's comparison)."""
@@ -185,15 +196,20 @@ def run_summary(result, functional: dict | None = None) -> str:
         per_token = result.energy_per_token_J / total
         for part, joules in sorted(result.energy_breakdown_J.items(), key=lambda kv: -kv[1]):
             if joules > 0:
-                lines.append(f"  {COMPONENTS[part]:<52}{_joules(joules * per_token):>12} /token"
+                title = COMPONENTS.get(part, "interconnect between devices" if part == "interconnect" else part)
+                lines.append(f"  {title:<52}{_joules(joules * per_token):>12} /token"
                              f"{100 * joules / total:>8.1f}%")
+    if "system" in r:
+        lines.insert(2, _system_line(r["system"]))
     f = functional
     if f:
         matches = sum(f["top1_matches"])
+        weights = f" on {f['quantizer']} weights" if f.get("quantizer") else ""  # the reference's weights too
         lines.append(f"functional {f['weights']}, {f['prompt_tokens']} prompt tokens: top-1 agreement with PyTorch "
-                     f"FP32 {matches}/{len(f['top1_matches'])} ({100 * f['top1_agreement']:.1f}%), max |logit error| "
-                     f"{f['max_abs_logit_error']:.4g} ({100 * f['max_abs_logit_error_relative']:.2f}% of the largest "
-                     f"logit), mean {f['mean_abs_logit_error']:.3g}")
+                     f"FP32{weights} {matches}/{len(f['top1_matches'])} ({100 * f['top1_agreement']:.1f}%), "
+                     f"max |logit error| {f['max_abs_logit_error']:.4g} "
+                     f"({100 * f['max_abs_logit_error_relative']:.2f}% of the largest logit), "
+                     f"mean {f['mean_abs_logit_error']:.3g}")
         if "reference_text" in f:
             lines.append(f"           {f['prompt']!r} -> PyTorch {f['reference_text']!r}, PIM {f['pim_text']!r}")
     lines.append(f"traceable  config_hash {result.config_hash}, pimsim {r['pimsim_version']}; "

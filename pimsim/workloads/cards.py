@@ -51,7 +51,7 @@ class Quantization(_Strict):
     """How the model's transformer-block weights are stored (embeddings and the LM head stay in the
     hardware's KV-cache format, as BitNet keeps them in high precision)."""
 
-    weight_format: Literal["bf16", "fp16", "int8", "ternary", "ternary-b3", "binary"]
+    weight_format: Literal["bf16", "fp16", "fp8-e4m3", "int8", "int4-g128", "ternary", "ternary-b3", "binary"]
     quantizer: Literal["bitnet", "liu-ternary", "liu-binary"] | None = Field(
         None, description="how weights and activations are quantized (functional runs; timing does not depend "
                           "on it)")

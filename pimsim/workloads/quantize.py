@@ -221,3 +221,111 @@ def fake_quantize_model(model, quantizer_name: str,
         setattr(model.get_submodule(parent), attr, new)
         replaced.append(name)
     return model, replaced
+
+
+# ---- 4-bit weights with group-wise scales (GPTQ / AWQ storage) ------------------------------------------------
+
+INT4_GROUP = 128
+
+
+@dataclass(frozen=True, eq=False)
+class GroupQuantizedWeight:
+    """int4 codes with one FP16 scale per group of ``group`` consecutive inputs of each output row:
+    weight[m, n] = codes[m, n] x scale[m, n // group]. Codes are signed, [-8, 7]; GPTQ stores them as
+    code + 8 in [0, 15] (:meth:`packed`), two to a byte, the even input in the low nibble."""
+
+    codes: np.ndarray  # int8, (rows, cols), in [-8, 7]
+    scale: np.ndarray  # float32 holding FP16 values, (rows, ceil(cols / group))
+    group: int = INT4_GROUP
+
+    def __post_init__(self):
+        if self.codes.dtype != np.int8 or self.codes.ndim != 2:
+            raise ValueError("codes must be a 2-D int8 array")
+        if self.codes.size and (self.codes.min() < -8 or self.codes.max() > 7):
+            raise ValueError("int4 codes must be in [-8, 7]")
+        groups = -(-self.codes.shape[1] // self.group)
+        if self.scale.dtype != np.float32 or self.scale.shape != (self.codes.shape[0], groups):
+            raise ValueError(f"scale must be float32 of shape {(self.codes.shape[0], groups)}, got "
+                             f"{self.scale.dtype} {self.scale.shape}")
+        if not np.array_equal(self.scale.astype(np.float16).astype(np.float32), self.scale):
+            raise ValueError("scales must be FP16 values")
+
+    def scale_per_weight(self) -> np.ndarray:
+        return np.repeat(self.scale, self.group, axis=1)[:, :self.codes.shape[1]]
+
+    def dequantize(self) -> np.ndarray:
+        """float32 weights; exact (a 4-bit code times an 11-bit scale needs 15 bits)."""
+        return self.codes.astype(np.float32) * self.scale_per_weight()
+
+    def packed(self) -> np.ndarray:
+        """uint8 (rows, ceil(cols / 2)): code + 8 of input 2k in the low nibble, of 2k + 1 in the high one."""
+        u = (self.codes.astype(np.int16) + 8).astype(np.uint8)
+        if u.shape[1] % 2:
+            u = np.concatenate([u, np.full((u.shape[0], 1), 8, np.uint8)], axis=1)  # a zero code pads
+        return u[:, 0::2] | (u[:, 1::2] << 4)
+
+    @staticmethod
+    def unpack(packed: np.ndarray, cols: int) -> np.ndarray:
+        """The int8 codes of :meth:`packed` bytes."""
+        p = np.asarray(packed, np.uint8)
+        u = np.empty((p.shape[0], 2 * p.shape[1]), np.int16)
+        u[:, 0::2], u[:, 1::2] = p & 0xF, p >> 4
+        return (u[:, :cols] - 8).astype(np.int8)
+
+    def nbytes(self) -> int:
+        """Bytes stored: packed codes plus 2 B per scale."""
+        return self.packed().nbytes + 2 * self.scale.size
+
+
+def quantize_int4_groupwise(w, group: int = INT4_GROUP) -> GroupQuantizedWeight:
+    """Round-to-nearest int4 on GPTQ's symmetric grid (GPTQ's quantizer with ``sym=True``, without its
+    Hessian-based error feedback): per group ``scale = 2 max|w| / 15``, rounded to FP16, codes
+    ``clip(round(w / scale), -8, 7)`` (half to even), so ``codes x scale`` is what is stored. An all-zero
+    group gets scale 1 (codes 0); a scale that would underflow FP16 is held at its smallest normal."""
+    w = _as_float64(w, (2,), "weight")
+    rows, cols = w.shape
+    groups = -(-cols // group)
+    padded = np.zeros((rows, groups * group))
+    padded[:, :cols] = w
+    amax = np.abs(padded.reshape(rows, groups, group)).max(axis=2)
+    raw = np.where(amax > 0, 2.0 * amax / 15.0, 1.0)
+    scale = np.maximum(raw, 2.0 ** -14).astype(np.float16).astype(np.float32)
+    per = np.repeat(scale.astype(np.float64), group, axis=1)[:, :cols]
+    codes = np.clip(np.rint(w / per), -8, 7).astype(np.int8)
+    return GroupQuantizedWeight(codes, scale, group)
+
+
+def fp8_weight(w) -> np.ndarray:
+    """A weight rounded to FP8 E4M3 (no scale: the values as the banks hold them), float32."""
+    from pimsim.pim.formats import to_fp8_e4m3
+
+    return to_fp8_e4m3(_as_float64(w, (2,), "weight"))
+
+
+def weight_rounding_model(model, fmt: str, exclude: Callable[[str], bool] | Iterable[str] = ("lm_head",)):
+    """Replace, in place, the weight of every ``nn.Linear`` (and GPT-2 ``Conv1D``) not excluded by the
+    values `fmt` stores (``int4-g128``: the dequantized group-quantized weight; ``fp8-e4m3``: the weight
+    rounded to E4M3), keeping FP32 arithmetic: the reference a weight-only format is compared with.
+    Returns ``(model, replaced_names)``."""
+    import torch
+
+    rounding = {"int4-g128": lambda w: quantize_int4_groupwise(w).dequantize(), "fp8-e4m3": fp8_weight}
+    if fmt not in rounding:
+        raise ValueError(f"no weight rounding for {fmt!r}; known: {', '.join(rounding)}")
+    if not callable(exclude):
+        parts = tuple(exclude)
+        exclude = lambda name: any(p in name for p in parts)  # noqa: E731
+    conv1d = _conv1d_class()
+    replaced = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if exclude(name):
+                continue
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(torch.from_numpy(rounding[fmt](module.weight)))
+            elif conv1d is not None and isinstance(module, conv1d):
+                module.weight.copy_(torch.from_numpy(rounding[fmt](module.weight.T)).T)
+            else:
+                continue
+            replaced.append(name)
+    return model, replaced

@@ -109,9 +109,19 @@ CONSTRAINTS = (
         Constraint(RK, MACS, MACS, "max(nCCDL, nBL)",
                    note="all-bank PIM mode spaces PIM column commands like one bank group"),
         Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
-        Constraint(CH, REGISTER_WRITES, MACS + ("WRAB",), "nCWLGB + nBL",
+        Constraint(CH, REGISTER_WRITES, ("WRAB",), "nCWLGB + nBL",
                    note="a register write lands before the next PIM instruction uses the registers (assumed: "
                         "write latency plus the burst, as a global-buffer write on GDDR6-AiM)"),
+        # a MAC reaches the device as a RD (PIMSimulator: alu_pim is a read transaction; ISCA'21: standard
+        # commands from an unmodified controller), so the controller keeps JEDEC's write-to-read and
+        # read-to-write spacing around it
+        Constraint(CH, REGISTER_WRITES, MACS, "nCWLGB + nBL + nWTRL",
+                   note="write-to-read: a register write (a WR) to the next MAC (a RD)"),
+        Constraint(CH, MACS, REGISTER_WRITES + ("WRAB",), "nCL + nBL + 2 - nCWLGB",
+                   note="read-to-write bus turnaround: a MAC (a RD) to the next write"),
+        Constraint(CH, REGISTER_WRITES, REGISTER_WRITES, "nCCDL",
+                   note="register writes all address one bank (reserved row 0x3fff of bank group 0: PIMSimulator "
+                        "PIMKernel.cpp): spaced like column writes in one bank group"),
         Constraint(CH, REGISTER_WRITES, tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
         Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
         Constraint(CH, MACS, ("RDMAC", "WRAB", "PIMOFF"), "nCCDL",
