@@ -9,7 +9,11 @@ the kernel jumps from one issue cycle to the next.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numba
 import numpy as np
+from numba import prange
 
 from pimsim._numba_cache import njit
 from pimsim.dram.timing_state import (
@@ -71,11 +75,44 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
     n = cmd.shape[0]
     issue_at = np.full(n, -1, np.int64)
     rec = np.empty((n + 64 if record else 1, 6), np.int64)
-    nrec = 0
     err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    rec, nrec = _issue(node, rules, rule_ptr, win, win_role, cmds, params,
+                       T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+                       cmd, node_of, row, col, tmin, 0, n, issue_at, rec, err, record, refresh_on)
+    return issue_at, rec[:nrec], err
+
+
+@njit(cache=True, parallel=True)
+def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refresh):
+    """`_run` with each span bounds[g]:bounds[g + 1] of the stream (the commands of one or more whole
+    channels, which share no state with the other spans) issued on its own thread; nothing recorded.
+
+    Per span exactly what the serial kernel does, so the result does not depend on the thread count.
+    Returns the issue cycles and an error row per span."""
+    node, rules, rule_ptr, win, win_role, cmds, params = spec
+    T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
+    n = cmd.shape[0]
+    spans = bounds.shape[0] - 1
+    issue_at = np.full(n, -1, np.int64)
+    errs = np.zeros((spans, 4), np.int64)
+    refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    for g in prange(spans):
+        _issue(node, rules, rule_ptr, win, win_role, cmds, params,
+               T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+               cmd, node_of, row, col, tmin, bounds[g], bounds[g + 1], issue_at, np.empty((1, 6), np.int64),
+               errs[g], False, refresh_on)
+    return issue_at, errs
+
+
+@njit(cache=True)
+def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
+           ref_due, cmd, node_of, row, col, tmin, lo, n, issue_at, rec, err, record, refresh_on):
+    """Issue commands lo..n-1 of the stream in order; returns the record and its length. Stops at the
+    first command that breaks the bank protocol or cannot fit between refreshes (err filled)."""
+    nrec = 0
     rank_base = params[P_BASE + 1]
-    i = -1
+    i = lo - 1
     while i + 1 < n:  # a while loop: the fast path below consumes whole runs of commands at once
         i += 1
         c, s = cmd[i], node_of[i]
@@ -118,7 +155,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                 continue
         if not check_state(node, cmds, params, bank, c, s, row[i], err):
             err[1] = i
-            return issue_at, rec[:nrec], err
+            return rec, nrec
         waits = 0  # refreshes this command waited through because it did not fit before them
         while True:
             # Either the command itself issues (xc < 0 after this block) or the kernel first adds one
@@ -153,7 +190,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                     waits += 1
                     if waits > MAX_REFRESH_WAITS:
                         err[0], err[1], err[2], err[3] = ERR_STUCK, i, s, waits
-                        return issue_at, rec[:nrec], err
+                        return rec, nrec
                 xc, xs, xr = refresh_step(node, params, bank, rk), rk, -1
                 t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                              xc, xs, max(due, floor))
@@ -172,7 +209,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
         issue_at[i] = t
         if record:
             rec, nrec = _append(rec, nrec, t, c, s, row[i], col[i], i)
-    return issue_at, rec[:nrec], err
+    return rec, nrec
 
 
 def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True,
@@ -191,3 +228,58 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     state = new_state(spec) if state is None else state
     issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh)
     return state, issue_at, rec, err
+
+
+@dataclass(frozen=True)
+class ChannelSplit:
+    """A stream cut into spans of whole channels, for :func:`run_commands_parallel`."""
+
+    order: np.ndarray | None  # stream positions grouped by channel (stable); None where already grouped
+    bounds: np.ndarray  # int64[spans + 1]: span g is positions bounds[g]:bounds[g + 1] (of order, if any)
+
+    @property
+    def spans(self) -> int:
+        return len(self.bounds) - 1
+
+
+def split_by_channel(channel: np.ndarray) -> ChannelSplit:
+    """One span per channel that the stream uses (``channel``: the channel of each command)."""
+    if len(channel) == 0:
+        return ChannelSplit(None, np.zeros(1, np.int64))
+    change = np.flatnonzero(channel[1:] != channel[:-1]) + 1
+    if len(np.unique(channel)) == len(change) + 1:  # each channel's commands already lie together
+        return ChannelSplit(None, np.concatenate(([0], change, [len(channel)])).astype(np.int64))
+    order = np.argsort(channel, kind="stable")
+    grouped = channel[order]
+    change = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+    return ChannelSplit(order, np.concatenate(([0], change, [len(channel)])).astype(np.int64))
+
+
+def threads() -> int:
+    """The threads :func:`run_commands_parallel` runs on (numba's: NUMBA_NUM_THREADS, numba.set_num_threads)."""
+    return numba.get_num_threads()
+
+
+def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, tmin, state: State,
+                          auto_refresh: bool = True):
+    """:func:`run_commands` with the stream's channels issued on numba's threads (nothing recorded).
+
+    Channels share no timing or bank state, and each is issued exactly as the serial kernel issues it,
+    so the state and issue cycles equal the serial kernel's for any thread count. The error is the
+    serial kernel's (the failing command earliest in the stream), but after an error the other
+    channels have carried on to their own end: use it where an error ends the run.
+    """
+    order = split.order
+    if order is not None:
+        cmd, node, row, col, tmin = cmd[order], node[order], row[order], col[order], tmin[order]
+    issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh)
+    err = np.zeros(4, np.int64)
+    failed = np.flatnonzero(errs[:, 0])
+    if order is not None:
+        unordered = np.empty_like(issue_at)
+        unordered[order] = issue_at
+        issue_at = unordered
+        errs[failed, 1] = order[errs[failed, 1]]
+    if len(failed):
+        err[:] = errs[failed[np.argmin(errs[failed, 1])]]
+    return state, issue_at, err

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from pimsim.dram.compile import Compiled
-from pimsim.dram.kernel import run_commands
+from pimsim.dram.kernel import ChannelSplit, run_commands, run_commands_parallel, split_by_channel, threads
 from pimsim.dram.simulate import _stuck_message
 from pimsim.dram.timing_state import (
     C_CONFLICTS,
@@ -38,6 +38,9 @@ from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
 SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
+# Streams shorter than this are issued on one thread: starting numba's threads costs more than the
+# few microseconds such a stream takes (assumed from benchmarks/cycle_parallel.py on a 2-core machine)
+PARALLEL_MIN_COMMANDS = 4096
 
 
 class _Counts:
@@ -129,6 +132,7 @@ class CycleTiming:
         self.state = new_state(self.spec)
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._channels: dict[tuple, np.ndarray] = {}
+        self._splits: dict[tuple, tuple] = {}  # per stream key: (its node array, its channel spans or None)
         self.track_channels = False  # record each channel's end of the last stream (for timelines)
         self.channel_ends: dict[int, int] = {}
         self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)  # per channel, for energy
@@ -140,11 +144,17 @@ class CycleTiming:
             return start_ps
         self.macs.add(stream)
         tmin = np.full(len(stream), -(-start_ps // self.tck_ps), np.int64)
-        _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column, tmin,
-                                      record=self.record, state=self.state)
+        split = self._split(stream)
+        if split is not None and threads() > 1:
+            # channels on numba's threads: the same state and issue cycles as the serial kernel
+            _, _, err = run_commands_parallel(self.spec, split, stream.cmd, stream.node, stream.rows(),
+                                              stream.column, tmin, self.state)
+        else:
+            _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column, tmin,
+                                          record=self.record, state=self.state)
+            if self.record:
+                self.records.append(rec.copy())
         _check(self.compiled, stream, err)
-        if self.record:
-            self.records.append(rec.copy())
         chans = self._channels.get(stream.key)
         if chans is None:
             chans = self._channels[stream.key] = _channels(self.compiled, stream)
@@ -153,6 +163,17 @@ class CycleTiming:
         if self.track_channels:
             self.channel_ends = {int(c): int(e * self.tck_ps) for c, e in zip(chans, ends)}
         return int(ends.max() * self.tck_ps)
+
+    def _split(self, stream: Stream) -> ChannelSplit | None:
+        """How the stream's channels divide among threads; None where it runs on one (it is short, uses
+        one channel, or every issued command is recorded, in stream order, for the protocol checker)."""
+        if self.record or len(stream) < PARALLEL_MIN_COMMANDS:
+            return None
+        known = self._splits.get(stream.key)
+        if known is None or known[0] is not stream.node:  # a stream made afresh may place its commands anew
+            split = split_by_channel(self.compiled.channel_of(stream.node))
+            known = self._splits[stream.key] = (stream.node, split if split.spans > 1 else None)
+        return known[1]
 
     def protocol_violations(self) -> tuple[int, list]:
         """Re-verify every command the run issued with the independent protocol checker:
