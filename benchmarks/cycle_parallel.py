@@ -55,17 +55,19 @@ def main() -> None:
     hw = hardware_for(load_hardware(args.hw), card, None)
     graph = traced_graph(card)
 
-    def run_once() -> tuple[float, list[int]]:
+    def run_once() -> tuple[float, float, list[int]]:
         sim = DecodeSimulation(hw, graph, args.prompt_len, args.tokens, fidelity="cycle")
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         result = sim.run()
-        return time.perf_counter() - t, result.per_token_ps
+        return time.perf_counter() - t, time.process_time() - cpu, result.per_token_ps
 
     numba.set_num_threads(1)
     run_once()  # compile / load the kernels and fill the tracing cache
     print(f"{args.model} on {args.hw}, tokens at positions {args.prompt_len}..{args.prompt_len + args.tokens - 1}, "
           f"cycle fidelity, median of {args.repeat}")
-    print(f"{'threads':>7}  {'s/token':>8}  {'min':>8}  {'max':>8}  {'speed-up':>8}  {'1024 tokens':>11}")
+    print("s/token: wall seconds per token (median, min, max); cpu: CPU seconds of all threads per token "
+          "(median); speed-up: of the median wall time over the first thread count's")
+    print(f"{'threads':>7}  {'s/token':>8}  {'min':>8}  {'max':>8}  {'cpu':>8}  {'speed-up':>8}  {'1024 tokens':>11}")
     base, reference = None, None
     for n in counts:
         if n > numba.config.NUMBA_NUM_THREADS:
@@ -74,17 +76,19 @@ def main() -> None:
         numba.set_num_threads(n)
         if n > 1:
             run_once()  # the parallel kernel's first call on this thread count
-        per, times = [], None
+        per, cpus, times = [], [], None
         for _ in range(args.repeat):
-            seconds, times = run_once()
+            seconds, cpu, times = run_once()
             per.append(seconds / args.tokens)
+            cpus.append(cpu / args.tokens)
         if reference is None:
             reference = times
         elif times != reference:
             raise SystemExit(f"pimsim bug: {n} threads gave other per-token times than {counts[0]}")
         median = statistics.median(per)
         base = base or median
-        print(f"{n:>7}  {median:8.4f}  {min(per):8.4f}  {max(per):8.4f}  {base / median:7.2f}x  {median * 1024:9.1f} s")
+        print(f"{n:>7}  {median:8.4f}  {min(per):8.4f}  {max(per):8.4f}  {statistics.median(cpus):8.4f}  "
+              f"{base / median:7.2f}x  {median * 1024:9.1f} s")
 
 
 if __name__ == "__main__":

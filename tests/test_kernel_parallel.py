@@ -105,3 +105,38 @@ def test_cycle_run_is_identical_on_one_and_two_threads(threads, monkeypatch):
                               sort_keys=True, default=str))
     assert out[0] == out[1]
     assert calls if max(THREADS) > 1 else not calls  # the parallel path ran where there are threads
+
+
+def test_one_start_cycle_for_all_and_no_issue_cycles_give_the_same_state():
+    c, cmd, node, row, col = _gemv("gddr6-aim.yaml", interleave=True)
+    start = c.timing["nREFI"] * 2 + 5
+    full, at, _, _ = run_commands(c.spec, cmd, node, row, col, np.full(len(cmd), start, np.int64))
+    one, none, _, _ = run_commands(c.spec, cmd, node, row, col, np.array([start]), issue_cycles=False)
+    assert none is None and _state_equal(full, one)
+    assert at.min() >= start
+    with pytest.raises(ValueError, match="one per command, or one for all"):
+        run_commands(c.spec, cmd, node, row, col, np.zeros(2, np.int64))
+
+
+def test_one_stream_into_several_states_equals_separate_runs(threads):
+    """FastTiming's refresh samples: the same stream with refresh due at different points, side by side."""
+    from pimsim.dram.kernel import run_commands_into
+
+    c, cmd, node, row, col = _gemv("hbm-pim.yaml", interleave=False)
+    dues = [1, 500, 2000, c.timing["nREFI"] - 1]
+    expected = []
+    for due in dues:
+        st = new_state(c.spec)
+        st.ref_due[:] = due
+        expected.append(run_commands(c.spec, cmd, node, row, col, np.zeros(1, np.int64), state=st)[0])
+    for n in threads:
+        numba.set_num_threads(n)
+        states = []
+        for due in dues:
+            st = new_state(c.spec)
+            st.ref_due[:] = due
+            states.append(st)
+        got = run_commands_into(c.spec, states, cmd, node, row, col, np.zeros(1, np.int64))
+        assert all(err[0] == 0 for _, err in got)
+        assert all(_state_equal(st, want) for (st, _), want in zip(got, expected))
+    assert not _state_equal(expected[0], expected[1])  # the refresh points matter
