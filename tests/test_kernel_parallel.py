@@ -140,3 +140,21 @@ def test_one_stream_into_several_states_equals_separate_runs(threads):
         assert all(err[0] == 0 for _, err in got)
         assert all(_state_equal(st, want) for (st, _), want in zip(got, expected))
     assert not _state_equal(expected[0], expected[1])  # the refresh points matter
+
+
+def _fast_gpt2(_=None) -> float:
+    from pimsim.runs import run_model
+
+    return run_model("gddr6-aim.yaml", "gpt2", prompt_len=4, gen_tokens=1)["total_time_s"]
+
+
+def test_a_process_forked_after_parallel_runs_uses_the_serial_kernel(threads):
+    """GNU OpenMP cannot start threads in a forked child of a process that used it (numba would stop the
+    child): a sweep's process pool forked after a run must still simulate, with the same result."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    numba.set_num_threads(max(THREADS))
+    parent = _fast_gpt2()  # gpt2's GEMV streams are long enough for the parallel refresh samples
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert list(pool.map(_fast_gpt2, [0])) == [parent]

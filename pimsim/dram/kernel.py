@@ -9,6 +9,7 @@ the kernel jumps from one issue cycle to the next.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numba
@@ -289,8 +290,18 @@ def split_by_channel(channel: np.ndarray) -> ChannelSplit:
     return ChannelSplit(order, np.concatenate(([0], change, [len(channel)])).astype(np.int64))
 
 
+_first_pid: list[int] = []  # the process that first asked for threads
+
+
 def threads() -> int:
-    """The threads :func:`run_commands_parallel` runs on (numba's: NUMBA_NUM_THREADS, numba.set_num_threads)."""
+    """The threads the parallel kernels may use: numba's (NUMBA_NUM_THREADS, numba.set_num_threads), but
+    1 in a process forked from one that may have run them already (a sweep's or a user's process pool):
+    GNU OpenMP, numba's usual threading layer on Linux, cannot start threads in such a child (numba
+    stops the process), so there the serial kernel runs, with the same results."""
+    if not _first_pid:
+        _first_pid.append(os.getpid())
+    elif _first_pid[0] != os.getpid():
+        return 1
     return numba.get_num_threads()
 
 
