@@ -45,8 +45,8 @@ from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
 SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
-# Streams shorter than this are issued on one thread: starting numba's threads costs more than the
-# few microseconds such a stream takes (assumed from benchmarks/cycle_parallel.py on a 2-core machine)
+# Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
+# takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
 
 
@@ -272,7 +272,7 @@ class FastTiming:
             if len(stream) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
                 runs = run_commands_into(self.spec, states, *args)
             else:
-                runs = (run_commands(self.spec, *args, state=st1, issue_cycles=False)[::3] for st1 in states)
+                runs = [(st1, run_commands(self.spec, *args, state=st1, issue_cycles=False)[3]) for st1 in states]
             for st1, err in runs:
                 _check(self.compiled, stream, err)
                 refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
