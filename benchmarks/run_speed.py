@@ -8,34 +8,45 @@
     projection to 1024 tokens (every command of every token goes through the kernel, so the cost per
     token is flat apart from attention's growth with the context).
 
-Medians of --repeat runs. Set OMP_WAIT_POLICY=PASSIVE on shared machines (numba and torch threads).
+Medians of --repeat runs, wall-clock and, for (b) and (c), the CPU time of this process (all its threads:
+on a shared machine the steadier figure). Set OMP_WAIT_POLICY=PASSIVE on shared machines (numba and torch
+threads). benchmarks/cycle_parallel.py measures (c) per thread count.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from pimsim.runs import run_model
+import numba
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _host import describe  # noqa: E402
+
+from pimsim.runs import run_model  # noqa: E402
+
+CPU: list[float] = []  # CPU seconds (all threads of this process) of the last timed() call's runs
 
 
 def timed(fn, repeat: int) -> list[float]:
     out = []
+    CPU.clear()
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         fn()
         out.append(time.perf_counter() - t)
+        CPU.append(time.process_time() - cpu)
     return out
 
 
-def show(label: str, times: list[float], extra: str = "") -> None:
+def show(label: str, times: list[float], extra: str = "", cpu: bool = True) -> None:
+    spent = f"; CPU of this process (median) {statistics.median(CPU):.2f} s" if cpu else ""
     print(f"{label}\n  wall (median of {len(times)}) {statistics.median(times):.2f} s "
-          f"(min {min(times):.2f}, max {max(times):.2f}){extra}")
+          f"(min {min(times):.2f}, max {max(times):.2f}){spent}{extra}")
 
 
 def main() -> None:
@@ -44,13 +55,13 @@ def main() -> None:
     ap.add_argument("--cycle-tokens", type=int, default=32)
     ap.add_argument("--skip-long", action="store_true", help="skip (b) and (c)")
     args = ap.parse_args()
-    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python "
-          f"{platform.python_version()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(describe())
+    print(f"numba threads: {numba.get_num_threads()} (NUMBA_NUM_THREADS; cycle fidelity splits channels over them)")
 
     cmd = [sys.executable, "-m", "pimsim", "run", "--hw", "hbm-pim.yaml", "--model", "gpt2-xl", "--quiet"]
     run_model("hbm-pim.yaml", "gpt2-xl")  # fills the numba and graph caches, as a user's first run does
     show("(a) pimsim run --hw hbm-pim.yaml --model gpt2-xl   (16 tokens, fast, fresh process)",
-         timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat))
+         timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat), cpu=False)
     if args.skip_long:
         return
     run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=4)
@@ -61,7 +72,8 @@ def main() -> None:
                   args.repeat)
     per = statistics.median(times) / n
     show(f"(c) gpt2-xl on gddr6-aim, {n} tokens, cycle fidelity (in-process)", times,
-         f"\n  -> {per:.3f} s per token; about {per * 1024:.0f} s for 1024 tokens")
+         f"\n  -> {per:.3f} s per token; about {per * 1024:.0f} s for 1024 tokens "
+         f"(CPU {statistics.median(CPU) / n:.3f} s per token)")
 
 
 if __name__ == "__main__":

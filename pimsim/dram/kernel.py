@@ -9,7 +9,12 @@ the kernel jumps from one issue cycle to the next.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
+import numba
 import numpy as np
+from numba import prange
 
 from pimsim._numba_cache import njit
 from pimsim.dram.timing_state import (
@@ -65,17 +70,80 @@ def _append(rec, nrec, t, c, s, row, col, src):
 
 
 @njit(cache=True)
-def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
+def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_cycles):
     node, rules, rule_ptr, win, win_role, cmds, params = spec
     T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
     n = cmd.shape[0]
-    issue_at = np.full(n, -1, np.int64)
+    issue_at = np.full(n if issue_cycles else 1, -1, np.int64)
     rec = np.empty((n + 64 if record else 1, 6), np.int64)
-    nrec = 0
     err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    rec, nrec = _issue(node, rules, rule_ptr, win, win_role, cmds, params,
+                       T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+                       cmd, node_of, row, col, tmin, 1 if tmin.shape[0] > 1 else 0, 0, n,
+                       issue_at, 1 if issue_cycles else 0, rec, err, record, refresh_on)
+    return issue_at, rec[:nrec], err
+
+
+@njit(cache=True, parallel=True)
+def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refresh, issue_cycles):
+    """`_run` with each span bounds[g]:bounds[g + 1] of the stream (the commands of one or more whole
+    channels, which share no state with the other spans) issued on its own thread; nothing recorded.
+
+    Per span exactly what the serial kernel does, so the result does not depend on the thread count.
+    Returns the issue cycles and an error row per span."""
+    node, rules, rule_ptr, win, win_role, cmds, params = spec
+    T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
+    n = cmd.shape[0]
+    spans = bounds.shape[0] - 1
+    issue_at = np.full(n if issue_cycles else spans, -1, np.int64)
+    tstride = 1 if tmin.shape[0] > 1 else 0
+    errs = np.zeros((spans, 4), np.int64)
+    refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    for g in prange(spans):
+        # without issue cycles each span writes its own unread slot, so no two threads share one
+        _issue(node, rules, rule_ptr, win, win_role, cmds, params,
+               T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+               cmd, node_of, row, col, tmin, tstride, bounds[g], bounds[g + 1],
+               issue_at if issue_cycles else issue_at[g:g + 1], 1 if issue_cycles else 0,
+               np.empty((1, 6), np.int64), errs[g], False, refresh_on)
+    return issue_at, errs
+
+
+@njit(cache=True, parallel=True)
+def _run_states(spec, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due, cmd, node_of, row, col, tmin,
+                auto_refresh):
+    """One stream issued into each of several states (the leading index of every state array), on
+    numba's threads; nothing recorded, no issue cycles kept. Returns an error row per state."""
+    node, rules, rule_ptr, win, win_role, cmds, params = spec
+    runs = T.shape[0]
+    n = cmd.shape[0]
+    tstride = 1 if tmin.shape[0] > 1 else 0
+    errs = np.zeros((runs, 4), np.int64)
+    unread = np.zeros(runs, np.int64)
+    refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    for j in prange(runs):
+        _issue(node, rules, rule_ptr, win, win_role, cmds, params,
+               T[j], Tsub[j], win_hist[j], win_count[j], bank[j], chan[j], counts[j], ref_due[j],
+               cmd, node_of, row, col, tmin, tstride, 0, n, unread[j:j + 1], 0,
+               np.empty((1, 6), np.int64), errs[j], False, refresh_on)
+    return errs
+
+
+@njit(cache=True)
+def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
+           ref_due, cmd, node_of, row, col, tmin, tstride, lo, n, issue_at, istride, rec, err, record,
+           refresh_on):
+    """Issue commands lo..n-1 of the stream in order; returns the record and its length. Stops at the
+    first command that breaks the bank protocol or cannot fit between refreshes (err filled).
+
+    Command i may issue no earlier than tmin[i * tstride] and its issue cycle goes to
+    issue_at[i * istride]: a stride of 0 reads one start time for all and keeps no issue cycles (the
+    engine's streams all start at one time, and it needs only the state; reading and writing two
+    arrays as long as the stream costs about as much as issuing its row sweeps)."""
+    nrec = 0
     rank_base = params[P_BASE + 1]
-    i = -1
+    i = lo - 1
     while i + 1 < n:  # a while loop: the fast path below consumes whole runs of commands at once
         i += 1
         c, s = cmd[i], node_of[i]
@@ -91,9 +159,9 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
         access = eff == E_ACCESS
         if (gap >= 0 and chan[ch, C_LAST_CMD] == c and chan[ch, C_LAST_NODE] == s
                 and (access or eff == E_NONE) and row[i] == chan[ch, C_LAST_ROW]):
-            t = max(chan[ch, C_PREV] + gap, tmin[i])
+            t = max(chan[ch, C_PREV] + gap, tmin[i * tstride])
             if not (refresh_on and t >= ref_due[rk - rank_base]):
-                issue_at[i] = t
+                issue_at[i * istride] = t
                 if record:
                     rec, nrec = _append(rec, nrec, t, c, s, row[i], col[i], i)
                 else:
@@ -102,12 +170,12 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                     due = ref_due[rk - rank_base] if refresh_on else NEG_DUE
                     more = 0
                     while (i + 1 < n and cmd[i + 1] == c and node_of[i + 1] == s and row[i + 1] == row[i]):
-                        nxt = max(t + gap, tmin[i + 1])
+                        nxt = max(t + gap, tmin[(i + 1) * tstride])
                         if refresh_on and nxt >= due:
                             break
                         i += 1
                         t = nxt
-                        issue_at[i] = t
+                        issue_at[i * istride] = t
                         more += 1
                     counts[ch, c] += more
                     if access:
@@ -118,7 +186,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                 continue
         if not check_state(node, cmds, params, bank, c, s, row[i], err):
             err[1] = i
-            return issue_at, rec[:nrec], err
+            return rec, nrec
         waits = 0  # refreshes this command waited through because it did not fit before them
         while True:
             # Either the command itself issues (xc < 0 after this block) or the kernel first adds one
@@ -126,7 +194,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
             xc, xs, xr, t = -1, -1, -1, 0
             due = ref_due[rk - rank_base]
             floor = channel_floor(params, chan, ch)
-            lb = max(tmin[i], floor)
+            lb = max(tmin[i * tstride], floor)
             if refresh_on and lb >= due:
                 # the command cannot issue before the refresh is due: refresh first; a long idle
                 # stretch is accounted for at once unless every command is being recorded
@@ -141,7 +209,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                     t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                                  xc, xs, floor)
                     # reopening is wasted if the command itself would then miss the refresh
-                    if refresh_on and max(t + rule_latency(rules, rule_ptr, c, xc), tmin[i]) >= due:
+                    if refresh_on and max(t + rule_latency(rules, rule_ptr, c, xc), tmin[i * tstride]) >= due:
                         xc = -3
                 else:
                     t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
@@ -153,7 +221,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
                     waits += 1
                     if waits > MAX_REFRESH_WAITS:
                         err[0], err[1], err[2], err[3] = ERR_STUCK, i, s, waits
-                        return issue_at, rec[:nrec], err
+                        return rec, nrec
                 xc, xs, xr = refresh_step(node, params, bank, rk), rk, -1
                 t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                              xc, xs, max(due, floor))
@@ -169,15 +237,18 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh):
         commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t)
         apply_effect(node, cmds, params, bank, chan, c, s, row[i], False)
         chan[ch, C_LAST_ROW] = row[i]
-        issue_at[i] = t
+        issue_at[i * istride] = t
         if record:
             rec, nrec = _append(rec, nrec, t, c, s, row[i], col[i], i)
-    return issue_at, rec[:nrec], err
+    return rec, nrec
 
 
 def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True,
-                 state: State | None = None):
+                 state: State | None = None, issue_cycles: bool = True):
     """Issue a command stream; returns (state, issue cycle per command, record of all issued, error).
+
+    ``tmin``: the earliest issue cycle of each command, or one for all of them. ``issue_cycles=False``
+    keeps no issue cycle per command (None in their place): the state is all the engine needs.
 
     ``state`` continues an earlier run (the engine issues a model's streams one after another into
     one DRAM state); by default the memory starts idle.
@@ -189,5 +260,92 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     index in ``err[1]``; the state then holds the commands issued before it.
     """
     state = new_state(spec) if state is None else state
-    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh)
-    return state, issue_at, rec, err
+    tmin = _start_times(tmin, len(cmd))
+    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh, issue_cycles)
+    return state, issue_at if issue_cycles else None, rec, err
+
+
+@dataclass(frozen=True)
+class ChannelSplit:
+    """A stream cut into spans of whole channels, for :func:`run_commands_parallel`."""
+
+    order: np.ndarray | None  # stream positions grouped by channel (stable); None where already grouped
+    bounds: np.ndarray  # int64[spans + 1]: span g is positions bounds[g]:bounds[g + 1] (of order, if any)
+
+    @property
+    def spans(self) -> int:
+        return len(self.bounds) - 1
+
+
+def split_by_channel(channel: np.ndarray) -> ChannelSplit:
+    """One span per channel that the stream uses (``channel``: the channel of each command)."""
+    if len(channel) == 0:
+        return ChannelSplit(None, np.zeros(1, np.int64))
+    change = np.flatnonzero(channel[1:] != channel[:-1]) + 1
+    if len(np.unique(channel)) == len(change) + 1:  # each channel's commands already lie together
+        return ChannelSplit(None, np.concatenate(([0], change, [len(channel)])).astype(np.int64))
+    order = np.argsort(channel, kind="stable")
+    grouped = channel[order]
+    change = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+    return ChannelSplit(order, np.concatenate(([0], change, [len(channel)])).astype(np.int64))
+
+
+_first_pid: list[int] = []  # the process that first asked for threads
+
+
+def threads() -> int:
+    """The threads the parallel kernels may use: numba's (NUMBA_NUM_THREADS, numba.set_num_threads), but
+    1 in a process forked from one that may have run them already (a sweep's or a user's process pool):
+    GNU OpenMP, numba's usual threading layer on Linux, cannot start threads in such a child (numba
+    stops the process), so there the serial kernel runs, with the same results."""
+    if not _first_pid:
+        _first_pid.append(os.getpid())
+    elif _first_pid[0] != os.getpid():
+        return 1
+    return numba.get_num_threads()
+
+
+def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, tmin, state: State,
+                          auto_refresh: bool = True, issue_cycles: bool = True):
+    """:func:`run_commands` with the stream's channels issued on numba's threads (nothing recorded).
+
+    Channels share no timing or bank state, and each is issued exactly as the serial kernel issues it,
+    so the state and issue cycles equal the serial kernel's for any thread count. The error is the
+    serial kernel's (the failing command earliest in the stream), but after an error the other
+    channels have carried on to their own end: use it where an error ends the run.
+    """
+    tmin = _start_times(tmin, len(cmd))
+    order = split.order
+    if order is not None:
+        cmd, node, row, col = cmd[order], node[order], row[order], col[order]
+        tmin = tmin[order] if len(tmin) > 1 else tmin
+    issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh, issue_cycles)
+    err = np.zeros(4, np.int64)
+    failed = np.flatnonzero(errs[:, 0])
+    if order is not None and issue_cycles:
+        unordered = np.empty_like(issue_at)
+        unordered[order] = issue_at
+        issue_at = unordered
+    if order is not None:
+        errs[failed, 1] = order[errs[failed, 1]]
+    if len(failed):
+        err[:] = errs[failed[np.argmin(errs[failed, 1])]]
+    return state, issue_at if issue_cycles else None, err
+
+
+def run_commands_into(spec: Spec, states: list[State], cmd, node, row, col, tmin, auto_refresh: bool = True
+                      ) -> list[tuple[State, np.ndarray]]:
+    """The same stream issued into each of several states (independent runs, such as the same
+    stream with refresh falling due at different points), the runs on numba's threads; returns each
+    run's state and error, as :func:`run_commands` would (without issue cycles or record)."""
+    tmin = _start_times(tmin, len(cmd))
+    stacked = [np.stack(arrays) for arrays in zip(*states)]
+    errs = _run_states(spec, *stacked, cmd, node, row, col, tmin, auto_refresh)
+    return [(State(*(a[j] for a in stacked)), errs[j]) for j in range(len(states))]
+
+
+def _start_times(tmin, n: int) -> np.ndarray:
+    tmin = np.asarray(tmin, np.int64).reshape(-1)
+    if len(tmin) != n and len(tmin) != 1:
+        raise ValueError(f"tmin holds {len(tmin)} start cycles for {n} commands (one per command, or one for all)")
+    return tmin

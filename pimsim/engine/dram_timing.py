@@ -23,7 +23,14 @@ from typing import Protocol
 import numpy as np
 
 from pimsim.dram.compile import Compiled
-from pimsim.dram.kernel import run_commands
+from pimsim.dram.kernel import (
+    ChannelSplit,
+    run_commands,
+    run_commands_into,
+    run_commands_parallel,
+    split_by_channel,
+    threads,
+)
 from pimsim.dram.simulate import _stuck_message
 from pimsim.dram.timing_state import (
     C_CONFLICTS,
@@ -38,6 +45,9 @@ from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
 SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
+# Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
+# takes tens of microseconds, about what the kernel needs for a few thousand commands)
+PARALLEL_MIN_COMMANDS = 4096
 
 
 class _Counts:
@@ -98,6 +108,10 @@ class _Known:
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
     extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
+    channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
 
 
 class StreamTimer(Protocol):
@@ -129,6 +143,7 @@ class CycleTiming:
         self.state = new_state(self.spec)
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._channels: dict[tuple, np.ndarray] = {}
+        self._splits: dict[tuple, tuple] = {}  # per stream key: (its node array, its channel spans or None)
         self.track_channels = False  # record each channel's end of the last stream (for timelines)
         self.channel_ends: dict[int, int] = {}
         self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)  # per channel, for energy
@@ -139,12 +154,18 @@ class CycleTiming:
         if len(stream) == 0:
             return start_ps
         self.macs.add(stream)
-        tmin = np.full(len(stream), -(-start_ps // self.tck_ps), np.int64)
-        _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column, tmin,
-                                      record=self.record, state=self.state)
+        tmin = np.full(1, -(-start_ps // self.tck_ps), np.int64)  # one start cycle for every command
+        split = self._split(stream)
+        if split is not None and threads() > 1:
+            # channels on numba's threads: the same state as the serial kernel
+            _, _, err = run_commands_parallel(self.spec, split, stream.cmd, stream.node, stream.rows(),
+                                              stream.column, tmin, self.state, issue_cycles=False)
+        else:
+            _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column, tmin,
+                                          record=self.record, state=self.state, issue_cycles=False)
+            if self.record:
+                self.records.append(rec.copy())
         _check(self.compiled, stream, err)
-        if self.record:
-            self.records.append(rec.copy())
         chans = self._channels.get(stream.key)
         if chans is None:
             chans = self._channels[stream.key] = _channels(self.compiled, stream)
@@ -153,6 +174,17 @@ class CycleTiming:
         if self.track_channels:
             self.channel_ends = {int(c): int(e * self.tck_ps) for c, e in zip(chans, ends)}
         return int(ends.max() * self.tck_ps)
+
+    def _split(self, stream: Stream) -> ChannelSplit | None:
+        """How the stream's channels divide among threads; None where it runs on one (it is short, uses
+        one channel, or every issued command is recorded, in stream order, for the protocol checker)."""
+        if self.record or len(stream) < PARALLEL_MIN_COMMANDS:
+            return None
+        known = self._splits.get(stream.key)
+        if known is None or known[0] is not stream.node:  # a stream made afresh may place its commands anew
+            split = split_by_channel(self.compiled.channel_of(stream.node))
+            known = self._splits[stream.key] = (stream.node, split if split.spans > 1 else None)
+        return known[1]
 
     def protocol_violations(self) -> tuple[int, list]:
         """Re-verify every command the run issued with the independent protocol checker:
@@ -197,7 +229,7 @@ class FastTiming:
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
         self._busy_refreshes: dict[tuple, float] = {}
-        self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)
+        self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
@@ -215,7 +247,7 @@ class FastTiming:
         if len(stream) == 0:
             return _Known(0, 0, {}, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
         chans = _channels(self.compiled, stream)
-        zero = np.zeros(len(stream), np.int64)
+        zero = np.zeros(1, np.int64)  # every command may issue from cycle 0
         st, issue_at, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
         _check(self.compiled, stream, err)
         d0 = int(st.chan[chans, C_END].max())
@@ -231,11 +263,17 @@ class FastTiming:
             span = min(last_issue, n)
             points = sorted({max((2 * k + 1) * span // (2 * SAMPLES), 1) for k in range(SAMPLES)})
             costs, added = [], np.zeros(ncmd)
+            states = []
             for due in points:
                 st1 = new_state(self.spec)
                 st1.ref_due[:] = due
-                st1, _, _, err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, zero,
-                                              state=st1)
+                states.append(st1)
+            args = (stream.cmd, stream.node, stream.row, stream.column, zero)
+            if len(stream) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
+                runs = run_commands_into(self.spec, states, *args)
+            else:
+                runs = [(st1, run_commands(self.spec, *args, state=st1, issue_cycles=False)[3]) for st1 in states]
+            for st1, err in runs:
                 _check(self.compiled, stream, err)
                 refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
                 costs.append(max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes)
@@ -248,10 +286,20 @@ class FastTiming:
         per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
         return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
 
+    @property
+    def busy_ps(self) -> np.ndarray:
+        return np.array(self._busy, np.float64)
+
     def run(self, stream: Stream, start_ps: int) -> int:
-        k = self.known(stream)
+        # called for every PIM step of every token: plain Python floats and lists (the same IEEE
+        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost)
+        key = stream.key
+        k = self._known.get(key)
+        if k is None:
+            k = self.known(stream)
         self.macs.add(stream)
-        self._uses[stream.key] = self._uses.get(stream.key, 0) + 1
+        uses = self._uses
+        uses[key] = uses.get(key, 0) + 1
         start = start_ps / self.tck_ps
         end = start + k.cycles
         if self.refresh and k.cycles:
@@ -263,12 +311,14 @@ class FastTiming:
             # refreshes due before its last command issues each cost what one cost it on average; they
             # come once per nREFI, and each pushes the rest later (a geometric series)
             hits = k.last_issue / (n - k.cost)
-            self._busy_refreshes[stream.key] = self._busy_refreshes.get(stream.key, 0.0) + hits
+            self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
             end += wait + hits * k.cost
-        self.free = max(self.free, end)
+        if end > self.free:
+            self.free = end
         scale = (end - start) / k.cycles if k.cycles else 0.0
-        for c, cyc in k.channel_cycles.items():
-            self.busy_ps[c] += cyc * scale * self.tck_ps
+        busy, tck = self._busy, self.tck_ps
+        for c, cyc in k.channel_list:
+            busy[c] += cyc * scale * tck
         if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
             self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
         return round(end * self.tck_ps)

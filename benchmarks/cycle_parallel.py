@@ -1,0 +1,95 @@
+"""Cycle fidelity on several threads: seconds per generated token at 1, 2, ... numba threads.
+
+    python benchmarks/cycle_parallel.py [--threads 1,2,4,8,16] [--tokens 16] [--prompt-len 0]
+                                        [--repeat 3] [--hw gddr6-aim.yaml] [--model gpt2-xl]
+
+Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity:
+every command of every token through the kernel, each PIM stream's channels split over the threads
+(pimsim.engine.dram_timing.CycleTiming). Prints the median seconds per token per thread count, the
+speed-up over one thread, and the projection to 1024 tokens (attention grows with the context, so run
+with --prompt-len near the end of the range too to see the cost of late tokens). Thread counts above
+what numba was started with (NUMBA_NUM_THREADS, by default the core count) are skipped. Every thread
+count's run is checked to give the same per-token times as the first. Set OMP_WAIT_POLICY=PASSIVE on
+shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numba
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _host import describe  # noqa: E402
+
+from pimsim.config import load_hardware  # noqa: E402
+from pimsim.engine.decode import DecodeSimulation  # noqa: E402
+from pimsim.runs import hardware_for  # noqa: E402
+from pimsim.workloads.cards import load_card  # noqa: E402
+from pimsim.workloads.tracer import traced_graph  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--prompt-len", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--hw", default="gddr6-aim.yaml")
+    ap.add_argument("--model", default="gpt2-xl")
+    args = ap.parse_args()
+    try:
+        counts = [int(x) for x in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads takes comma-separated integers, not {args.threads!r}")
+    if any(n < 1 for n in counts) or args.tokens < 1 or args.repeat < 1:
+        ap.error("--threads, --tokens and --repeat must be at least 1")
+    print(describe())
+    print(f"numba {numba.__version__}, threading layer {numba.config.THREADING_LAYER}, "
+          f"at most {numba.config.NUMBA_NUM_THREADS} threads")
+    card = load_card(args.model)
+    hw = hardware_for(load_hardware(args.hw), card, None)
+    graph = traced_graph(card)
+
+    def run_once() -> tuple[float, float, list[int]]:
+        sim = DecodeSimulation(hw, graph, args.prompt_len, args.tokens, fidelity="cycle")
+        t, cpu = time.perf_counter(), time.process_time()
+        result = sim.run()
+        return time.perf_counter() - t, time.process_time() - cpu, result.per_token_ps
+
+    numba.set_num_threads(1)
+    run_once()  # compile / load the kernels and fill the tracing cache
+    print(f"{args.model} on {args.hw}, tokens at positions {args.prompt_len}..{args.prompt_len + args.tokens - 1}, "
+          f"cycle fidelity, median of {args.repeat}")
+    print("s/token: wall seconds per token (median, min, max); cpu: CPU seconds of all threads per token "
+          "(median); speed-up: of the median wall time over the first thread count's")
+    print(f"{'threads':>7}  {'s/token':>8}  {'min':>8}  {'max':>8}  {'cpu':>8}  {'speed-up':>8}  {'1024 tokens':>11}")
+    base, reference = None, None
+    for n in counts:
+        if n > numba.config.NUMBA_NUM_THREADS:
+            print(f"{n:>7}  skipped: numba started with {numba.config.NUMBA_NUM_THREADS} threads")
+            continue
+        numba.set_num_threads(n)
+        if n > 1:
+            run_once()  # the parallel kernel's first call on this thread count
+        per, cpus, times = [], [], None
+        for _ in range(args.repeat):
+            seconds, cpu, times = run_once()
+            per.append(seconds / args.tokens)
+            cpus.append(cpu / args.tokens)
+        if reference is None:
+            reference = times
+        elif times != reference:
+            raise SystemExit(f"pimsim bug: {n} threads gave other per-token times than {counts[0]}")
+        median = statistics.median(per)
+        base = base or median
+        print(f"{n:>7}  {median:8.4f}  {min(per):8.4f}  {max(per):8.4f}  {statistics.median(cpus):8.4f}  "
+              f"{base / median:7.2f}x  {median * 1024:9.1f} s")
+
+
+if __name__ == "__main__":
+    main()
