@@ -15,6 +15,7 @@ from pimsim.dram.kernel import run_commands
 from pimsim.dram.standard import Level
 from pimsim.dram.timing_state import K_REPEAT
 
+
 def _one_config_per_standard() -> tuple[str, ...]:
     """The first bundled hardware file (by name) of every standard pimsim knows, so that a new standard's
     constraints are tested as soon as it has a bundled config (and a standard without one fails here)."""
