@@ -13,7 +13,7 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.expr import evaluate
-from pimsim.dram.standard import Constraint, Level, RefreshPolicy, Standard, Transfer
+from pimsim.dram.standard import Constraint, Level, PimRole, RefreshPolicy, Standard, Transfer
 from pimsim.dram.timing_state import N_ANC, N_HI, N_LEVEL, N_LO, NO_RULE, P_BASE, Spec
 
 NLEVELS = 4
@@ -46,7 +46,7 @@ class Compiled:
         nCLREG + nBL): one burst, 16 banks' 16-bit results in 32 B. HBM-PIM: one GRF_B register of every
         PIM unit, a burst per unit (nBLRES = units x nBL: 8 x 32 B). Timing, pin energy and the ASIC link
         all count a result read as this many bytes."""
-        return self.transfer_bytes("RDMAC")
+        return self.transfer_bytes(self.standard.role(PimRole.RESULT_READ))
 
     def transfer_bytes(self, command: str) -> int:
         """Bytes one `command` moves over the data bus: access_bytes per burst of nBL cycles (0 for a

@@ -25,6 +25,7 @@ import numpy as np
 from pimsim.dram.compile import Compiled
 from pimsim.dram.kernel import run_commands
 from pimsim.dram.simulate import _stuck_message
+from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
     C_CONFLICTS,
     C_END,
@@ -65,7 +66,8 @@ class _MacTally:
 
     def __init__(self, compiled: Compiled):
         names = compiled.command_names
-        self._ids = [names.index(n) for n in ("MACAB", "MACSB") if n in names]
+        macs = compiled.standard.commands_with_role(PimRole.MAC_ALL, PimRole.MAC_ONE)
+        self._ids = [names.index(n) for n in macs]
         self._per_stream: dict[tuple, int] = {}
         self.by_format: dict[str, int] = {}
 
