@@ -19,6 +19,7 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.address import channel_interleaved
 from pimsim.dram.compile import compile_standard
 from pimsim.dram.simulate import run_command_trace, run_request_trace
+from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
 from pimsim.mapper import hbm_pim_gemv
@@ -140,14 +141,15 @@ def peak_internal_Bps(compiled) -> float:
     """Every PIM unit reads one column access per MACAB, MACABs back to back on every channel."""
     hw = compiled.hw
     org = hw.dram.organization
-    mac_gap = int(compiled.spec.cmds[compiled.command_names.index("MACAB"), K_REPEAT])
+    mac_all = compiled.standard.role(PimRole.MAC_ALL)
+    mac_gap = int(compiled.spec.cmds[compiled.command_names.index(mac_all), K_REPEAT])
     return org.channels * Geometry.of(hw).units * org.access_bytes / (mac_gap * hw.dram.tCK_s)
 
 
 def _stats(compiled, geometry, placement, program, summary) -> dict:
     hw = compiled.hw
     org = hw.dram.organization
-    macs = summary["commands"].get("MACAB", 0)
+    macs = summary["commands"].get(compiled.standard.role(PimRole.MAC_ALL), 0)
     in_banks = macs * geometry.units * org.access_bytes
     peak_internal = peak_internal_Bps(compiled)
     time_s = summary["time_s"]

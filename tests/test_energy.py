@@ -127,15 +127,21 @@ def test_negative_costs_and_inverted_currents_are_refused():
     assert "IDD4R: 1 mA is below IDD3N" in text and "per_command_pJ.MACAB" in text and "currents_mA.IDD0" in text
 
 
-def test_a_command_without_an_energy_class_is_refused(monkeypatch):
-    """A standard's command with no declared energy class used to be billed as global-buffer energy."""
-    from pimsim.energy import model
+def test_a_command_without_an_energy_class_is_refused():
+    """A standard's command with no declared energy class used to be billed as global-buffer energy; now the
+    standard cannot be built, and a count of a command the standard lacks is refused."""
+    import dataclasses
+
+    from pimsim.dram.standard import Standard
     from pimsim.errors import PimsimError
 
     c = compiled("gddr6-aim.yaml")
     counts = {"ACT": 1, "WRGB": 2}
     ok = energy_J(c, actions(c, **counts))
     assert ok["breakdown_J"]["global_buffer"] > 0
-    monkeypatch.delitem(model.COMMAND_ENERGY_CLASS, "WRGB")
-    with pytest.raises(PimsimError, match="WRGB has no energy class"):
-        energy_J(c, actions(c, **counts))
+    std = c.standard
+    undeclared = tuple(dataclasses.replace(x, energy=None) if x.name == "WRGB" else x for x in std.commands)
+    with pytest.raises(ValueError, match="command WRGB declares no energy class"):
+        Standard(**{f.name: getattr(std, f.name) for f in dataclasses.fields(Standard)} | {"commands": undeclared})
+    with pytest.raises(PimsimError, match="WRAB is not in the standard"):
+        energy_J(c, Actions(commands={"ACT": 1, "WRAB": 1}, total_s=1e-6, busy_s=np.full(8, 0.5e-6)))

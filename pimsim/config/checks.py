@@ -51,6 +51,8 @@ def check(raw: Any) -> list[Problem]:
     if std is not None and isinstance(timing, dict):
         problems += _check_timing(std, timing)
         problems += _check_burst(dram, org, timing)
+    if std is not None:
+        problems += _check_standard_shape(std, dram, org)
     problems += _check_mapping(dram, org)
     pim = raw.get("pim")
     if isinstance(pim, dict):
@@ -65,7 +67,7 @@ def check(raw: Any) -> list[Problem]:
 
 def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
     """Every command of the standard gets an energy, from currents or in pJ, and nothing unknown."""
-    from pimsim.config.models import CURRENTS, FROM_CURRENTS
+    from pimsim.config.models import CURRENTS, from_currents
 
     dram = energy.get("dram")
     if not isinstance(dram, dict):
@@ -99,7 +101,7 @@ def _check_energy(energy: dict, std, raw: dict) -> list[Problem]:
         if dram.get("background_mW") is not None:
             out.append(Problem("energy.dram.background_mW", "give background power or currents, not both "
                                                             "(IDD2N and IDD3N are the background)"))
-        derived = names & set(FROM_CURRENTS)
+        derived = from_currents(std)
     else:
         derived = set()
         if dram.get("background_mW") is None:
@@ -191,6 +193,27 @@ def _check_timing(std, timing: dict) -> list[Problem]:
     return out
 
 
+def _check_standard_shape(std, dram: dict, org: dict) -> list[Problem]:
+    """Counts the standard fixes for its levels, and a refresh policy it declares."""
+    from pimsim.dram.standard import LEVEL_COUNT_FIELDS
+
+    out = []
+    for level in std.levels:
+        key = LEVEL_COUNT_FIELDS[level.tier]
+        v = _int(org.get(key, 1))
+        if level.fixed is not None and v is not None and v != level.fixed:
+            out.append(Problem(f"dram.organization.{key}", f"{v}, but {std.name} has {level.fixed} {level.name} "
+                                                           f"per {std.levels[int(level.tier) - 1].name}"))
+    refresh = dram.get("refresh")
+    policy = refresh.get("policy") if isinstance(refresh, dict) else None
+    if isinstance(policy, str):
+        known = [p.name for p in std.refresh_policies]
+        if policy not in known:
+            out.append(Problem("dram.refresh.policy", f"{policy!r} is not a refresh policy of {std.name} "
+                                                      f"({', '.join(known)}){suggest(policy, known)}"))
+    return out
+
+
 def _check_burst(dram: dict, org: dict, timing: dict) -> list[Problem]:
     tck, rate = _num(dram.get("tCK_ps")), _num(dram.get("data_rate_Gbps_per_pin"))
     bl, nbl = _int(org.get("burst_length")), _int(timing.get("nBL"))
@@ -224,10 +247,11 @@ def _check_mapping(dram: dict, org: dict) -> list[Problem]:
 
 
 def _check_pim(pim: dict, org: dict, std) -> list[Problem]:
+    from pimsim.dram.standard import PimRole
     from pimsim.pim.formats import KV_FORMATS, LOW_BIT
 
     out = []
-    if std is not None and "MACAB" not in std.command_names:
+    if std is not None and std.role(PimRole.MAC_ALL) is None:
         out.append(Problem("pim", f"standard {std.name} has no PIM commands; remove the pim section"))
     bl, width = _int(org.get("burst_length")), _int(org.get("channel_width_bits"))
     access = bl * width // 8 if bl and width else None

@@ -82,7 +82,17 @@ class Organization(StrictModel):
 
 
 class Refresh(StrictModel):
-    enabled: StrictBool = Field(True, description="issue all-bank refresh every nREFI")
+    enabled: StrictBool = Field(True, description="issue refresh as the policy says (all-bank: every nREFI)")
+    policy: str | None = Field(None, description="one of the standard's refresh policies (all-bank, per-bank, "
+                                                 "...); unset: the standard's first")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_policy(self, handler):
+        # an unset policy is left out, so configs that never name one dump (and hash) as before
+        data = handler(self)
+        if data.get("policy") is None:
+            data.pop("policy", None)
+        return data
 
 
 class Controller(StrictModel):
@@ -266,8 +276,12 @@ class AsicConfig(StrictModel):
 
 
 CURRENTS = ("IDD0", "IDD2N", "IDD3N", "IDD4R", "IDD4W", "IDD5B")
-# commands whose energy the datasheet-current method gives (the rest must be stated in pJ)
-FROM_CURRENTS = ("ACT", "PRE", "PREA", "ACTAB", "RD", "WR", "REF")
+# commands whose energy the datasheet-current method gives (the rest must be stated in pJ): by the kind
+# each command declares (pimsim.dram.standard.current_formula), not by name
+def from_currents(standard) -> set[str]:
+    from pimsim.dram.standard import current_formula
+
+    return {c.name for c in standard.commands if current_formula(c) is not None}
 
 
 Cost = Annotated[Number, Field(ge=0, le=1e7)]  # 10 uJ a command: far past any device, so a unit slip shows

@@ -73,7 +73,11 @@ def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = 
     constraints = [(c, lat) for c, lat in compiled.constraints]
     history: dict[tuple[int, tuple], deque] = {}
     open_rows: dict[tuple, int] = {}
+    # per bank, the cycle it was last refreshed (an all-bank refresh covers every bank of the rank, a
+    # per-bank one its bank); per channel, the oldest of those
     last_refresh: dict[tuple, int] = defaultdict(int)
+    oldest_refresh: dict[int, int] = defaultdict(int)
+    channel_banks = [(0, g, b) for g in range(org.bankgroups) for b in range(org.banks_per_group)]
     violations: list[Violation] = []
     n_refi = compiled.timing.get("nREFI")
     modes: dict[int, str] = defaultdict(lambda: std.initial_mode)  # per channel, on devices with modes
@@ -103,14 +107,18 @@ def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = 
                     history.setdefault((idx, node), deque(maxlen=c.window)).append(x)
         violations += _check_state(command, x, touched[Level.BANK], open_rows)
         if command.effect == Effect.REFRESH:
-            last_refresh[(x.channel, 0)] = x.cycle
+            for b in touched[Level.BANK]:
+                last_refresh[b] = x.cycle
+            oldest_refresh[x.channel] = min(last_refresh[(x.channel, *b)] for b in channel_banks)
         if check_refresh and n_refi:
-            since = x.cycle - last_refresh[(x.channel, 0)]
+            since = x.cycle - oldest_refresh[x.channel]
             if since > MAX_REFRESH_INTERVALS * n_refi:
                 violations.append(Violation(
                     f"no refresh for {since} cycles (more than {MAX_REFRESH_INTERVALS} x nREFI = "
                     f"{MAX_REFRESH_INTERVALS * n_refi})", x, None, None, None))
-                last_refresh[(x.channel, 0)] = x.cycle  # report each starved stretch once
+                for b in channel_banks:  # report each starved stretch once
+                    last_refresh[(x.channel, *b)] = x.cycle
+                oldest_refresh[x.channel] = x.cycle
     return violations
 
 

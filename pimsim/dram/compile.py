@@ -13,7 +13,7 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.expr import evaluate
-from pimsim.dram.standard import Constraint, Level, Standard, Transfer
+from pimsim.dram.standard import Constraint, Level, PimRole, RefreshPolicy, Standard, Transfer
 from pimsim.dram.timing_state import N_ANC, N_HI, N_LEVEL, N_LO, NO_RULE, P_BASE, Spec
 
 NLEVELS = 4
@@ -28,6 +28,12 @@ class Compiled:
     spec: Spec
     timing: dict[str, int]
     constraints: tuple[tuple[Constraint, int], ...]  # each constraint with its latency in cycles
+    refresh_policy: RefreshPolicy  # the standard's policy the config chose (dram.refresh.policy)
+    refresh_interval: int  # cycles between two refresh commands of a rank under that policy
+
+    @property
+    def refresh_command(self) -> str:
+        return self.refresh_policy.command
 
     @property
     def command_names(self) -> tuple[str, ...]:
@@ -40,7 +46,7 @@ class Compiled:
         nCLREG + nBL): one burst, 16 banks' 16-bit results in 32 B. HBM-PIM: one GRF_B register of every
         PIM unit, a burst per unit (nBLRES = units x nBL: 8 x 32 B). Timing, pin energy and the ASIC link
         all count a result read as this many bytes."""
-        return self.transfer_bytes("RDMAC")
+        return self.transfer_bytes(self.standard.role(PimRole.RESULT_READ))
 
     def transfer_bytes(self, command: str) -> int:
         """Bytes one `command` moves over the data bus: access_bytes per burst of nBL cycles (0 for a
@@ -96,8 +102,7 @@ class Compiled:
             parts.append(idx % size)
             idx //= size
         parts.reverse()
-        names = ["channel", "rank", "bankgroup", "bank"]
-        return " ".join(f"{names[i]} {parts[i]}" for i in range(lvl + 1))
+        return " ".join(f"{self.standard.level_name(Level(i))} {parts[i]}" for i in range(lvl + 1))
 
 
 def _hierarchy(counts: list[int]):
@@ -215,8 +220,11 @@ def compile_standard(hw: HardwareConfig) -> Compiled:
     win = np.stack([win_level, win_size, win_lat], axis=1) if windows else np.zeros((0, 3), np.int64)
     win_role = win_is_prev.astype(np.int64) + 2 * win_is_next.astype(np.int64)
     act_all = cid[std.activate_all] if std.activate_all else -1
-    params = np.array([cid[std.activate], act_all, cid[std.precharge_all], cid[std.refresh],
-                       int(hw.dram.refresh.enabled), timing["nREFI"], org.ranks, org.channels, gap, *base], np.int64)
+    policy = std.refresh_policy(hw.dram.refresh.policy)
+    interval = evaluate(policy.interval, timing)
+    params = np.array([cid[std.activate], act_all, cid[policy.close], cid[policy.command],
+                       int(hw.dram.refresh.enabled), interval, org.ranks, org.channels, gap, *base,
+                       int(policy.per_bank), int(policy.staggered)], np.int64)
     spec = Spec(
         node=np.ascontiguousarray(node, dtype=np.int64),
         rules=np.ascontiguousarray(rules, dtype=np.int64),
@@ -228,4 +236,5 @@ def compile_standard(hw: HardwareConfig) -> Compiled:
                        for c in std.commands], np.int64),
         params=params,
     )
-    return Compiled(hw=hw, standard=std, spec=spec, timing=timing, constraints=evaluated)
+    return Compiled(hw=hw, standard=std, spec=spec, timing=timing, constraints=evaluated, refresh_policy=policy,
+                    refresh_interval=interval)

@@ -177,10 +177,11 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
                         if waits[ch] > 2 * MAX_REFRESH_WAITS:
                             err[0], err[1] = ERR_STUCK, g_head[ch, g]
                             return issued_col, done, cls, rec[:nrec], err
-                    c, nd, g = refresh_step(node, params, bank, rk), rk, -1
+                    c, nd = refresh_step(node, params, bank, rk, ref_due[rk - rank_base])
+                    g = -1
                     # at its due cycle even if that is before `now`: an idle channel catches up on
                     # the refreshes it would have done while it had nothing else to do
-                    t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, rk,
+                    t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, nd,
                                  max(ref_due[rk - rank_base], channel_floor(params, chan, ch)))
                 cand_t[ch] = t
                 cand[ch, 0], cand[ch, 1], cand[ch, 2] = g, c, nd
@@ -217,8 +218,8 @@ def _serve(spec, state, arrival, is_write, bank_of, row, column, max_outstanding
         if g < 0:  # a refresh step
             apply_effect(node, cmds, params, bank, chan, c, nd, -1, True)
             chan[ch, C_INSERTED] += 1
-            if c == params[P_REF]:
-                ref_due[nd - rank_base] += params[P_NREFI]
+            if c == params[P_REF]:  # the rank's refresh clock (nd is the bank of a per-bank refresh)
+                ref_due[node[nd, N_ANC + 1] - rank_base] += params[P_NREFI]
             continue
         waits[ch] = 0
         apply_effect(node, cmds, params, bank, chan, c, nd, row[r], False)

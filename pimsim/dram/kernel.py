@@ -222,7 +222,8 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
                     if waits > MAX_REFRESH_WAITS:
                         err[0], err[1], err[2], err[3] = ERR_STUCK, i, s, waits
                         return rec, nrec
-                xc, xs, xr = refresh_step(node, params, bank, rk), rk, -1
+                xc, xs = refresh_step(node, params, bank, rk, due)
+                xr = -1
                 t = earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
                              xc, xs, max(due, floor))
                 if xc == params[P_REF]:

@@ -112,7 +112,7 @@ MAX_RECORDED_REFRESHES = 5_000_000
 def _check_record_size(compiled: Compiled, last_cycle: int, record: bool) -> None:
     if not (record and compiled.hw.dram.refresh.enabled):
         return
-    refreshes = last_cycle // compiled.timing["nREFI"] * compiled.hw.dram.organization.channels
+    refreshes = last_cycle // compiled.refresh_interval * compiled.hw.dram.organization.channels
     if refreshes > MAX_RECORDED_REFRESHES:
         raise TraceError(f"the trace reaches cycle {last_cycle:,}: recording every command (--emit-commands) would "
                          f"write about {refreshes:,} refreshes (limit {MAX_RECORDED_REFRESHES:,}); "
@@ -127,8 +127,8 @@ def _stuck_message(compiled: Compiled, what: str) -> str:
 
 def run_command_trace(compiled: Compiled, trace: CommandTrace, record: bool = False) -> RunResult:
     """Issue a command trace. A trace that refreshes itself (has REF commands) gets no kernel refresh."""
-    refresh_id = compiled.command_names.index(compiled.standard.refresh)
-    self_refreshing = bool((trace.cmd == refresh_id).any())
+    refresh_ids = [compiled.command_names.index(p.command) for p in compiled.standard.refresh_policies]
+    self_refreshing = bool(np.isin(trace.cmd, refresh_ids).any())
     _check_record_size(compiled, int(trace.cycle.max()), record and not self_refreshing)
     st, issue_at, rec, err = run_commands(compiled.spec, trace.cmd, trace.node, trace.row, trace.column,
                                           trace.cycle, record, auto_refresh=not self_refreshing)

@@ -33,7 +33,11 @@ N_LEVEL, N_ANC, N_LO, N_HI = 0, 1, 5, 9
 # columns of Spec.cmds
 K_SCOPE, K_EFFECT, K_TRANSFER, K_DONE, K_REPEAT = 0, 1, 2, 3, 4
 # entries of Spec.params
+# (P_PREA and P_REF are the refresh policy's close and refresh commands, P_NREFI its interval between two
+# refresh commands of a rank; after the four level bases: whether it refreshes one bank at a time, and
+# whether the ranks of a channel fall due staggered)
 P_ACT, P_ACTAB, P_PREA, P_REF, P_REFRESH_ON, P_NREFI, P_RANKS, P_CHANNELS, P_GAP, P_BASE = range(10)
+P_PER_BANK, P_STAGGERED = P_BASE + 4, P_BASE + 5
 # columns of State.bank
 B_OPEN, B_WANT, B_FRESH, B_KIND, B_LAST = 0, 1, 2, 3, 4
 # columns of State.chan
@@ -63,7 +67,7 @@ class Spec(NamedTuple):
     # int64[cmds, 5]: scope level, effect, transfer, cycles until done, and the gap between two of
     # the command back to back on the same node (-1 where a window rule makes that unsafe to use)
     cmds: np.ndarray
-    params: np.ndarray  # int64[P_BASE + 4]: special command ids, refresh, sizes, level bases
+    params: np.ndarray  # int64[P_BASE + 6]: special command ids, refresh, sizes, level bases, refresh policy
 
 
 class State(NamedTuple):
@@ -97,8 +101,20 @@ def new_state(spec: Spec) -> State:
         bank=bank,
         chan=_new_chan(int(p[P_CHANNELS])),
         counts=np.zeros((int(p[P_CHANNELS]), ncmd), np.int64),
-        ref_due=np.full(nranks, int(p[P_NREFI]), np.int64),
+        ref_due=first_refresh_due(p, nranks),
     )
+
+
+def first_refresh_due(params: np.ndarray, nranks: int) -> np.ndarray:
+    """Cycle each rank's first refresh falls due: one interval in; a staggered policy spreads the ranks of
+    a channel evenly over the interval (rank r of R a further r/R of it earlier)."""
+    interval = int(params[P_NREFI])
+    due = np.full(nranks, interval, np.int64)
+    if params[P_STAGGERED]:
+        per_channel = int(params[P_RANKS])
+        r = np.arange(nranks, dtype=np.int64) % per_channel
+        due -= r * interval // per_channel
+    return due
 
 
 def _new_chan(channels: int) -> np.ndarray:
@@ -274,13 +290,23 @@ def reopen_step(node, cmds, params, bank, s):
 
 
 @njit(cache=True)
-def refresh_step(node, params, bank, rk):
-    """The next command of a due refresh of rank node rk: PREA while a bank is open, then REF."""
+def refresh_step(node, params, bank, rk, due):
+    """The next command of the refresh of rank node rk due at cycle `due`, and the node it addresses.
+
+    All-bank: the close command (PREA) while a bank of the rank is open, then the refresh, both at the
+    rank. Per-bank: the same for one bank, the rank's banks in turn (the k-th refresh of a rank, due at
+    about (k + 1) intervals, refreshes bank k modulo the banks per rank)."""
     lo, hi = bank_range(node, params, rk)
+    if params[P_PER_BANK]:
+        b = lo + (due // params[P_NREFI]) % (hi - lo)
+        target = params[P_BASE + 3] + b
+        if bank[b, B_OPEN] >= 0:
+            return params[P_PREA], target
+        return params[P_REF], target
     for b in range(lo, hi):
         if bank[b, B_OPEN] >= 0:
-            return params[P_PREA]
-    return params[P_REF]
+            return params[P_PREA], rk
+    return params[P_REF], rk
 
 
 @njit(cache=True)
@@ -309,7 +335,7 @@ def skip_idle_refreshes(node, win, win_role, cmds, T, Tsub, win_hist, win_count,
     rank_base = params[P_BASE + 1]
     due = ref_due[rk - rank_base]
     n_refi = params[P_NREFI]
-    if until < due + 2 * n_refi:
+    if until < due + 2 * n_refi or params[P_PER_BANK]:  # per-bank refreshes, each on its own bank: one by one
         return 0
     lo, hi = bank_range(node, params, rk)
     for b in range(lo, hi):

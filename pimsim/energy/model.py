@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pimsim.dram.standard import current_formula
 from pimsim.errors import PimsimError
 
 if TYPE_CHECKING:  # annotations only: a plot that needs COMPONENTS does not load pydantic or numba
@@ -42,15 +43,9 @@ COMPONENTS = {  # component -> title (report order)
     "dram_background": "memory standby (active while streaming)",
     "asic_leakage": "ASIC static power",
 }
-# Each DRAM/PIM command's energy class (the component its energy counts to). A command of a standard that
-# is not listed here is refused (energy_J raises), never billed to a default component.
-COMMAND_ENERGY_CLASS = {"ACT": "activations", "ACTAB": "activations", "PRE": "activations", "PREA": "activations",
-                      "MACAB": "mac", "MACSB": "mac", "RD": "array_rw", "WR": "array_rw", "WRGB": "global_buffer",
-                      "RDMAC": "global_buffer", "REF": "refresh",
-                      # AiM's register/MAC mode change; HBM-PIM's program load and PIM-mode switches: register
-                      # writes like WRGB. HBM-PIM's GRF_B write-back into the array: an array write.
-                      "MODCH": "global_buffer", "WRCRF": "global_buffer", "PIMON": "global_buffer",
-                      "PIMOFF": "global_buffer", "WRAB": "array_rw"}
+# Each DRAM/PIM command's energy class (the component its energy counts to) is declared by the command
+# itself (pimsim.dram.standard.Command.energy, one of these components); a standard whose command leaves it
+# undeclared is refused when it is built, so nothing is ever billed to a default component.
 
 
 @dataclass
@@ -82,10 +77,17 @@ def command_energies_J(compiled: Compiled) -> dict[str, float]:
         vdd = dram.VDD_V
         trc, tras, tburst, trfc = t["nRC"] * tck, t["nRAS"] * tck, t["nBL"] * tck, t["nRFC"] * tck
         act = vdd * (i["IDD0"] * trc - i["IDD3N"] * tras - i["IDD2N"] * (trc - tras))
-        derived = {"ACT": act, "PRE": 0.0, "PREA": 0.0, "ACTAB": act * hw.dram.organization.banks,
-                   "RD": vdd * (i["IDD4R"] - i["IDD3N"]) * tburst, "WR": vdd * (i["IDD4W"] - i["IDD3N"]) * tburst,
-                   "REF": vdd * (i["IDD5B"] - i["IDD3N"]) * trfc}
-        out.update({k: v for k, v in derived.items() if k in compiled.command_names})
+        banks = hw.dram.organization.banks
+        ref = vdd * (i["IDD5B"] - i["IDD3N"]) * trfc
+        # a per-bank refresh: assumed the same charge per bank as an all-bank one (every row is refreshed
+        # once per nREFI either way), so the rank's refresh energy does not depend on the policy
+        by_formula = {"activate": act, "activate-all": act * banks, "precharge": 0.0,
+                      "read": vdd * (i["IDD4R"] - i["IDD3N"]) * tburst,
+                      "write": vdd * (i["IDD4W"] - i["IDD3N"]) * tburst, "refresh": ref, "refresh-bank": ref / banks}
+        for c in compiled.standard.commands:
+            formula = current_formula(c)
+            if formula is not None:
+                out[c.name] = by_formula[formula]
     out.update({k: v * 1e-12 for k, v in dram.per_command_pJ.items()})
     missing = [c for c in compiled.command_names if c not in out]
     if missing:  # validation prevents this; kept as a guard for hand-built configs
@@ -121,12 +123,16 @@ def _other_datapaths_J(hw: HardwareConfig, macs_by_format: dict[str, int], per_c
     return extra
 
 
-def _check_energy_classes(hw: HardwareConfig, commands) -> None:
-    missing = sorted({c for c in commands if c not in COMMAND_ENERGY_CLASS})
-    if missing:
-        raise PimsimError(f"{hw.name} ({hw.dram.standard}): command{'s' if len(missing) > 1 else ''} "
-                          f"{', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} no energy class; declare "
-                          "each one's component in COMMAND_ENERGY_CLASS (pimsim/energy/model.py)")
+def _command_classes(compiled: Compiled, commands) -> dict[str, str]:
+    """The component each command counts to, as its standard declares it; a name the standard does not
+    know is refused (an action count from another standard's stream)."""
+    std = compiled.standard
+    unknown = sorted({c for c in commands if c not in std.command_names})
+    if unknown:
+        raise PimsimError(f"{compiled.hw.name} ({std.name}): command{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} {'are' if len(unknown) > 1 else 'is'} not in the standard, so "
+                          "no energy class is declared for it")
+    return {c.name: c.energy.value for c in std.commands}
 
 
 def energy_J(compiled: Compiled, actions: Actions) -> dict:
@@ -135,9 +141,9 @@ def energy_J(compiled: Compiled, actions: Actions) -> dict:
     e = hw.energy
     per_command = command_energies_J(compiled)
     parts = dict.fromkeys(COMPONENTS, 0.0)
-    _check_energy_classes(hw, [*compiled.command_names, *actions.commands])
+    classes = _command_classes(compiled, actions.commands)
     for cmd, n in actions.commands.items():
-        parts[COMMAND_ENERGY_CLASS[cmd]] += n * per_command[cmd]
+        parts[classes[cmd]] += n * per_command[cmd]
     parts["mac"] += _other_datapaths_J(hw, actions.macs_by_format or {}, per_command)
     if actions.extra_vector_macs:  # a multi-vector datapath's further multipliers and accumulators
         if e.dram.mac_vector_pJ is None:

@@ -32,11 +32,13 @@ from pimsim.dram.kernel import (
     threads,
 )
 from pimsim.dram.simulate import _stuck_message
+from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
     C_CONFLICTS,
     C_END,
     C_HITS,
     ERR_STUCK,
+    K_DONE,
     P_REFRESH_ON,
     Spec,
     new_state,
@@ -74,7 +76,8 @@ class _MacTally:
 
     def __init__(self, compiled: Compiled):
         names = compiled.command_names
-        self._ids = [names.index(n) for n in ("MACAB", "MACSB") if n in names]
+        macs = compiled.standard.commands_with_role(PimRole.MAC_ALL, PimRole.MAC_ONE)
+        self._ids = [names.index(n) for n in macs]
         self._per_stream: dict[tuple, int] = {}
         self.by_format: dict[str, int] = {}
 
@@ -201,8 +204,8 @@ class CycleTiming:
         c = _Counts(self.compiled)
         c.commands += self.state.counts.sum(axis=0)
         if self.compiled.hw.dram.refresh.enabled:  # refreshes due by the end that no later command forced out
-            ref = self.compiled.command_names.index(self.compiled.standard.refresh)
-            due = int(self.state.chan[:, C_END].max()) // self.compiled.timing["nREFI"]
+            ref = self.compiled.command_names.index(self.compiled.refresh_command)
+            due = int(self.state.chan[:, C_END].max()) // self.compiled.refresh_interval
             issued = self.state.counts[:, ref]
             c.commands[ref] += int(np.maximum(due - issued, 0).sum()) * self.compiled.hw.dram.organization.ranks
         c.rows += self.state.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0)
@@ -222,10 +225,10 @@ class FastTiming:
         params[P_REFRESH_ON] = 0
         self.spec_off = Spec(*compiled.spec[:-1], params)
         self.refresh = compiled.hw.dram.refresh.enabled
-        self.nrefi = compiled.timing["nREFI"]
-        self.nrfc = compiled.timing["nRFC"]
+        self.nrefi = compiled.refresh_interval  # between two refresh commands of a rank (per-bank: nREFIPB)
+        self.ref_id = compiled.command_names.index(compiled.refresh_command)
+        self.nrfc = int(compiled.spec.cmds[self.ref_id, K_DONE])  # the refresh's own cycle (nRFC, per-bank nRFCPB)
         self.tck_ps = compiled.hw.dram.tCK_ps
-        self.ref_id = compiled.command_names.index(compiled.standard.refresh)
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
         self._busy_refreshes: dict[tuple, float] = {}

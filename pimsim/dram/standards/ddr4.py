@@ -6,9 +6,21 @@ column and activate spacing at rank level, the long (same bank group) spacing at
 the row cycle (nRCD, nRAS, nRP, nRC, nRTP, write recovery) at bank level.
 """
 
-from pimsim.dram.standard import Command, Constraint, Effect, Level, Standard, TimingParam, Transfer
+from pimsim.dram.standard import (
+    Command,
+    Constraint,
+    Effect,
+    EnergyClass,
+    Level,
+    PimRole,
+    Standard,
+    TimingParam,
+    Transfer,
+)
 
 CH, RK, BG, BK = Level.CHANNEL, Level.RANK, Level.BANKGROUP, Level.BANK
+ACTIVATION, ARRAY, REFRESH = EnergyClass.ACTIVATION, EnergyClass.ARRAY, EnergyClass.REFRESH
+PLAIN = PimRole.NONE
 
 TIMING = (
     TimingParam("nBL", "data burst duration on the bus"),
@@ -34,12 +46,17 @@ TIMING = (
 ALL_DDR4 = ("ACT", "PRE", "PREA", "RD", "WR", "REF")
 
 COMMANDS = (
-    Command("ACT", BK, Effect.OPEN, done="nRCD", description="open a row in one bank"),
-    Command("PRE", BK, Effect.CLOSE, done="nRP", description="close the open row of one bank"),
-    Command("PREA", RK, Effect.CLOSE, done="nRP", description="close every bank of the rank"),
-    Command("RD", BK, Effect.ACCESS, Transfer.READ, done="nCL + nBL", description="read one burst"),
-    Command("WR", BK, Effect.ACCESS, Transfer.WRITE, done="nCWL + nBL", description="write one burst"),
-    Command("REF", RK, Effect.REFRESH, done="nRFC", description="all-bank refresh"),
+    Command("ACT", BK, Effect.OPEN, done="nRCD", description="open a row in one bank", energy=ACTIVATION,
+            pim_role=PLAIN),
+    Command("PRE", BK, Effect.CLOSE, done="nRP", description="close the open row of one bank", energy=ACTIVATION,
+            pim_role=PLAIN),
+    Command("PREA", RK, Effect.CLOSE, done="nRP", description="close every bank of the rank", energy=ACTIVATION,
+            pim_role=PLAIN),
+    Command("RD", BK, Effect.ACCESS, Transfer.READ, done="nCL + nBL", description="read one burst", energy=ARRAY,
+            pim_role=PLAIN),
+    Command("WR", BK, Effect.ACCESS, Transfer.WRITE, done="nCWL + nBL", description="write one burst", energy=ARRAY,
+            pim_role=PLAIN),
+    Command("REF", RK, Effect.REFRESH, done="nRFC", description="all-bank refresh", energy=REFRESH, pim_role=PLAIN),
 )
 
 

@@ -31,12 +31,27 @@ source says "deprecated because of the paper"); pimsim keeps nFAW for single-ban
 all-bank ACTs are spaced by nRRD as in AiM.
 """
 
-from pimsim.dram.standard import Command, Constraint, Effect, Level, Standard, TimingParam, Transfer
+from pimsim.dram.standard import (
+    Command,
+    Constraint,
+    Effect,
+    EnergyClass,
+    Level,
+    LevelName,
+    PimRole,
+    Standard,
+    TimingParam,
+    Transfer,
+)
 from pimsim.dram.standards.ddr4 import SANITY as DDR4_SANITY
 from pimsim.dram.standards.ddr4 import TIMING as DDR4_TIMING
 from pimsim.dram.standards.ddr4 import bus_constraints, row_constraints
+from pimsim.dram.standards.pim_rules import pim_rows
 
 CH, RK, BG, BK = Level.CHANNEL, Level.RANK, Level.BANKGROUP, Level.BANK
+ACTIVATION, ARRAY, REGISTER_E, REFRESH_E, MAC_E = (EnergyClass.ACTIVATION, EnergyClass.ARRAY, EnergyClass.REGISTER,
+                                                  EnergyClass.REFRESH, EnergyClass.MAC)
+PLAIN = PimRole.NONE
 
 TIMING = tuple(p for p in DDR4_TIMING if p.name != "nRCD") + (
     TimingParam("nRCDRD", "ACT to RD in the same bank"),
@@ -54,25 +69,35 @@ AIM_TIMING = TIMING + (
 MAC, REGISTER = "mac", "register"
 
 COMMANDS = (
-    Command("ACT", BK, Effect.OPEN, done="nRCDRD", description="open a row in one bank"),
-    Command("PRE", BK, Effect.CLOSE, done="nRP", description="close the open row of one bank"),
-    Command("PREA", RK, Effect.CLOSE, done="nRP", description="close every bank of the channel"),
-    Command("RD", BK, Effect.ACCESS, Transfer.READ, done="nCL + nBL", description="read one 32 B burst"),
-    Command("WR", BK, Effect.ACCESS, Transfer.WRITE, done="nCWL + nBL", description="write one 32 B burst"),
-    Command("REF", RK, Effect.REFRESH, done="nRFC", description="all-bank refresh"),
-    Command("ACTAB", RK, Effect.OPEN, done="nRCDRDMAC", description="open the same row in every bank"),
+    Command("ACT", BK, Effect.OPEN, done="nRCDRD", description="open a row in one bank", energy=ACTIVATION,
+            pim_role=PLAIN),
+    Command("PRE", BK, Effect.CLOSE, done="nRP", description="close the open row of one bank", energy=ACTIVATION,
+            pim_role=PLAIN),
+    Command("PREA", RK, Effect.CLOSE, done="nRP", description="close every bank of the channel", energy=ACTIVATION,
+            pim_role=PLAIN),
+    Command("RD", BK, Effect.ACCESS, Transfer.READ, done="nCL + nBL", description="read one 32 B burst",
+            energy=ARRAY, pim_role=PLAIN),
+    Command("WR", BK, Effect.ACCESS, Transfer.WRITE, done="nCWL + nBL", description="write one 32 B burst",
+            energy=ARRAY, pim_role=PLAIN),
+    Command("REF", RK, Effect.REFRESH, done="nRFC", description="all-bank refresh", energy=REFRESH_E, pim_role=PLAIN),
+    Command("ACTAB", RK, Effect.OPEN, done="nRCDRDMAC", description="open the same row in every bank",
+            energy=ACTIVATION, pim_role=PimRole.ACTIVATE_ALL),
     Command("MACAB", RK, Effect.ACCESS, done="nBL",
             description="all-bank MAC: every bank x one 32 B column of its open row against the global buffer",
-            mode=MAC),
-    Command("MACSB", BK, Effect.ACCESS, done="nBL", description="single-bank MAC", mode=MAC),
+            mode=MAC, energy=MAC_E, pim_role=PimRole.MAC_ALL),
+    Command("MACSB", BK, Effect.ACCESS, done="nBL", description="single-bank MAC", mode=MAC, energy=MAC_E,
+            pim_role=PimRole.MAC_ONE),
     Command("WRGB", CH, Effect.NONE, Transfer.WRITE, done="nCWLGB + nBL",
-            description="write 32 B into the global buffer", mode=REGISTER),
+            description="write 32 B into the global buffer", mode=REGISTER, energy=REGISTER_E,
+            pim_role=PimRole.INPUT_WRITE),
     Command("RDMAC", RK, Effect.NONE, Transfer.READ, done="nCLREG + nBL",
-            description="read the MAC accumulators of all banks", mode=REGISTER),
+            description="read the MAC accumulators of all banks", mode=REGISTER, energy=REGISTER_E,
+            pim_role=PimRole.RESULT_READ),
 )
 AIM_COMMANDS = COMMANDS + (
     Command("MODCH", CH, Effect.NONE, done="nMODCH",
-            description="toggle between MAC mode and register-access mode (AiM's TMOD)"),
+            description="toggle between MAC mode and register-access mode (AiM's TMOD)", energy=REGISTER_E,
+            pim_role=PimRole.MODE),
 )
 
 ALL = tuple(c.name for c in AIM_COMMANDS)
@@ -96,19 +121,10 @@ TURNAROUND = tuple(
 CONSTRAINTS = (
     bus_constraints(BUS_READS, {}, ALL) + bus_constraints({}, BUS_WRITES) + TURNAROUND
     + row_constraints(ACTS, PRES, BANK_READS, ("WR",), ("REF",), ALL, faw_acts=("ACT",))
+    # AiM has no WRGB -> MAC rule: a mode change (nMODCH) always lies between them. Where a config has no
+    # mode-change time (pim-gpt.yaml) the buffer data must still land before a MAC reads it (the shared row).
+    + pim_rows(ACTS, MACS, ("WRGB",), MACS, tuple(BUS_READS), ("RDMAC",))
     + (
-        Constraint(BK, ACTS, ("RD",), "nRCDRD"),
-        Constraint(BK, ACTS, ("WR",), "nRCDWR"),
-        Constraint(BK, ACTS, MACS, "nRCDRDMAC"),
-        Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
-        # AiM has no WRGB -> MAC rule: a mode change (nMODCH) always lies between them. Where a config has
-        # no mode-change time (pim-gpt.yaml) the buffer data must still land before a MAC reads it.
-        Constraint(CH, ("WRGB",), MACS, "nCWLGB + nBL", note="global-buffer data in place before a MAC reads it"),
-        Constraint(CH, ("WRGB",), tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
-        Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
-        Constraint(CH, MACS, ("RDMAC",), "nCCDL", note="accumulators settle before they are read"),
-        Constraint(RK, MACS, MACS, "nMAC", note="a unit finishes one MAC's passes over its lanes before the next"),
-        Constraint(CH, MACS, ("RDMAC",), "nMAC", note="the last MAC's passes end before its result is read"),
         # register-access mode (AiM GDDR6.cpp: TMOD -> every command, nMODCH)
         Constraint(CH, ("MODCH",), ALL, "nMODCH", note="the channel is blocked while it changes mode"),
         # AiM's controller issues the mode change only when the command it serves could issue; after a
@@ -138,5 +154,7 @@ GDDR6_AIM = Standard(
     mode_change="MODCH",
     initial_mode=REGISTER,
     lazy_precharge=True,
+    levels=(LevelName(CH, "channel"), LevelName(RK, "rank", fixed=1), LevelName(BG, "bankgroup"),
+            LevelName(BK, "bank")),
     derived_params=(TimingParam("nMAC", "cycles one MAC keeps a PIM unit busy (pim.lanes_per_unit, pim.mac_cycles)"),),
 )

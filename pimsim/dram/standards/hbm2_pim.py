@@ -32,13 +32,25 @@ Commercial DRAM Technology"; public PIMSimulator, src/tests/PIMKernel.cpp and sr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pimsim.dram.standard import Command, Constraint, Effect, Level, Standard, TimingParam, Transfer
+from pimsim.dram.standard import (
+    Command,
+    Constraint,
+    Effect,
+    EnergyClass,
+    Level,
+    LevelName,
+    PimRole,
+    Standard,
+    TimingParam,
+    Transfer,
+)
 from pimsim.dram.standards.ddr4 import bus_constraints, row_constraints
 from pimsim.dram.standards.gddr6_aim import COMMANDS as _AIM_COMMANDS
 from pimsim.dram.standards.gddr6_aim import SANITY as GDDR6_SANITY
 from pimsim.dram.standards.gddr6_aim import TIMING as GDDR6_TIMING
+from pimsim.dram.standards.pim_rules import pim_rows
 
 CH, RK, BG, BK = Level.CHANNEL, Level.RANK, Level.BANKGROUP, Level.BANK
 
@@ -48,24 +60,25 @@ TIMING = GDDR6_TIMING + (  # the same parameter names as GDDR6-AiM (values diffe
 
 _RENAMED = {"RDMAC": Command("RDMAC", RK, Effect.NONE, Transfer.READ, done="nCLREG + nBLRES",
                              description="read one GRF_B register (16 FP16 lanes) of every PIM unit, a 32 B burst "
-                                         "per unit (PIMSimulator read_pim)")}
+                                         "per unit (PIMSimulator read_pim)", energy=EnergyClass.REGISTER,
+                             pim_role=PimRole.RESULT_READ)}
 COMMANDS = tuple(
-    _RENAMED.get(c.name) or Command(c.name, c.scope, c.effect, c.transfer, c.done,
-                                    c.description.replace("every bank x", "every PIM unit x")
+    _RENAMED.get(c.name) or replace(c, mode="", description=c.description.replace("every bank x", "every PIM unit x")
                                     .replace("AiM", "HBM-PIM").replace("the global buffer", "GRF_A"))
     for c in _AIM_COMMANDS
 ) + (
     Command("WRCRF", CH, Effect.NONE, Transfer.WRITE, done="nCWLGB + nBL",
             description="write eight 32-bit PIM instructions into the CRF of every unit (reserved row 0x3fff, "
-                        "columns 0x04-0x07)"),
+                        "columns 0x04-0x07)", energy=EnergyClass.REGISTER, pim_role=PimRole.PROGRAM),
     Command("PIMON", CH, Effect.NONE, Transfer.WRITE, done="nCWLGB + nBL",
             description="AB -> AB-PIM: set PIM_OP_MODE (reserved row 0x3fff, column 0), reset every unit's CRF "
-                        "program counter and zero GRF_B"),
+                        "program counter and zero GRF_B", energy=EnergyClass.REGISTER, pim_role=PimRole.MODE),
     Command("PIMOFF", CH, Effect.NONE, Transfer.WRITE, done="nCWLGB + nBL",
-            description="AB-PIM -> AB: clear PIM_OP_MODE (reserved row 0x3fff, column 0)"),
+            description="AB-PIM -> AB: clear PIM_OP_MODE (reserved row 0x3fff, column 0)", energy=EnergyClass.REGISTER,
+            pim_role=PimRole.MODE),
     Command("WRAB", RK, Effect.ACCESS, Transfer.NONE, done="nCWL + nBL",
             description="all-bank write-back in AB-PIM mode (CRF NOP): every unit stores one GRF_B register into "
-                        "its bank's open row"),
+                        "its bank's open row", energy=EnergyClass.ARRAY, pim_role=PimRole.RESULT_WRITEBACK),
 )
 
 ALL = tuple(c.name for c in COMMANDS)
@@ -101,17 +114,17 @@ CONSTRAINTS = (
     )
     + _with_bursts(bus_constraints(BUS_READS, BUS_WRITES))
     + row_constraints(ACTS, PRES, BANK_READS, BANK_WRITES, ("REF",), ALL, faw_acts=("ACT",))
+    # register writes to a MAC: the write-to-read row below (a MAC is a RD), longer than the shared row
+    + pim_rows(ACTS, MACS, REGISTER_WRITES, ("WRAB",), tuple(BUS_READS), ("RDMAC", "WRAB", "PIMOFF"),
+               array_writes=BANK_WRITES,
+               input_note="a register write lands before the next PIM instruction uses the registers (assumed: "
+                          "write latency plus the burst, as a global-buffer write on GDDR6-AiM)",
+               settle_note="the last MAC's result is in GRF_B before it is read, written back or the mode left "
+                           "(a PIM ALU operation costs tCCD_L: REFERENCE.md section 3)")
     + (
-        Constraint(BK, ACTS, ("RD",), "nRCDRD"),
-        Constraint(BK, ACTS, ("WR", "WRAB"), "nRCDWR"),
-        Constraint(BK, ACTS, MACS, "nRCDRDMAC"),
         # all-bank PIM mode: every PIM column command occupies all banks as if one bank group
         Constraint(RK, MACS, MACS, "max(nCCDL, nBL)",
                    note="all-bank PIM mode spaces PIM column commands like one bank group"),
-        Constraint(RK, ("RDMAC",), ("RDMAC", "RD"), "nCCDS"),
-        Constraint(CH, REGISTER_WRITES, ("WRAB",), "nCWLGB + nBL",
-                   note="a register write lands before the next PIM instruction uses the registers (assumed: "
-                        "write latency plus the burst, as a global-buffer write on GDDR6-AiM)"),
         # a MAC reaches the device as a RD (PIMSimulator: alu_pim is a read transaction; ISCA'21: standard
         # commands from an unmodified controller), so the controller keeps JEDEC's write-to-read and
         # read-to-write spacing around it
@@ -122,18 +135,11 @@ CONSTRAINTS = (
         Constraint(CH, REGISTER_WRITES, REGISTER_WRITES, "nCCDL",
                    note="register writes all address one bank (reserved row 0x3fff of bank group 0: PIMSimulator "
                         "PIMKernel.cpp): spaced like column writes in one bank group"),
-        Constraint(CH, REGISTER_WRITES, tuple(BUS_READS), "nCWLGB + nBL + nWTRS"),
-        Constraint(CH, ("WR",), ("RDMAC",), "nCWL + nBL + nWTRL"),
-        Constraint(CH, MACS, ("RDMAC", "WRAB", "PIMOFF"), "nCCDL",
-                   note="the last MAC's result is in GRF_B before it is read, written back or the mode left "
-                        "(a PIM ALU operation costs tCCD_L: REFERENCE.md section 3)"),
         Constraint(RK, ("WRAB",), ("WRAB",) + MACS, "max(nCCDL, nBL)",
                    note="write-backs are PIM column commands too (a CRF NOP per write, PIMSimulator PIMRank): "
                         "spaced like one bank group"),
         Constraint(CH, ("WRAB",), ("PIMOFF",), "nCWL + nBL",
                    note="the write-back's data leaves GRF_B before PIM mode ends (assumed: write latency + burst)"),
-        Constraint(RK, MACS, MACS, "nMAC", note="a unit finishes one MAC's passes over its lanes before the next"),
-        Constraint(CH, MACS, ("RDMAC",), "nMAC", note="the last MAC's passes end before its result is read"),
     )
 )
 
@@ -149,6 +155,8 @@ HBM2_PIM = Standard(
     constraints=CONSTRAINTS,
     sanity=SANITY,
     activate_all="ACTAB",
+    levels=(LevelName(CH, "pseudo-channel"), LevelName(RK, "rank", fixed=1), LevelName(BG, "bankgroup"),
+            LevelName(BK, "bank")),
     burst_params=tuple(BURST.items()),
     derived_params=(TimingParam("nMAC", "cycles one MAC keeps a PIM unit busy (pim.lanes_per_unit, pim.mac_cycles)"),),
 )
