@@ -104,10 +104,10 @@ class DecodeSimulation:
         source = self.source_len
         for op in self.graph.ops:
             if op.kind == "asic":
-                elements = op.elements_at(context, source)
+                elements = op.elements_at(op.attended(context), source)
                 size, name = FP32_BYTES * elements, f"{op.asic_kind} over {elements:,} values"
             elif op.kind in ("gemv", "scores", "context"):
-                length = source if op.cross else context
+                length = source if op.cross else op.attended(context)
                 rows = op.rows if op.kind == "gemv" else op.heads * (length if op.kind == "scores" else op.head_dim)
                 size, name = FP32_BYTES * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
             else:

@@ -157,7 +157,7 @@ class Lowerer:
 @lowers("gemv", "scores", "context")
 def _lower_products(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
     m, asic = lw.map, lw.asic
-    length = lw.source_len if op.cross else context
+    length = lw.source_len if op.cross else op.attended(context)  # a windowed layer reads its window only
     if op.kind == "gemv":
         stream = m.gemv(op.tensor, vectors)
     elif op.kind == "scores":
@@ -207,6 +207,7 @@ def _lower_matmul(lw: Lowerer, op: Op, position: int, context: int, vectors: int
 @lowers("asic")
 def _lower_vector(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
     asic = lw.asic
+    context = op.attended(context)  # a windowed layer's softmax covers its window only
     elements = op.elements_at(context, lw.source_len)
     cycles = vector_cycles(asic, op.asic_kind, elements, op.rows_at(context, lw.source_len))
     return [Step("asic", op.part, cycles_to_ps(asic, cycles), None,

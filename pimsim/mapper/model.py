@@ -6,6 +6,10 @@ projections placed (the encoder pass's graph, run once before decoding), and per
 cross-attention K/V region laid out like the KV cache (K row-major, V transposed) but reserved for the
 source's S tokens: decode steps read it (q.K^T and p.V over S tokens), the encoder pass writes it.
 
+A layer with a sliding attention window keeps its KV cache as a ring of min(window, context) tokens:
+token t's K row and V column sit in slot t mod ring, overwriting the token that left the window, and
+its q.K^T and p.V read the ring's filled slots (every slot once the window is full).
+
 Tensors of the same shape get the same program with their rows shifted, so a program is built once
 per shape (GPT-2 XL: 5 GEMV shapes for 193 matrices) and once per context length for attention.
 Each :class:`Stream` carries a ``key`` naming what it computes regardless of where it sits, which is
@@ -97,9 +101,9 @@ class ModelMap:
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
         self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()}
-        self.kv = {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.max_context, alloc,
-                                    f"L{layer}.")
-                   for layer in sorted({op.layer for op in self.graph.ops if op.kind == "scores" and not op.cross})}
+        self.kv = {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.ring_tokens(layer),
+                                    alloc, f"L{layer}.")
+                   for layer in self.graph.attention_layers()}
         self.cross_kv = {layer: kv_layout(self.kv_geometry, meta["cross_kv_heads"], meta["head_dim"], self.source_len,
                                           alloc, f"L{layer}.cross.")
                          for layer in self._cross_layers}
@@ -112,6 +116,11 @@ class ModelMap:
             if tensors.setdefault(name, t) != t:
                 raise PimsimError(f"{name}: the encoder pass uses it as {t}, the decode step as {tensors[name]}")
         return tensors
+
+    def ring_tokens(self, layer: int) -> int:
+        """Tokens the layer's KV cache holds: the whole context, or its sliding window's worth."""
+        window = self.graph.layer_windows().get(layer)
+        return min(window, self.max_context) if window else self.max_context
 
     def weight_elements(self) -> int:
         """Every weight and embedding table stored, the encoder's included (a tied table once)."""
@@ -156,8 +165,10 @@ class ModelMap:
     def _rows_needed(self, g: Geometry) -> int:
         rows = sum(self._place(name, t["rows"], t["cols"]).dram_rows
                    for name, t in self.tensors.items())
-        kv = self._proto_kv()
-        self._kv_rows = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
+        self._kv_rows = 0
+        for layer in self.graph.attention_layers():
+            kv = self._proto_kv(tokens=self.ring_tokens(layer))
+            self._kv_rows += kv.k.dram_rows + kv.v.dram_rows
         self._cross_rows = 0
         if self._cross_layers:
             cross = self._proto_kv(cross=True)
@@ -238,7 +249,8 @@ class ModelMap:
         program keys of that layout add (cross K/V have their own length)."""
         if cross:
             return self.cross_kv[layer], ("cross", self.source_len)
-        return self.kv[layer], ()
+        layout = self.kv[layer]
+        return layout, (("ring", layout.max_context) if layout.max_context != self.max_context else ())
 
     def scores(self, layer: int, context: int, heads: int, cross: bool = False) -> Stream:
         """q.K^T of every query head over `context` cached tokens; grouped query heads take turns.
@@ -252,7 +264,7 @@ class ModelMap:
         whole = min(-(-context // g.units) * g.units, layout.max_context)
         key = ("scores", whole, heads) + extra + (self.ns,)
         if key not in self._programs:
-            proto = self._proto_kv(cross)
+            proto = self._proto_kv(cross, layout.max_context)
             group = heads // layout.heads
             self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole)
         s = self._programs[key]
@@ -269,7 +281,7 @@ class ModelMap:
         whole = -(-context // g.elems_per_access) * g.elems_per_access
         key = ("context", whole, heads) + extra + (self.ns,)
         if key not in self._programs:
-            proto = self._proto_kv(cross)
+            proto = self._proto_kv(cross, layout.max_context)
             group = heads // layout.heads
             self._programs[key] = self._gemv_stream(key, proto.v, group, proto.v_groups(whole), layout.head_dim)
         return self._shifted(self._programs[key], layout.k.first_row)  # V sits after K, as in the prototype
@@ -278,21 +290,25 @@ class ModelMap:
         """Writing the new token's keys or values (`which` = "k" or "v") into the cache (with `cross`,
         source token `token`'s into the layer's cross-attention K/V). A token's K row sits in slot
         token mod slots, one wave further down for every round of slots: the same commands as that
-        slot's first token, rows shifted."""
-        layout, _ = self._kv_of(layer, cross)
+        slot's first token, rows shifted. A windowed layer's token goes to its ring slot."""
+        layout, ring = self._kv_of(layer, cross)
+        if ring and not cross:
+            token %= layout.max_context
         if which == "k":
             wave, first = divmod(token, layout.k.slots_per_wave)
-            s = self._append_stream(first, which, cross)
+            s = self._append_stream(first, which, cross, layout.max_context)
             return self._shifted(s, layout.k.first_row + wave * layout.k.segments)
         # A value lands in column access token // e of rows that depend only on that access: every token
         # of one access has the same commands (timing only; the payload differs)
         e = self.kv_geometry.elems_per_access
-        return self._shifted(self._append_stream(token // e * e, which, cross), layout.k.first_row)
+        return self._shifted(self._append_stream(token // e * e, which, cross, layout.max_context),
+                             layout.k.first_row)
 
-    def _append_stream(self, token: int, which: str, cross: bool = False) -> Stream:
-        key = ("append", token, which) + (("cross", self.source_len) if cross else ()) + (self.ns,)
+    def _append_stream(self, token: int, which: str, cross: bool = False, tokens: int | None = None) -> Stream:
+        ring = ("ring", tokens) if not cross and tokens not in (None, self.max_context) else ()
+        key = ("append", token, which) + (("cross", self.source_len) if cross else ()) + ring + (self.ns,)
         if key not in self._programs:
-            proto = self._proto_kv(cross)
+            proto = self._proto_kv(cross, tokens)
             prog = append_program(self.compiled, proto, token, parts=which)
             writes = self._count_by_channel(prog, "WR")
             nbytes = writes * self.hw.dram.organization.access_bytes
@@ -313,13 +329,14 @@ class ModelMap:
                                          nbytes)
         return self._shifted(self._programs[key], t.first_row)
 
-    def _proto_kv(self, cross: bool = False) -> KVLayout:
+    def _proto_kv(self, cross: bool = False, tokens: int | None = None) -> KVLayout:
         """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted);
-        with `cross`, the cross-attention K/V layout."""
-        key = "cross_kv" if cross else "kv"
+        with `cross`, the cross-attention K/V layout; `tokens`: a windowed layer's ring length."""
+        tokens = self.max_context if tokens is None or cross else tokens
+        key = "cross_kv" if cross else ("kv" if tokens == self.max_context else ("kv", tokens))
         if key not in self._programs:
             meta = self.graph.meta
-            heads, tokens = (meta["cross_kv_heads"], self.source_len) if cross else (meta["kv_heads"], self.max_context)
+            heads, tokens = (meta["cross_kv_heads"], self.source_len) if cross else (meta["kv_heads"], tokens)
             self._programs[key] = kv_layout(self.kv_geometry, heads, meta["head_dim"], tokens)
         return self._programs[key]
 

@@ -11,7 +11,8 @@ Views pass their input's tag on; everything else is classified by its aten name 
 - ops on activations are ASIC vector work (``_softmax`` and ``native_layer_norm`` whole, RMSNorm as
   the pow/mean/rsqrt/mul it is made of); ops on constants only are free;
 - adding a constant *mask* (built from comparisons) to scores is free: one decode query sees every
-  cached token.
+  cached token, or, in a layer whose KV cache transformers keeps as a sliding window (its cache layer
+  has a ``sliding_window``), the last ``window`` of them: that layer's attention ops carry the window.
 
 The step is traced at two cache lengths, and op sizes that grow with the context are stored per token.
 Nothing here knows a model family: only aten ops and the cache API.
@@ -90,11 +91,20 @@ def trace_card(card: ModelCard) -> OpGraph:
         points.append((_PAST[0], _SOURCE[1]))
     runs = _running(card, lambda: [_trace_once(model, past, torch, source) for past, source in points])
     ops = _merge(runs, [p + 1 for p in _PAST], card, _SOURCE if seq2seq else None)
+    _window_context_growth(ops)
     _assign_parts(ops)
     tensors = _tensors(ops)
     meta = _meta(card, ops, torch, transformers)
     meta["max_positions"] = max_positions(model.config)
     meta["sliding_window"] = attention_window(model.config)
+    if meta["sliding_window"] is not None:
+        windowed = sorted({op.layer for op in ops if op.kind == "scores" and op.window})
+        if not windowed:  # the mask would hide the old tokens, which the traces at 3 and 7 never see
+            raise PimsimError(f"model card {card.name}: its config names a sliding window of "
+                              f"{meta['sliding_window']} tokens, but no layer's KV cache keeps a window (transformers "
+                              f"{transformers.__version__} builds them all full); pimsim cannot tell which layers "
+                              f"attend over the window")
+        meta["windowed_layers"] = windowed
     return _checked(card, OpGraph(card.name, ops, tensors, meta))
 
 
@@ -126,9 +136,6 @@ def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
     if positions is not None and card.context > positions:
         raise PimsimError(f"model card {card.name}: context {card.context} is longer than the model's "
                           f"{positions} positions (its config's max_position_embeddings / n_positions)")
-    window = graph.meta.get("sliding_window")
-    if window is not None and card.context > window:
-        raise _window_error(card, window)
     _check_kind(card, bool(graph.meta.get("encoder_decoder")))
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = card.defaults.source_len
@@ -182,24 +189,19 @@ def _config(card: ModelCard, transformers):
         raise PimsimError(f"model card {card.name}: {card.hf.model_type} is a mixture-of-experts model ({experts} "
                           "experts per layer); pimsim does not trace expert routing yet, so it cannot time it")
     window = attention_window(config)
-    if window is not None and card.context > window:
-        raise _window_error(card, window)
+    if window is not None and window <= _PAST[-1]:
+        # the traces keep up to _PAST[-1] tokens: a shorter window would cut them and hide the growth
+        raise PimsimError(f"model card {card.name}: a sliding window of {window} tokens is shorter than the "
+                          f"{_PAST[-1] + 1} cached tokens pimsim traces a decode step at; give a window of at least "
+                          f"{_PAST[-1] + 1}")
     return config
 
 
 def check_architecture(card: ModelCard) -> None:
     """Refuse, without tracing, a card whose architecture transformers cannot build or pimsim cannot time
-    (mixture of experts, a sliding window shorter than the context)."""
+    (mixture of experts, a sliding window too short to trace)."""
     _, transformers = _import_torch()
     _config(card, transformers)
-
-
-def _window_error(card: ModelCard, window: int) -> PimsimError:
-    # The tracer sees full attention over the traced cache lengths; timing a windowed model with it
-    # would silently charge attention over the whole context.
-    return PimsimError(f"model card {card.name}: its attention uses a sliding window of {window} tokens, shorter "
-                       f"than the card's context {card.context}; pimsim does not model sliding-window attention "
-                       f"yet (it would time full attention). Set the card's context to at most {window}")
 
 
 def _build(card: ModelCard, torch, transformers):
@@ -332,6 +334,9 @@ class _Tagger:
         self.keep = []  # tensors stay alive during the trace, so their ids stay unique
         for name, p in model.named_parameters():
             self._set(p, _Tag("param", name=name))
+        # layer -> the sliding window transformers keeps its cache to (its cache layer says so)
+        self.windows = {i: w for i, layer in enumerate(cache_layers)
+                        if isinstance(w := getattr(layer, "sliding_window", None), int) and w > 0}
         for i, layer in enumerate(cache_layers):
             self._set(layer.keys, _Tag("kv", layer=i, which="k"))
             self._set(layer.values, _Tag("kv", layer=i, which="v"))
@@ -403,7 +408,7 @@ class _Tagger:
                 raise TraceError(f"{self._where()[0]}: the decode step appends to the cross-attention K/V; pimsim "
                                  f"expects them computed once from the encoder's output")
             self._emit("kv_append", aten, [], new, layer=k.layer, which=k.which, kv_heads=out.shape[1],
-                       head_dim=out.shape[-1])
+                       head_dim=out.shape[-1], window=self.windows.get(k.layer, 0))
             self._set(out, _Tag("kv", layer=k.layer, which=k.which))
             return
         if aten in _MATMUL:
@@ -476,7 +481,7 @@ class _Tagger:
             else:
                 head_dim = out.shape[-1]
                 kind = "context"
-            cross = {"cross": True, "kv_heads": k.heads} if k.cross else {}
+            cross = {"cross": True, "kv_heads": k.heads} if k.cross else {"window": self.windows.get(k.layer, 0)}
             self._emit(kind, aten, outs, acts, heads=heads, head_dim=head_dim, which=k.which, layer=k.layer,
                        **cross)
             return
@@ -525,6 +530,15 @@ def _merge(runs: list[list[Op]], contexts: list[int], card: ModelCard,
             setattr(x, per, slope)
             setattr(x, per_source, source_slope)
     return a
+
+
+def _window_context_growth(ops: list[Op]) -> None:
+    """ASIC work that grows with the context in a windowed layer (its softmax, score scaling and soft-capping)
+    grows with the window's tokens only: it gets the layer's window, like the layer's q.K^T."""
+    windows = {op.layer: op.window for op in ops if op.kind == "scores" and op.window}
+    for op in ops:
+        if op.kind == "asic" and op.layer in windows and (op.elements_per_token or op.rows_per_token):
+            op.window = windows[op.layer]
 
 
 def _assign_parts(ops: list[Op]) -> None:
@@ -705,7 +719,13 @@ def traced_graph(card: ModelCard, use_cache: bool = True) -> OpGraph:
         graph.meta["context"] = card.context  # not part of the shape key: the card's own
         return _checked(card, graph)
 
-    return _cached(path, lambda: trace_card(card), adopt, use_cache)
+    return _cached(path, lambda: trace_card(card), adopt, use_cache, _current)
+
+
+def _current(graph: OpGraph) -> bool:
+    """A cached graph of a windowed model written before the tracer recorded its windowed layers is
+    traced again (it would time full attention)."""
+    return graph.meta.get("sliding_window") is None or "windowed_layers" in graph.meta
 
 
 def traced_encoder(card: ModelCard, source_len: int, use_cache: bool = True) -> OpGraph:
@@ -738,13 +758,13 @@ def cache_enabled() -> bool:
     return os.environ.get("PIMSIM_NO_CACHE", "") in ("", "0")
 
 
-def _cached(path: Path, trace, adopt, use_cache: bool) -> OpGraph:
+def _cached(path: Path, trace, adopt, use_cache: bool, current=lambda graph: True) -> OpGraph:
     """A cached graph is used only when its file names the same key and its graph text has the checksum
     written beside it: a file edited by hand, cut short or copied under another name is traced again."""
     use_cache = use_cache and cache_enabled()
     if use_cache and path.is_file():
         graph = _read_cached(path)
-        if graph is not None:
+        if graph is not None and current(graph):
             return adopt(graph)
     graph = trace()
     if use_cache:
