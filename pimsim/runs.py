@@ -90,7 +90,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = source_len  # the run's (the card's by default)
         encoder = traced_encoder(card, source_len)
-    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len)
+    sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len,
+                           routing=card.routing())
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
@@ -129,6 +130,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "row_hits": counts["row_hits"], "row_misses": counts["row_misses"], "row_conflicts": counts["row_conflicts"],
         "distinct_streams": counts["distinct_streams"],
         **({"protocol_check": counts["protocol_check"]} if "protocol_check" in counts else {}),
+        **({"experts": counts["experts"]} if "experts" in counts else {}),  # MoE: routing and expert loads
         "per_token_s": per_token_s,
         "memory": sim.describe(),
         "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta},
@@ -136,7 +138,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "pimsim_version": __version__,
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
-                                   *((encoder.identity_json(), source_len) if encoder is not None else ())),
+                                   *((encoder.identity_json(), source_len) if encoder is not None else ()),
+                                   *((counts["experts"].get("trace_sha256"),) if "experts" in counts else ())),
         "notes": _notes(schedule, fidelity),
     }
     if hw.energy is not None:

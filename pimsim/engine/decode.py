@@ -22,11 +22,12 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.events import Program, run_program
-from pimsim.engine.lowering import FP32_BYTES, NO_WORK, Lowerer, Step, WorkTally, shape_key
+from pimsim.engine.lowering import FP32_BYTES, NO_WORK, PLACED_KINDS, Lowerer, Step, WorkTally, shape_key
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper.model import ModelMap
 from pimsim.workloads.opgraph import PARTS, OpGraph
+from pimsim.workloads.routing import MoeShape, Router, RoutingSpec
 from pimsim.workloads.tracer import check_source_len
 
 SCHEDULES = ("serial", "overlap")
@@ -49,9 +50,10 @@ class DecodeSimulation:
     def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
                  schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False,
                  encoder: OpGraph | None = None, source_len: int | None = None,
-                 share: DecodeSimulation | None = None):
+                 share: DecodeSimulation | None = None, routing: RoutingSpec | None = None):
         """``share``: another simulation on the same hardware whose memory this model shares (a
-        speculative draft beside its target): the same DRAM timing state, and rows after that model's."""
+        speculative draft beside its target): the same DRAM timing state, and rows after that model's.
+        ``routing``: how an MoE model's tokens pick experts (the model card's; uniform, seed 0 if None)."""
         if hw.pim is None or hw.asic is None:
             missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
             raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
@@ -86,7 +88,9 @@ class DecodeSimulation:
             raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
         self.check_protocol = check_protocol
         self.timing = timing_for(self.compiled, fidelity, record=check_protocol) if share is None else share.timing
-        self.lowerer = Lowerer(self.map, self.asic, self.source_len)
+        moe = MoeShape.of(graph.meta)
+        self.router = Router(routing or RoutingSpec(), moe, prompt_len) if moe is not None else None
+        self.lowerer = Lowerer(self.map, self.asic, self.source_len, self.router)
         self._static: dict = {}
         self._ran = False
         self._weights_ideal: float | None = None
@@ -106,7 +110,7 @@ class DecodeSimulation:
             if op.kind == "asic":
                 elements = op.elements_at(op.attended(context), source)
                 size, name = FP32_BYTES * elements, f"{op.asic_kind} over {elements:,} values"
-            elif op.kind in ("gemv", "scores", "context"):
+            elif op.kind in ("gemv", "scores", "context", "expert_gemv"):
                 length = source if op.cross else op.attended(context)
                 rows = op.rows if op.kind == "gemv" else op.heads * (length if op.kind == "scores" else op.head_dim)
                 size, name = FP32_BYTES * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
@@ -123,7 +127,7 @@ class DecodeSimulation:
         steps = self._static.get(index)
         if steps is not None:
             return steps
-        if self.fidelity == "fast" and op.kind != "embedding":
+        if self.fidelity == "fast" and op.kind not in PLACED_KINDS:
             # what fast timing needs of a stream is its key, the same for every layer: one layer's
             # steps serve all of them at this position
             key = self._shape_ids[index]
@@ -250,6 +254,8 @@ class DecodeSimulation:
                 raise RuntimeError(f"pimsim bug: the run issued {len(violations)} command(s) that break the "
                                    f"{self.hw.dram.standard} protocol, for example:\n  {shown}")
             counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
+        if self.router is not None:
+            counts["experts"] = self.router.report(range(self.prompt_len, self.prompt_len + self.gen_tokens))
         return DecodeResult(per_token, breakdown, counts, events, ideal, self.work,
                             tuple(float(b) for b in self.timing.busy_ps))
 

@@ -29,7 +29,7 @@ from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
 from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
 from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_pack, auto_split, place_gemv
-from pimsim.workloads.opgraph import OpGraph
+from pimsim.workloads.opgraph import OpGraph, expert_tensor
 
 
 @dataclass
@@ -133,7 +133,10 @@ class ModelMap:
         used: dict[str, bool] = {}
         ops = self.graph.ops + (self.encoder.ops if self.encoder is not None else [])
         for op in ops:
-            if op.tensor is not None:
+            if op.kind == "expert_gemv":
+                for e in range(op.experts):
+                    used[expert_tensor(op.tensor, e)] = used.get(expert_tensor(op.tensor, e), True)
+            elif op.tensor is not None:
                 in_block = op.kind == "gemv" and op.layer is not None
                 used[op.tensor] = used.get(op.tensor, True) and in_block
         return {name for name, ok in used.items() if ok}
@@ -157,9 +160,16 @@ class ModelMap:
         return self.geometry if tensor in self.low_bit or self.geometry == self.kv_geometry else self.kv_geometry
 
     def gemv_bytes(self) -> float:
-        """Bytes of the weights a decode step multiplies by (each GEMV's matrix once, in its format)."""
-        return sum(op.rows * op.cols * self.tensor_geometry(op.tensor).operand_bytes
-                   for op in self.graph.ops if op.kind == "gemv")
+        """Bytes of the weights a decode step multiplies by (each GEMV's matrix once, in its format; of a
+        mixture-of-experts layer, the top_k experts a token uses)."""
+        total = 0.0
+        for op in self.graph.ops:
+            if op.kind == "gemv":
+                total += op.rows * op.cols * self.tensor_geometry(op.tensor).operand_bytes
+            elif op.kind == "expert_gemv":
+                g = self.tensor_geometry(expert_tensor(op.tensor, 0))
+                total += op.top_k * op.rows * op.cols * g.operand_bytes
+        return total
 
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:

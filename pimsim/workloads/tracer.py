@@ -14,6 +14,12 @@ Views pass their input's tag on; everything else is classified by its aten name 
   cached token, or, in a layer whose KV cache transformers keeps as a sliding window (its cache layer
   has a ``sliding_window``), the last ``window`` of them: that layer's attention ops carry the window.
 
+Mixture-of-experts layers are recognised by structure, not by family: ``topk`` over activations is a
+*router* (its indices are the expert choice); indexing a stacked 3-D weight with that choice selects
+expert matrices, and a batched product with them is an *expert GEMV* (one per chosen expert at run time).
+The model is built with transformers' ``batched_mm`` experts implementation, which computes the chosen
+experts without data-dependent control flow (its eager loop over the experts hit cannot run on ``meta``).
+
 The step is traced at two cache lengths, and op sizes that grow with the context are stored per token.
 Nothing here knows a model family: only aten ops and the cache API.
 
@@ -42,9 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pimsim.errors import PimsimError, TraceError
-from pimsim.workloads.architecture import attention_window, mixture_of_experts
+from pimsim.workloads.architecture import attention_window
 from pimsim.workloads.cards import ModelCard
-from pimsim.workloads.opgraph import Op, OpGraph
+from pimsim.workloads.opgraph import Op, OpGraph, expert_tensor
 
 TRACER_VERSION = 4  # bump when the graph a trace produces changes; part of the cache key
 _PAST = (3, 7)  # cache lengths of the two traces
@@ -70,7 +76,7 @@ _ASIC = {"add": "add", "sub": "add", "rsub": "add", "mul": "mul", "neg": "mul", 
 
 @dataclass
 class _Tag:
-    kind: str  # "param", "kv", "act", "const"
+    kind: str  # "param", "kv", "act", "const", "route" (a router's expert choice), "experts" (weights it selects)
     name: str = ""  # parameter name
     value: int = -1  # activation value id
     layer: int = -1  # KV cache layer
@@ -78,6 +84,8 @@ class _Tag:
     mask: bool = False  # a constant that is a mask
     cross: bool = False  # cross-attention K/V of an encoder-decoder
     heads: int = 0  # cached heads (cross K/V)
+    experts: int = 0  # route / experts: the layer's experts
+    top_k: int = 0  # route / experts: experts chosen per token
 
 
 def trace_card(card: ModelCard) -> OpGraph:
@@ -184,10 +192,6 @@ def _config(card: ModelCard, transformers):
     except Exception as exc:  # whatever transformers raises for a bad config is the card's problem
         raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} config "
                           f"from it: {type(exc).__name__}: {exc}") from None
-    experts = mixture_of_experts(config)
-    if experts is not None:
-        raise PimsimError(f"model card {card.name}: {card.hf.model_type} is a mixture-of-experts model ({experts} "
-                          "experts per layer); pimsim does not trace expert routing yet, so it cannot time it")
     window = attention_window(config)
     if window is not None and window <= _PAST[-1]:
         # the traces keep up to _PAST[-1] tokens: a shorter window would cut them and hide the growth
@@ -199,7 +203,7 @@ def _config(card: ModelCard, transformers):
 
 def check_architecture(card: ModelCard) -> None:
     """Refuse, without tracing, a card whose architecture transformers cannot build or pimsim cannot time
-    (mixture of experts, a sliding window too short to trace)."""
+    (a sliding window too short to trace)."""
     _, transformers = _import_torch()
     _config(card, transformers)
 
@@ -213,12 +217,22 @@ def _build(card: ModelCard, torch, transformers):
         seq2seq = is_encoder_decoder(config)
         auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
         try:
-            model = auto.from_config(config, attn_implementation="eager")
+            # batched_mm: the chosen experts' products without a data-dependent loop (a dense model ignores it)
+            model = auto.from_config(config, attn_implementation="eager", **_experts_implementation(transformers))
         except Exception as exc:
             what = "sequence-to-sequence LM" if seq2seq else "causal LM"
             raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} "
                               f"{what} from it: {type(exc).__name__}: {exc}") from None
     return model.eval()  # eval: no dropout ops in the trace
+
+
+def _experts_implementation(transformers) -> dict:
+    """``experts_implementation="batched_mm"`` where transformers has the experts interface (5.x)."""
+    try:
+        from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+    except ImportError:
+        return {}
+    return {"experts_implementation": "batched_mm"} if "batched_mm" in ALL_EXPERTS_FUNCTIONS else {}
 
 
 def max_positions(config) -> int | None:
@@ -399,6 +413,23 @@ class _Tagger:
             self._emit("embedding", aten, outs, [], tensor=tags[0].name, rows=weight.shape[0], cols=weight.shape[1],
                        count=indices.numel())
             return
+        if aten == "topk" and acts:
+            self._router(aten, flat_in[0], outs)
+            return
+        routes = [t for t in tags if t.kind == "route"]
+        if aten == "index" and routes and tags[0].kind == "param" and flat_in[0].dim() == 3:
+            route = routes[0]
+            if flat_in[0].shape[0] != route.experts:
+                raise TraceError(f"{self._where()[0]}: {tags[0].name} stacks {flat_in[0].shape[0]} matrices, the "
+                                 f"router before it chooses among {route.experts} experts")
+            self._set(outs[0], _Tag("experts", name=tags[0].name, value=route.value, experts=route.experts,
+                                    top_k=route.top_k))
+            return
+        if (routes or any(t.kind == "experts" for t in tags)) and aten not in _MATMUL:
+            path, layer = self._where()
+            raise TraceError(f"{aten} in {path or 'the top level'} (layer {layer}): uses the expert choice of a "
+                             f"router in a way pimsim cannot map; it recognises experts' weights indexed by the "
+                             f"top-k choice and multiplied by an activation (transformers' batched_mm experts)")
         kv = [t for t in tags if t.kind == "kv"]
         if aten == "cat" and kv:
             new = [t for t in tags if t.kind == "act"]
@@ -426,7 +457,7 @@ class _Tagger:
         if aten in ("cat", "stack"):
             self._emit("join", aten, outs, acts)
             return
-        kind = _ASIC.get(aten)
+        kind = _ASIC.get(aten) or (_ASIC.get(aten[:-1]) if aten.endswith("_") else None)  # in place: x /= s
         power = _integer_power(args) if kind == "pow" else None
         if power is not None:  # x**n as n - 1 multiplies (GPT-J's GELU cubes, RMSNorm squares)
             elements = outs[0].numel()
@@ -453,10 +484,40 @@ class _Tagger:
             kind = "mul"  # division by a scalar: multiply by its reciprocal, computed once
         self._emit("asic", aten, outs, acts, asic_kind=kind, elements=elements, rows=rows)
 
+    def _router(self, aten, scores, outs) -> None:
+        """top-k over router scores: the values weight the experts' outputs, the indices choose them."""
+        values, indices = outs[0], outs[1]
+        experts, top_k = scores.shape[-1], values.shape[-1]
+        if values.numel() != top_k:
+            raise TraceError(f"{aten} in {self._where()[0]}: top-{top_k} over {tuple(scores.shape)}; pimsim traces "
+                             f"decoding, one token's router at a time")
+        self._emit("router", aten, [values], [self._tag(scores)], experts=experts, top_k=top_k,
+                   elements=experts * top_k, rows=top_k)
+        value = self.next_value
+        self._set(indices, _Tag("route", value=value, experts=experts, top_k=top_k))
+
+    def _expert_gemv(self, aten, operands, op_tags, out) -> None:
+        """A batched product of the chosen experts' matrices with the token's activation (repeated top-k
+        times): rows and columns from the selected weights' shape and the product's."""
+        which = next(i for i, t in enumerate(op_tags) if t.kind == "experts")
+        sel, weights = op_tags[which], operands[which]
+        acts = [t for t in op_tags if t.kind == "act"]
+        if len(operands) != 2 or weights.dim() != 3 or weights.shape[0] != sel.top_k or not acts:
+            raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]} in {self._where()[0]}: a product with "
+                             f"selected experts' weights that is not one token's top-{sel.top_k} batch")
+        rows = out.numel() // sel.top_k
+        cols = weights[0].numel() // rows
+        route = _Tag("act", value=sel.value)  # it waits for the router's choice
+        self._emit("expert_gemv", aten, [out], acts + [route], tensor=sel.name, rows=rows, cols=cols,
+                   experts=sel.experts, top_k=sel.top_k)
+
     def _matmul(self, aten, flat_in, tags, outs) -> None:
         operands = flat_in[1:] if aten in ("addmm", "baddbmm") else flat_in
         op_tags = tags[1:] if aten in ("addmm", "baddbmm") else tags
         out = outs[0]
+        if any(t.kind == "experts" for t in op_tags):
+            self._expert_gemv(aten, operands, op_tags, out)
+            return
         params = [t for t in op_tags if t.kind == "param"]
         kv = [t for t in op_tags if t.kind == "kv"]
         acts = [t for t in op_tags if t.kind == "act"]
@@ -550,18 +611,22 @@ def _assign_parts(ops: list[Op]) -> None:
             by_layer.setdefault((op.layer, op.cross), {}).setdefault(op.kind, []).append(i)
     attention = _attention_windows(ops, by_layer, "scores", "context")
     vocab = max((op.rows for op in ops if op.kind == "embedding"), default=-1)
+    routers = {op.name.split(":")[0] for op in ops if op.kind == "router"}
     for i, op in enumerate(ops):
         if op.kind == "gemv":
             op.part = _gemv_part(op, i, attention)
             if op.part == "ffn" and op.rows == vocab and op.layer is None:
                 op.part = "lm_head"
+            if op.name.split(":")[0] in routers:  # the gate's product, in the module that picks the experts
+                op.part = "router"
         elif op.kind == "asic":
             op.part = "softmax" if op.asic_kind == "softmax" else "asic"
         elif op.kind in ("scores", "context") and op.cross:
             op.part = "cross_scores" if op.kind == "scores" else "cross_context"
         else:
             op.part = {"scores": "attn_scores", "context": "attn_context", "kv_append": "kv_write",
-                       "embedding": "embedding", "join": "asic"}[op.kind]
+                       "embedding": "embedding", "join": "asic", "router": "router",
+                       "expert_gemv": "experts"}[op.kind]
     appends = sorted((op.layer, op.which) for op in ops if op.kind == "kv_append")
     self_layers = sorted(layer for layer, cross in by_layer if not cross)
     if appends != [(layer, w) for layer in self_layers for w in "kv"]:
@@ -597,10 +662,13 @@ def _gemv_part(op: Op, index: int, attention: dict) -> str:
 def _tensors(ops: list[Op]) -> dict[str, dict]:
     tensors: dict[str, dict] = {}
     for op in ops:
-        if op.kind in ("gemv", "embedding"):
+        names = [op.tensor] if op.kind in ("gemv", "embedding") else []
+        if op.kind == "expert_gemv":  # every expert's matrix is stored; a token reads top_k of them
+            names = [expert_tensor(op.tensor, e) for e in range(op.experts)]
+        for name in names:
             shape = {"rows": op.rows, "cols": op.cols}
-            if tensors.setdefault(op.tensor, shape) != shape:
-                raise TraceError(f"weight {op.tensor} used with shapes {tensors[op.tensor]} and {shape}")
+            if tensors.setdefault(name, shape) != shape:
+                raise TraceError(f"weight {name} used with shapes {tensors[name]} and {shape}")
     return tensors
 
 
@@ -621,6 +689,13 @@ def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> dict:
         "traced_with": {"torch": torch.__version__, "transformers": transformers.__version__,
                         "tracer": TRACER_VERSION, "cache_lengths": list(_PAST)},
     }
+    experts = [op for op in ops if op.kind == "expert_gemv"]
+    if experts:
+        meta["moe"] = {"layers": sorted({op.layer for op in experts}), "experts": experts[0].experts,
+                       "top_k": experts[0].top_k}
+        if any((op.experts, op.top_k) != (experts[0].experts, experts[0].top_k) for op in experts):
+            raise TraceError("mixture-of-experts layers with different expert counts or top-k: pimsim routes every "
+                             "layer alike")
     if cross:
         meta.update({"encoder_decoder": True, "cross_layers": len({op.layer for op in cross}),
                      "cross_kv_heads": cross[0].kv_heads})
