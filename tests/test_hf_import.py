@@ -75,7 +75,6 @@ def test_model_import_writes_a_card_that_loads_back(tmp_path, capsys):
     ('{"hidden_size": 64}', "model_type: missing"),
     ('{"model_type": "llama", "hidden_size": 64}', "no number of positions"),
     ('{"model_type": "not-a-model", "max_position_embeddings": 64}', "is not a model type of transformers"),
-    ('{"model_type": "mixtral", "max_position_embeddings": 64, "num_local_experts": 8}', "mixture-of-experts"),
 ])
 def test_bad_configs_are_one_message(tmp_path, capsys, content, message):
     path = tmp_path / "config.json"

@@ -174,17 +174,6 @@ def test_qwen2_window_switched_off_is_full_attention(tmp_path):
     assert traced_graph(card, use_cache=False).meta["sliding_window"] is None
 
 
-@pytest.mark.parametrize("model_type, extra", [("mixtral", {"num_local_experts": 4, "num_experts_per_tok": 2}),
-                                               ("qwen2_moe", {"num_experts": 4, "num_experts_per_tok": 2,
-                                                              "moe_intermediate_size": 32,
-                                                              "shared_expert_intermediate_size": 32})])
-def test_mixture_of_experts_is_refused_by_name(tmp_path, model_type, extra):
-    """Before, Mixtral failed inside the tracer with a dtype message that did not say MoE."""
-    card = load_card(write_card(tmp_path, "moe", model_type, {**TINY_MISTRAL, **extra}, context=128))
-    with pytest.raises(PimsimError, match=f"{model_type} is a mixture-of-experts model \\(4 experts per layer\\)"):
-        trace_card(card)
-
-
 def test_unmapped_op_names_the_op_and_the_layer(tmp_path):
     """Before, only the aten names ('pow, stack' for GPT-J), with no hint of where."""
     card = load_card(write_card(tmp_path, "m", "gpt2", {**TINY_GPT2, "activation_function": "mish"}))
