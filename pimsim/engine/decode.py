@@ -264,6 +264,10 @@ class DecodeSimulation:
         out = {"rows_per_bank_used": self.map.rows_used, "rows_per_bank": g.rows,
                "memory_used_fraction": self.map.rows_used / g.rows,
                "kv_cache_tokens_reserved": self.map.max_context}
+        windows = self.graph.layer_windows()
+        if windows:  # sliding-window layers keep a ring of min(window, context) tokens
+            out.update({"kv_window_layers": len(windows),
+                        "kv_window_tokens": max(self.map.ring_tokens(layer) for layer in windows)})
         if self.map.cross_kv:
             out.update({"cross_kv_tokens_reserved": self.source_len,
                         "cross_kv_rows_per_bank": self.map.cross_kv_rows()})
