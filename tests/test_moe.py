@@ -183,3 +183,60 @@ def test_bundled_moe_cards(name, experts, top_k, stored, active):
     assert graph.meta["moe"]["experts"] == experts and graph.meta["moe"]["top_k"] == top_k
     assert round(graph.weight_elements() / 1e9, 2) == stored
     assert round(graph.gemv_elements() / 1e9, 2) == active
+
+
+def _grouped(tmp_path, placement):
+    return _card(tmp_path, extra=f"experts: {placement}\n")
+
+
+def test_experts_on_channel_groups_read_the_same_weights_on_their_own_channels(tmp_path, top2):
+    hw = load_hardware("gddr6-aim.yaml")
+    spread = run_model(hw, top2, prompt_len=PROMPT, gen_tokens=TOKENS)
+    card = _grouped(tmp_path, "{placement: channel_groups, channel_groups: 4}")
+    grouped = run_model(hw, card, prompt_len=PROMPT, gen_tokens=TOKENS)
+    assert _macs(grouped) == _macs(spread)  # the same experts' weights, placed elsewhere
+    sim = DecodeSimulation(hw, traced_graph(card), PROMPT, TOKENS, routing=card.routing())
+    assert sim.map.expert_groups == 4
+    c = sim.compiled
+    op = next(op for op in sim.graph.ops if op.kind == "expert_gemv")
+    for expert in range(8):
+        stream = sim.map.experts_stream(op.tensor, (expert,))
+        channels = set(np.asarray(c.channel_of(stream.node)).tolist())
+        assert channels == {2 * (expert % 4), 2 * (expert % 4) + 1}  # group e mod 4: two of the 8 channels
+        assert stream.to_pim_bytes.sum() == stream.to_pim_bytes[sorted(channels)].sum()
+    # experts 0 and 4 share group 0's rows (one block), each in its own channels
+    a, b = (sim.map.tables[expert_tensor(op.tensor, e)] for e in (0, 4))
+    assert a.first_row != b.first_row
+    assert sim.map.tables[expert_tensor(op.tensor, 1)].first_row == a.first_row
+
+
+def test_experts_of_one_group_take_turns_and_of_different_groups_run_together(tmp_path):
+    """A routing trace sends every token to experts 0 and 1 (groups 0 and 1) or 0 and 4 (both group 0)."""
+    hw = load_hardware("gddr6-aim.yaml")
+    times = {}
+    for pair in ((0, 1), (0, 4)):
+        path = tmp_path / f"r{pair[1]}.csv"
+        path.write_text("token,layer,experts\n" + "".join(f"{t},{layer},{pair[0]} {pair[1]}\n"
+                                                           for t in range(TOKENS) for layer in (0, 1)))
+        card = _grouped(tmp_path, f"{{placement: channel_groups, channel_groups: 4, routing: trace, trace: {path}}}")
+        r = run_model(hw, card, prompt_len=PROMPT, gen_tokens=TOKENS)
+        times[pair] = r["breakdown_s"]["experts"]
+        assert r["experts"]["imbalance_max"] == 4.0  # 2 of 8 experts take every token: 4x the mean
+    assert times[(0, 4)] > 1.5 * times[(0, 1)]
+
+
+@pytest.mark.parametrize("hw, placement, message", [
+    ("gddr6-aim.yaml", "{placement: channel_groups, channel_groups: 3}", "must divide the 8 channels"),
+    ("hbm-pim.yaml", "{placement: channel_groups}", "hbm-pim uses mapping.gemv hbm_pim_gemv"),
+])
+def test_bad_expert_placements_are_clear_errors(tmp_path, hw, placement, message):
+    with pytest.raises(PimsimError, match=message):
+        run_model(hw, _grouped(tmp_path, placement), prompt_len=PROMPT, gen_tokens=TOKENS)
+    with pytest.raises(ConfigError, match="experts.channel_groups"):
+        _grouped(tmp_path, "{channel_groups: 2}")
+
+
+def test_grouped_experts_pass_the_protocol_checker(tmp_path):
+    card = _grouped(tmp_path, "{placement: channel_groups, channel_groups: 4}")
+    r = run_model("gddr6-aim.yaml", card, prompt_len=PROMPT, gen_tokens=3, fidelity="cycle", check_protocol=True)
+    assert r["protocol_check"]["violations"] == 0 and r["protocol_check"]["commands_checked"] > 0

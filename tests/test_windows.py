@@ -121,3 +121,10 @@ def test_bundled_cards_have_their_real_windows(name, windows):
     graph = traced_graph(card)
     assert graph.layer_windows() == windows
     assert card.context == graph.meta["max_positions"]  # no longer capped at the window
+
+
+def test_a_wrapped_ring_passes_the_protocol_checker(tmp_path):
+    """Past the window the appends overwrite ring slots; the commands still obey the protocol."""
+    card = load_card(write_card(tmp_path, "w16", "mistral", {**TINY, "sliding_window": 16}, context=256))
+    r = run_model("gddr6-aim.yaml", card, prompt_len=40, gen_tokens=3, fidelity="cycle", check_protocol=True)
+    assert r["protocol_check"]["violations"] == 0 and r["protocol_check"]["commands_checked"] > 0

@@ -80,16 +80,18 @@ class DecodeSimulation:
         if share is not None and share.hw != hw:
             raise PimsimError("models sharing a memory need the same hardware description")
         self.compiled = compile_standard(hw) if share is None else share.compiled
+        moe = MoeShape.of(graph.meta)
+        routing = routing or RoutingSpec()
+        groups = routing.expert_groups(hw.dram.organization.channels, moe.experts) if moe is not None else 1
         self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens, encoder, self.source_len,
-                            base_row=share.map.rows_used if share is not None else 0)
+                            base_row=share.map.rows_used if share is not None else 0, expert_groups=groups)
         self.asic = hw.asic
         self._check_asic_buffer(prompt_len + gen_tokens)
         if check_protocol and fidelity != "cycle":
             raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
         self.check_protocol = check_protocol
         self.timing = timing_for(self.compiled, fidelity, record=check_protocol) if share is None else share.timing
-        moe = MoeShape.of(graph.meta)
-        self.router = Router(routing or RoutingSpec(), moe, prompt_len) if moe is not None else None
+        self.router = Router(routing, moe, prompt_len) if moe is not None else None
         self.lowerer = Lowerer(self.map, self.asic, self.source_len, self.router)
         self._static: dict = {}
         self._ran = False

@@ -180,8 +180,11 @@ def _lower_experts(lw: Lowerer, op: Op, position: int, context: int, vectors: in
     its own partial sums; the other experts' weights are not touched."""
     if lw.router is None:
         raise RuntimeError("pimsim bug: an MoE graph lowered without a router")
+    chosen = lw.router.experts(op.layer, position)
+    if lw.map.expert_groups > 1:  # experts on channel groups: one stream, groups side by side
+        return _product_steps(lw, op, lw.map.experts_stream(op.tensor, chosen), 1)
     steps: list[Step] = []
-    for expert in lw.router.experts(op.layer, position):
+    for expert in chosen:
         steps += _product_steps(lw, op, lw.map.gemv(expert_tensor(op.tensor, expert)), 1)
     return steps
 

@@ -6,6 +6,12 @@ projections placed (the encoder pass's graph, run once before decoding), and per
 cross-attention K/V region laid out like the KV cache (K row-major, V transposed) but reserved for the
 source's S tokens: decode steps read it (q.K^T and p.V over S tokens), the encoder pass writes it.
 
+A mixture-of-experts model's expert matrices are placed like any weight (``spread`` over every channel),
+or with ``expert_groups`` G > 1 *per channel group*: the channels form G groups and expert e lives on
+group e mod G only, laid out for that group's channels; the G experts of a block share DRAM rows, each in
+its own group's banks. A token's chosen experts then run as one stream: experts in different groups at
+once, experts in the same group one after another (the imbalance of the routing shows in the time).
+
 A layer with a sliding attention window keeps its KV cache as a ring of min(window, context) tokens:
 token t's K row and V column sit in slot t mod ring, overwriting the token that left the window, and
 its q.K^T and p.V read the ring's filled slots (every slot once the window is full).
@@ -24,6 +30,7 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
+from pimsim.dram.standard import Level
 from pimsim.errors import PimsimError
 from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
@@ -73,6 +80,7 @@ class ModelMap:
     encoder: OpGraph | None = None  # an encoder-decoder's encoder pass (its weights live here too)
     source_len: int = 0  # tokens of cross-attention K/V reserved per decoder layer
     base_row: int = 0  # rows below this belong to another model sharing the memory (a speculative draft's target)
+    expert_groups: int = 1  # MoE: channel groups the experts are dealt to (1: every expert over every channel)
     geometry: Geometry = field(init=False)  # of the block weights (in the configured weight format)
     kv_geometry: Geometry = field(init=False)  # of the KV cache, embedding tables and LM head
     tables: dict[str, GemvPlacement] = field(init=False)
@@ -97,10 +105,13 @@ class ModelMap:
         self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
         if self._cross_layers and self.source_len < 1:
             raise PimsimError(f"{self.graph.model}: an encoder-decoder model needs a source length of at least 1")
+        self._experts = self._expert_tensors()
         self._need = self._rows_needed(g) + self.base_row
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
-        self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()}
+        self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()
+                       if name not in self._experts}
+        self.tables.update(self._place_experts(alloc))
         self.kv = {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.ring_tokens(layer),
                                     alloc, f"L{layer}.")
                    for layer in self.graph.attention_layers()}
@@ -116,6 +127,80 @@ class ModelMap:
             if tensors.setdefault(name, t) != t:
                 raise PimsimError(f"{name}: the encoder pass uses it as {t}, the decode step as {tensors[name]}")
         return tensors
+
+    # ---- experts on channel groups ------------------------------------------------------------------
+    def _expert_tensors(self) -> dict[str, tuple[str, int]]:
+        """expert matrix name -> (stacked tensor, expert), when experts are dealt to channel groups."""
+        groups = self.expert_groups
+        stacked = {op.tensor: op.experts for op in self.graph.ops if op.kind == "expert_gemv"}
+        if groups == 1 or not stacked:
+            return {}
+        g = self.geometry
+        if groups < 1 or g.channels % groups:
+            raise PimsimError(f"expert placement on {groups} channel groups: the group count must divide the "
+                              f"{g.channels} channels of {self.hw.name}")
+        if self.hw.mapping.gemv != "row_partition":
+            raise PimsimError(f"expert placement on channel groups lays experts out with the row_partition GEMV; "
+                              f"{self.hw.name} uses mapping.gemv {self.hw.mapping.gemv}")
+        return {expert_tensor(t, e): (t, e) for t, n in stacked.items() for e in range(n)}
+
+    def group_geometry(self, tensor: str) -> Geometry:
+        """The geometry an expert of one channel group is laid out in: that group's channels only."""
+        return replace(self.tensor_geometry(tensor), channels=self.geometry.channels // self.expert_groups)
+
+    def _expert_layout(self, name: str) -> GemvPlacement:
+        t = self.tensors[name]
+        sub = self.group_geometry(name)
+        split = auto_split(sub, t["rows"], t["cols"])
+        return GemvPlacement(sub, t["rows"], t["cols"], 0, split, auto_pack(sub, t["rows"], t["cols"], split))
+
+    def _place_experts(self, alloc: RowAllocator) -> dict[str, GemvPlacement]:
+        """Block b of a stacked tensor (experts b x G .. b x G + G - 1) shares its rows: each expert sits
+        in its own group's channels."""
+        out, blocks = {}, {}
+        for name, (stacked, expert) in self._experts.items():
+            proto = self._expert_layout(name)
+            block = (stacked, expert // self.expert_groups)
+            if block not in blocks:
+                blocks[block] = alloc.allocate(f"{stacked}[block {block[1]}]", proto.dram_rows)
+            out[name] = replace(proto, first_row=blocks[block])
+        return out
+
+    def expert_group(self, name: str) -> int:
+        return self._experts[name][1] % self.expert_groups
+
+    def experts_stream(self, stacked: str, experts: tuple[int, ...]) -> Stream:
+        """The chosen experts of a stacked tensor as one stream: each expert's program on its group's
+        channels; where two share a group, one after the other on those channels."""
+        names = [expert_tensor(stacked, e) for e in experts]
+        groups = tuple(sorted(self.expert_group(n) for n in names))
+        t = self.tables[names[0]]
+        key = ("experts", t.rows_out, t.cols_in, t.geometry.fmt, self.expert_groups, groups, self.ns)
+        parts = [self._group_stream(n) for n in names]
+        cat = lambda field: np.concatenate([getattr(p, field) for p in parts])  # noqa: E731
+        return Stream(key, cat("cmd"), cat("node"), np.concatenate([p.rows() for p in parts]), cat("column"),
+                      sum(p.to_pim_bytes for p in parts), sum(p.from_pim_bytes for p in parts),
+                      sum(p.asic_adds for p in parts), sum(p.outputs for p in parts), 0, parts[0].fmt)
+
+    def _group_stream(self, name: str) -> Stream:
+        """One expert's GEMV on its channel group: the group-sized program, its nodes moved to the group's
+        channels, rows shifted to the expert's block."""
+        t, group = self.tables[name], self.expert_group(name)
+        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, 1, "", self.ns, "group", self.expert_groups, group)
+        if key not in self._programs:
+            c = self.compiled
+            program = STRATEGIES["row_partition"](c, replace(t, first_row=0), t.geometry.lanes_out, None, None)
+            offset = group * t.geometry.channels
+            node = _move_channels(c, program.node, offset)
+            channels = self.geometry.channels
+            writes = np.bincount(np.asarray(c.channel_of(node[program.cmd == c.command_names.index("WRGB")]),
+                                            np.int64), minlength=channels)
+            reads = np.bincount(program.reads[:, RD_CHANNEL] + offset, minlength=channels)
+            self._programs[key] = Stream(key, program.cmd, node, program.row, program.column,
+                                         writes * self.hw.dram.organization.access_bytes,
+                                         reads * c.result_read_bytes, program.asic_adds, program.outputs,
+                                         fmt=t.geometry.fmt)
+        return self._shifted(self._programs[key], t.first_row)
 
     def ring_tokens(self, layer: int) -> int:
         """Tokens the layer's KV cache holds: the whole context, or its sliding window's worth."""
@@ -174,7 +259,9 @@ class ModelMap:
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
         rows = sum(self._place(name, t["rows"], t["cols"]).dram_rows
-                   for name, t in self.tensors.items())
+                   for name, t in self.tensors.items() if name not in self._experts)
+        rows += sum(self._expert_layout(name).dram_rows  # a block of G experts shares its rows
+                    for name, (_, e) in self._experts.items() if e % self.expert_groups == 0)
         self._kv_rows = 0
         for layer in self.graph.attention_layers():
             kv = self._proto_kv(tokens=self.ring_tokens(layer))
@@ -355,3 +442,20 @@ class ModelMap:
         mask = prog.cmd == c.command_names.index(name)
         channels = np.asarray(c.channel_of(prog.node[mask]), np.int64)
         return np.bincount(channels, minlength=self.geometry.channels).astype(np.int64)
+
+
+def _move_channels(compiled: Compiled, node: np.ndarray, offset: int) -> np.ndarray:
+    """Node ids of a program built for channels 0.. moved `offset` channels up (channel, rank and bank
+    nodes are numbered channel by channel)."""
+    if offset == 0:
+        return node
+    org = compiled.hw.dram.organization
+    per_channel = {Level.CHANNEL: 1, Level.RANK: org.ranks,
+                   Level.BANK: org.ranks * org.bankgroups * org.banks_per_group}
+    level = np.asarray(compiled.node_level(node))
+    shift = np.zeros(len(node), np.int64)
+    for lvl, count in per_channel.items():
+        shift[level == lvl] = offset * count
+    if not np.isin(level, list(per_channel)).all():
+        raise RuntimeError("pimsim bug: a GEMV program addresses a node that is not a channel, rank or bank")
+    return node + shift

@@ -66,11 +66,18 @@ class ExpertRouting(_Strict):
     skew: float = Field(1.0, ge=0, le=16, description="zipf: expert of rank r picked with weight 1 / r ** skew")
     trace: str | None = Field(None, description="trace: CSV file token,layer,experts (relative to the working "
                                                 "directory)")
+    placement: Literal["spread", "channel_groups"] = Field("spread", description="where experts sit: every "
+                                                           "expert over every channel, or expert e on channel "
+                                                           "group e mod channel_groups")
+    channel_groups: StrictInt | None = Field(None, ge=1, description="channel_groups: the group count (default: "
+                                                                     "the most that divide the channels, at most "
+                                                                     "one per expert)")
 
     def spec(self):
         from pimsim.workloads.routing import RoutingSpec
 
-        return RoutingSpec(self.routing, self.seed, self.skew, Path(self.trace) if self.trace else None)
+        return RoutingSpec(self.routing, self.seed, self.skew, Path(self.trace) if self.trace else None,
+                           self.placement, self.channel_groups)
 
 
 class ModelCard(_Strict):
@@ -167,6 +174,8 @@ def validated_card(raw: Any, where: str) -> ModelCard:
     e = card.experts
     if e is not None and (e.routing == "trace") != (e.trace is not None):
         problems.append(Problem("experts.trace", "a routing trace file goes with routing: trace, and only with it"))
+    if e is not None and e.channel_groups is not None and e.placement != "channel_groups":
+        problems.append(Problem("experts.channel_groups", "goes with placement: channel_groups"))
     if problems:
         raise ConfigError(where, problems)
     return card

@@ -11,6 +11,9 @@ weights), so the choice comes from a *routing model* named in the model card's `
 - ``trace``: a recorded routing, one CSV row per generated token and MoE layer
   (``token,layer,experts`` with the experts space-separated, token 0 the first generated token).
 
+Where the experts sit is the mapper's (``placement``): ``spread`` (every expert over every channel) or
+``channel_groups`` (expert e on channel group e mod G, see pimsim.mapper.model).
+
 Seeded choices depend only on (seed, layer, token position), never on the order they are asked in, so
 a run's routing is the same at either fidelity and schedule, and the same run gives the same choice.
 """
@@ -39,6 +42,16 @@ class RoutingSpec:
     seed: int = 0
     skew: float = 1.0  # zipf only: the exponent of 1 / rank ** skew
     trace: Path | None = None  # trace only: the CSV file
+    placement: str = "spread"  # where experts sit: "spread" or "channel_groups"
+    channel_groups: int | None = None  # channel_groups: G (default: the most groups of whole channels <= experts)
+
+    def expert_groups(self, channels: int, experts: int) -> int:
+        """Channel groups the experts are dealt to (1 for spread)."""
+        if self.placement == "spread":
+            return 1
+        if self.channel_groups is not None:
+            return self.channel_groups
+        return max(d for d in range(1, channels + 1) if channels % d == 0 and d <= experts)
 
     def describe(self) -> str:
         if self.model == "trace":
