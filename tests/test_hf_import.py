@@ -107,3 +107,14 @@ def test_a_fifo_is_named_and_never_read(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(PimsimError, match="is a FIFO"):  # reading it would block
         load_card(fifo)
+
+
+def test_a_mixture_of_experts_config_imports_and_traces(tmp_path, capsys):
+    """Before, MoE configs were refused; now the card traces with its router and experts."""
+    fields = {"model_type": "mixtral", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 300, "max_position_embeddings": 256,
+              "num_local_experts": 4, "num_experts_per_tok": 2}
+    path = write_config(tmp_path / "moe", fields)
+    assert main(["model", "import", str(path), "-o", str(tmp_path / "moe.yaml")]) == 0
+    graph = traced_graph(load_card(tmp_path / "moe.yaml"), use_cache=False)
+    assert graph.meta["moe"] == {"layers": [0, 1], "experts": 4, "top_k": 2}

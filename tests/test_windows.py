@@ -128,3 +128,25 @@ def test_a_wrapped_ring_passes_the_protocol_checker(tmp_path):
     card = load_card(write_card(tmp_path, "w16", "mistral", {**TINY, "sliding_window": 16}, context=256))
     r = run_model("gddr6-aim.yaml", card, prompt_len=40, gen_tokens=3, fidelity="cycle", check_protocol=True)
     assert r["protocol_check"]["violations"] == 0 and r["protocol_check"]["commands_checked"] > 0
+
+
+def test_a_cached_graph_without_its_windows_is_traced_again(tmp_path, monkeypatch):
+    """A windowed model's graph cached before the tracer recorded windows would time full attention."""
+    import hashlib
+    import json
+
+    from pimsim.workloads import tracer
+
+    monkeypatch.setattr(tracer, "cache_dir", lambda: tmp_path / "cache")
+    card = load_card(write_card(tmp_path, "w", "mistral", {**TINY, "sliding_window": WINDOW}, context=4096))
+    graph = traced_graph(card)
+    (path,) = (tmp_path / "cache").glob("*.json")
+    old = json.loads(graph.to_json())
+    del old["meta"]["windowed_layers"]
+    for op in old["ops"]:
+        op.pop("window", None)
+    text = json.dumps(old)
+    path.write_text(json.dumps({"format": tracer.CACHE_FORMAT, "key": path.stem,
+                                "sha256": hashlib.sha256(text.encode()).hexdigest(), "graph": text}))
+    again = traced_graph(card)
+    assert again.layer_windows() == {0: WINDOW, 1: WINDOW}
