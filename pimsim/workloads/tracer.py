@@ -529,7 +529,8 @@ class _Tagger:
                            bias=bias, count=x.numel() // x.shape[-1])
                 return
             if x.numel() != x.shape[-1]:
-                raise TraceError(f"{aten} on {tuple(x.shape)}: pimsim traces decoding, one token at a time")
+                raise TraceError(f"{aten} on {tuple(x.shape)} in {self._where()[0] or 'the top level'}: pimsim traces "
+                                 f"decoding, one token at a time")
             self._emit("gemv", aten, outs, acts, tensor=params[0].name, rows=out.shape[-1], cols=x.shape[-1],
                        bias=bias)
             return
@@ -552,8 +553,9 @@ class _Tagger:
             self._emit("matmul", aten, outs, acts, heads=batch, rows=a.shape[-2], head_dim=a.shape[-1],
                        cols=b.shape[-1], elements=batch * a.shape[-2] * a.shape[-1] * b.shape[-1])
             return
-        raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]}: a matrix product of two activations "
-                         f"is not something pimsim maps yet")
+        path, layer = self._where()
+        raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]} in {path or 'the top level'} (layer "
+                         f"{layer}): a matrix product of two activations is not something pimsim maps yet")
 
 
 def _merge(runs: list[list[Op]], contexts: list[int], card: ModelCard,
