@@ -150,3 +150,12 @@ def test_a_cached_graph_without_its_windows_is_traced_again(tmp_path, monkeypatc
                                 "sha256": hashlib.sha256(text.encode()).hexdigest(), "graph": text}))
     again = traced_graph(card)
     assert again.layer_windows() == {0: WINDOW, 1: WINDOW}
+
+
+def test_a_window_as_long_as_the_context_is_left_out(tmp_path):
+    """No run of such a card is longer than its window: its graph (and config hash) are full attention's,
+    as phi-3-mini's were before windows were modelled."""
+    card = load_card(write_card(tmp_path, "w128", "mistral", {**TINY, "sliding_window": WINDOW}, context=WINDOW))
+    graph = traced_graph(card, use_cache=False)
+    assert graph.layer_windows() == {} and "windowed_layers" not in graph.meta
+    assert all(op.window == 0 for op in graph.ops) and graph.meta["sliding_window"] == WINDOW

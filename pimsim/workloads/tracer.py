@@ -796,7 +796,25 @@ def traced_graph(card: ModelCard, use_cache: bool = True) -> OpGraph:
         graph.meta["context"] = card.context  # not part of the shape key: the card's own
         return _checked(card, graph)
 
-    return _cached(path, lambda: trace_card(card), adopt, use_cache, _current)
+    return _windows_within(_cached(path, lambda: trace_card(card), adopt, use_cache, _current), card.context)
+
+
+def _windows_within(graph: OpGraph, context: int) -> OpGraph:
+    """A window as long as the card's context never hides a token (no run is longer): left out, so such
+    a card's graph, and its runs' config hash, are those of full attention (phi-3-mini's 2047-token window
+    over its 2047-token card, gemma-2-2b's at a context of 4096)."""
+    if not any(op.window >= context for op in graph.ops):
+        return graph
+    for op in graph.ops:
+        if op.window >= context:
+            op.window = 0
+    graph._windows = None
+    windowed = sorted({op.layer for op in graph.ops if op.kind == "scores" and op.window})
+    if windowed:
+        graph.meta["windowed_layers"] = windowed
+    else:
+        graph.meta.pop("windowed_layers", None)
+    return graph
 
 
 def _current(graph: OpGraph) -> bool:
