@@ -159,3 +159,10 @@ def test_a_window_as_long_as_the_context_is_left_out(tmp_path):
     graph = traced_graph(card, use_cache=False)
     assert graph.layer_windows() == {} and "windowed_layers" not in graph.meta
     assert all(op.window == 0 for op in graph.ops) and graph.meta["sliding_window"] == WINDOW
+
+
+def test_qwen2_windows_only_its_upper_layers(tmp_path):
+    """Qwen 2 with use_sliding_window: layers from max_window_layers up attend over the window."""
+    _, g = _graph(tmp_path, "qwen2", sliding_window=WINDOW, use_sliding_window="true", max_window_layers=2,
+                  num_hidden_layers=4)
+    assert g.layer_windows() == {2: WINDOW, 3: WINDOW}
