@@ -146,8 +146,11 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if prefill and (encoder is not None or prompt_len < 1):
         raise PimsimError("a prefill needs a prompt of at least one token" if encoder is None else
                           f"{card.name}: the prefill of encoder-decoder models is their encoder pass (already run)")
+    if prefill and graph.meta.get("moe"):
+        raise PimsimError(f"{card.name}: the prefill of a mixture-of-experts model is not simulated yet (each prompt "
+                          "token routes its own experts); drop --prefill")
     sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len,
-                           batch=batch)
+                           batch=batch, routing=card.routing())
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
     per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
@@ -186,6 +189,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "row_hits": counts["row_hits"], "row_misses": counts["row_misses"], "row_conflicts": counts["row_conflicts"],
         "distinct_streams": counts["distinct_streams"],
         **({"protocol_check": counts["protocol_check"]} if "protocol_check" in counts else {}),
+        **({"experts": counts["experts"]} if "experts" in counts else {}),  # MoE: routing and expert loads
         "per_token_s": per_token_s,
         "memory": sim.describe(),
         "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta},
@@ -194,6 +198,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
                                    prompt_len, gen_tokens, schedule, fidelity, __version__,
                                    *((encoder.identity_json(), source_len) if encoder is not None else ()),
+                                   *((counts["experts"].get("trace_sha256"),) if "experts" in counts else ()),
                                    *((("batch", batch),) if batch > 1 else ()),
                                    *((("prefill", prefill),) if prefill else ())),
         "notes": _notes(schedule, fidelity),

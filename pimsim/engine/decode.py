@@ -27,12 +27,13 @@ from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.events import Program, run_program
-from pimsim.engine.lowering import FP32_BYTES, NO_WORK, Lowerer, Step, WorkTally, shape_key
+from pimsim.engine.lowering import FP32_BYTES, NO_WORK, PLACED_KINDS, Lowerer, Step, WorkTally, shape_key
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.model import ModelMap
 from pimsim.workloads.opgraph import PARTS, OpGraph
+from pimsim.workloads.routing import MoeShape, Router, RoutingSpec
 from pimsim.workloads.tracer import check_source_len
 
 SCHEDULES = ("serial", "overlap")
@@ -55,10 +56,11 @@ class DecodeSimulation:
     def __init__(self, hw: HardwareConfig, graph: OpGraph, prompt_len: int, gen_tokens: int,
                  schedule: str = "serial", fidelity: str = "fast", check_protocol: bool = False,
                  encoder: OpGraph | None = None, source_len: int | None = None,
-                 share: DecodeSimulation | None = None, batch: int = 1):
+                 share: DecodeSimulation | None = None, batch: int = 1, routing: RoutingSpec | None = None):
         """``share``: another simulation on the same hardware whose memory this model shares (a
         speculative draft beside its target): the same DRAM timing state, and rows after that model's.
-        ``batch``: sequences decoded in lock step, each with its own KV cache."""
+        ``batch``: sequences decoded in lock step, each with its own KV cache. ``routing``: how an MoE
+        model's tokens pick experts (the model card's; uniform, seed 0 if None)."""
         if hw.pim is None or hw.asic is None:
             missing = " and ".join(s for s, v in (("pim", hw.pim), ("asic", hw.asic)) if v is None)
             raise PimsimError(f"{hw.name}: has no {missing} section; token generation needs PIM memory and an ASIC")
@@ -87,17 +89,25 @@ class DecodeSimulation:
             raise PimsimError("models sharing a memory need the same hardware description")
         self.compiled = compile_standard(hw) if share is None else share.compiled
         self.batch = batch
+        moe = MoeShape.of(graph.meta)
+        if moe is not None and batch > 1:
+            raise PimsimError(f"{graph.model}: batches of a mixture-of-experts model are not simulated yet (each "
+                              "sequence would route its own experts); run it with --batch 1")
+        routing = routing or RoutingSpec()
+        groups = routing.expert_groups(hw.dram.organization.channels, moe.experts) if moe is not None else 1
         self.map = ModelMap(hw, self.compiled, graph, prompt_len + gen_tokens, encoder, self.source_len,
-                            base_row=share.map.rows_used if share is not None else 0, batch=batch)
+                            base_row=share.map.rows_used if share is not None else 0, batch=batch,
+                            expert_groups=groups)
         self.asic = hw.asic
         self._check_asic_buffer(prompt_len + gen_tokens)
         if check_protocol and fidelity != "cycle":
             raise PimsimError("checking the protocol needs --fidelity cycle (fast fidelity issues no commands)")
         self.check_protocol = check_protocol
         self.timing = timing_for(self.compiled, fidelity, record=check_protocol) if share is None else share.timing
-        self.lowerer = Lowerer(self.map, self.asic, self.source_len)
+        self.router = Router(routing, moe, prompt_len) if moe is not None else None
+        self.lowerer = Lowerer(self.map, self.asic, self.source_len, self.router)
         # each sequence of a batch lowers its attention onto its own KV cache
-        self.lowerers = [self.lowerer] + [Lowerer(self.map.sequence(s), self.asic, self.source_len)
+        self.lowerers = [self.lowerer] + [Lowerer(self.map.sequence(s), self.asic, self.source_len, self.router)
                                           for s in range(1, batch)]
         self._batched_gemvs: dict = {}
         self._static: dict = {}
@@ -117,10 +127,10 @@ class DecodeSimulation:
         source = self.source_len
         for op in self.graph.ops:
             if op.kind == "asic":
-                elements = op.elements_at(context, source)
+                elements = op.elements_at(op.attended(context), source)
                 size, name = FP32_BYTES * elements, f"{op.asic_kind} over {elements:,} values"
-            elif op.kind in ("gemv", "scores", "context"):
-                length = source if op.cross else context
+            elif op.kind in ("gemv", "scores", "context", "expert_gemv"):
+                length = source if op.cross else op.attended(context)
                 rows = op.rows if op.kind == "gemv" else op.heads * (length if op.kind == "scores" else op.head_dim)
                 size, name = FP32_BYTES * rows, f"the {rows:,} outputs of {op.name.split(':')[0] or op.kind}"
             else:
@@ -136,7 +146,7 @@ class DecodeSimulation:
         steps = self._static.get(index)
         if steps is not None:
             return steps
-        if self.fidelity == "fast" and op.kind != "embedding":
+        if self.fidelity == "fast" and op.kind not in PLACED_KINDS:
             # what fast timing needs of a stream is its key, the same for every layer: one layer's
             # steps serve all of them at this position
             key = self._shape_ids[index]
@@ -355,6 +365,8 @@ class DecodeSimulation:
                 raise RuntimeError(f"pimsim bug: the run issued {len(violations)} command(s) that break the "
                                    f"{self.hw.dram.standard} protocol, for example:\n  {shown}")
             counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
+        if self.router is not None:
+            counts["experts"] = self.router.report(range(self.prompt_len, self.prompt_len + self.gen_tokens))
         return DecodeResult(per_token, breakdown, counts, events, ideal, self.work,
                             tuple(float(b) for b in self.timing.busy_ps))
 
@@ -366,6 +378,10 @@ class DecodeSimulation:
         if self.batch > 1:
             out.update({"sequences": self.batch, "kv_rows_per_bank_per_sequence": self.map.kv_rows_per_sequence(),
                         "sequences_that_fit": self.map.sequences_that_fit(), "fits": True})
+        windows = self.graph.layer_windows()
+        if windows:  # sliding-window layers keep a ring of min(window, context) tokens
+            out.update({"kv_window_layers": len(windows),
+                        "kv_window_tokens": max(self.map.ring_tokens(layer) for layer in windows)})
         if self.map.cross_kv:
             out.update({"cross_kv_tokens_reserved": self.source_len,
                         "cross_kv_rows_per_bank": self.map.cross_kv_rows()})

@@ -15,6 +15,9 @@ Per op kind:
   activations of a float input is quantized on the ASIC first;
 - KV append: the new keys or values over the links, then the channels' write streams;
 - embedding: the table row read out of its bank, then over the link;
+- expert GEMV (mixture of experts): the GEMV steps of each expert the run's router picked for the token
+  in that layer, one expert after another (only their weights are read);
+- router: the ASIC picking the top-k of the router's scores;
 - matmul (an encoder's self-attention): ASIC multiply-adds;
 - asic: vector work, sized by the context where it grows with it (softmax).
 """
@@ -26,7 +29,7 @@ from typing import Callable, NamedTuple
 
 from pimsim.asic.costs import cycles_to_ps, link_ps, reduce_cycles, reduce_sram_bytes, vector_cycles
 from pimsim.mapper.model import Stream
-from pimsim.workloads.opgraph import Op
+from pimsim.workloads.opgraph import Op, expert_tensor
 
 # Bytes per value the ASIC moves through its buffer, by what the value is (all FP32 on the ASIC, 4 B):
 FP32_BYTES = 4  # one activation value in the ASIC's buffer (FP32); pimsim's ASIC model, README "The ASIC"
@@ -110,6 +113,9 @@ def shape_key(op: Op):
 
 
 LOWERINGS: dict[str, Callable] = {}
+# Op kinds whose steps depend on where they sit (an embedding's row, the experts a layer's router picked
+# for the token): fast fidelity does not share their steps between ops of one shape.
+PLACED_KINDS = frozenset({"embedding", "expert_gemv"})
 
 
 def lowers(*kinds: str):
@@ -126,8 +132,9 @@ def lowers(*kinds: str):
 class Lowerer:
     """Lowers ops onto one model's placement (`model_map`) and ASIC; memoises link times per stream."""
 
-    def __init__(self, model_map, asic, source_len: int):
+    def __init__(self, model_map, asic, source_len: int, router=None):
         self.map, self.asic, self.source_len = model_map, asic, source_len
+        self.router = router  # pimsim.workloads.routing.Router of an MoE model's run
         self._links: dict = {}
 
     def steps(self, op: Op, position: int, context: int, vectors: int = 1) -> list[Step]:
@@ -166,14 +173,45 @@ class Lowerer:
 
 @lowers("gemv", "scores", "context")
 def _lower_products(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
-    m, asic = lw.map, lw.asic
-    length = lw.source_len if op.cross else context
+    m = lw.map
+    length = lw.source_len if op.cross else op.attended(context)  # a windowed layer reads its window only
     if op.kind == "gemv":
         stream = m.gemv(op.tensor, vectors)
     elif op.kind == "scores":
         stream = m.scores(op.layer, length, op.heads, op.cross)
     else:
         stream = m.context(op.layer, length, op.heads, op.cross)
+    return _product_steps(lw, op, stream, vectors)
+
+
+@lowers("expert_gemv")
+def _lower_experts(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
+    """The chosen experts' GEMVs in turn: each reads its own matrix (placed like any weight) and returns
+    its own partial sums; the other experts' weights are not touched."""
+    if lw.router is None:
+        raise RuntimeError("pimsim bug: an MoE graph lowered without a router")
+    chosen = lw.router.experts(op.layer, position)
+    if lw.map.expert_groups > 1:  # experts on channel groups: one stream, groups side by side
+        return _product_steps(lw, op, lw.map.experts_stream(op.tensor, chosen), 1)
+    steps: list[Step] = []
+    for expert in chosen:
+        steps += _product_steps(lw, op, lw.map.gemv(expert_tensor(op.tensor, expert)), 1)
+    return steps
+
+
+@lowers("router")
+def _lower_router(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
+    """Top-k of the router's scores on the ASIC: k passes of a max over the experts' scores (``elements``
+    = experts x k values in k rows), like any reduction."""
+    asic = lw.asic
+    cycles = vector_cycles(asic, "reduce", op.elements, op.rows)
+    return [Step("asic", op.part, cycles_to_ps(asic, cycles), None,
+                 lw.vector_work(cycles, VECTOR_BUFFER_BYTES_PER_ELEMENT * op.elements))]
+
+
+def _product_steps(lw: Lowerer, op: Op, stream: Stream, vectors: int) -> list[Step]:
+    """A PIM product's steps: its input over the links, the stream, the partial sums back, their sum."""
+    asic = lw.asic
     to_pim, from_pim = lw.stream_links(stream)
     quantized = op.kind == "gemv" and lw.quantized(op)
     # integer outputs of quantized activations are scaled back: one multiply each
@@ -218,6 +256,7 @@ def _lower_matmul(lw: Lowerer, op: Op, position: int, context: int, vectors: int
 @lowers("asic")
 def _lower_vector(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
     asic = lw.asic
+    context = op.attended(context)  # a windowed layer's softmax covers its window only
     elements = op.elements_at(context, lw.source_len)
     cycles = vector_cycles(asic, op.asic_kind, elements, op.rows_at(context, lw.source_len))
     return [Step("asic", op.part, cycles_to_ps(asic, cycles), None,

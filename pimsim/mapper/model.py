@@ -6,6 +6,16 @@ projections placed (the encoder pass's graph, run once before decoding), and per
 cross-attention K/V region laid out like the KV cache (K row-major, V transposed) but reserved for the
 source's S tokens: decode steps read it (q.K^T and p.V over S tokens), the encoder pass writes it.
 
+A mixture-of-experts model's expert matrices are placed like any weight (``spread`` over every channel),
+or with ``expert_groups`` G > 1 *per channel group*: the channels form G groups and expert e lives on
+group e mod G only, laid out for that group's channels; the G experts of a block share DRAM rows, each in
+its own group's banks. A token's chosen experts then run as one stream: experts in different groups at
+once, experts in the same group one after another (the imbalance of the routing shows in the time).
+
+A layer with a sliding attention window keeps its KV cache as a ring of min(window, context) tokens:
+token t's K row and V column sit in slot t mod ring, overwriting the token that left the window, and
+its q.K^T and p.V read the ring's filled slots (every slot once the window is full).
+
 Tensors of the same shape get the same program with their rows shifted, so a program is built once
 per shape (GPT-2 XL: 5 GEMV shapes for 193 matrices) and once per context length for attention.
 Each :class:`Stream` carries a ``key`` naming what it computes regardless of where it sits, which is
@@ -21,13 +31,14 @@ import numpy as np
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import Compiled
+from pimsim.dram.standard import Level
 from pimsim.errors import PimsimError
 from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.attention import KVLayout, append_program, kv_layout, read_row_program
 from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
 from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_pack, auto_split, place_gemv
 from pimsim.pim.formats import stored_bytes
-from pimsim.workloads.opgraph import OpGraph
+from pimsim.workloads.opgraph import OpGraph, expert_tensor
 
 
 @dataclass
@@ -73,6 +84,7 @@ class ModelMap:
     source_len: int = 0  # tokens of cross-attention K/V reserved per decoder layer
     base_row: int = 0  # rows below this belong to another model sharing the memory (a speculative draft's target)
     batch: int = 1  # sequences decoded together, each with its own KV cache of max_context tokens
+    expert_groups: int = 1  # MoE: channel groups the experts are dealt to (1: every expert over every channel)
     geometry: Geometry = field(init=False)  # of the block weights (in the configured weight format)
     kv_geometry: Geometry = field(init=False)  # of the KV cache, embedding tables and LM head
     tables: dict[str, GemvPlacement] = field(init=False)
@@ -98,16 +110,19 @@ class ModelMap:
         self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
         if self._cross_layers and self.source_len < 1:
             raise PimsimError(f"{self.graph.model}: an encoder-decoder model needs a source length of at least 1")
+        self._experts = self._expert_tensors()
         self._need = self._rows_needed(g) + self.base_row
         if self._need > g.rows:
             raise PimsimError(self._does_not_fit(g))
-        self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()}
-        # one KV cache per sequence, each every layer's in turn (sequence 0's where a lone sequence's is)
-        self_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and not op.cross})
+        self.tables = {name: self._place(name, t["rows"], t["cols"], alloc) for name, t in self.tensors.items()
+                       if name not in self._experts}
+        self.tables.update(self._place_experts(alloc))
+        # one KV cache per sequence, each every layer's in turn (sequence 0's where a lone sequence's is); a
+        # sliding-window layer's is a ring of min(window, run) tokens
         self.kv_by_sequence = [
-            {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.max_context, alloc,
+            {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.ring_tokens(layer), alloc,
                               f"S{seq}.L{layer}." if seq else f"L{layer}.")
-             for layer in self_layers}
+             for layer in self.graph.attention_layers()}
             for seq in range(self.batch)]
         self.kv = self.kv_by_sequence[0]
         self.cross_kv = {layer: kv_layout(self.kv_geometry, meta["cross_kv_heads"], meta["head_dim"], self.source_len,
@@ -123,6 +138,85 @@ class ModelMap:
                 raise PimsimError(f"{name}: the encoder pass uses it as {t}, the decode step as {tensors[name]}")
         return tensors
 
+    # ---- experts on channel groups ------------------------------------------------------------------
+    def _expert_tensors(self) -> dict[str, tuple[str, int]]:
+        """expert matrix name -> (stacked tensor, expert), when experts are dealt to channel groups."""
+        groups = self.expert_groups
+        stacked = {op.tensor: op.experts for op in self.graph.ops if op.kind == "expert_gemv"}
+        if groups == 1 or not stacked:
+            return {}
+        g = self.geometry
+        if groups < 1 or g.channels % groups:
+            raise PimsimError(f"expert placement on {groups} channel groups: the group count must divide the "
+                              f"{g.channels} channels of {self.hw.name}")
+        if self.hw.mapping.gemv != "row_partition":
+            raise PimsimError(f"expert placement on channel groups lays experts out with the row_partition GEMV; "
+                              f"{self.hw.name} uses mapping.gemv {self.hw.mapping.gemv}")
+        return {expert_tensor(t, e): (t, e) for t, n in stacked.items() for e in range(n)}
+
+    def group_geometry(self, tensor: str) -> Geometry:
+        """The geometry an expert of one channel group is laid out in: that group's channels only."""
+        return replace(self.tensor_geometry(tensor), channels=self.geometry.channels // self.expert_groups)
+
+    def _expert_layout(self, name: str) -> GemvPlacement:
+        t = self.tensors[name]
+        sub = self.group_geometry(name)
+        split = auto_split(sub, t["rows"], t["cols"])
+        return GemvPlacement(sub, t["rows"], t["cols"], 0, split, auto_pack(sub, t["rows"], t["cols"], split))
+
+    def _place_experts(self, alloc: RowAllocator) -> dict[str, GemvPlacement]:
+        """Block b of a stacked tensor (experts b x G .. b x G + G - 1) shares its rows: each expert sits
+        in its own group's channels."""
+        out, blocks = {}, {}
+        for name, (stacked, expert) in self._experts.items():
+            proto = self._expert_layout(name)
+            block = (stacked, expert // self.expert_groups)
+            if block not in blocks:
+                blocks[block] = alloc.allocate(f"{stacked}[block {block[1]}]", proto.dram_rows)
+            out[name] = replace(proto, first_row=blocks[block])
+        return out
+
+    def expert_group(self, name: str) -> int:
+        return self._experts[name][1] % self.expert_groups
+
+    def experts_stream(self, stacked: str, experts: tuple[int, ...]) -> Stream:
+        """The chosen experts of a stacked tensor as one stream: each expert's program on its group's
+        channels; where two share a group, one after the other on those channels."""
+        names = [expert_tensor(stacked, e) for e in experts]
+        groups = tuple(sorted(self.expert_group(n) for n in names))
+        t = self.tables[names[0]]
+        key = ("experts", t.rows_out, t.cols_in, t.geometry.fmt, self.expert_groups, groups, self.ns)
+        parts = [self._group_stream(n) for n in names]
+        cat = lambda field: np.concatenate([getattr(p, field) for p in parts])  # noqa: E731
+        return Stream(key, cat("cmd"), cat("node"), np.concatenate([p.rows() for p in parts]), cat("column"),
+                      sum(p.to_pim_bytes for p in parts), sum(p.from_pim_bytes for p in parts),
+                      sum(p.asic_adds for p in parts), sum(p.outputs for p in parts), 0, parts[0].fmt)
+
+    def _group_stream(self, name: str) -> Stream:
+        """One expert's GEMV on its channel group: the group-sized program, its nodes moved to the group's
+        channels, rows shifted to the expert's block."""
+        t, group = self.tables[name], self.expert_group(name)
+        key = ("gemv", t.rows_out, t.cols_in, t.geometry.fmt, 1, "", self.ns, "group", self.expert_groups, group)
+        if key not in self._programs:
+            c = self.compiled
+            program = STRATEGIES["row_partition"](c, replace(t, first_row=0), t.geometry.lanes_out, None, None)
+            offset = group * t.geometry.channels
+            node = _move_channels(c, program.node, offset)
+            channels = self.geometry.channels
+            writes = np.bincount(np.asarray(c.channel_of(node[program.cmd == c.command_names.index("WRGB")]),
+                                            np.int64), minlength=channels)
+            reads = np.bincount(program.reads[:, RD_CHANNEL] + offset, minlength=channels)
+            self._programs[key] = Stream(key, program.cmd, node, program.row, program.column,
+                                         writes * self.hw.dram.organization.access_bytes,
+                                         reads * c.result_read_bytes, program.asic_adds, program.outputs,
+                                         fmt=t.geometry.fmt)
+        return self._shifted(self._programs[key], t.first_row)
+
+    def ring_tokens(self, layer: int) -> int:
+        """Tokens the layer's KV cache holds: the whole context, or its sliding window's worth."""
+        window = self.graph.layer_windows().get(layer)
+        return min(window, self.max_context) if window else self.max_context
+
     def weight_elements(self) -> int:
         """Every weight and embedding table stored, the encoder's included (a tied table once)."""
         return sum(t["rows"] * t["cols"] for t in self.tensors.values())
@@ -134,7 +228,10 @@ class ModelMap:
         used: dict[str, bool] = {}
         ops = self.graph.ops + (self.encoder.ops if self.encoder is not None else [])
         for op in ops:
-            if op.tensor is not None:
+            if op.kind == "expert_gemv":
+                for e in range(op.experts):
+                    used[expert_tensor(op.tensor, e)] = used.get(expert_tensor(op.tensor, e), True)
+            elif op.tensor is not None:
                 in_block = op.kind == "gemv" and op.layer is not None
                 used[op.tensor] = used.get(op.tensor, True) and in_block
         return {name for name, ok in used.items() if ok}
@@ -158,21 +255,32 @@ class ModelMap:
         return self.geometry if tensor in self.low_bit or self.geometry == self.kv_geometry else self.kv_geometry
 
     def gemv_bytes(self) -> float:
-        """Bytes of the weights a decode step multiplies by (each GEMV's matrix once, in its format)."""
-        def nbytes(op) -> float:
-            g = self.tensor_geometry(op.tensor)  # group scales counted exactly (a partial group has one too)
+        """Bytes of the weights a decode step multiplies by (each GEMV's matrix once, in its format; of a
+        mixture-of-experts layer, the top_k experts a token uses)."""
+        def nbytes(tensor: str, rows: int, cols: int) -> float:
+            g = self.tensor_geometry(tensor)  # group scales counted exactly (a partial group has one too)
             if g.group_accesses:
-                return float(stored_bytes(g.fmt, op.rows, op.cols))
-            return op.rows * op.cols * g.operand_bytes
+                return float(stored_bytes(g.fmt, rows, cols))
+            return rows * cols * g.operand_bytes
 
-        return sum(nbytes(op) for op in self.graph.ops if op.kind == "gemv")
+        total = 0.0
+        for op in self.graph.ops:
+            if op.kind == "gemv":
+                total += nbytes(op.tensor, op.rows, op.cols)
+            elif op.kind == "expert_gemv":
+                total += op.top_k * nbytes(expert_tensor(op.tensor, 0), op.rows, op.cols)
+        return total
 
     # ---- fitting -------------------------------------------------------------------------------
     def _rows_needed(self, g: Geometry) -> int:
         rows = sum(self._place(name, t["rows"], t["cols"]).dram_rows
-                   for name, t in self.tensors.items())
-        kv = self._proto_kv()
-        self._kv_rows_per_sequence = self.graph.meta["layers"] * (kv.k.dram_rows + kv.v.dram_rows)
+                   for name, t in self.tensors.items() if name not in self._experts)
+        rows += sum(self._expert_layout(name).dram_rows  # a block of G experts shares its rows
+                    for name, (_, e) in self._experts.items() if e % self.expert_groups == 0)
+        self._kv_rows_per_sequence = 0
+        for layer in self.graph.attention_layers():
+            kv = self._proto_kv(tokens=self.ring_tokens(layer))
+            self._kv_rows_per_sequence += kv.k.dram_rows + kv.v.dram_rows
         self._kv_rows = self.batch * self._kv_rows_per_sequence
         self._cross_rows = 0
         if self._cross_layers:
@@ -295,7 +403,8 @@ class ModelMap:
         program keys of that layout add (cross K/V have their own length)."""
         if cross:
             return self.cross_kv[layer], ("cross", self.source_len)
-        return self.kv[layer], ()
+        layout = self.kv[layer]
+        return layout, (("ring", layout.max_context) if layout.max_context != self.max_context else ())
 
     def scores(self, layer: int, context: int, heads: int, cross: bool = False) -> Stream:
         """q.K^T of every query head over `context` cached tokens; grouped query heads take turns.
@@ -309,7 +418,7 @@ class ModelMap:
         whole = min(-(-context // g.units) * g.units, layout.max_context)
         key = ("scores", whole, heads) + extra + (self.ns,)
         if key not in self._programs:
-            proto = self._proto_kv(cross)
+            proto = self._proto_kv(cross, layout.max_context)
             group = heads // layout.heads
             self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole)
         s = self._programs[key]
@@ -326,7 +435,7 @@ class ModelMap:
         whole = -(-context // g.elems_per_access) * g.elems_per_access
         key = ("context", whole, heads) + extra + (self.ns,)
         if key not in self._programs:
-            proto = self._proto_kv(cross)
+            proto = self._proto_kv(cross, layout.max_context)
             group = heads // layout.heads
             self._programs[key] = self._gemv_stream(key, proto.v, group, proto.v_groups(whole), layout.head_dim)
         return self._shifted(self._programs[key], layout.k.first_row)  # V sits after K, as in the prototype
@@ -335,21 +444,25 @@ class ModelMap:
         """Writing the new token's keys or values (`which` = "k" or "v") into the cache (with `cross`,
         source token `token`'s into the layer's cross-attention K/V). A token's K row sits in slot
         token mod slots, one wave further down for every round of slots: the same commands as that
-        slot's first token, rows shifted."""
-        layout, _ = self._kv_of(layer, cross)
+        slot's first token, rows shifted. A windowed layer's token goes to its ring slot."""
+        layout, ring = self._kv_of(layer, cross)
+        if ring and not cross:
+            token %= layout.max_context
         if which == "k":
             wave, first = divmod(token, layout.k.slots_per_wave)
-            s = self._append_stream(first, which, cross)
+            s = self._append_stream(first, which, cross, layout.max_context)
             return self._shifted(s, layout.k.first_row + wave * layout.k.segments)
         # A value lands in column access token // e of rows that depend only on that access: every token
         # of one access has the same commands (timing only; the payload differs)
         e = self.kv_geometry.elems_per_access
-        return self._shifted(self._append_stream(token // e * e, which, cross), layout.k.first_row)
+        return self._shifted(self._append_stream(token // e * e, which, cross, layout.max_context),
+                             layout.k.first_row)
 
-    def _append_stream(self, token: int, which: str, cross: bool = False) -> Stream:
-        key = ("append", token, which) + (("cross", self.source_len) if cross else ()) + (self.ns,)
+    def _append_stream(self, token: int, which: str, cross: bool = False, tokens: int | None = None) -> Stream:
+        ring = ("ring", tokens) if not cross and tokens not in (None, self.max_context) else ()
+        key = ("append", token, which) + (("cross", self.source_len) if cross else ()) + ring + (self.ns,)
         if key not in self._programs:
-            proto = self._proto_kv(cross)
+            proto = self._proto_kv(cross, tokens)
             prog = append_program(self.compiled, proto, token, parts=which)
             writes = self._count_by_channel(prog, "WR")
             nbytes = writes * self.hw.dram.organization.access_bytes
@@ -370,13 +483,14 @@ class ModelMap:
                                          nbytes)
         return self._shifted(self._programs[key], t.first_row)
 
-    def _proto_kv(self, cross: bool = False) -> KVLayout:
+    def _proto_kv(self, cross: bool = False, tokens: int | None = None) -> KVLayout:
         """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted);
-        with `cross`, the cross-attention K/V layout."""
-        key = "cross_kv" if cross else "kv"
+        with `cross`, the cross-attention K/V layout; `tokens`: a windowed layer's ring length."""
+        tokens = self.max_context if tokens is None or cross else tokens
+        key = "cross_kv" if cross else ("kv" if tokens == self.max_context else ("kv", tokens))
         if key not in self._programs:
             meta = self.graph.meta
-            heads, tokens = (meta["cross_kv_heads"], self.source_len) if cross else (meta["kv_heads"], self.max_context)
+            heads, tokens = (meta["cross_kv_heads"], self.source_len) if cross else (meta["kv_heads"], tokens)
             self._programs[key] = kv_layout(self.kv_geometry, heads, meta["head_dim"], tokens)
         return self._programs[key]
 
@@ -395,3 +509,20 @@ def _concatenated(key: tuple, streams: list[Stream]) -> Stream:
     return Stream(key, *arrays, sum(s.to_pim_bytes for s in streams), sum(s.from_pim_bytes for s in streams),
                   sum(s.asic_adds for s in streams), sum(s.outputs for s in streams), fmt=streams[0].fmt,
                   extra_vector_macs=sum(s.extra_vector_macs for s in streams))
+
+
+def _move_channels(compiled: Compiled, node: np.ndarray, offset: int) -> np.ndarray:
+    """Node ids of a program built for channels 0.. moved `offset` channels up (channel, rank and bank
+    nodes are numbered channel by channel)."""
+    if offset == 0:
+        return node
+    org = compiled.hw.dram.organization
+    per_channel = {Level.CHANNEL: 1, Level.RANK: org.ranks,
+                   Level.BANK: org.ranks * org.bankgroups * org.banks_per_group}
+    level = np.asarray(compiled.node_level(node))
+    shift = np.zeros(len(node), np.int64)
+    for lvl, count in per_channel.items():
+        shift[level == lvl] = offset * count
+    if not np.isin(level, list(per_channel)).all():
+        raise RuntimeError("pimsim bug: a GEMV program addresses a node that is not a channel, rank or bank")
+    return node + shift

@@ -185,7 +185,15 @@ def run_summary(result, functional: dict | None = None) -> str:
                  f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
                  f"{mem['kv_cache_tokens_reserved']:,} tokens"
                  + (f", cross-attention K/V for {mem['cross_kv_tokens_reserved']:,} source tokens"
-                    if "cross_kv_tokens_reserved" in mem else ""))
+                    if "cross_kv_tokens_reserved" in mem else "")
+                 + (f" ({mem['kv_window_layers']} windowed layers: a ring of {mem['kv_window_tokens']:,})"
+                    if "kv_window_layers" in mem else ""))
+    moe = r.get("experts")
+    if moe is not None:
+        lines.append(f"experts    top-{moe['top_k']} of {moe['experts']} in {moe['moe_layers']} MoE layers, routing "
+                     f"{moe['routing']}; busiest expert {moe['imbalance_max']:.2f}x the mean load (layers' mean "
+                     f"{moe['imbalance_mean']:.2f}x), {moe['unused_experts']:,} layer experts unused over "
+                     f"{moe['tokens']:,} tokens")
     if result.energy_per_token_J is not None:
         from pimsim.energy.model import COMPONENTS
 

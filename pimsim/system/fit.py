@@ -45,7 +45,7 @@ def smallest_plan(hw: HardwareConfig, graph: OpGraph, context: int) -> ParallelP
     up to MAX_DEVICES devices (or one stage per layer) fits."""
     from pimsim.dram.compile import compile_standard
 
-    if graph.meta.get("encoder_decoder"):
+    if graph.meta.get("encoder_decoder") or graph.meta.get("moe"):
         return None
     compiled = compile_standard(hw)
     layers = graph.meta["layers"]

@@ -97,6 +97,8 @@ def tensor_shard(graph: OpGraph, tp: int) -> DeviceShard:
     """One device's graph of a tensor-parallel group of `tp` devices (the graph itself when tp is 1)."""
     if graph.meta.get("encoder_decoder"):
         raise PimsimError(f"{graph.model}: several devices do not run encoder-decoder models yet")
+    if graph.meta.get("moe"):  # experts would need expert parallelism and the card's routing on every device
+        raise PimsimError(f"{graph.model}: several devices do not run mixture-of-experts models yet")
     if tp == 1:
         return DeviceShard(graph, [], frozenset(), (0, graph.meta["layers"]))
     check_tensor_parallel(graph, tp)

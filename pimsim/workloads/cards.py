@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_serializer
 
 from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, Problem
@@ -57,6 +57,29 @@ class Quantization(_Strict):
                           "on it)")
 
 
+class ExpertRouting(_Strict):
+    """Mixture-of-experts models only: how generated tokens pick their experts (pimsim.workloads.routing)."""
+
+    routing: Literal["uniform", "zipf", "trace"] = Field("uniform", description="seeded uniform choice, seeded "
+                                                         "Zipf-skewed choice, or a recorded routing trace")
+    seed: StrictInt = Field(0, ge=0, description="seed of the uniform and zipf models")
+    skew: float = Field(1.0, ge=0, le=16, description="zipf: expert of rank r picked with weight 1 / r ** skew")
+    trace: str | None = Field(None, description="trace: CSV file token,layer,experts (relative to the working "
+                                                "directory)")
+    placement: Literal["spread", "channel_groups"] = Field("spread", description="where experts sit: every "
+                                                           "expert over every channel, or expert e on channel "
+                                                           "group e mod channel_groups")
+    channel_groups: StrictInt | None = Field(None, ge=1, description="channel_groups: the group count (default: "
+                                                                     "the most that divide the channels, at most "
+                                                                     "one per expert)")
+
+    def spec(self):
+        from pimsim.workloads.routing import RoutingSpec
+
+        return RoutingSpec(self.routing, self.seed, self.skew, Path(self.trace) if self.trace else None,
+                           self.placement, self.channel_groups)
+
+
 class ModelCard(_Strict):
     version: StrictInt = Field(description="schema version of this file (1)")
     name: str = Field(min_length=1)
@@ -65,6 +88,20 @@ class ModelCard(_Strict):
     context: StrictInt = Field(ge=2, le=1 << 20, description="longest sequence the model supports")
     defaults: RunDefaults = RunDefaults()
     quantization: Quantization | None = None
+    experts: ExpertRouting | None = Field(None, description="mixture-of-experts models: expert routing "
+                                                            "(uniform, seed 0 when not given)")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_experts(self, handler):
+        # a card without an experts section dumps (and hashes) as it did before the section existed
+        data = handler(self)
+        if isinstance(data, dict) and data.get("experts") is None:
+            data.pop("experts", None)
+        return data
+
+    def routing(self):
+        """The card's expert routing (uniform, seed 0 where the card gives none)."""
+        return (self.experts or ExpertRouting()).spec()
 
     def shape_key(self) -> str:
         """A hash of everything that shapes the traced graph (not the name or the defaults)."""
@@ -134,6 +171,11 @@ def validated_card(raw: Any, where: str) -> ModelCard:
     if q is not None and q.quantizer is not None and q.weight_format not in QUANTIZER_FORMATS[q.quantizer]:
         problems.append(Problem("quantization.quantizer", f"{q.quantizer} makes "
                                 f"{' or '.join(QUANTIZER_FORMATS[q.quantizer])} weights, not {q.weight_format}"))
+    e = card.experts
+    if e is not None and (e.routing == "trace") != (e.trace is not None):
+        problems.append(Problem("experts.trace", "a routing trace file goes with routing: trace, and only with it"))
+    if e is not None and e.channel_groups is not None and e.placement != "channel_groups":
+        problems.append(Problem("experts.channel_groups", "goes with placement: channel_groups"))
     if problems:
         raise ConfigError(where, problems)
     return card

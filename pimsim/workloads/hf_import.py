@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import yaml
 
 from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import check_regular_file
-from pimsim.workloads.architecture import attention_window
 
 CONFIG_NAME = "config.json"
 # Limits on what is read: a config.json is a few kilobytes.
@@ -75,10 +73,7 @@ def card_fields(path: Path, fields: dict[str, Any], name: str | None = None, con
         if positions is None:
             raise PimsimError(f"{path}: the config gives no number of positions ({', '.join(POSITION_FIELDS)}); "
                               "give the context length (--context)")
-        context = positions
-        window = attention_window(SimpleNamespace(**fields))
-        if window is not None:
-            context = min(context, window)  # pimsim times full attention only (see the tracer)
+        context = positions  # a sliding window is honoured per layer (its KV cache is a ring), not a cap
     if name is None:
         name = path.parent.name if path.name == CONFIG_NAME and path.parent.name else path.stem
     prompt_len = min(DEFAULT_PROMPT_LEN, context // 2) if prompt_len is None else prompt_len

@@ -14,6 +14,16 @@ values are plain integers, so the engine can follow data dependencies. Kinds:
   ``elements + elements_per_token * c + elements_per_source * s`` (softmax grows with them).
 - ``join``: free (a concatenation or reshaping); it only passes its inputs on.
 
+A mixture-of-experts layer has a ``router`` (top-``top_k`` of ``experts`` router scores, picked on the
+ASIC) and ``expert_gemv`` ops: y = W_e x for each of the token's ``top_k`` chosen experts e of the
+stacked weight ``tensor`` (``experts`` matrices of ``rows`` x ``cols``, stored as the tensors
+``expert_tensor(tensor, e)``). Which experts a token picks is the run's routing (pimsim.workloads.routing).
+
+A layer whose attention looks back over a sliding window (Mistral v0.1, every other layer of Gemma 2)
+marks its ``scores``, ``context``, ``kv_append`` and context-growing ``asic`` ops with ``window``: they
+cover ``min(context, window)`` cached tokens (:meth:`Op.attended`), and the layer's KV cache is a ring
+of that many tokens.
+
 An encoder-decoder model has a second graph, its *encoder pass* (``meta["phase"] == "encoder"``),
 traced at one source length S: the encoder over S tokens, then each decoder layer's cross-attention K
 and V projected from its output. There a ``gemv`` or ``embedding`` has ``count`` = S rows (S passes
@@ -28,19 +38,25 @@ import json
 from dataclasses import asdict, dataclass, field
 
 PARTS = ("embedding", "qkv", "attn_scores", "softmax", "attn_context", "out_proj", "ffn", "lm_head", "asic",
-         "quantize", "kv_write", "transfers", "cross_scores", "cross_context", "cross_kv")
+         "quantize", "kv_write", "transfers", "cross_scores", "cross_context", "cross_kv", "router", "experts")
 PART_TITLES = {"embedding": "embedding reads", "qkv": "QKV projection", "attn_scores": "attention scores",
                "softmax": "softmax", "attn_context": "attention context", "out_proj": "output projection",
                "ffn": "FFN", "lm_head": "LM head", "asic": "other ASIC ops (norms, activations, residuals)",
                "quantize": "activation quantization (ASIC)",
                "kv_write": "KV-cache writes", "transfers": "ASIC<->memory transfers",
                "cross_scores": "cross-attention scores", "cross_context": "cross-attention context",
-               "cross_kv": "cross-attention K/V projection"}
+               "cross_kv": "cross-attention K/V projection", "router": "MoE router (gate GEMV, top-k)",
+               "experts": "MoE experts (active experts' GEMVs)"}
 # Op fields added for encoder-decoder models: left out of the JSON at their defaults, so a decoder-only
 # graph serializes as it did before they existed
 # Versions of the libraries that traced a graph: recorded in its meta, left out of its identity.
 LIBRARY_VERSION_KEYS = ("torch", "transformers")
-_OPTIONAL = {"cross": False, "elements_per_source": 0, "rows_per_source": 0}
+_OPTIONAL = {"cross": False, "elements_per_source": 0, "rows_per_source": 0, "window": 0, "experts": 0, "top_k": 0}
+
+
+def expert_tensor(stacked: str, expert: int) -> str:
+    """The name of expert `expert`'s matrix of a stacked expert weight."""
+    return f"{stacked}[{expert}]"
 
 
 @dataclass
@@ -67,6 +83,13 @@ class Op:
     cross: bool = False  # scores/context/kv_append over the cross-attention K/V (encoder-decoder models)
     elements_per_source: int = 0
     rows_per_source: int = 0
+    window: int = 0  # the layer's sliding attention window in tokens (0: full attention)
+    experts: int = 0  # router / expert_gemv: experts of the layer
+    top_k: int = 0  # router / expert_gemv: experts each token uses
+
+    def attended(self, context: int) -> int:
+        """Cached tokens this op covers at a context length: all of them, or its window's worth."""
+        return min(context, self.window) if self.window else context
 
     def elements_at(self, context: int, source: int = 0) -> int:
         return self.elements + self.elements_per_token * context + self.elements_per_source * source
@@ -88,6 +111,7 @@ class OpGraph:
     ops: list[Op]
     tensors: dict[str, dict]  # name -> {"rows": outputs (or table entries), "cols": inputs (or width)}
     meta: dict = field(default_factory=dict)
+    _windows: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_json(self) -> str:
         return json.dumps({"model": self.model, "meta": self.meta, "tensors": self.tensors,
@@ -108,19 +132,37 @@ class OpGraph:
         d = json.loads(text)
         return cls(d["model"], [Op(**op) for op in d["ops"]], d["tensors"], d["meta"])
 
+    def attention_layers(self) -> list[int]:
+        """The layers with (self-)attention over the KV cache."""
+        return sorted({op.layer for op in self.ops if op.kind == "scores" and not op.cross})
+
+    def layer_windows(self) -> dict[int, int]:
+        """layer -> its sliding window, for the layers that have one."""
+        if self._windows is None:  # asked once per token (the bandwidth bound): worked out once
+            self._windows = {op.layer: op.window for op in self.ops
+                             if op.kind == "scores" and not op.cross and op.window}
+        return self._windows
+
     def weight_elements(self) -> int:
         """Every weight and embedding table stored (a tied table once)."""
         return sum(t["rows"] * t["cols"] for t in self.tensors.values())
 
     def gemv_elements(self) -> int:
-        """Weights a decode step reads: every GEMV's matrix once (embedding tables only by a row)."""
-        return sum(op.rows * op.cols for op in self.ops if op.kind == "gemv")
+        """Weights a decode step reads: every GEMV's matrix once, the token's active experts' matrices of
+        a mixture-of-experts layer (embedding tables only by a row)."""
+        return sum(op.rows * op.cols * (op.top_k if op.kind == "expert_gemv" else 1)
+                   for op in self.ops if op.kind in ("gemv", "expert_gemv"))
 
     def kv_elements(self, context: int, source: int | None = None) -> int:
         """Cached K and V values a decode step reads at a context length; with cross-attention also
         the cross K/V of `source` tokens (default: the graph's ``source_len``, the card's)."""
         m = self.meta
-        kv = 2 * m["layers"] * m["kv_heads"] * m["head_dim"] * context
+        windows = self.layer_windows()
+        if windows:
+            tokens = sum(min(context, windows.get(layer, context)) for layer in self.attention_layers())
+        else:
+            tokens = m["layers"] * context
+        kv = 2 * m["kv_heads"] * m["head_dim"] * tokens
         if m.get("cross_layers"):
             source = m.get("source_len", 0) if source is None else source
             kv += 2 * m["cross_layers"] * m["cross_kv_heads"] * m["head_dim"] * source

@@ -11,7 +11,14 @@ Views pass their input's tag on; everything else is classified by its aten name 
 - ops on activations are ASIC vector work (``_softmax`` and ``native_layer_norm`` whole, RMSNorm as
   the pow/mean/rsqrt/mul it is made of); ops on constants only are free;
 - adding a constant *mask* (built from comparisons) to scores is free: one decode query sees every
-  cached token.
+  cached token, or, in a layer whose KV cache transformers keeps as a sliding window (its cache layer
+  has a ``sliding_window``), the last ``window`` of them: that layer's attention ops carry the window.
+
+Mixture-of-experts layers are recognised by structure, not by family: ``topk`` over activations is a
+*router* (its indices are the expert choice); indexing a stacked 3-D weight with that choice selects
+expert matrices, and a batched product with them is an *expert GEMV* (one per chosen expert at run time).
+The model is built with transformers' ``batched_mm`` experts implementation, which computes the chosen
+experts without data-dependent control flow (its eager loop over the experts hit cannot run on ``meta``).
 
 The step is traced at two cache lengths, and op sizes that grow with the context are stored per token.
 Nothing here knows a model family: only aten ops and the cache API.
@@ -41,9 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pimsim.errors import PimsimError, TraceError
-from pimsim.workloads.architecture import attention_window, mixture_of_experts
+from pimsim.workloads.architecture import attention_window
 from pimsim.workloads.cards import ModelCard
-from pimsim.workloads.opgraph import Op, OpGraph
+from pimsim.workloads.opgraph import Op, OpGraph, expert_tensor
 
 TRACER_VERSION = 4  # bump when the graph a trace produces changes; part of the cache key
 _PAST = (3, 7)  # cache lengths of the two traces
@@ -69,7 +76,7 @@ _ASIC = {"add": "add", "sub": "add", "rsub": "add", "mul": "mul", "neg": "mul", 
 
 @dataclass
 class _Tag:
-    kind: str  # "param", "kv", "act", "const"
+    kind: str  # "param", "kv", "act", "const", "route" (a router's expert choice), "experts" (weights it selects)
     name: str = ""  # parameter name
     value: int = -1  # activation value id
     layer: int = -1  # KV cache layer
@@ -77,6 +84,8 @@ class _Tag:
     mask: bool = False  # a constant that is a mask
     cross: bool = False  # cross-attention K/V of an encoder-decoder
     heads: int = 0  # cached heads (cross K/V)
+    experts: int = 0  # route / experts: the layer's experts
+    top_k: int = 0  # route / experts: experts chosen per token
 
 
 def trace_card(card: ModelCard) -> OpGraph:
@@ -90,11 +99,20 @@ def trace_card(card: ModelCard) -> OpGraph:
         points.append((_PAST[0], _SOURCE[1]))
     runs = _running(card, lambda: [_trace_once(model, past, torch, source) for past, source in points])
     ops = _merge(runs, [p + 1 for p in _PAST], card, _SOURCE if seq2seq else None)
+    _window_context_growth(ops)
     _assign_parts(ops)
     tensors = _tensors(ops)
     meta = _meta(card, ops, torch, transformers)
     meta["max_positions"] = max_positions(model.config)
     meta["sliding_window"] = attention_window(model.config)
+    if meta["sliding_window"] is not None:
+        windowed = sorted({op.layer for op in ops if op.kind == "scores" and op.window})
+        if not windowed:  # the mask would hide the old tokens, which the traces at 3 and 7 never see
+            raise PimsimError(f"model card {card.name}: its config names a sliding window of "
+                              f"{meta['sliding_window']} tokens, but no layer's KV cache keeps a window (transformers "
+                              f"{transformers.__version__} builds them all full); pimsim cannot tell which layers "
+                              f"attend over the window")
+        meta["windowed_layers"] = windowed
     return _checked(card, OpGraph(card.name, ops, tensors, meta))
 
 
@@ -126,9 +144,6 @@ def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
     if positions is not None and card.context > positions:
         raise PimsimError(f"model card {card.name}: context {card.context} is longer than the model's "
                           f"{positions} positions (its config's max_position_embeddings / n_positions)")
-    window = graph.meta.get("sliding_window")
-    if window is not None and card.context > window:
-        raise _window_error(card, window)
     _check_kind(card, bool(graph.meta.get("encoder_decoder")))
     if graph.meta.get("encoder_decoder"):
         graph.meta["source_len"] = card.defaults.source_len
@@ -177,29 +192,20 @@ def _config(card: ModelCard, transformers):
     except Exception as exc:  # whatever transformers raises for a bad config is the card's problem
         raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} config "
                           f"from it: {type(exc).__name__}: {exc}") from None
-    experts = mixture_of_experts(config)
-    if experts is not None:
-        raise PimsimError(f"model card {card.name}: {card.hf.model_type} is a mixture-of-experts model ({experts} "
-                          "experts per layer); pimsim does not trace expert routing yet, so it cannot time it")
     window = attention_window(config)
-    if window is not None and card.context > window:
-        raise _window_error(card, window)
+    if window is not None and window <= _PAST[-1]:
+        # the traces keep up to _PAST[-1] tokens: a shorter window would cut them and hide the growth
+        raise PimsimError(f"model card {card.name}: a sliding window of {window} tokens is shorter than the "
+                          f"{_PAST[-1] + 1} cached tokens pimsim traces a decode step at; give a window of at least "
+                          f"{_PAST[-1] + 1}")
     return config
 
 
 def check_architecture(card: ModelCard) -> None:
     """Refuse, without tracing, a card whose architecture transformers cannot build or pimsim cannot time
-    (mixture of experts, a sliding window shorter than the context)."""
+    (a sliding window too short to trace)."""
     _, transformers = _import_torch()
     _config(card, transformers)
-
-
-def _window_error(card: ModelCard, window: int) -> PimsimError:
-    # The tracer sees full attention over the traced cache lengths; timing a windowed model with it
-    # would silently charge attention over the whole context.
-    return PimsimError(f"model card {card.name}: its attention uses a sliding window of {window} tokens, shorter "
-                       f"than the card's context {card.context}; pimsim does not model sliding-window attention "
-                       f"yet (it would time full attention). Set the card's context to at most {window}")
 
 
 def _build(card: ModelCard, torch, transformers):
@@ -211,12 +217,22 @@ def _build(card: ModelCard, torch, transformers):
         seq2seq = is_encoder_decoder(config)
         auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
         try:
-            model = auto.from_config(config, attn_implementation="eager")
+            # batched_mm: the chosen experts' products without a data-dependent loop (a dense model ignores it)
+            model = auto.from_config(config, attn_implementation="eager", **_experts_implementation(transformers))
         except Exception as exc:
             what = "sequence-to-sequence LM" if seq2seq else "causal LM"
             raise PimsimError(f"model card {card.name}: transformers cannot build a {card.hf.model_type!r} "
                               f"{what} from it: {type(exc).__name__}: {exc}") from None
     return model.eval()  # eval: no dropout ops in the trace
+
+
+def _experts_implementation(transformers) -> dict:
+    """``experts_implementation="batched_mm"`` where transformers has the experts interface (5.x)."""
+    try:
+        from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+    except ImportError:
+        return {}
+    return {"experts_implementation": "batched_mm"} if "batched_mm" in ALL_EXPERTS_FUNCTIONS else {}
 
 
 def max_positions(config) -> int | None:
@@ -332,6 +348,9 @@ class _Tagger:
         self.keep = []  # tensors stay alive during the trace, so their ids stay unique
         for name, p in model.named_parameters():
             self._set(p, _Tag("param", name=name))
+        # layer -> the sliding window transformers keeps its cache to (its cache layer says so)
+        self.windows = {i: w for i, layer in enumerate(cache_layers)
+                        if isinstance(w := getattr(layer, "sliding_window", None), int) and w > 0}
         for i, layer in enumerate(cache_layers):
             self._set(layer.keys, _Tag("kv", layer=i, which="k"))
             self._set(layer.values, _Tag("kv", layer=i, which="v"))
@@ -394,6 +413,23 @@ class _Tagger:
             self._emit("embedding", aten, outs, [], tensor=tags[0].name, rows=weight.shape[0], cols=weight.shape[1],
                        count=indices.numel())
             return
+        if aten == "topk" and acts:
+            self._router(aten, flat_in[0], outs)
+            return
+        routes = [t for t in tags if t.kind == "route"]
+        if aten == "index" and routes and tags[0].kind == "param" and flat_in[0].dim() == 3:
+            route = routes[0]
+            if flat_in[0].shape[0] != route.experts:
+                raise TraceError(f"{self._where()[0]}: {tags[0].name} stacks {flat_in[0].shape[0]} matrices, the "
+                                 f"router before it chooses among {route.experts} experts")
+            self._set(outs[0], _Tag("experts", name=tags[0].name, value=route.value, experts=route.experts,
+                                    top_k=route.top_k))
+            return
+        if (routes or any(t.kind == "experts" for t in tags)) and aten not in _MATMUL:
+            path, layer = self._where()
+            raise TraceError(f"{aten} in {path or 'the top level'} (layer {layer}): uses the expert choice of a "
+                             f"router in a way pimsim cannot map; it recognises experts' weights indexed by the "
+                             f"top-k choice and multiplied by an activation (transformers' batched_mm experts)")
         kv = [t for t in tags if t.kind == "kv"]
         if aten == "cat" and kv:
             new = [t for t in tags if t.kind == "act"]
@@ -403,7 +439,7 @@ class _Tagger:
                 raise TraceError(f"{self._where()[0]}: the decode step appends to the cross-attention K/V; pimsim "
                                  f"expects them computed once from the encoder's output")
             self._emit("kv_append", aten, [], new, layer=k.layer, which=k.which, kv_heads=out.shape[1],
-                       head_dim=out.shape[-1])
+                       head_dim=out.shape[-1], window=self.windows.get(k.layer, 0))
             self._set(out, _Tag("kv", layer=k.layer, which=k.which))
             return
         if aten in _MATMUL:
@@ -421,7 +457,7 @@ class _Tagger:
         if aten in ("cat", "stack"):
             self._emit("join", aten, outs, acts)
             return
-        kind = _ASIC.get(aten)
+        kind = _ASIC.get(aten) or (_ASIC.get(aten[:-1]) if aten.endswith("_") else None)  # in place: x /= s
         power = _integer_power(args) if kind == "pow" else None
         if power is not None:  # x**n as n - 1 multiplies (GPT-J's GELU cubes, RMSNorm squares)
             elements = outs[0].numel()
@@ -448,10 +484,40 @@ class _Tagger:
             kind = "mul"  # division by a scalar: multiply by its reciprocal, computed once
         self._emit("asic", aten, outs, acts, asic_kind=kind, elements=elements, rows=rows)
 
+    def _router(self, aten, scores, outs) -> None:
+        """top-k over router scores: the values weight the experts' outputs, the indices choose them."""
+        values, indices = outs[0], outs[1]
+        experts, top_k = scores.shape[-1], values.shape[-1]
+        if values.numel() != top_k:
+            raise TraceError(f"{aten} in {self._where()[0]}: top-{top_k} over {tuple(scores.shape)}; pimsim traces "
+                             f"decoding, one token's router at a time")
+        self._emit("router", aten, [values], [self._tag(scores)], experts=experts, top_k=top_k,
+                   elements=experts * top_k, rows=top_k)
+        value = self.next_value
+        self._set(indices, _Tag("route", value=value, experts=experts, top_k=top_k))
+
+    def _expert_gemv(self, aten, operands, op_tags, out) -> None:
+        """A batched product of the chosen experts' matrices with the token's activation (repeated top-k
+        times): rows and columns from the selected weights' shape and the product's."""
+        which = next(i for i, t in enumerate(op_tags) if t.kind == "experts")
+        sel, weights = op_tags[which], operands[which]
+        acts = [t for t in op_tags if t.kind == "act"]
+        if len(operands) != 2 or weights.dim() != 3 or weights.shape[0] != sel.top_k or not acts:
+            raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]} in {self._where()[0]}: a product with "
+                             f"selected experts' weights that is not one token's top-{sel.top_k} batch")
+        rows = out.numel() // sel.top_k
+        cols = weights[0].numel() // rows
+        route = _Tag("act", value=sel.value)  # it waits for the router's choice
+        self._emit("expert_gemv", aten, [out], acts + [route], tensor=sel.name, rows=rows, cols=cols,
+                   experts=sel.experts, top_k=sel.top_k)
+
     def _matmul(self, aten, flat_in, tags, outs) -> None:
         operands = flat_in[1:] if aten in ("addmm", "baddbmm") else flat_in
         op_tags = tags[1:] if aten in ("addmm", "baddbmm") else tags
         out = outs[0]
+        if any(t.kind == "experts" for t in op_tags):
+            self._expert_gemv(aten, operands, op_tags, out)
+            return
         params = [t for t in op_tags if t.kind == "param"]
         kv = [t for t in op_tags if t.kind == "kv"]
         acts = [t for t in op_tags if t.kind == "act"]
@@ -463,7 +529,8 @@ class _Tagger:
                            bias=bias, count=x.numel() // x.shape[-1])
                 return
             if x.numel() != x.shape[-1]:
-                raise TraceError(f"{aten} on {tuple(x.shape)}: pimsim traces decoding, one token at a time")
+                raise TraceError(f"{aten} on {tuple(x.shape)} in {self._where()[0] or 'the top level'}: pimsim traces "
+                                 f"decoding, one token at a time")
             self._emit("gemv", aten, outs, acts, tensor=params[0].name, rows=out.shape[-1], cols=x.shape[-1],
                        bias=bias)
             return
@@ -476,7 +543,7 @@ class _Tagger:
             else:
                 head_dim = out.shape[-1]
                 kind = "context"
-            cross = {"cross": True, "kv_heads": k.heads} if k.cross else {}
+            cross = {"cross": True, "kv_heads": k.heads} if k.cross else {"window": self.windows.get(k.layer, 0)}
             self._emit(kind, aten, outs, acts, heads=heads, head_dim=head_dim, which=k.which, layer=k.layer,
                        **cross)
             return
@@ -486,8 +553,9 @@ class _Tagger:
             self._emit("matmul", aten, outs, acts, heads=batch, rows=a.shape[-2], head_dim=a.shape[-1],
                        cols=b.shape[-1], elements=batch * a.shape[-2] * a.shape[-1] * b.shape[-1])
             return
-        raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]}: a matrix product of two activations "
-                         f"is not something pimsim maps yet")
+        path, layer = self._where()
+        raise TraceError(f"{aten} of {[tuple(t.shape) for t in operands]} in {path or 'the top level'} (layer "
+                         f"{layer}): a matrix product of two activations is not something pimsim maps yet")
 
 
 def _merge(runs: list[list[Op]], contexts: list[int], card: ModelCard,
@@ -527,6 +595,15 @@ def _merge(runs: list[list[Op]], contexts: list[int], card: ModelCard,
     return a
 
 
+def _window_context_growth(ops: list[Op]) -> None:
+    """ASIC work that grows with the context in a windowed layer (its softmax, score scaling and soft-capping)
+    grows with the window's tokens only: it gets the layer's window, like the layer's q.K^T."""
+    windows = {op.layer: op.window for op in ops if op.kind == "scores" and op.window}
+    for op in ops:
+        if op.kind == "asic" and op.layer in windows and (op.elements_per_token or op.rows_per_token):
+            op.window = windows[op.layer]
+
+
 def _assign_parts(ops: list[Op]) -> None:
     """Which part of the model each op belongs to, from the graph alone (no per-family names)."""
     # (layer, cross) -> kind -> op indices: a decoder layer of an encoder-decoder has two attentions
@@ -536,18 +613,22 @@ def _assign_parts(ops: list[Op]) -> None:
             by_layer.setdefault((op.layer, op.cross), {}).setdefault(op.kind, []).append(i)
     attention = _attention_windows(ops, by_layer, "scores", "context")
     vocab = max((op.rows for op in ops if op.kind == "embedding"), default=-1)
+    routers = {op.name.split(":")[0] for op in ops if op.kind == "router"}
     for i, op in enumerate(ops):
         if op.kind == "gemv":
             op.part = _gemv_part(op, i, attention)
             if op.part == "ffn" and op.rows == vocab and op.layer is None:
                 op.part = "lm_head"
+            if op.name.split(":")[0] in routers:  # the gate's product, in the module that picks the experts
+                op.part = "router"
         elif op.kind == "asic":
             op.part = "softmax" if op.asic_kind == "softmax" else "asic"
         elif op.kind in ("scores", "context") and op.cross:
             op.part = "cross_scores" if op.kind == "scores" else "cross_context"
         else:
             op.part = {"scores": "attn_scores", "context": "attn_context", "kv_append": "kv_write",
-                       "embedding": "embedding", "join": "asic"}[op.kind]
+                       "embedding": "embedding", "join": "asic", "router": "router",
+                       "expert_gemv": "experts"}[op.kind]
     appends = sorted((op.layer, op.which) for op in ops if op.kind == "kv_append")
     self_layers = sorted(layer for layer, cross in by_layer if not cross)
     if appends != [(layer, w) for layer in self_layers for w in "kv"]:
@@ -583,10 +664,13 @@ def _gemv_part(op: Op, index: int, attention: dict) -> str:
 def _tensors(ops: list[Op]) -> dict[str, dict]:
     tensors: dict[str, dict] = {}
     for op in ops:
-        if op.kind in ("gemv", "embedding"):
+        names = [op.tensor] if op.kind in ("gemv", "embedding") else []
+        if op.kind == "expert_gemv":  # every expert's matrix is stored; a token reads top_k of them
+            names = [expert_tensor(op.tensor, e) for e in range(op.experts)]
+        for name in names:
             shape = {"rows": op.rows, "cols": op.cols}
-            if tensors.setdefault(op.tensor, shape) != shape:
-                raise TraceError(f"weight {op.tensor} used with shapes {tensors[op.tensor]} and {shape}")
+            if tensors.setdefault(name, shape) != shape:
+                raise TraceError(f"weight {name} used with shapes {tensors[name]} and {shape}")
     return tensors
 
 
@@ -607,6 +691,13 @@ def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> dict:
         "traced_with": {"torch": torch.__version__, "transformers": transformers.__version__,
                         "tracer": TRACER_VERSION, "cache_lengths": list(_PAST)},
     }
+    experts = [op for op in ops if op.kind == "expert_gemv"]
+    if experts:
+        meta["moe"] = {"layers": sorted({op.layer for op in experts}), "experts": experts[0].experts,
+                       "top_k": experts[0].top_k}
+        if any((op.experts, op.top_k) != (experts[0].experts, experts[0].top_k) for op in experts):
+            raise TraceError("mixture-of-experts layers with different expert counts or top-k: pimsim routes every "
+                             "layer alike")
     if cross:
         meta.update({"encoder_decoder": True, "cross_layers": len({op.layer for op in cross}),
                      "cross_kv_heads": cross[0].kv_heads})
@@ -705,7 +796,31 @@ def traced_graph(card: ModelCard, use_cache: bool = True) -> OpGraph:
         graph.meta["context"] = card.context  # not part of the shape key: the card's own
         return _checked(card, graph)
 
-    return _cached(path, lambda: trace_card(card), adopt, use_cache)
+    return _windows_within(_cached(path, lambda: trace_card(card), adopt, use_cache, _current), card.context)
+
+
+def _windows_within(graph: OpGraph, context: int) -> OpGraph:
+    """A window as long as the card's context never hides a token (no run is longer): left out, so such
+    a card's graph, and its runs' config hash, are those of full attention (phi-3-mini's 2047-token window
+    over its 2047-token card, gemma-2-2b's at a context of 4096)."""
+    if not any(op.window >= context for op in graph.ops):
+        return graph
+    for op in graph.ops:
+        if op.window >= context:
+            op.window = 0
+    graph._windows = None
+    windowed = sorted({op.layer for op in graph.ops if op.kind == "scores" and op.window})
+    if windowed:
+        graph.meta["windowed_layers"] = windowed
+    else:
+        graph.meta.pop("windowed_layers", None)
+    return graph
+
+
+def _current(graph: OpGraph) -> bool:
+    """A cached graph of a windowed model written before the tracer recorded its windowed layers is
+    traced again (it would time full attention)."""
+    return graph.meta.get("sliding_window") is None or "windowed_layers" in graph.meta
 
 
 def traced_encoder(card: ModelCard, source_len: int, use_cache: bool = True) -> OpGraph:
@@ -738,13 +853,13 @@ def cache_enabled() -> bool:
     return os.environ.get("PIMSIM_NO_CACHE", "") in ("", "0")
 
 
-def _cached(path: Path, trace, adopt, use_cache: bool) -> OpGraph:
+def _cached(path: Path, trace, adopt, use_cache: bool, current=lambda graph: True) -> OpGraph:
     """A cached graph is used only when its file names the same key and its graph text has the checksum
     written beside it: a file edited by hand, cut short or copied under another name is traced again."""
     use_cache = use_cache and cache_enabled()
     if use_cache and path.is_file():
         graph = _read_cached(path)
-        if graph is not None:
+        if graph is not None and current(graph):
             return adopt(graph)
     graph = trace()
     if use_cache:
