@@ -27,3 +27,14 @@ def test_console_script_reports_bad_input_without_a_traceback(tmp_path):
     assert "Traceback" not in done.stderr and "(bundled: " in done.stderr
     # the bundled list, whatever else is bundled beside these
     assert all(f"{name}.yaml" in done.stderr for name in ("ddr4-2400", "gddr6-aim", "hbm-pim"))
+
+
+def test_every_subpackage_is_installed():
+    """pyproject lists its packages by hand: pimsim.system and pimsim.serving were left out once, so a
+    non-editable install (what .ci/run does) could not import them while an editable one could."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "pimsim").rglob("__init__.py")}
+    assert found - listed == set(), f"add to pyproject's packages: {sorted(found - listed)}"
