@@ -161,20 +161,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     bytes_internal = macs * g.units * hw.dram.organization.access_bytes
     busy = sum(result.breakdown_ps.values())
     out = {
-        "model": card.name,
-        "hw": hw.name,
-        "tokens": gen_tokens,
-        "prompt_len": prompt_len,
-        "schedule": schedule,
-        "fidelity": fidelity,
-        "weight_format": hw.pim.weight_format,
-        "kv_format": hw.pim.cache_format,
-        "latency_per_token_s": total / gen_tokens,
-        "latency_first_token_s": per_token_s[0],
-        "latency_last_token_s": per_token_s[-1],
-        "latency_median_token_s": statistics.median(per_token_s),
-        # TPOT, time per output token: its mean is latency_per_token_s; percentiles where there are several
-        **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
+        **record_header(card, hw, prompt_len, gen_tokens, schedule, fidelity, per_token_s, total),
         "tokens_per_s": gen_tokens * batch / total,
         "total_time_s": total,
         "breakdown_s": {k: v * 1e-12 for k, v in result.breakdown_ps.items() if v},
@@ -232,6 +219,28 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
 
 
 TPOT_PERCENTILES = (50, 90, 99)
+
+
+def record_header(card: ModelCard, hw: HardwareConfig, prompt_len: int, gen_tokens: int, schedule: str,
+                  fidelity: str, per_token_s: list[float], total_s: float) -> dict:
+    """The keys every token-generation record starts with, on one device or several: what ran, how,
+    and the time per step (``total_s`` over ``gen_tokens`` steps; ``per_token_s`` each step's)."""
+    return {
+        "model": card.name,
+        "hw": hw.name,
+        "tokens": gen_tokens,
+        "prompt_len": prompt_len,
+        "schedule": schedule,
+        "fidelity": fidelity,
+        "weight_format": hw.pim.weight_format,
+        "kv_format": hw.pim.cache_format,
+        "latency_per_token_s": total_s / gen_tokens,
+        "latency_first_token_s": per_token_s[0],
+        "latency_last_token_s": per_token_s[-1],
+        "latency_median_token_s": statistics.median(per_token_s),
+        # TPOT, time per output token: its mean is latency_per_token_s; percentiles where there are several
+        **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
+    }
 
 
 def tpot_percentiles(per_token_s: list[float]) -> dict[str, float]:

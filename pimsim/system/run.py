@@ -11,8 +11,6 @@ add needs the whole vector), so exchange times add to the token's time under eit
 
 from __future__ import annotations
 
-import statistics
-
 from pimsim import __version__
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeResult, DecodeSimulation, config_hash
@@ -72,7 +70,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
                check_protocol: bool = False, progress=None) -> dict:
     """The JSON-ready record of a run on ``plan.devices`` devices (the keys of a single-device run, plus
     ``system``: the split, the interconnect, the communication's time and energy and their shares)."""
-    from pimsim.runs import energy_of, tpot_percentiles
+    from pimsim.runs import energy_of, record_header
 
     system = hw.system
     if system is None or system.interconnect is None:
@@ -180,19 +178,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
     titles = {**PART_TITLES, COMM_PART: COMM_TITLE}
     heaviest = max(stage_rows, key=lambda r: r["memory"]["rows_per_bank_used"])["memory"]
     out = {
-        "model": card.name,
-        "hw": hw.name,
-        "tokens": gen_tokens,
-        "prompt_len": prompt_len,
-        "schedule": schedule,
-        "fidelity": fidelity,
-        "weight_format": hw.pim.weight_format,
-        "kv_format": hw.pim.cache_format,
-        "latency_per_token_s": total / gen_tokens,
-        "latency_first_token_s": per_token_s[0],
-        "latency_last_token_s": per_token_s[-1],
-        "latency_median_token_s": statistics.median(per_token_s),
-        **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
+        **record_header(card, hw, prompt_len, gen_tokens, schedule, fidelity, per_token_s, total),
         "tokens_per_s": gen_tokens / total,
         "total_time_s": total,
         "breakdown_s": {k: v * 1e-12 for k, v in breakdown_ps.items() if v},
