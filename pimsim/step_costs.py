@@ -59,7 +59,7 @@ class StepCosts:
 
     def __init__(self, hw: HardwareConfig | str, model: ModelCard | str, *, max_batch: int, max_context: int,
                  weight_format: str | None = None, overrides: list[str] | None = None):
-        from pimsim.runs import hardware_for
+        from pimsim.workloads.cards import hardware_for
 
         hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
         card = load_card(model) if isinstance(model, str) else model
@@ -165,7 +165,7 @@ class StepCosts:
         time_s = (end - start) * 1e-12
         if before is None:
             return StepCost(time_s, None)
-        from pimsim.runs import energy_of
+        from pimsim.engine.energy import energy_of
 
         after = timing.counts()
         commands = {k: n - before["commands"].get(k, 0) for k, n in after["commands"].items()}

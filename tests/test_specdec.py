@@ -12,9 +12,9 @@ from conftest import TINY_GPT2, write_card
 from pimsim.cli import main
 from pimsim.config import load_hardware
 from pimsim.engine.decode import DecodeSimulation
-from pimsim.engine.specdec import SpecDecRun, layer_skipped, run_specdec, split_channels
+from pimsim.engine.specdec import SpecDecRun, layer_skipped, split_channels
 from pimsim.errors import ConfigError, PimsimError
-from pimsim.runs import run_model
+from pimsim.runs import run_model, run_specdec
 from pimsim.workloads.acceptance import RateAcceptance, expected_tokens_per_step
 from pimsim.workloads.cards import load_card
 from pimsim.workloads.opgraph import PARTS

@@ -76,7 +76,7 @@ def test_weight_format_is_a_sweep_axis_of_run_options(tmp_path):
 
 def test_speculative_decoding_is_swept_over_alpha_and_k(tmp_path):
     from pimsim.config import load_hardware
-    from pimsim.engine.specdec import run_specdec
+    from pimsim.runs import run_specdec
     from pimsim.workloads.specdec import parse_spec
 
     run = {"prompt_len": 8, "gen_tokens": 6, "spec_dec": "draft=gpt2,k=2,alpha=0.5"}
@@ -160,7 +160,7 @@ def test_specdec_sweep_runs_each_point_in_its_weight_format():
     """A sweep with run.spec_dec and a weight_format axis ran every point in the target card's format
     (bf16) while its rows said otherwise: each point now runs in its own format, and its row says which."""
     from pimsim.config import load_hardware
-    from pimsim.engine.specdec import run_specdec
+    from pimsim.runs import run_specdec
     from pimsim.sweep.points import Sweep
     from pimsim.sweep.runner import run_point
     from pimsim.workloads.specdec import parse_spec

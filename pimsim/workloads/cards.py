@@ -12,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_serializer
 
 from pimsim.config.loader import problems_from_validation, read_yaml
-from pimsim.errors import ConfigError, Problem
+from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import resolve
 from pimsim.workloads.hf_import import card_fields, is_hf_config_path, read_hf_config
+
+if TYPE_CHECKING:
+    from pimsim.config.models import HardwareConfig
 
 # Bounded before any tracing: a mistyped layer count would otherwise trace for minutes with no output.
 MAX_LAYERS = 1024
@@ -179,3 +182,15 @@ def validated_card(raw: Any, where: str) -> ModelCard:
     if problems:
         raise ConfigError(where, problems)
     return card
+
+
+def hardware_for(hw: HardwareConfig, card: ModelCard, weight_format: str | None = None) -> HardwareConfig:
+    """The hardware holding the model's block weights in `weight_format`, else in the card's format,
+    else in the hardware's own (see HardwareConfig.with_weight_format)."""
+    fmt = weight_format or (card.quantization.weight_format if card.quantization else None)
+    if fmt is None or hw.pim is None:
+        return hw
+    try:
+        return hw.with_weight_format(fmt)
+    except ValueError as exc:
+        raise PimsimError(f"{card.name} in {fmt}: {exc}") from None

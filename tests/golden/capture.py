@@ -83,7 +83,7 @@ def _run(hw: str, model: str, **options) -> dict:
 
 def _specdec(text: str) -> dict:
     from pimsim.config.loader import load_hardware
-    from pimsim.engine.specdec import run_specdec
+    from pimsim.runs import run_specdec
     from pimsim.workloads.specdec import parse_spec
 
     return run_specdec(load_hardware("gddr6-aim.yaml", []), parse_spec(text), 16, 6)
