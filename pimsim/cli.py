@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the prefill runs: pim (simulated), asic (the ASIC beside the memory, a roofline) or "
                         "a host device spec (h100, a100, t4, ... or a path: its roofline); the prompt's KV is "
                         "then written into the banks (simulated)")
+    p.add_argument("--decode-fc-on", metavar="DEVICE",
+                   help="heterogeneous decode (AttAcc-style): the FC layers (QKV, output projection, FFN, LM head) of "
+                        "the batch run on host device DEVICE (a100, h100, t4, ... or a path: its roofline) while "
+                        "attention stays in PIM; reported under decode_placement beside the all-PIM figures")
+    p.add_argument("--link", metavar="PRESET",
+                   help="with --decode-fc-on: the interconnect between host and PIM (pcie5-x16, cxl2-x16 or a path; "
+                        "default pcie5-x16)")
+    p.add_argument("--decode-fc-schedule", choices=("auto", "serial", "overlap"),
+                   help="with --decode-fc-on: serial, overlap (two half-batches pipelined) or auto, the shorter per "
+                        "step (default auto)")
     p.add_argument("--source-len", type=_positive, metavar="S",
                    help="encoder-decoder models (bart-base...): source tokens the encoder runs over once before "
                         "decoding, and the cross-attention K/V every decode step reads (default: the card's)")
@@ -647,7 +657,25 @@ def _run_spec(args):
                    source_len=args.source_len, schedule=args.schedule, fidelity=args.fidelity,
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
                    check_protocol=args.check_protocol, batch=args.batch, prefill=_prefill_on(args),
-                   devices=args.devices, parallel=args.parallel)
+                   devices=args.devices, parallel=args.parallel, decode_fc_on=_decode_fc_on(args),
+                   link=_link(args), decode_fc_schedule=args.decode_fc_schedule)
+
+
+def _decode_fc_on(args) -> str | None:
+    """--decode-fc-on's device, checked before anything runs (a name that is no device ends in one message)."""
+    if args.decode_fc_on is not None:
+        from pimsim.baseline.devices import load_device
+
+        load_device(args.decode_fc_on)
+    return args.decode_fc_on
+
+
+def _link(args) -> str | None:
+    if args.link is not None:
+        from pimsim.hetero import load_link
+
+        load_link(args.link)
+    return args.link
 
 
 def _prefill_on(args) -> str | None:
@@ -750,6 +778,7 @@ def _run_specdec(args) -> int:
                                          ("--check-protocol", args.check_protocol), ("--source-len", args.source_len),
                                          ("--batch", args.batch > 1), ("--prefill", args.prefill),
                                          ("--prefill-on", args.prefill_on),
+                                         ("--decode-fc-on", args.decode_fc_on),
                                          ("--schedule overlap", args.schedule == "overlap")) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")

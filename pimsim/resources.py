@@ -14,9 +14,10 @@ _PACKAGES = {"hwconfigs": "pimsim.bundled.hwconfigs", "workloads": "pimsim.bundl
 def bundled_dir(kind: str) -> Path:
     """Where the bundled files of `kind` are: inside the installed package, or, when pimsim runs from
     a source checkout without being installed (``python -m pytest`` in the repository), the top-level
-    folder of the checkout. Baseline device specs live in ``hwconfigs/baselines``."""
-    if kind == "baselines":
-        return bundled_dir("hwconfigs") / "baselines"
+    folder of the checkout. Baseline device specs live in ``hwconfigs/baselines``, interconnect presets
+    in ``hwconfigs/interconnects``."""
+    if kind in ("baselines", "interconnects"):
+        return bundled_dir("hwconfigs") / kind
     try:
         return Path(str(resources.files(_PACKAGES[kind])))
     except ModuleNotFoundError:
@@ -28,7 +29,8 @@ def bundled_names(kind: str) -> list[str]:
     return sorted(p.name for p in root.glob("*.yaml"))
 
 
-_FOLDERS = {"hwconfigs": "hwconfigs", "workloads": "workloads", "baselines": "hwconfigs/baselines"}
+_FOLDERS = {"hwconfigs": "hwconfigs", "workloads": "workloads", "baselines": "hwconfigs/baselines",
+            "interconnects": "hwconfigs/interconnects"}
 
 
 def resolve(name_or_path: str | Path, kind: str) -> Path:

@@ -80,6 +80,9 @@ class RunSpec:
     prefill: str | None = None  # where the prompt runs: pim, asic or a host device spec (None: assumed in the cache)
     devices: int | None = None  # several devices (pimsim.system): None takes the hardware file's system.devices
     parallel: str | None = None  # tp, pp or tp=T,pp=P; None takes the hardware file's system.parallel
+    decode_fc_on: str | None = None  # a host device spec running the FC GEMMs, attention in PIM (pimsim.hetero)
+    link: str | None = None  # the interconnect preset between that host and the PIM (default pcie5-x16)
+    decode_fc_schedule: str | None = None  # auto (default), serial or overlap (pimsim.hetero)
 
     def __post_init__(self):
         problems = []
@@ -126,6 +129,18 @@ class RunSpec:
             problems.append(Problem("devices", f"a whole number >= 1, not {self.devices!r}"))
         if self.parallel is not None and not (isinstance(self.parallel, str) and self.parallel):
             problems.append(Problem("parallel", f"tp, pp or tp=T,pp=P, not {self.parallel!r}"))
+        if self.decode_fc_on is not None and not (isinstance(self.decode_fc_on, str) and self.decode_fc_on):
+            problems.append(Problem("decode_fc_on", f"a host device spec (a100, h100, ...), not {self.decode_fc_on!r}"))
+        elif self.decode_fc_on is not None and mode == "spec_dec":
+            problems.append(Problem("decode_fc_on", "speculative decoding runs all on the PIM system"))
+        for name in ("link", "decode_fc_schedule"):
+            value = getattr(self, name)
+            if value is not None and self.decode_fc_on is None:
+                problems.append(Problem(name, "given without decode_fc_on (the host device running the FC layers)"))
+            elif value is not None and not (isinstance(value, str) and value):
+                problems.append(Problem(name, f"a name, not {value!r}"))
+        if self.decode_fc_schedule not in (None, "auto", "serial", "overlap"):
+            problems.append(Problem("decode_fc_schedule", f"auto, serial or overlap, not {self.decode_fc_schedule!r}"))
         if not (isinstance(self.overrides, Mapping) and all(isinstance(k, str) and k for k in self.overrides)):
             problems.append(Problem("overrides", "a mapping of config keys (text) to values"))
         if problems:

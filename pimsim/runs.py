@@ -55,15 +55,17 @@ def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progr
     plan = parallel_plan(spec.devices, spec.parallel, system.devices if system else 1,
                          system.parallel if system else None)
     if plan.devices > 1:
-        if spec.batch > 1 or spec.prefill is not None:
+        if spec.batch > 1 or spec.prefill is not None or spec.decode_fc_on is not None:
             raise PimsimError(f"{plan.devices} devices run one sequence with its prompt already in the KV cache so "
-                              "far; drop --batch / --prefill, or run on one device")
+                              "far; drop --batch / --prefill / --decode-fc-on, or run on one "
+                              "device")
         return _simulate_system(spec, hw, card, plan, progress, timeline)
     try:
         record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
                            timeline=timeline, progress=progress, check_protocol=spec.check_protocol,
                            weight_format=spec.weight_format, source_len=spec.source_len, batch=spec.batch,
-                           prefill=spec.prefill)
+                           prefill=spec.prefill, decode_fc_on=spec.decode_fc_on, link=spec.link,
+                           decode_fc_schedule=spec.decode_fc_schedule)
     except PimsimError as exc:
         raise PimsimError(f"{exc}{_devices_needed(hw, card, spec)}") from None
     events = record.pop("_timeline", ())
@@ -134,14 +136,18 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
               overrides: list[str] | None = None, timeline: bool = False, progress=None,
               check_protocol: bool = False, weight_format: str | None = None,
-              source_len: int | None = None, batch: int = 1, prefill: str | None = None) -> dict:
+              source_len: int | None = None, batch: int = 1, prefill: str | None = None,
+              decode_fc_on: str | None = None, link: str | None = None,
+              decode_fc_schedule: str | None = None) -> dict:
     """Token generation of `model` on `hw`: `gen_tokens` decode steps after a prompt of `prompt_len`
     tokens already in the KV cache, for one sequence or a `batch` in lock step. With a batch,
     ``latency_per_token_s`` is one step's time (each sequence's time per output token), ``tokens_per_s``
     counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence.
     ``prefill``: where the prompt runs (``pim``, ``asic`` or a host device spec, see
     :mod:`pimsim.engine.prefill`; None: assumed in the KV cache), reported apart under ``prefill`` with
-    ``prefill_s`` and ``ttft_s``."""
+    ``prefill_s`` and ``ttft_s``. ``decode_fc_on``: a host device spec running the FC layers while
+    attention stays in PIM, over the `link` preset, schedule `decode_fc_schedule` (:mod:`pimsim.hetero`),
+    reported under ``decode_placement`` beside the all-PIM figures."""
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
@@ -158,6 +164,8 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     if prefill and (encoder is not None or prompt_len < 1):
         raise PimsimError("a prefill needs a prompt of at least one token" if encoder is None else
                           f"{card.name}: the prefill of encoder-decoder models is their encoder pass (already run)")
+    if decode_fc_on and (encoder is not None or graph.meta.get("moe")):
+        raise PimsimError(f"{card.name}: the hetero decode placement (--decode-fc-on) takes dense decoder-only models")
     if prefill and graph.meta.get("moe"):
         raise PimsimError(f"{card.name}: the prefill of a mixture-of-experts model is not simulated yet (each prompt "
                           "token routes its own experts); drop --prefill")
@@ -199,7 +207,9 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
                                    *((encoder.identity_json(), source_len) if encoder is not None else ()),
                                    *((counts["experts"].get("trace_sha256"),) if "experts" in counts else ()),
                                    *((("batch", batch),) if batch > 1 else ()),
-                                   *((("prefill", prefill),) if prefill else ())),
+                                   *((("prefill", prefill),) if prefill else ()),
+                                   *((("decode_fc_on", decode_fc_on, link, decode_fc_schedule),)
+                                     if decode_fc_on else ())),
         "notes": _notes(schedule, fidelity),
     }
     if batch > 1:
@@ -219,6 +229,13 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         out["ttft_s"] = out["prefill_s"] + per_token_s[0]
         kind = prefill if prefill in (ON_PIM, ON_ASIC) else "device"
         out["notes"][0:1] = [PREFILL_NOTES[kind], COMMON_NOTE]
+    if decode_fc_on:
+        from pimsim.hetero import DEFAULT_LINK, hetero_record
+        from pimsim.step_costs import StepCosts
+
+        costs = StepCosts(hw, card, max_batch=batch, max_context=prompt_len + gen_tokens)
+        out["decode_placement"] = hetero_record(costs, decode_fc_on, link or DEFAULT_LINK, decode_fc_schedule or "auto",
+                                                prompt_len, gen_tokens, batch)
     if encoder is not None:
         out["source_len"] = source_len
         out["graph"]["encoder_ops"] = len(encoder.ops)

@@ -165,6 +165,15 @@ def run_summary(result, functional: dict | None = None) -> str:
         lines.insert(3, f"memory     {mem['kv_rows_per_bank_per_sequence']:,} rows per bank of KV cache per sequence; "
                         f"{mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows used, "
                         f"{mem['sequences_that_fit']:,} sequences would fit")
+    if "decode_placement" in r:  # the hetero placement's figures beside the all-PIM ones above
+        d = r["decode_placement"]
+        steps = len(d["per_step_s"])
+        energy = f", {_joules(d['energy_per_token_J'])} per token" if "energy_per_token_J" in d else ""
+        lines.insert(3, f"hetero     FC on {d['placement']['fc']}, attention in PIM, link {d['placement']['link']}: "
+                        f"{_time(d['latency_per_token_s'])} per step, {d['tokens_per_s']:,.1f} tokens/s{energy} "
+                        f"(per step: host FC {_time(d['host_fc_s'] / steps)}, PIM {_time(d['pim_attention_s'] / steps)}"
+                        f", link {_time(d['link_s'] / steps)}; schedule {d['schedule']}: "
+                        f"{', '.join(sorted(set(d['schedule_per_step'])))}); the other lines are all-PIM")
     if result.weight_format and result.weight_format != r.get("kv_format"):
         lines.insert(2, f"formats    block weights {result.weight_format} (inputs "
                         f"{hw.pim.activation_format}); KV cache, embeddings and LM head {r['kv_format']}")
