@@ -72,6 +72,16 @@ def _round(values: np.ndarray, acc: str) -> np.ndarray:
     raise PimsimError(f"functional co-simulation supports fp32 and fp16 accumulators, not {acc}")
 
 
+def _input_accesses(x: np.ndarray, cols: int, padded: int, per_access: int, fmt: str) -> np.ndarray:
+    """The input vector as the units see it: rounded to `fmt`, zero-padded to `padded` and cut into
+    column accesses of `per_access` lanes ([accesses, lanes])."""
+    from pimsim.pim.formats import to_operands
+
+    xq = np.zeros(padded, np.float32)
+    xq[:cols] = to_operands(np.asarray(x, np.float32).ravel(), fmt)
+    return xq.reshape(-1, per_access)
+
+
 class PimGemv:
     """y = W x as the PIM memory computes it, for one weight matrix (stored once, in operand format)."""
 
@@ -101,12 +111,8 @@ class PimGemv:
         self.W = wq.reshape(rows, self.padded // e, e)  # [rows, accesses, lanes]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from pimsim.pim.formats import to_operands
-
         e = self.g.elems_per_access
-        xq = np.zeros(self.padded, np.float32)
-        xq[:self.cols] = to_operands(np.asarray(x, np.float32).ravel(), self.input_format)
-        xq = xq.reshape(-1, e)
+        xq = _input_accesses(x, self.cols, self.padded, e, self.input_format)
         rows = self.W.shape[0]
         y = np.zeros(rows, np.float32)
         # FP32 accumulators: float32 adds are the exact sum rounded once, as the hardware does; FP16
@@ -201,12 +207,7 @@ class GroupQuantGemv:
         self.scale = self.weight.scale  # float32 holding FP16 values, [rows, groups]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from pimsim.pim.formats import to_operands
-
-        e = self.g.elems_per_access
-        xq = np.zeros(self.padded, np.float32)
-        xq[:self.cols] = to_operands(np.asarray(x, np.float32).ravel(), self.input_format)
-        xq = xq.reshape(-1, e)
+        xq = _input_accesses(x, self.cols, self.padded, self.g.elems_per_access, self.input_format)
         rows = self.codes.shape[0]
         y = np.zeros(rows, np.float32)
         for idx in self.blocks:
