@@ -232,13 +232,16 @@ class DecodeSimulation:
             return self._batched_gemv(index, op, len(positions))
         out: list[Step] = []
         for seq, position in enumerate(positions):
-            if seq == 0 or self.fidelity == "fast":
-                # fast timing goes by what a stream computes, not where it sits: sequence 0's steps at
-                # this position time every sequence's
-                out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
-            else:
-                out += self.lowerers[seq].steps(op, position, position + 1)
+            out += self._sequence_op_steps(index, op, seq, position, shared)
         return out
+
+    def _sequence_op_steps(self, index: int, op, seq: int, position: int, shared: dict[int, dict]) -> list[Step]:
+        """One op's steps for sequence `seq` of a batch at `position` (its own KV cache)."""
+        if seq == 0 or self.fidelity == "fast":
+            # fast timing goes by what a stream computes, not where it sits: sequence 0's steps at this
+            # position time every sequence's
+            return self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
+        return self.lowerers[seq].steps(op, position, position + 1)
 
     def prefill_steps(self, prompt_len: int, sequences: int = 1) -> list[Step]:
         """The steps of a prefill: `sequences` prompts of `prompt_len` tokens each through every layer,
@@ -258,7 +261,6 @@ class DecodeSimulation:
         chunks = [chunk] * full + ([rest] if rest else [])
         out: list[Step] = []
         shared: dict[int, dict] = {}
-        fast = self.fidelity == "fast"
         ops = self.graph.ops
         for index in self._work_ops:
             op = ops[index]
@@ -270,10 +272,7 @@ class DecodeSimulation:
                 continue
             for seq in range(sequences):
                 for position in range(prompt_len):
-                    if seq == 0 or fast:
-                        out += self._op_steps(index, op, position, position + 1, shared.setdefault(position, {}))
-                    else:
-                        out += self.lowerers[seq].steps(op, position, position + 1)
+                    out += self._sequence_op_steps(index, op, seq, position, shared)
         return out
 
     def _batched_gemv(self, index: int, op, vectors: int) -> list[Step]:
@@ -313,8 +312,7 @@ class DecodeSimulation:
             ps_per_byte = 1e12 / peak_internal_Bps(self.compiled)
             self._ps_per_kv = self.map.kv_geometry.operand_bytes * ps_per_byte
             self._weights_ideal = self.map.gemv_bytes() * ps_per_byte
-        kv = self.graph.kv_elements(context, self.source_len) * self._ps_per_kv
-        return self._weights_ideal + (kv if sequences == 1 else sequences * kv)
+        return self._weights_ideal + sequences * (self.graph.kv_elements(context, self.source_len) * self._ps_per_kv)
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
@@ -329,30 +327,18 @@ class DecodeSimulation:
         ideal = 0.0
         for i in range(self.gen_tokens):
             position = self.prompt_len + i
-            if self.batch > 1 and serial and not timeline:
-                end = self.advance(self.batch_steps([position] * self.batch), t, breakdown)
-                per_token.append(end - t)
-                ideal += self._ideal_ps(position + 1, self.batch)
-                t = end
-                if progress is not None:
-                    progress(1)
-                continue
-            if serial and not timeline:
-                end = self._serial_token(position, t, breakdown)
-                per_token.append(end - t)
-                ideal += self._ideal_ps(position + 1)
-                t = end
-                if progress is not None:
-                    progress(1)
-                continue
-            program = self.token_program(position)
-            end = run_program(program, t, self.timing, serial)
+            if serial and not timeline:  # no instruction objects: each step starts when the one before ends
+                end = (self.advance(self.batch_steps([position] * self.batch), t, breakdown) if self.batch > 1
+                       else self._serial_token(position, t, breakdown))
+            else:
+                program = self.token_program(position)
+                end = run_program(program, t, self.timing, serial)
+                for ins in program:
+                    breakdown[ins.part] += ins.end - ins.start
+                if timeline:
+                    events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end, ins.channel_ends)
+                                  for ins in program if ins.end > ins.start)
             per_token.append(end - t)
-            for ins in program:
-                breakdown[ins.part] += ins.end - ins.start
-            if timeline:
-                events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end, ins.channel_ends)
-                              for ins in program if ins.end > ins.start)
             ideal += self._ideal_ps(position + 1, self.batch)
             t = end
             if progress is not None:
