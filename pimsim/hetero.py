@@ -54,7 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pimsim.baseline.devices import DeviceSpec, load_device
-from pimsim.baseline.roofline import DTYPE_BYTES
+from pimsim.baseline.roofline import DTYPE_BYTES, default_dtype
 from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.config.models import InterconnectConfig
 from pimsim.errors import ConfigError, PimsimError, Problem
@@ -79,11 +79,6 @@ def load_link(name: str) -> InterconnectConfig:
         raise ConfigError(str(path), problems_from_validation(exc, InterconnectConfig)) from None
 
 
-def host_dtype(spec: DeviceSpec) -> str:
-    """The data type the host runs its GEMMs in (as the prefill-on-device roofline chooses)."""
-    return "fp32" if spec.kind == "cpu" else ("fp16" if "fp16" in spec.peak_TFLOPS else "fp32")
-
-
 @dataclass(frozen=True)
 class Gemm:
     rows: int
@@ -92,7 +87,7 @@ class Gemm:
 
 def gemm_time_s(spec: DeviceSpec, gemm: Gemm, vectors: int) -> float:
     """g_i(v) of the module's closed form: one GEMM over `vectors` vectors on the host."""
-    dtype = host_dtype(spec)
+    dtype = default_dtype(spec)
     weights = gemm.rows * gemm.cols
     nbytes = (weights + vectors * (gemm.rows + gemm.cols)) * DTYPE_BYTES[dtype]
     memory_s = nbytes / (spec.memory_bandwidth_GBps * 1e9)
@@ -136,7 +131,7 @@ class HeteroDecode:
         if meta.get("moe") or meta.get("encoder_decoder"):
             raise PimsimError(f"{costs.card.name}: the hetero decode placement takes dense decoder-only models")
         self.layers = meta["layers"]
-        self.act_bytes = DTYPE_BYTES[host_dtype(self.spec)]
+        self.act_bytes = DTYPE_BYTES[default_dtype(self.spec)]
         # host chunks H_0 .. H_L (see the module's closed form)
         self.chunks: list[list[Gemm]] = [[] for _ in range(self.layers + 1)]
         for op in graph.ops:
@@ -223,7 +218,7 @@ def hetero_record(costs, fc_on: str, link: str, schedule: str, prompt_len: int, 
     cfg = hetero.link.config
     return {
         "placement": {"fc": fc_on, "attention": "pim", "link": link},
-        "fc_device": {"name": hetero.spec.name, "dtype": host_dtype(hetero.spec),
+        "fc_device": {"name": hetero.spec.name, "dtype": default_dtype(hetero.spec),
                       "memory_bandwidth_GBps": hetero.spec.memory_bandwidth_GBps, "power_W": hetero.spec.power_W},
         "link": {"bandwidth_GBps": cfg.bandwidth_GBps, "latency_ns": cfg.latency_ns,
                  "energy_pJ_per_bit": cfg.energy_pJ_per_bit},

@@ -16,6 +16,12 @@ from pimsim.workloads.opgraph import OpGraph
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
+def default_dtype(spec: DeviceSpec) -> str:
+    """The data type a device runs a model in unless told: fp32 on a CPU, else fp16 where the device
+    gives an fp16 peak, else fp32 (the roofline baselines, a prefill on a host, heterogeneous decode)."""
+    return "fp32" if spec.kind == "cpu" else ("fp16" if "fp16" in spec.peak_TFLOPS else "fp32")
+
+
 def token_time_s(spec: DeviceSpec, graph: OpGraph, context: int, dtype: str) -> dict:
     if dtype not in spec.peak_TFLOPS:
         raise PimsimError(f"{spec.name}: no {dtype} peak given (has {', '.join(spec.peak_TFLOPS)})")
@@ -36,7 +42,7 @@ def token_time_s(spec: DeviceSpec, graph: OpGraph, context: int, dtype: str) -> 
 
 def roofline(spec: DeviceSpec, graph: OpGraph, prompt_len: int, gen_tokens: int, dtype: str | None = None) -> dict:
     """Per-token latency and energy (power x time: an estimate) over a generation run."""
-    dtype = dtype or ("fp32" if spec.kind == "cpu" else ("fp16" if "fp16" in spec.peak_TFLOPS else "fp32"))
+    dtype = dtype or default_dtype(spec)
     steps = [token_time_s(spec, graph, prompt_len + i + 1, dtype) for i in range(gen_tokens)]
     total = sum(s["time_s"] for s in steps)
     per_token = total / gen_tokens

@@ -133,10 +133,10 @@ def asic_roofline(sim, prompt_len: int, sequences: int) -> dict:
 def device_roofline(sim, prompt_len: int, sequences: int, name: str) -> dict:
     """Host device `name`'s prefill of `sequences` prompts of `prompt_len` tokens (its roofline)."""
     from pimsim.baseline.devices import load_device
-    from pimsim.baseline.roofline import DTYPE_BYTES
+    from pimsim.baseline.roofline import DTYPE_BYTES, default_dtype
 
     spec = load_device(name)
-    dtype = "fp32" if spec.kind == "cpu" else ("fp16" if "fp16" in spec.peak_TFLOPS else "fp32")
+    dtype = default_dtype(spec)
     graph, p = sim.graph, prompt_len
     weights = sum(op.rows * op.cols for op in graph.ops if op.kind == "gemv" and op.part != "lm_head")
     nbytes = (weights + sequences * graph.kv_elements(p)) * DTYPE_BYTES[dtype]
