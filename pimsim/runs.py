@@ -25,7 +25,7 @@ from pimsim.config.loader import load_hardware
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeSimulation, config_hash
 from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
-from pimsim.engine.energy import energy_of
+from pimsim.engine.energy import asic_roofline_energy, energy_of
 from pimsim.engine.prefill import COMMON_NOTE, ON_ASIC, ON_PIM, PREFILL_NOTES, run_prefill
 from pimsim.errors import PimsimError
 from pimsim.mapper.placement import Geometry
@@ -338,7 +338,7 @@ def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> dict:
         e = energy_of(sim, pre.counts, simulated_s, pre.channel_busy_ps, pre.work)
         total, parts = e["total_J"], dict(e["breakdown_J"])
         if on == ON_ASIC:
-            r = _asic_roofline_energy(sim, pre.roofline)
+            r = asic_roofline_energy(sim, pre.roofline)
             total += r["total_J"]
             parts = {k: parts[k] + r["breakdown_J"][k] for k in parts}
         elif pre.roofline:
@@ -346,19 +346,6 @@ def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> dict:
             parts["host_device"] = pre.roofline["energy_J"]
         out.update({"energy_J": total, "energy_breakdown_J": parts, "average_power_W": total / time_s})
     return out
-
-
-def _asic_roofline_energy(sim: DecodeSimulation, roofline: dict) -> dict:
-    """The ASIC prefill's weight reads (RD commands streaming whole rows) and multiply-adds at the
-    config's costs, the memory in precharged standby and the ASIC leaking over the roofline's time."""
-    from pimsim.energy.model import Actions, energy_J
-
-    org = sim.hw.dram.organization
-    reads, rows = roofline["reads"], roofline["rows_opened"]
-    actions = Actions(commands={"RD": reads, "ACT": rows, "PRE": rows}, total_s=roofline["time_s"],
-                      busy_s=[0.0] * org.channels, pin_bytes=reads * org.access_bytes,
-                      link_bytes=reads * org.access_bytes, lane_ops=roofline["asic_macs"], sram_bytes=0)
-    return energy_J(sim.compiled, actions)
 
 
 def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:

@@ -120,14 +120,14 @@ class StepCosts:
     def _roofline(self, prompt_len: int, sequences: int, on: str) -> StepCost:
         """An ASIC or host prefill's roofline part (time, and energy as :func:`pimsim.runs.run_model`
         charges it)."""
-        from pimsim.runs import _asic_roofline_energy
+        from pimsim.engine.energy import asic_roofline_energy
 
         sim = self.sim
         r = (asic_roofline(sim, prompt_len, sequences) if on == ON_ASIC
              else device_roofline(sim, prompt_len, sequences, on))
         if self.hw.energy is None:
             return StepCost(r["time_s"], None)
-        return StepCost(r["time_s"], _asic_roofline_energy(sim, r)["total_J"] if on == ON_ASIC else r["energy_J"])
+        return StepCost(r["time_s"], asic_roofline_energy(sim, r)["total_J"] if on == ON_ASIC else r["energy_J"])
 
     def gemvs(self, vectors: int) -> StepCost:
         """Every weight GEMV of one step multiplying `vectors` input vectors (cached per count)."""

@@ -40,7 +40,7 @@ from pimsim.cosim.approx import AsicMath
 from pimsim.cosim.numerics import GroupQuantGemv, PimGemv, QuantizedGemv
 from pimsim.errors import PimsimError
 from pimsim.resources import SMOLLM2_FILE, find_smollm2  # noqa: F401 (kept importable from here)
-from pimsim.workloads.cards import ModelCard
+from pimsim.workloads.cards import ModelCard, check_weights_are_cards
 
 DEFAULT_PROMPT = "The capital of France is"
 
@@ -61,23 +61,12 @@ def _load_model(card: ModelCard, weights: Path | None, seed: int):
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(weights.parent), gguf_file=weights.name, dtype=torch.float32, attn_implementation="eager")
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(weights.parent), gguf_file=weights.name)
-            _check_shapes(card, model.config)
+            check_weights_are_cards(card, model.config)
         else:
             config = transformers.AutoConfig.for_model(card.hf.model_type, **card.hf.config)
             torch.manual_seed(seed)
             model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     return model.eval(), tokenizer
-
-
-def _check_shapes(card: ModelCard, config) -> None:
-    if getattr(config, "model_type", card.hf.model_type) != card.hf.model_type:
-        raise PimsimError(f"the weights are not {card.name}'s: a {config.model_type} model, the card says "
-                          f"{card.hf.model_type}")
-    want = card.hf.config
-    for key, value in want.items():
-        got = getattr(config, key, None)
-        if isinstance(value, (int, bool)) and got is not None and got != value:
-            raise PimsimError(f"the weights are not {card.name}'s: {key} is {got}, the card says {value}")
 
 
 class _PimMode:

@@ -31,6 +31,12 @@ class Compiled:
     refresh_policy: RefreshPolicy  # the standard's policy the config chose (dram.refresh.policy)
     refresh_interval: int  # cycles between two refresh commands of a rank under that policy
 
+    def stuck_message(self, what: str) -> str:
+        """Why `what` (a command, named by the caller) can never issue: it does not fit between refreshes."""
+        t = self.timing
+        return (f"{what} never fits between two refreshes: the refresh interval nREFI = {t['nREFI']} cycles leaves "
+                f"too little time after each refresh (nRFC = {t['nRFC']}) for it to issue; raise nREFI or lower nRFC")
+
     @property
     def refresh_command(self) -> str:
         return self.refresh_policy.command

@@ -119,12 +119,6 @@ def _check_record_size(compiled: Compiled, last_cycle: int, record: bool) -> Non
                          f"run without --emit-commands, or with dram.refresh.enabled=false")
 
 
-def _stuck_message(compiled: Compiled, what: str) -> str:
-    t = compiled.timing
-    return (f"{what} never fits between two refreshes: the refresh interval nREFI = {t['nREFI']} cycles leaves too "
-            f"little time after each refresh (nRFC = {t['nRFC']}) for it to issue; raise nREFI or lower nRFC")
-
-
 def run_command_trace(compiled: Compiled, trace: CommandTrace, record: bool = False) -> RunResult:
     """Issue a command trace. A trace that refreshes itself (has REF commands) gets no kernel refresh."""
     refresh_ids = [compiled.command_names.index(p.command) for p in compiled.standard.refresh_policies]
@@ -134,7 +128,7 @@ def run_command_trace(compiled: Compiled, trace: CommandTrace, record: bool = Fa
                                           trace.cycle, record, auto_refresh=not self_refreshing)
     if err[0] == ERR_STUCK:
         i = int(err[1])
-        raise TraceError(_stuck_message(compiled, f"{trace.source}: line {int(trace.line[i])}: "
+        raise TraceError(compiled.stuck_message(f"{trace.source}: line {int(trace.line[i])}: "
                                                   f"{compiled.command_names[trace.cmd[i]]}"))
     if err[0]:
         i = int(err[1])
@@ -161,7 +155,7 @@ def run_request_trace(compiled: Compiled, trace: RequestTrace, max_outstanding: 
         compiled.spec, ids, trace.cycle, trace.is_write, bank, f["row"].astype(np.int64),
         f["column"].astype(np.int64), int(limit), ctrl.queue_depth, ctrl.scheduler == "fcfs", record)
     if err[0]:
-        raise TraceError(_stuck_message(compiled, f"line {int(trace.line[int(err[1])])}: this request"))
+        raise TraceError(compiled.stuck_message(f"line {int(trace.line[int(err[1])])}: this request"))
     if (done < 0).any():  # would be a controller bug, never an input problem
         raise RuntimeError("controller finished with unserved requests")
     latency = done - trace.cycle

@@ -31,7 +31,6 @@ from pimsim.dram.kernel import (
     split_by_channel,
     threads,
 )
-from pimsim.dram.simulate import _stuck_message
 from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
     C_CONFLICTS,
@@ -92,7 +91,7 @@ class _MacTally:
 
 def _check(compiled: Compiled, stream: Stream, err) -> None:
     if err[0] == ERR_STUCK:
-        raise PimsimError(_stuck_message(compiled, f"a command of {stream.key[0]}"))
+        raise PimsimError(compiled.stuck_message(f"a command of {stream.key[0]}"))
     if err[0]:
         raise RuntimeError(f"pimsim bug: the mapper's stream {stream.key} broke the bank protocol "
                            f"(kernel error {int(err[0])} at command {int(err[1])})")
@@ -283,7 +282,7 @@ class FastTiming:
                 added += (st1.counts.sum(axis=0) - counts) / refreshes
             cost = sum(costs) / len(costs)
             if cost >= n:
-                raise PimsimError(_stuck_message(self.compiled, f"a command of {stream.key[0]}"))
+                raise PimsimError(self.compiled.stuck_message(f"a command of {stream.key[0]}"))
             extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
         per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}

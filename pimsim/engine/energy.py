@@ -22,3 +22,16 @@ def energy_of(sim: DecodeSimulation, counts: dict, total_s: float, busy_ps, work
                       lane_ops=work.asic_lane_ops, sram_bytes=work.asic_sram_bytes,
                       extra_vector_macs=work.extra_vector_macs)
     return energy_J(sim.compiled, actions)
+
+
+def asic_roofline_energy(sim: DecodeSimulation, roofline: dict) -> dict:
+    """The ASIC prefill's weight reads (RD commands streaming whole rows) and multiply-adds at the
+    config's costs, the memory in precharged standby and the ASIC leaking over the roofline's time."""
+    from pimsim.energy.model import Actions, energy_J
+
+    org = sim.hw.dram.organization
+    reads, rows = roofline["reads"], roofline["rows_opened"]
+    actions = Actions(commands={"RD": reads, "ACT": rows, "PRE": rows}, total_s=roofline["time_s"],
+                      busy_s=[0.0] * org.channels, pin_bytes=reads * org.access_bytes,
+                      link_bytes=reads * org.access_bytes, lane_ops=roofline["asic_macs"], sram_bytes=0)
+    return energy_J(sim.compiled, actions)

@@ -150,9 +150,9 @@ def measure_acceptance(weights: str | Path | None, k: int, draft_layers: int, to
     else:
         os.environ["TQDM_DISABLE"] = quiet
     if target_card is not None:  # the counts are replayed on that card's timing: they must be its model's
-        from pimsim.cosim.run import _check_shapes
+        from pimsim.workloads.cards import check_weights_are_cards
 
-        _check_shapes(target_card, target.config)
+        check_weights_are_cards(target_card, target.config)
     layers = target.model.layers
     if not 1 <= draft_layers < len(layers):
         raise PimsimError(f"the draft keeps the first draft_layers of the target's {len(layers)} layers: "

@@ -194,3 +194,16 @@ def hardware_for(hw: HardwareConfig, card: ModelCard, weight_format: str | None 
         return hw.with_weight_format(fmt)
     except ValueError as exc:
         raise PimsimError(f"{card.name} in {fmt}: {exc}") from None
+
+
+def check_weights_are_cards(card: ModelCard, config) -> None:
+    """Loaded weights' transformers `config` must be the card's model: its model type and every whole-number
+    or boolean setting the card gives (a mismatch is refused, not simulated as the card)."""
+    if getattr(config, "model_type", card.hf.model_type) != card.hf.model_type:
+        raise PimsimError(f"the weights are not {card.name}'s: a {config.model_type} model, the card says "
+                          f"{card.hf.model_type}")
+    want = card.hf.config
+    for key, value in want.items():
+        got = getattr(config, key, None)
+        if isinstance(value, (int, bool)) and got is not None and got != value:
+            raise PimsimError(f"the weights are not {card.name}'s: {key} is {got}, the card says {value}")
