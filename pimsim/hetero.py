@@ -128,9 +128,9 @@ class HeteroDecode:
         self.link = Interconnect(load_link(link))
         graph = costs.sim.graph
         meta = graph.meta
-        if meta.get("moe") or meta.get("encoder_decoder"):
+        if meta.moe or meta.encoder_decoder:
             raise PimsimError(f"{costs.card.name}: the hetero decode placement takes dense decoder-only models")
-        self.layers = meta["layers"]
+        self.layers = meta.layers
         self.act_bytes = DTYPE_BYTES[default_dtype(self.spec)]
         # host chunks H_0 .. H_L (see the module's closed form)
         self.chunks: list[list[Gemm]] = [[] for _ in range(self.layers + 1)]
@@ -141,8 +141,8 @@ class HeteroDecode:
                 self.chunks[self.layers].append(Gemm(op.rows, op.cols))  # the LM head, after the last layer
             else:
                 self.chunks[op.layer if op.part == "qkv" else op.layer + 1].append(Gemm(op.rows, op.cols))
-        q = meta["heads"] * meta["head_dim"]
-        kv = meta.get("kv_heads", meta["heads"]) * meta["head_dim"]
+        q = meta.heads * meta.head_dim
+        kv = meta.kv_heads * meta.head_dim
         self.to_pim_elements, self.back_elements = q + 2 * kv, q
 
     def host_chunk_s(self, chunk: int, vectors: int) -> float:

@@ -91,7 +91,7 @@ def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
     graph = traced_graph(card)
     prompt = card.defaults.prompt_len if spec.prompt_len is None else spec.prompt_len
     tokens = card.defaults.gen_tokens if spec.gen_tokens is None else spec.gen_tokens
-    if graph.meta.get("encoder_decoder") or hw.pim is None:
+    if graph.meta.encoder_decoder or hw.pim is None:
         return ""
     from pimsim.system.fit import fits
     from pimsim.system.plan import ParallelPlan
@@ -155,18 +155,18 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
     graph = traced_graph(card)
     encoder = None
-    if graph.meta.get("encoder_decoder") and source_len is None:
+    if graph.meta.encoder_decoder and source_len is None:
         source_len = card.defaults.source_len
     check_source_len(graph, source_len)
-    if graph.meta.get("encoder_decoder"):
-        graph.meta["source_len"] = source_len  # the run's (the card's by default)
+    if graph.meta.encoder_decoder:
+        graph.meta.source_len = source_len  # the run's (the card's by default)
         encoder = traced_encoder(card, source_len)
     if prefill and (encoder is not None or prompt_len < 1):
         raise PimsimError("a prefill needs a prompt of at least one token" if encoder is None else
                           f"{card.name}: the prefill of encoder-decoder models is their encoder pass (already run)")
-    if decode_fc_on and (encoder is not None or graph.meta.get("moe")):
+    if decode_fc_on and (encoder is not None or graph.meta.moe):
         raise PimsimError(f"{card.name}: the hetero decode placement (--decode-fc-on) takes dense decoder-only models")
-    if prefill and graph.meta.get("moe"):
+    if prefill and graph.meta.moe:
         raise PimsimError(f"{card.name}: the prefill of a mixture-of-experts model is not simulated yet (each prompt "
                           "token routes its own experts); drop --prefill")
     sim = DecodeSimulation(hw, graph, prompt_len, gen_tokens, schedule, fidelity, check_protocol, encoder, source_len,
@@ -199,7 +199,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
         **({"experts": counts["experts"]} if "experts" in counts else {}),  # MoE: routing and expert loads
         "per_token_s": per_token_s,
         "memory": sim.describe(),
-        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta},
+        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta.to_dict()},
         "model_card": card.model_dump(mode="json"),
         "pimsim_version": __version__,
         "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
@@ -302,7 +302,7 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
         "time_s": time_s,
         "time_to_first_token_s": time_s + first_token_s,
         "source_len": sim.source_len,
-        "layers": sim.encoder.meta["layers"],
+        "layers": sim.encoder.meta.layers,
         "weights": sum(sim.map.tensors[n]["rows"] * sim.map.tensors[n]["cols"] for n in own),
         "breakdown_s": {k: v * 1e-12 for k, v in enc.breakdown_ps.items() if v},
         "breakdown_share": {k: v / busy for k, v in enc.breakdown_ps.items() if v},

@@ -66,7 +66,7 @@ class StepCosts:
         self.hw = hardware_for(hw, card, weight_format)
         self.card = card
         graph = traced_graph(card)
-        if graph.meta.get("encoder_decoder"):
+        if graph.meta.encoder_decoder:
             raise PimsimError(f"{card.name}: step costs of encoder-decoder models are not modelled")
         if not (isinstance(max_context, int) and max_context >= 1):
             raise PimsimError(f"max_context is a whole number of tokens >= 1, not {max_context!r}")

@@ -207,7 +207,7 @@ def test_a_prefill_elsewhere_is_its_roofline_then_the_kv_writes(tiny, on):
     graph = traced_graph(load_card(tiny))
     weights = sum(op.rows * op.cols for op in graph.ops if op.kind == "gemv" and op.part != "lm_head")
     m = graph.meta
-    attention = 2 * m["layers"] * m["heads"] * m["head_dim"] * 8 * 9 // 2  # causal: 1 + 2 + ... + 8 keys
+    attention = 2 * m.layers * m.heads * m.head_dim * 8 * 9 // 2  # causal: 1 + 2 + ... + 8 keys
     if on == "asic":
         hw = load_hardware(AIM)
         assert pre["roofline"]["asic_macs"] == 8 * weights + attention

@@ -52,9 +52,9 @@ def test_bart_decode_step_reads_cross_attention_over_the_source(bart):
     assert sorted((op.layer, op.which, op.cross) for op in bart.ops if op.kind == "kv_append") == \
         [(layer, w, False) for layer in range(6) for w in "kv"]
     m = bart.meta
-    assert (m["layers"], m["cross_layers"], m["heads"], m["kv_heads"], m["cross_kv_heads"], m["head_dim"]) == \
+    assert (m.layers, m.cross_layers, m.heads, m.kv_heads, m.cross_kv_heads, m.head_dim) == \
         (6, 6, 12, 12, 12, 64)
-    assert m["encoder_decoder"] and m["source_len"] == 128  # the card's
+    assert m.encoder_decoder and m.source_len == 128  # the card's
     # the cross softmax grows with the source, the self one with the context
     softmax = [op for op in bart.ops if op.asic_kind == "softmax"]
     per = sorted((op.elements, op.elements_per_token, op.elements_per_source) for op in softmax)
@@ -85,7 +85,7 @@ def test_cross_ops_run_over_the_source_length(bart):
 
 def test_encoder_pass_graph():
     enc = traced_encoder(load_card("bart-base"), 32)
-    assert enc.meta["phase"] == "encoder" and enc.meta["source_len"] == 32 and enc.meta["layers"] == 6
+    assert enc.meta.phase == "encoder" and enc.meta.source_len == 32 and enc.meta.layers == 6
     gemv = [op for op in enc.ops if op.kind == "gemv"]
     assert len(gemv) == 36 + 12 and all(op.count == 32 for op in gemv)
     cross = [op for op in gemv if op.part == "cross_kv"]
@@ -221,7 +221,8 @@ def test_decoder_only_graphs_are_unchanged():
     assert collections.Counter(op.kind for op in g.ops) == {"asic": 86, "gemv": 49, "kv_append": 24, "scores": 12,
                                                             "context": 12, "embedding": 2}
     assert not any(op.cross or op.elements_per_source or op.rows_per_source for op in g.ops)
-    assert not {"encoder_decoder", "cross_layers", "source_len"} & set(g.meta)
+    assert not g.meta.encoder_decoder and g.meta.cross_layers is None and g.meta.source_len is None
+    assert not {"encoder_decoder", "cross_layers", "source_len"} & set(g.meta.to_dict())
     # the JSON of a decoder-only graph carries none of the encoder-decoder fields
     text = g.to_json()
     assert "cross" not in text and "per_source" not in text

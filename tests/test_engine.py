@@ -133,11 +133,11 @@ def test_mapper_streams_equal_direct_builds(tiny):
     lanes_out = 1
     for context in (1, 15, 16, 17, 100, 300):  # scores at the context rounded to whole units
         direct = STRATEGIES["row_partition"](c, layout.k, lanes_out, layout.k_groups(), context)
-        got = m.scores(1, context, g.meta["heads"])
+        got = m.scores(1, context, g.meta.heads)
         assert got.asic_adds == direct.asic_adds and got.outputs == direct.outputs
         assert np.array_equal(got.cmd, direct.cmd) and np.array_equal(got.rows(), direct.row)
         direct = STRATEGIES["row_partition"](c, layout.v, lanes_out, layout.v_groups(context), layout.head_dim)
-        got = m.context(1, context, g.meta["heads"])
+        got = m.context(1, context, g.meta.heads)
         assert np.array_equal(got.cmd, direct.cmd) and np.array_equal(got.rows(), direct.row)
         assert got.asic_adds == direct.asic_adds
 

@@ -36,7 +36,7 @@ def test_a_config_file_or_its_folder_is_a_card(tmp_path):
         assert "torch_dtype" not in card.hf.config and "architectures" not in card.hf.config
         assert "left out: architectures, torch_dtype, transformers_version, use_cache" in card.description
     graph = traced_graph(card, use_cache=False)
-    assert graph.meta["kv_heads"] == 2 and graph.meta["layers"] == 2
+    assert graph.meta.kv_heads == 2 and graph.meta.layers == 2
     # transformers rewrites rope_scaling in place; the card must not change under it
     assert card.hf.config["rope_scaling"] == TINY_LLAMA_CONFIG["rope_scaling"]
     assert load_card(path).shape_key() == card.shape_key()
@@ -96,7 +96,7 @@ def test_a_missing_config_is_named(tmp_path):
                                                      ("gpt-j-6b", 28, 6.050)])
 def test_cards_of_todays_models_trace_to_their_published_sizes(name, layers, weights_B):
     graph = traced_graph(load_card(name))
-    assert graph.meta["layers"] == layers
+    assert graph.meta.layers == layers
     assert graph.weight_elements() / 1e9 == pytest.approx(weights_B, abs=0.001)
 
 
@@ -117,4 +117,4 @@ def test_a_mixture_of_experts_config_imports_and_traces(tmp_path, capsys):
     path = write_config(tmp_path / "moe", fields)
     assert main(["model", "import", str(path), "-o", str(tmp_path / "moe.yaml")]) == 0
     graph = traced_graph(load_card(tmp_path / "moe.yaml"), use_cache=False)
-    assert graph.meta["moe"] == {"layers": [0, 1], "experts": 4, "top_k": 2}
+    assert graph.meta.moe.to_dict() == {"layers": [0, 1], "experts": 4, "top_k": 2}

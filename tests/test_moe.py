@@ -43,7 +43,7 @@ def top4(tmp_path_factory):
 @pytest.mark.parametrize("model_type", sorted(MOE))
 def test_router_and_expert_gemvs_are_found_without_family_code(tmp_path, model_type):
     graph = traced_graph(_card(tmp_path, model_type), use_cache=False)
-    assert graph.meta["moe"] == {"layers": [0, 1], "experts": 8, "top_k": 2}
+    assert graph.meta.moe == MoeShape((0, 1), 8, 2)
     for layer in (0, 1):
         routers = [op for op in graph.ops if op.kind == "router" and op.layer == layer]
         experts = [op for op in graph.ops if op.kind == "expert_gemv" and op.layer == layer]
@@ -180,7 +180,7 @@ def test_bundled_moe_cards(name, experts, top_k, stored, active):
     """Published sizes: Mixtral 46.7 B weights, Qwen1.5-MoE 14.3 B, OLMoE 6.9 B; the active figures leave
     out the embedding table (read a row at a time)."""
     graph = traced_graph(load_card(name))
-    assert graph.meta["moe"]["experts"] == experts and graph.meta["moe"]["top_k"] == top_k
+    assert graph.meta.moe.experts == experts and graph.meta.moe.top_k == top_k
     assert round(graph.weight_elements() / 1e9, 2) == stored
     assert round(graph.gemv_elements() / 1e9, 2) == active
 

@@ -79,7 +79,7 @@ def test_tp2_halves_each_devices_weights():
     hw = load_hardware("gddr6-aim.yaml")
     c = compile_standard(hw)
     assert ModelMap(hw, c, shard, 64).gemv_bytes() * 2 == ModelMap(hw, c, graph, 64).gemv_bytes()
-    assert (shard.meta["heads"], shard.meta["kv_heads"]) == (16, 2)
+    assert (shard.meta.heads, shard.meta.kv_heads) == (16, 2)
     assert shard.kv_elements(100) * 2 == graph.kv_elements(100)
 
 

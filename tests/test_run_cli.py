@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -167,7 +168,8 @@ def test_config_hash_names_the_graph_not_the_library_versions(monkeypatch):
 
     def other_versions(card, *args, **kwargs):
         graph = real(card, *args, **kwargs)
-        graph.meta = {**graph.meta, "traced_with": {**graph.meta["traced_with"], "torch": "9.9", "transformers": "9.9"}}
+        graph.meta = dataclasses.replace(
+            graph.meta, traced_with=dataclasses.replace(graph.meta.traced_with, torch="9.9", transformers="9.9"))
         return graph
 
     monkeypatch.setattr("pimsim.runs.traced_graph", other_versions)

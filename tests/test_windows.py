@@ -38,7 +38,7 @@ def full(tmp_path_factory):
 
 def test_every_mistral_layer_is_windowed_and_its_attention_ops_carry_the_window(windowed):
     _, g = windowed
-    assert g.meta["windowed_layers"] == [0, 1] and g.layer_windows() == {0: WINDOW, 1: WINDOW}
+    assert g.meta.windowed_layers == (0, 1) and g.layer_windows() == {0: WINDOW, 1: WINDOW}
     attention = [op for op in g.ops if op.kind in ("scores", "context", "kv_append")]
     assert attention and all(op.window == WINDOW for op in attention)
     growing = [op for op in g.ops if op.kind == "asic" and op.elements_per_token]
@@ -66,7 +66,7 @@ def test_windowed_streams_cover_exactly_the_window(windowed, full):
     full-attention model's cover all 2049 tokens."""
     hw = load_hardware("hbm-pim.yaml")
     sim = DecodeSimulation(hw, windowed[1], PROMPT, 2, fidelity="cycle")
-    heads = windowed[1].meta["heads"]
+    heads = windowed[1].meta.heads
     assert all(sim.map.kv[layer].max_context == WINDOW for layer in (0, 1))
     for op in windowed[1].ops:
         if op.kind not in ("scores", "context", "asic") or (op.kind == "asic" and not op.elements_per_token):
@@ -96,8 +96,8 @@ def test_the_ring_reuses_its_slots_and_the_kv_cache_stops_growing(windowed, full
     dense = ModelMap(hw, c, full[1], PROMPT + 2)
     assert ring.rows_used < dense.rows_used
     m = windowed[1].meta
-    assert windowed[1].kv_elements(PROMPT + 1) == 2 * 2 * m["kv_heads"] * m["head_dim"] * WINDOW
-    assert full[1].kv_elements(PROMPT + 1) == 2 * 2 * m["kv_heads"] * m["head_dim"] * (PROMPT + 1)
+    assert windowed[1].kv_elements(PROMPT + 1) == 2 * 2 * m.kv_heads * m.head_dim * WINDOW
+    assert full[1].kv_elements(PROMPT + 1) == 2 * 2 * m.kv_heads * m.head_dim * (PROMPT + 1)
 
 
 def test_within_the_window_windowed_and_full_attention_time_the_same(windowed, full):
@@ -120,7 +120,7 @@ def test_bundled_cards_have_their_real_windows(name, windows):
     card = load_card(name)
     graph = traced_graph(card)
     assert graph.layer_windows() == windows
-    assert card.context == graph.meta["max_positions"]  # no longer capped at the window
+    assert card.context == graph.meta.max_positions  # no longer capped at the window
 
 
 def test_a_wrapped_ring_passes_the_protocol_checker(tmp_path):
@@ -157,8 +157,9 @@ def test_a_window_as_long_as_the_context_is_left_out(tmp_path):
     as phi-3-mini's were before windows were modelled."""
     card = load_card(write_card(tmp_path, "w128", "mistral", {**TINY, "sliding_window": WINDOW}, context=WINDOW))
     graph = traced_graph(card, use_cache=False)
-    assert graph.layer_windows() == {} and "windowed_layers" not in graph.meta
-    assert all(op.window == 0 for op in graph.ops) and graph.meta["sliding_window"] == WINDOW
+    assert graph.layer_windows() == {} and graph.meta.windowed_layers is None
+    assert "windowed_layers" not in graph.meta.to_dict()
+    assert all(op.window == 0 for op in graph.ops) and graph.meta.sliding_window == WINDOW
 
 
 def test_qwen2_windows_only_its_upper_layers(tmp_path):

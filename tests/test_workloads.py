@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 from conftest import TINY_GPT2, TINY_LLAMA, write_card
@@ -10,8 +11,8 @@ from conftest import TINY_GPT2, TINY_LLAMA, write_card
 from pimsim.errors import ConfigError, PimsimError
 from pimsim.resources import bundled_names
 from pimsim.workloads.cards import load_card
-from pimsim.workloads.opgraph import OpGraph
-from pimsim.workloads.tracer import trace_card, traced_graph
+from pimsim.workloads.opgraph import GraphMeta, OpGraph
+from pimsim.workloads.tracer import TRACER_VERSION, trace_card, traced_graph
 
 SPEC_DEC = {"gpt2-xl-spec-gpt2", "gpt2-large-pearl-gpt2", "smollm2-self-spec"}  # workloads, not model cards
 CARDS = [n[:-5] for n in bundled_names("workloads") if n[:-5] not in SPEC_DEC]
@@ -71,7 +72,8 @@ def test_gpt2_block_graph(tiny_gpt2):
     emb = [op for op in g.ops if op.kind == "embedding"]
     assert lm.tensor in {op.tensor for op in emb}
     assert (lm.rows, lm.cols) == (500, 64)
-    assert g.meta == {**g.meta, "layers": 2, "heads": 4, "kv_heads": 4, "head_dim": 16, "d_model": 64, "vocab": 500}
+    assert (g.meta.layers, g.meta.heads, g.meta.kv_heads, g.meta.head_dim, g.meta.d_model, g.meta.vocab) == \
+        (2, 4, 4, 16, 64, 500)
     # softmax grows with the context: 4 heads, one row each
     sm = next(op for op in g.ops if op.asic_kind == "softmax")
     assert (sm.elements, sm.elements_per_token, sm.rows, sm.rows_per_token) == (0, 4, 4, 0)
@@ -92,7 +94,7 @@ def test_gemv_data_dependencies_follow_the_model(tiny_gpt2):
 
 def test_llama_block_with_grouped_kv_heads(tiny_llama):
     g = tiny_llama
-    assert (g.meta["heads"], g.meta["kv_heads"], g.meta["head_dim"]) == (4, 2, 16)
+    assert (g.meta.heads, g.meta.kv_heads, g.meta.head_dim) == (4, 2, 16)
     kinds = collections.Counter((op.kind, op.part) for op in g.ops)
     assert kinds[("gemv", "qkv")] == 6 and kinds[("gemv", "ffn")] == 6 and kinds[("gemv", "lm_head")] == 1
     assert not any(op.bias for op in g.ops if op.kind == "gemv")
@@ -108,6 +110,24 @@ def test_llama_block_with_grouped_kv_heads(tiny_llama):
 def test_graph_json_round_trip(tiny_llama):
     again = OpGraph.from_json(tiny_llama.to_json())
     assert again.ops == tiny_llama.ops and again.tensors == tiny_llama.tensors and again.meta == tiny_llama.meta
+    assert again.to_json() == tiny_llama.to_json()  # byte for byte: graph identities (and hashes) ride on it
+
+
+def test_graph_meta_is_typed_and_keeps_the_tracers_json(tiny_llama):
+    meta = tiny_llama.meta
+    assert isinstance(meta, GraphMeta) and meta.phase == "decode" and meta.traced_with.tracer == TRACER_VERSION
+    d = json.loads(tiny_llama.to_json())["meta"]
+    # the order the tracer wrote before the meta was typed; an unset field is left out, the position
+    # limit and window are always written (None where the config names none)
+    assert list(d) == ["layers", "heads", "kv_heads", "head_dim", "d_model", "vocab", "context", "model_type",
+                       "traced_with", "max_positions", "sliding_window"]
+    assert list(d["traced_with"]) == ["torch", "transformers", "tracer", "cache_lengths"]
+    identity = json.loads(tiny_llama.identity_json())["meta"]["traced_with"]
+    assert list(identity) == ["tracer", "cache_lengths"]  # the libraries' versions are not what the graph is
+    with pytest.raises(ValueError, match="unknown graph meta key.*bogus"):
+        GraphMeta.from_dict({**d, "bogus": 1})
+    with pytest.raises(ValueError, match="graph phase"):
+        GraphMeta(phase="prefill")
 
 
 def test_traced_graph_is_cached_by_shape(tmp_path, monkeypatch):
@@ -138,9 +158,9 @@ def test_unknown_model_type_is_a_clear_error(tmp_path):
 def test_cached_graph_takes_the_cards_own_context(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     long = load_card(write_card(tmp_path, "long", "gpt2", TINY_GPT2, context=64))
-    assert traced_graph(long).meta["context"] == 64
+    assert traced_graph(long).meta.context == 64
     short = load_card(write_card(tmp_path, "short", "gpt2", TINY_GPT2, context=20))
-    assert traced_graph(short).meta["context"] == 20  # same shapes, from the cache, its own context
+    assert traced_graph(short).meta.context == 20  # same shapes, from the cache, its own context
 
 
 def test_context_beyond_the_models_positions_is_refused(tmp_path):
@@ -165,13 +185,13 @@ TINY_MISTRAL = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, 
                                             ({"sliding_window": "null"}, None)])
 def test_a_window_that_covers_the_context_is_exact(tmp_path, config, window):
     card = load_card(write_card(tmp_path, "win", "mistral", {**TINY_MISTRAL, **config}, context=128))
-    assert traced_graph(card, use_cache=False).meta["sliding_window"] == window
+    assert traced_graph(card, use_cache=False).meta.sliding_window == window
 
 
 def test_qwen2_window_switched_off_is_full_attention(tmp_path):
     cfg = {**TINY_MISTRAL, "sliding_window": 16, "use_sliding_window": "false"}
     card = load_card(write_card(tmp_path, "q", "qwen2", cfg, context=128))
-    assert traced_graph(card, use_cache=False).meta["sliding_window"] is None
+    assert traced_graph(card, use_cache=False).meta.sliding_window is None
 
 
 def test_unmapped_op_names_the_op_and_the_layer(tmp_path):

@@ -29,7 +29,7 @@ def token_time_s(spec: DeviceSpec, graph: OpGraph, context: int, dtype: str) -> 
     size = DTYPE_BYTES[dtype]
     weights = graph.gemv_elements()
     kv = graph.kv_elements(context)
-    attention_flops = 2 * 2 * meta["layers"] * meta["heads"] * meta["head_dim"] * context
+    attention_flops = 2 * 2 * meta.layers * meta.heads * meta.head_dim * context
     nbytes = (weights + kv) * size
     flops = 2 * weights + attention_flops
     memory_s = nbytes / (spec.memory_bandwidth_GBps * 1e9)

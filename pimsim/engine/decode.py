@@ -33,7 +33,7 @@ from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper import hbm_pim_gemv
 from pimsim.mapper.model import ModelMap
 from pimsim.workloads.opgraph import PARTS, OpGraph
-from pimsim.workloads.routing import MoeShape, Router, RoutingSpec
+from pimsim.workloads.routing import Router, RoutingSpec
 from pimsim.workloads.tracer import check_source_len
 
 SCHEDULES = ("serial", "overlap")
@@ -68,7 +68,7 @@ class DecodeSimulation:
             raise PimsimError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         if fidelity not in FIDELITIES:
             raise PimsimError(f"fidelity must be one of {', '.join(FIDELITIES)}, not {fidelity!r}")
-        context = graph.meta["context"]
+        context = graph.meta.context
         if prompt_len < 0 or gen_tokens < 1:
             raise PimsimError(f"need a prompt length of at least 0 and at least one token to generate, got "
                               f"{prompt_len} and {gen_tokens}")
@@ -77,7 +77,7 @@ class DecodeSimulation:
                               f"{prompt_len + gen_tokens} tokens, longer than its context of {context}")
         check_source_len(graph, source_len)
         _check_batch(hw, graph, batch)
-        if graph.meta.get("encoder_decoder") and (encoder is None or encoder.meta.get("source_len") != source_len):
+        if graph.meta.encoder_decoder and (encoder is None or encoder.meta.source_len != source_len):
             raise PimsimError(f"{graph.model}: an encoder-decoder run needs its encoder pass traced at the source "
                               f"length {source_len}")
         self.hw, self.graph, self.encoder = hw, graph, encoder
@@ -89,7 +89,7 @@ class DecodeSimulation:
             raise PimsimError("models sharing a memory need the same hardware description")
         self.compiled = compile_standard(hw) if share is None else share.compiled
         self.batch = batch
-        moe = MoeShape.of(graph.meta)
+        moe = graph.meta.moe
         if moe is not None and batch > 1:
             raise PimsimError(f"{graph.model}: batches of a mixture-of-experts model are not simulated yet (each "
                               "sequence would route its own experts); run it with --batch 1")
@@ -398,7 +398,7 @@ def _check_batch(hw: HardwareConfig, graph: OpGraph, batch: int) -> None:
         problems.append("the hbm_pim_gemv kernel has no multi-vector MAC (pim.vectors_per_mac > 1); use "
                         "mapping.gemv row_partition")
     if batch > 1:
-        if graph.meta.get("encoder_decoder"):
+        if graph.meta.encoder_decoder:
             problems.append(f"{graph.model}: batches of encoder-decoder models are not modelled (one source each)")
     if problems:
         raise PimsimError("; ".join(problems))

@@ -69,7 +69,7 @@ def run_encoder(sim) -> EncoderResult:
             raise RuntimeError(f"pimsim bug: the encoder pass issued {len(violations)} command(s) that break the "
                                f"{sim.hw.dram.standard} protocol, for example: {violations[0]}")
         counts["protocol_check"] = {"commands_checked": checked, "violations": 0}
-    source = graph.meta["source_len"]
+    source = graph.meta.source_len
     activation = max((FP32_BYTES * (op.elements if op.kind == "asic" else op.rows * op.count)
                       for op in graph.ops if op.kind in ("asic", "gemv")), default=0)
     activation = max([activation] + [FP32_BYTES * op.heads * op.rows * op.cols for op in graph.ops

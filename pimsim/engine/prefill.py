@@ -111,7 +111,7 @@ def _causal_attention_macs(graph, prompt_len: int) -> int:
     """Multiply-adds of causal attention over a prompt: token j's query against j + 1 keys, then its
     probabilities over j + 1 values, every query head of every layer."""
     meta = graph.meta
-    return 2 * meta["layers"] * meta["heads"] * meta["head_dim"] * prompt_len * (prompt_len + 1) // 2
+    return 2 * meta.layers * meta.heads * meta.head_dim * prompt_len * (prompt_len + 1) // 2
 
 
 def asic_roofline(sim, prompt_len: int, sequences: int) -> dict:

@@ -99,13 +99,13 @@ class SpecDecRun:
         k, reserve = spec.k, self.gen_tokens + spec.k  # a verify step writes up to k tokens past the end
         target_graph, draft_graph = traced_graph(self.target_card), traced_graph(self.draft_card)
         for card, graph in ((self.target_card, target_graph), (self.draft_card, draft_graph)):
-            if self.prompt_len + reserve > graph.meta["context"]:
+            if self.prompt_len + reserve > graph.meta.context:
                 raise PimsimError(f"{card.name}: a prompt of {self.prompt_len}, {self.gen_tokens} tokens and {k} "
                                   f"drafts beyond them need {self.prompt_len + reserve} positions, more than its "
-                                  f"context of {graph.meta['context']}")
-        if target_graph.meta.get("vocab") != draft_graph.meta.get("vocab"):
-            self.notes = [f"the draft's vocabulary ({draft_graph.meta.get('vocab')}) differs from the target's "
-                          f"({target_graph.meta.get('vocab')}); timing is simulated as given"]
+                                  f"context of {graph.meta.context}")
+        if target_graph.meta.vocab != draft_graph.meta.vocab:
+            self.notes = [f"the draft's vocabulary ({draft_graph.meta.vocab}) differs from the target's "
+                          f"({target_graph.meta.vocab}); timing is simulated as given"]
         else:
             self.notes = []
         hw_target = hw_draft = hw

@@ -99,7 +99,7 @@ class ModelMap:
         # in every stream key: models sharing one DRAM timing state (a speculative draft beside its
         # target) must not share timings of streams whose layouts differ (a KV cache of other shape)
         meta = self.graph.meta
-        self.ns = (self.graph.model, meta.get("kv_heads"), meta.get("head_dim"), self.max_context, self.source_len)
+        self.ns = (self.graph.model, meta.kv_heads, meta.head_dim, self.max_context, self.source_len)
         self.tensors = self._all_tensors()
         self.low_bit = self._block_weights() if g != self.kv_geometry else set()
         alloc = RowAllocator(g, f"{self.hw.name} ({self.hw.dram.organization.capacity_bytes / 2**30:g} GiB)")
@@ -120,12 +120,12 @@ class ModelMap:
         # one KV cache per sequence, each every layer's in turn (sequence 0's where a lone sequence's is); a
         # sliding-window layer's is a ring of min(window, run) tokens
         self.kv_by_sequence = [
-            {layer: kv_layout(self.kv_geometry, meta["kv_heads"], meta["head_dim"], self.ring_tokens(layer), alloc,
+            {layer: kv_layout(self.kv_geometry, meta.kv_heads, meta.head_dim, self.ring_tokens(layer), alloc,
                               f"S{seq}.L{layer}." if seq else f"L{layer}.")
              for layer in self.graph.attention_layers()}
             for seq in range(self.batch)]
         self.kv = self.kv_by_sequence[0]
-        self.cross_kv = {layer: kv_layout(self.kv_geometry, meta["cross_kv_heads"], meta["head_dim"], self.source_len,
+        self.cross_kv = {layer: kv_layout(self.kv_geometry, meta.cross_kv_heads, meta.head_dim, self.source_len,
                                           alloc, f"L{layer}.cross.")
                          for layer in self._cross_layers}
         self.rows_used = alloc.next_row
@@ -490,8 +490,8 @@ class ModelMap:
         key = "cross_kv" if cross else ("kv" if tokens == self.max_context else ("kv", tokens))
         if key not in self._programs:
             meta = self.graph.meta
-            heads, tokens = (meta["cross_kv_heads"], self.source_len) if cross else (meta["kv_heads"], tokens)
-            self._programs[key] = kv_layout(self.kv_geometry, heads, meta["head_dim"], tokens)
+            heads, tokens = (meta.cross_kv_heads, self.source_len) if cross else (meta.kv_heads, tokens)
+            self._programs[key] = kv_layout(self.kv_geometry, heads, meta.head_dim, tokens)
         return self._programs[key]
 
     def _count_by_channel(self, prog, name: str) -> np.ndarray:

@@ -60,10 +60,10 @@ class EngineCosts:
         self.hw = hardware_for(hw, card, weight_format)
         self.card = card
         graph = traced_graph(card)
-        if graph.meta.get("encoder_decoder"):
+        if graph.meta.encoder_decoder:
             raise PimsimError(f"{card.name}: serving encoder-decoder models is not supported")
         # a request's cache ends with P + O tokens: at most the model's context
-        self.max_context = int(graph.meta["context"]) - 1
+        self.max_context = int(graph.meta.context) - 1
         self.layout_context = min(max(longest, 1), self.max_context) + 1
         lone = ModelMap(self.hw, compile_standard(self.hw), graph, self.layout_context)  # refuses what cannot fit
         self.sequences_that_fit = lone.sequences_that_fit()

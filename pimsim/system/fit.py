@@ -35,7 +35,7 @@ def fits(hw: HardwareConfig, graph: OpGraph, plan: ParallelPlan, context: int, c
 
 def tensor_sizes(graph: OpGraph) -> list[int]:
     """Tensor-parallel sizes the heads allow, smallest first."""
-    heads, kv = graph.meta["heads"], graph.meta["kv_heads"]
+    heads, kv = graph.meta.heads, graph.meta.kv_heads
     return [t for t in range(1, math.gcd(heads, kv) + 1) if heads % t == 0 and kv % t == 0]
 
 
@@ -45,10 +45,10 @@ def smallest_plan(hw: HardwareConfig, graph: OpGraph, context: int) -> ParallelP
     up to MAX_DEVICES devices (or one stage per layer) fits."""
     from pimsim.dram.compile import compile_standard
 
-    if graph.meta.get("encoder_decoder") or graph.meta.get("moe"):
+    if graph.meta.encoder_decoder or graph.meta.moe:
         return None
     compiled = compile_standard(hw)
-    layers = graph.meta["layers"]
+    layers = graph.meta.layers
     sizes = tensor_sizes(graph)
     capacity = hw.dram.organization.capacity_bytes
     from pimsim.pim.formats import WEIGHT_BITS

@@ -193,7 +193,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
         "row_hits": hits, "row_misses": misses, "row_conflicts": conflicts,
         "per_token_s": per_token_s,
         "memory": heaviest,
-        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta},
+        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta.to_dict()},
         "model_card": card.model_dump(mode="json"),
         "pimsim_version": __version__,
         "energy_per_token_J": energy_total / gen_tokens,

@@ -64,7 +64,7 @@ class DeviceShard:
             d["tensor"] = tensors.get(op.tensor)
             d["layer"] = None if op.layer is None else op.layer - first
             ops.append(d)
-        meta = {k: v for k, v in self.graph.meta.items() if k not in ("traced_with", "pipeline_stage")}
+        meta = {k: v for k, v in self.graph.meta.to_dict().items() if k not in ("traced_with", "pipeline_stage")}
         return json.dumps([ops, list(self.graph.tensors.values()), meta], sort_keys=True)
 
 
@@ -73,7 +73,7 @@ def check_tensor_parallel(graph: OpGraph, tp: int) -> None:
     meta = graph.meta
     problems = []
     for key, what in (("heads", "query heads"), ("kv_heads", "KV heads")):
-        count = meta.get(key)
+        count = getattr(meta, key)
         if count and count % tp:
             divisors = [d for d in range(1, count + 1) if count % d == 0]
             problems.append(f"its {count} {what} do not split over {tp} devices (tensor-parallel sizes that "
@@ -95,12 +95,12 @@ def _shard_asic(op: Op, tp: int) -> Op:
 
 def tensor_shard(graph: OpGraph, tp: int) -> DeviceShard:
     """One device's graph of a tensor-parallel group of `tp` devices (the graph itself when tp is 1)."""
-    if graph.meta.get("encoder_decoder"):
+    if graph.meta.encoder_decoder:
         raise PimsimError(f"{graph.model}: several devices do not run encoder-decoder models yet")
-    if graph.meta.get("moe"):  # experts would need expert parallelism and the card's routing on every device
+    if graph.meta.moe:  # experts would need expert parallelism and the card's routing on every device
         raise PimsimError(f"{graph.model}: several devices do not run mixture-of-experts models yet")
     if tp == 1:
-        return DeviceShard(graph, [], frozenset(), (0, graph.meta["layers"]))
+        return DeviceShard(graph, [], frozenset(), (0, graph.meta.layers))
     check_tensor_parallel(graph, tp)
     state: dict[int, str] = {}
     ops: list[Op] = []
@@ -121,7 +121,7 @@ def tensor_shard(graph: OpGraph, tp: int) -> DeviceShard:
                 state[op.output] = SHARD
         elif op.kind == "embedding":
             new = op
-            if graph.tensors[op.tensor]["rows"] == graph.meta.get("vocab"):  # the token table: by vocabulary
+            if graph.tensors[op.tensor]["rows"] == graph.meta.vocab:  # the token table: by vocabulary
                 tensors[op.tensor]["rows"] = _split(graph.tensors[op.tensor]["rows"], tp)
                 collectives.append(Collective("all_reduce", len(ops), op.count * op.cols))
             state[op.output] = WHOLE  # other tables (GPT-2's positions) are small and whole on every device
@@ -141,13 +141,12 @@ def tensor_shard(graph: OpGraph, tp: int) -> DeviceShard:
         # the LM head's logits stay split: each device picks its best and the (value, index) pairs are
         # gathered, instead of moving the whole vocabulary's logits
         collectives.append(Collective("gather", len(ops) - 1, 2))
-    meta = dict(graph.meta)
-    meta.update(heads=meta["heads"] // tp, kv_heads=meta["kv_heads"] // tp, tensor_parallel=tp)
-    if "vocab" in meta:
-        meta["vocab"] = _split(meta["vocab"], tp)
+    meta = replace(graph.meta, heads=graph.meta.heads // tp, kv_heads=graph.meta.kv_heads // tp, tensor_parallel=tp)
+    if meta.vocab is not None:
+        meta.vocab = _split(meta.vocab, tp)
     # tensors in the order the ops first use them, as the tracer lists them
     return DeviceShard(OpGraph(graph.model, ops, tensors, meta), collectives, frozenset(sharded_asic),
-                       (0, graph.meta["layers"]))
+                       (0, graph.meta.layers))
 
 
 def stage_layers(layers: int, pp: int) -> list[tuple[int, int]]:
@@ -170,7 +169,7 @@ def pipeline_stages(shard: DeviceShard, pp: int) -> list[DeviceShard]:
     if pp == 1:
         return [shard]
     graph = shard.graph
-    bounds = stage_layers(graph.meta["layers"], pp)
+    bounds = stage_layers(graph.meta.layers, pp)
     layered = [i for i, op in enumerate(graph.ops) if op.layer is not None]
     first_layered, last_layered = layered[0], layered[-1]
 
@@ -187,7 +186,7 @@ def pipeline_stages(shard: DeviceShard, pp: int) -> list[DeviceShard]:
         ops = [graph.ops[i] for i in indices]
         used = {op.tensor for op in ops if op.tensor}
         tensors = {name: t for name, t in graph.tensors.items() if name in used}
-        meta = dict(graph.meta, layers=bounds[s][1] - bounds[s][0], pipeline_stage=s)
+        meta = replace(graph.meta, layers=bounds[s][1] - bounds[s][0], pipeline_stage=s)
         position = {old: new for new, old in enumerate(indices)}
         stages.append(DeviceShard(
             OpGraph(graph.model, ops, tensors, meta),
@@ -203,4 +202,4 @@ def _no_layer(op: Op) -> int:
 
 def stage_boundary_values(graph: OpGraph) -> int:
     """Values sent from one pipeline stage to the next: the hidden state."""
-    return graph.meta["d_model"]
+    return graph.meta.d_model

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pimsim.errors import PimsimError
+from pimsim.workloads.opgraph import MoeShape
 
 ROUTING_MODELS = ("uniform", "zipf", "trace")
 # The longest routing trace read: a row per token and layer; 64 MiB holds millions of rows.
@@ -57,20 +58,6 @@ class RoutingSpec:
         if self.model == "trace":
             return f"recorded trace {self.trace}"
         return f"{self.model} (seed {self.seed}" + (f", skew {self.skew:g})" if self.model == "zipf" else ")")
-
-
-@dataclass(frozen=True)
-class MoeShape:
-    """The MoE layers of a traced graph and their router's choice size."""
-
-    layers: tuple[int, ...]
-    experts: int
-    top_k: int
-
-    @classmethod
-    def of(cls, meta: dict) -> MoeShape | None:
-        moe = meta.get("moe")
-        return None if moe is None else cls(tuple(moe["layers"]), moe["experts"], moe["top_k"])
 
 
 class Router:

@@ -50,7 +50,7 @@ from pathlib import Path
 from pimsim.errors import PimsimError, TraceError
 from pimsim.workloads.architecture import attention_window
 from pimsim.workloads.cards import ModelCard
-from pimsim.workloads.opgraph import Op, OpGraph, expert_tensor
+from pimsim.workloads.opgraph import GraphMeta, MoeShape, Op, OpGraph, TracedWith, expert_tensor
 
 TRACER_VERSION = 4  # bump when the graph a trace produces changes; part of the cache key
 _PAST = (3, 7)  # cache lengths of the two traces
@@ -103,16 +103,16 @@ def trace_card(card: ModelCard) -> OpGraph:
     _assign_parts(ops)
     tensors = _tensors(ops)
     meta = _meta(card, ops, torch, transformers)
-    meta["max_positions"] = max_positions(model.config)
-    meta["sliding_window"] = attention_window(model.config)
-    if meta["sliding_window"] is not None:
+    meta.max_positions = max_positions(model.config)
+    meta.sliding_window = attention_window(model.config)
+    if meta.sliding_window is not None:
         windowed = sorted({op.layer for op in ops if op.kind == "scores" and op.window})
         if not windowed:  # the mask would hide the old tokens, which the traces at 3 and 7 never see
             raise PimsimError(f"model card {card.name}: its config names a sliding window of "
-                              f"{meta['sliding_window']} tokens, but no layer's KV cache keeps a window (transformers "
+                              f"{meta.sliding_window} tokens, but no layer's KV cache keeps a window (transformers "
                               f"{transformers.__version__} builds them all full); pimsim cannot tell which layers "
                               f"attend over the window")
-        meta["windowed_layers"] = windowed
+        meta.windowed_layers = tuple(windowed)
     return _checked(card, OpGraph(card.name, ops, tensors, meta))
 
 
@@ -140,27 +140,27 @@ def _check_kind(card: ModelCard, seq2seq: bool) -> None:
 
 
 def _checked(card: ModelCard, graph: OpGraph) -> OpGraph:
-    positions = graph.meta.get("max_positions")
+    positions = graph.meta.max_positions
     if positions is not None and card.context > positions:
         raise PimsimError(f"model card {card.name}: context {card.context} is longer than the model's "
                           f"{positions} positions (its config's max_position_embeddings / n_positions)")
-    _check_kind(card, bool(graph.meta.get("encoder_decoder")))
-    if graph.meta.get("encoder_decoder"):
-        graph.meta["source_len"] = card.defaults.source_len
+    _check_kind(card, graph.meta.encoder_decoder)
+    if graph.meta.encoder_decoder:
+        graph.meta.source_len = card.defaults.source_len
         check_source_len(graph, card.defaults.source_len, f"model card {card.name}: defaults.source_len")
     return graph
 
 
 def check_source_len(graph: OpGraph, source_len: int | None, what: str = "--source-len") -> None:
     """A source length fits the model: given for (and only for) an encoder-decoder, within its positions."""
-    if not graph.meta.get("encoder_decoder"):
+    if not graph.meta.encoder_decoder:
         if source_len is not None:
             raise PimsimError(f"{what}: {graph.model} is decoder-only; a source length is for encoder-decoder models")
         return
     if source_len is None or source_len < 1:
         raise PimsimError(f"{what}: {graph.model} is an encoder-decoder model and needs a source length of at "
                           f"least 1, got {source_len}")
-    positions = graph.meta.get("max_positions")
+    positions = graph.meta.max_positions
     if positions is not None and source_len > positions:
         raise PimsimError(f"{what}: {source_len} source tokens are more than {graph.model}'s {positions} positions")
 
@@ -674,34 +674,26 @@ def _tensors(ops: list[Op]) -> dict[str, dict]:
     return tensors
 
 
-def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> dict:
+def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> GraphMeta:
     scores = [op for op in ops if op.kind == "scores" and not op.cross]
     cross = [op for op in ops if op.kind == "scores" and op.cross]
     appends = [op for op in ops if op.kind == "kv_append"]
     embed = [op for op in ops if op.kind == "embedding"]
-    meta = {
-        "layers": len({op.layer for op in scores}),
-        "heads": scores[0].heads,
-        "kv_heads": appends[0].kv_heads,
-        "head_dim": scores[0].head_dim,
-        "d_model": embed[0].cols,
-        "vocab": max(op.rows for op in embed),
-        "context": card.context,
-        "model_type": card.hf.model_type,
-        "traced_with": {"torch": torch.__version__, "transformers": transformers.__version__,
-                        "tracer": TRACER_VERSION, "cache_lengths": list(_PAST)},
-    }
     experts = [op for op in ops if op.kind == "expert_gemv"]
+    meta = GraphMeta(
+        layers=len({op.layer for op in scores}), heads=scores[0].heads, kv_heads=appends[0].kv_heads,
+        head_dim=scores[0].head_dim, d_model=embed[0].cols, vocab=max(op.rows for op in embed),
+        context=card.context, model_type=card.hf.model_type,
+        traced_with=TracedWith(torch.__version__, transformers.__version__, TRACER_VERSION, tuple(_PAST),
+                               tuple(_SOURCE) if cross else None))
     if experts:
-        meta["moe"] = {"layers": sorted({op.layer for op in experts}), "experts": experts[0].experts,
-                       "top_k": experts[0].top_k}
+        meta.moe = MoeShape(tuple(sorted({op.layer for op in experts})), experts[0].experts, experts[0].top_k)
         if any((op.experts, op.top_k) != (experts[0].experts, experts[0].top_k) for op in experts):
             raise TraceError("mixture-of-experts layers with different expert counts or top-k: pimsim routes every "
                              "layer alike")
     if cross:
-        meta.update({"encoder_decoder": True, "cross_layers": len({op.layer for op in cross}),
-                     "cross_kv_heads": cross[0].kv_heads})
-        meta["traced_with"]["source_lengths"] = list(_SOURCE)
+        meta.encoder_decoder, meta.cross_layers = True, len({op.layer for op in cross})
+        meta.cross_kv_heads = cross[0].kv_heads
     return meta
 
 
@@ -719,11 +711,11 @@ def trace_encoder(card: ModelCard, source_len: int) -> OpGraph:
         raise PimsimError(f"{card.name}: a source of {source_len} tokens; the encoder takes 1 to {positions}")
     ops = _running(card, lambda: _trace_encoder(model, source_len, torch))
     _assign_encoder_parts(ops)
-    meta = {"phase": "encoder", "source_len": source_len,
-            "layers": len({op.layer for op in ops if op.kind == "matmul"}),
-            "cross_layers": len({op.layer for op in ops if op.kind == "kv_append"}), "model_type": card.hf.model_type,
-            "traced_with": {"torch": torch.__version__, "transformers": transformers.__version__,
-                            "tracer": TRACER_VERSION}}
+    meta = GraphMeta(phase="encoder", source_len=source_len,
+                     layers=len({op.layer for op in ops if op.kind == "matmul"}),
+                     cross_layers=len({op.layer for op in ops if op.kind == "kv_append"}),
+                     model_type=card.hf.model_type,
+                     traced_with=TracedWith(torch.__version__, transformers.__version__, TRACER_VERSION))
     return OpGraph(card.name, ops, _tensors(ops), meta)
 
 
@@ -793,7 +785,7 @@ def traced_graph(card: ModelCard, use_cache: bool = True) -> OpGraph:
 
     def adopt(graph: OpGraph) -> OpGraph:
         graph.model = card.name
-        graph.meta["context"] = card.context  # not part of the shape key: the card's own
+        graph.meta.context = card.context  # not part of the shape key: the card's own
         return _checked(card, graph)
 
     return _windows_within(_cached(path, lambda: trace_card(card), adopt, use_cache, _current), card.context)
@@ -810,17 +802,14 @@ def _windows_within(graph: OpGraph, context: int) -> OpGraph:
             op.window = 0
     graph._windows = None
     windowed = sorted({op.layer for op in graph.ops if op.kind == "scores" and op.window})
-    if windowed:
-        graph.meta["windowed_layers"] = windowed
-    else:
-        graph.meta.pop("windowed_layers", None)
+    graph.meta.windowed_layers = tuple(windowed) if windowed else None
     return graph
 
 
 def _current(graph: OpGraph) -> bool:
     """A cached graph of a windowed model written before the tracer recorded its windowed layers is
     traced again (it would time full attention)."""
-    return graph.meta.get("sliding_window") is None or "windowed_layers" in graph.meta
+    return graph.meta.sliding_window is None or graph.meta.windowed_layers is not None
 
 
 def traced_encoder(card: ModelCard, source_len: int, use_cache: bool = True) -> OpGraph:
