@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.lowering import Step, WorkTally
+from pimsim.engine.system import System
 from pimsim.workloads.opgraph import PARTS
 
 ON_PIM, ON_ASIC = "pim", "asic"
@@ -70,12 +71,9 @@ def run_prefill(sim, sequences: int = 1, on: str = ON_PIM) -> PrefillResult:
         roofline = (asic_roofline(sim, sim.prompt_len, sequences) if on == ON_ASIC
                     else device_roofline(sim, sim.prompt_len, sequences, on))
     timing = timing_for(sim.compiled, sim.fidelity)
-    t, breakdown, work = 0, dict.fromkeys(PARTS, 0), WorkTally()
-    for step in steps:
-        end = timing.run(step.stream, t) if step.stream is not None else t + step.ps
-        breakdown[step.part] += end - t
-        t = end
-        work.add(step.work)
+    breakdown, work = dict.fromkeys(PARTS, 0), WorkTally()
+    system = System()  # the prefill's own: a process submitting its steps (serial) from an idle memory
+    t = system.run(system.start(system.submit(system.group(timing), steps, breakdown, work)))
     vectors = sim.prompt_len * sequences
     gemvs = [sim.graph.ops[i] for i in sim._work_ops if sim.graph.ops[i].kind == "gemv"
              and sim.graph.ops[i].part != "lm_head"]
