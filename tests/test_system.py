@@ -125,7 +125,7 @@ def test_a_lone_decode_run_is_what_per_instruction_simpy_gives(tiny, fidelity, s
     via = DecodeSimulation(hw, tiny, 8, 3, schedule, fidelity)
     system = System()
     _companion(system)
-    process = system.start(via.tokens(system, system.group(via.timing), timeline=True))
+    process = system.start(via.tokens(system, timeline=True))
     system.run(process)
     shared = process.value
     assert shared.per_token_ps == direct.per_token_ps and shared.breakdown_ps == direct.breakdown_ps
@@ -140,7 +140,7 @@ def test_a_lone_decode_step_list_is_what_per_instruction_simpy_gives(tiny, fidel
     via = DecodeSimulation(hw, tiny, 8, 3, "serial", fidelity)
     system = System()
     _companion(system)
-    process = system.start(via.tokens(system, system.group(via.timing)))
+    process = system.start(via.tokens(system))
     system.run(process)
     assert process.value.per_token_ps == direct.per_token_ps and process.value.breakdown_ps == direct.breakdown_ps
     assert process.value.work == direct.work and process.value.counts == direct.counts
@@ -163,7 +163,7 @@ def test_decode_on_a_shared_system_waits_for_the_asic_another_model_holds(tiny):
     assert alone[-1][5] < hold_ps
     hog = _run(system, system.group(FakeTimer()), [Step("asic", "asic", hold_ps, None, NO_WORK)],
                dict.fromkeys(PARTS, 0), WorkTally())
-    decode = system.start(sim.tokens(system, system.group(sim.timing), timeline=True))
+    decode = system.start(sim.tokens(system, timeline=True))
     system.run(hog, decode)
     shared = decode.value.timeline
     first_asic = next(i for i, event in enumerate(alone) if event[0] == "asic")

@@ -2,7 +2,9 @@
 for the ASIC, the links and the PIM channels, timed token after token.
 
 Each op is lowered into steps by :mod:`pimsim.engine.lowering` (one function per op kind); here they
-are placed into programs (:class:`pimsim.engine.events.Program`) and timed.
+are placed into programs (:class:`pimsim.engine.events.Program`). The run is a process on the system
+engine (:mod:`pimsim.engine.system`; :meth:`DecodeSimulation.tokens` is its body) that submits each
+token's steps, or its program where the schedule is overlap or a timeline is wanted.
 
 Token i (0-based) of a run with prompt length P sits at position P + i: the cache holds P + i tokens
 before its step and P + i + 1 after. Tokens follow one another (each needs the previous one's output).
@@ -308,19 +310,24 @@ class DecodeSimulation:
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
         """The run: the token loop as a process on a system engine of its own (the ASIC, the links and the
         PIM channels of this model's memory)."""
-        if self._ran:  # the DRAM state, refresh clock and energy counts would carry over into a second run
-            raise RuntimeError("a DecodeSimulation runs once; make a new one for another run")
-        self._ran = True
         system = System()
-        process = system.start(self.tokens(system, system.group(self.timing), timeline, progress))
+        process = system.start(self.tokens(system, timeline, progress))
         system.run(process)
         return process.value
 
-    def tokens(self, system: System, group, timeline: bool = False, progress=None):
-        """A process body: the run's tokens one after another, each submitted to `system` on `group` (the
-        channel group of this model's DRAM timing), from the system's present time. Returns the
+    def tokens(self, system: System, timeline: bool = False, progress=None):
+        """A process body (``system.start(sim.tokens(system))``): the run's tokens one after another, each
+        submitted to `system` on the channel group of this model's DRAM timing, from the system's present
+        time (other models may share the system: their instructions and these contend). Returns the
         :class:`DecodeResult`. Serial without a timeline, a token is a list of steps (no instruction
         objects); else a :class:`Program` on the run's schedule."""
+        if self._ran:  # the DRAM state, refresh clock and energy counts would carry over into a second run
+            raise RuntimeError("a DecodeSimulation runs once; make a new one for another run")
+        self._ran = True
+        return self._token_loop(system, timeline, progress)
+
+    def _token_loop(self, system: System, timeline: bool, progress):
+        group = system.group(self.timing)
         serial = self.schedule == "serial"
         self.timing.track_channels = timeline
         per_token, breakdown = [], dict.fromkeys(PARTS, 0)

@@ -8,6 +8,10 @@ unit priority, then by the order they were made, so a run is deterministic.
 The ``serial`` schedule makes every instruction depend on the one before it (the PIM-GPT paper's
 simulator fetches an instruction only when ASIC and PIM are both idle); ``overlap`` keeps only data
 dependencies, so the ASIC works while the banks compute whatever does not need its result.
+
+This core times one program with every unit to itself: the system engine (:mod:`pimsim.engine.system`)
+uses it for a process that runs alone, and goes through SimPy resources instruction by instruction,
+with the same rules, where several processes share the units.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@
   launch per op), energy as its power x time; then the KV written into the banks as above. The link
   between the host and the memory is not modelled (its transfer is left out).
 
-Each runs on its own DRAM timing state from an idle memory (serial), so its time, counts and energy
-are reported apart from the decode steps', whose figures are those of a run without it; time to first
-token is the prefill plus the first decode step.
+Each runs on its own DRAM timing state from an idle memory (serial: a process submitting its steps to a
+system engine of its own, :mod:`pimsim.engine.system`), so its time, counts and energy are reported
+apart from the decode steps', whose figures are those of a run without it; time to first token is the
+prefill plus the first decode step.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ Policies:
 
 Both models are processes on the system engine (:mod:`pimsim.engine.system`): each runs its steps in
 order on its own channel group's links and PIM channels and on the one ASIC they share, so under PEARL
-a model's ASIC step waits while the other's holds the ASIC (contention modelled).
+a model's ASIC step waits while the other's holds the ASIC (contention modelled). A step that runs with
+nothing beside it (vanilla's, or PEARL's once the other model is done) is timed in one piece.
 """
 
 from __future__ import annotations
