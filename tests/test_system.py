@@ -192,3 +192,9 @@ def test_submissions_need_a_started_model_and_no_model_starts_inside_a_lone_one(
     system.env.process(late())
     with pytest.raises(RuntimeError, match="timed alone in one piece"):
         system.run(lone)
+
+    system = System()
+    steps = _run(system, system.group(FakeTimer()), [Step("asic", "asic", 5, None, NO_WORK)], dict.fromkeys(PARTS, 0),
+                 WorkTally(), serial=False)
+    with pytest.raises(RuntimeError, match="submit a Program"):  # steps carry no dependencies to overlap
+        system.run(steps)

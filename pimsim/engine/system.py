@@ -85,25 +85,24 @@ class System:
 
     def submit(self, group: ChannelGroup, work: list[Step] | Program, breakdown: dict, tally: WorkTally,
                serial: bool = True):
-        """A process step: run `work` from now on the ASIC and `group`'s units, `steps` one after another or
-        a program on its schedule (`serial`: each instruction waits for the one before it; else only for
+        """A process step: run `work` from now on the ASIC and `group`'s units, a list of steps one after
+        another or a program on its schedule (`serial`: each instruction waits for the one before it; else only for
         its dependencies). Adds each instruction's busy time to `breakdown` and its work to `tally`; fills a
         program's instructions' start and end. Returns the time the last one ends."""
         if self._models < 1:
             raise RuntimeError("pimsim bug: work submitted by a process not started with System.start")
+        if not serial and not isinstance(work, Program):
+            raise RuntimeError("pimsim bug: a list of steps has no dependencies to overlap; submit a Program")
         if self._models == 1:  # alone: every request would be granted at once (see the module docstring)
             end = self._alone(group, work, breakdown, tally, serial)
             self._alone_until = end
             yield self.env.timeout(end - self.env.now)
             return end
-        if isinstance(work, Program):
-            if serial:
-                end = yield from self._in_order(group, work.instrs, breakdown, tally, True)
-                return end
-            end = yield from self._overlap(group, work, breakdown, tally)
-            return end
-        end = yield from self._in_order(group, work, breakdown, tally, False)
-        return end
+        if not isinstance(work, Program):
+            return (yield from self._in_order(group, work, breakdown, tally, False))
+        if serial:
+            return (yield from self._in_order(group, work.instrs, breakdown, tally, True))
+        return (yield from self._overlap(group, work, breakdown, tally))
 
     def _alone(self, group: ChannelGroup, work, breakdown: dict, tally: WorkTally, serial: bool) -> int:
         """`work` timed in one piece by the event core, from now (nothing else runs meanwhile)."""
