@@ -19,7 +19,8 @@ time, not its wait, counts to its part.
 
 The system knows how many model processes it runs. While a process is the only one, nothing can make
 its requests wait: every unit is free when it asks, so each instruction starts as soon as the
-instruction before it on its unit and the ones it depends on are done. That is exactly what the event
+instruction before it on its unit and the ones it depends on are done, and the stream timer (the only
+state an instruction changes) is called in the PIM unit's program order. That is exactly what the event
 core of :mod:`pimsim.engine.events` computes (:func:`~pimsim.engine.events.run_program`, or
 :func:`~pimsim.engine.events.run_steps` for a list of steps), so a lone process's submission is timed
 there in one piece and costs one SimPy timeout (SimPy per instruction costs about 17 us, several times
