@@ -46,7 +46,8 @@ def test_batch_one_is_todays_decode_exactly(tiny):
     assert "batch" not in plain and "sequences" not in plain["memory"]
     graph = traced_graph(load_card(tiny))
     fresh = lambda: DecodeSimulation(load_hardware(AIM), graph, 8, 3)  # noqa: E731 (timing state from idle)
-    assert _time(fresh(), [8]) == fresh()._serial_token(8, 0, dict.fromkeys(PARTS, 0))
+    lone = fresh()
+    assert _time(fresh(), [8]) == lone.advance(lone.token_steps(8), 0, dict.fromkeys(PARTS, 0))
 
 
 @pytest.mark.parametrize("sets", [[], ["pim.buffer_vectors=4"]], ids=["vector_major", "row_reuse"])

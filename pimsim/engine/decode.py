@@ -2,7 +2,9 @@
 for the ASIC, the links and the PIM channels, timed token after token.
 
 Each op is lowered into steps by :mod:`pimsim.engine.lowering` (one function per op kind); here they
-are placed into programs (:class:`pimsim.engine.events.Program`) and timed.
+are placed into programs (:class:`pimsim.engine.events.Program`). The run is a process on the system
+engine (:mod:`pimsim.engine.system`; :meth:`DecodeSimulation.tokens` is its body) that submits each
+token's steps, or its program where the schedule is overlap or a timeline is wanted.
 
 Token i (0-based) of a run with prompt length P sits at position P + i: the cache holds P + i tokens
 before its step and P + i + 1 after. Tokens follow one another (each needs the previous one's output).
@@ -26,8 +28,9 @@ from dataclasses import dataclass, field
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
 from pimsim.engine.dram_timing import timing_for
-from pimsim.engine.events import Program, run_program
-from pimsim.engine.lowering import FP32_BYTES, NO_WORK, PLACED_KINDS, Lowerer, Step, WorkTally, shape_key
+from pimsim.engine.events import Program, run_steps
+from pimsim.engine.lowering import FP32_BYTES, PLACED_KINDS, Lowerer, Step, WorkTally, shape_key
+from pimsim.engine.system import System
 from pimsim.errors import PimsimError
 from pimsim.kernels import peak_internal_Bps
 from pimsim.mapper import hbm_pim_gemv
@@ -167,7 +170,6 @@ class DecodeSimulation:
         ops = self.graph.ops
         shared: dict = {}
         last = {}
-        add = self.work.add
         positions = [position] * self.batch
         batch_shared: dict[int, dict] = {}
         for index in self._work_ops:
@@ -178,19 +180,18 @@ class DecodeSimulation:
                 steps = self._op_batch_steps(index, op, positions, batch_shared)
             deps = tuple(last[d] for d in self._op_deps[index])
             last[index] = program.add_steps(steps, op.name, op.layer, deps)
-            for step in steps:
-                add(step.work)
         return program
 
-    def _serial_token(self, position: int, t: int, breakdown: dict) -> int:
-        """The serial schedule without instruction objects: each step starts when the one before ends
-        (what :func:`run_program` does with ``serial``; a test holds the two together)."""
+    def token_steps(self, position: int) -> list[Step]:
+        """The steps of the token at `position` one after another (a lone sequence's token on the serial
+        schedule, without instruction objects: the program of :meth:`token_program` in order)."""
         context = position + 1
         ops = self.graph.ops
         shared: dict = {}
+        out: list[Step] = []
         for index in self._work_ops:
-            t = self.advance(self._op_steps(index, ops[index], position, context, shared), t, breakdown)
-        return t
+            out += self._op_steps(index, ops[index], position, context, shared)
+        return out
 
     def verify_steps(self, position: int, tokens: int) -> list[Step]:
         """The steps of one pass over `tokens` new tokens at positions position, position + 1, ... (a
@@ -285,19 +286,10 @@ class DecodeSimulation:
         return steps
 
     def advance(self, steps: list[Step], start_ps: int, breakdown: dict) -> int:
-        """Run steps one after another from `start_ps` (the serial schedule); returns the end time and
-        adds each step's time to `breakdown` and its work to the energy counters."""
-        t, timing, tally = start_ps, self.timing, self.work
-        for _, part, ps, stream, work in steps:
-            end = timing.run(stream, t) if stream is not None else t + ps
-            breakdown[part] += end - t
-            t = end
-            if work is not NO_WORK:  # WorkTally.add, inline: this loop runs for every step of every token
-                tally.link_bytes += work.link_bytes
-                tally.asic_lane_ops += work.asic_lane_ops
-                tally.asic_sram_bytes += work.asic_sram_bytes
-                tally.extra_vector_macs += work.extra_vector_macs
-        return t
+        """Run steps one after another from `start_ps` on this model's DRAM timing, nothing else running
+        (:func:`pimsim.engine.events.run_steps`); returns the end time and adds each step's time to
+        `breakdown` and its work to the energy counters."""
+        return run_steps(steps, start_ps, self.timing, breakdown, self.work)
 
     def steps(self, op, position: int, context: int, vectors: int = 1) -> list[Step]:
         """The steps of one op (see :mod:`pimsim.engine.lowering`). Cross-attention ops run over the
@@ -316,25 +308,40 @@ class DecodeSimulation:
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self, timeline: bool = False, progress=None) -> DecodeResult:
+        """The run: the token loop as a process on a system engine of its own (the ASIC, the links and the
+        PIM channels of this model's memory)."""
+        system = System()
+        process = system.start(self.tokens(system, timeline, progress))
+        system.run(process)
+        return process.value
+
+    def tokens(self, system: System, timeline: bool = False, progress=None):
+        """A process body (``system.start(sim.tokens(system))``): the run's tokens one after another, each
+        submitted to `system` on the channel group of this model's DRAM timing, from the system's present
+        time (other models may share the system: their instructions and these contend). Returns the
+        :class:`DecodeResult`. Serial without a timeline, a token is a list of steps (no instruction
+        objects); else a :class:`Program` on the run's schedule."""
         if self._ran:  # the DRAM state, refresh clock and energy counts would carry over into a second run
             raise RuntimeError("a DecodeSimulation runs once; make a new one for another run")
         self._ran = True
+        return self._token_loop(system, timeline, progress)
+
+    def _token_loop(self, system: System, timeline: bool, progress):
+        group = system.group(self.timing)
         serial = self.schedule == "serial"
         self.timing.track_channels = timeline
         per_token, breakdown = [], dict.fromkeys(PARTS, 0)
         events = []
-        t = 0
+        t = system.env.now
         ideal = 0.0
         for i in range(self.gen_tokens):
             position = self.prompt_len + i
-            if serial and not timeline:  # no instruction objects: each step starts when the one before ends
-                end = (self.advance(self.batch_steps([position] * self.batch), t, breakdown) if self.batch > 1
-                       else self._serial_token(position, t, breakdown))
+            if serial and not timeline:
+                steps = self.token_steps(position) if self.batch == 1 else self.batch_steps([position] * self.batch)
+                end = yield from system.submit(group, steps, breakdown, self.work)
             else:
                 program = self.token_program(position)
-                end = run_program(program, t, self.timing, serial)
-                for ins in program:
-                    breakdown[ins.part] += ins.end - ins.start
+                end = yield from system.submit(group, program, breakdown, self.work, serial)
                 if timeline:
                     events.extend((ins.unit, ins.name, ins.part, ins.layer, ins.start, ins.end, ins.channel_ends)
                                   for ins in program if ins.end > ins.start)

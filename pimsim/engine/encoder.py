@@ -26,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pimsim.engine.dram_timing import timing_for
-from pimsim.engine.events import Program, run_program
+from pimsim.engine.events import Program
 from pimsim.engine.lowering import FP32_BYTES, WorkTally
+from pimsim.engine.system import System
 from pimsim.workloads.opgraph import PARTS
 
 ENCODER_NOTES = [
@@ -54,14 +55,15 @@ class EncoderResult:
 
 def run_encoder(sim) -> EncoderResult:
     """Time `sim`'s encoder pass (a :class:`pimsim.engine.decode.DecodeSimulation` of an
-    encoder-decoder) on its own DRAM timing state, with the run's schedule and fidelity."""
+    encoder-decoder) on its own DRAM timing state, with the run's schedule and fidelity: a process on a
+    system engine of its own (:mod:`pimsim.engine.system`) submitting the pass's program."""
     graph = sim.encoder
     timing = timing_for(sim.compiled, sim.fidelity, record=sim.check_protocol)
-    program, work, counted = _program(sim, graph)
-    end = run_program(program, 0, timing, sim.schedule == "serial")
-    breakdown = dict.fromkeys(PARTS, 0)
-    for ins in program:
-        breakdown[ins.part] += ins.end - ins.start
+    program, counted = _program(sim, graph)
+    system = System()
+    breakdown, work = dict.fromkeys(PARTS, 0), WorkTally()
+    process = system.start(system.submit(system.group(timing), program, breakdown, work, sim.schedule == "serial"))
+    end = system.run(process)
     counts = timing.counts()
     if sim.check_protocol:
         checked, violations = timing.protocol_violations()
@@ -79,11 +81,10 @@ def run_encoder(sim) -> EncoderResult:
                          activation)
 
 
-def _program(sim, graph) -> tuple[Program, WorkTally, dict]:
+def _program(sim, graph) -> tuple[Program, dict]:
     """The encoder pass's instructions: every op's passes, in graph order. Passes of one op depend only on
     the ops that made its input (all of their passes), so the overlap schedule can pipeline them."""
     program = Program()
-    work = WorkTally()
     counted = {"gemv_passes": 0, "weights_streamed": 0, "cross_kv_token_writes": 0, "table_rows_read": 0,
                "asic_matmul_macs": 0}
     done_by: dict[int, tuple] = {}
@@ -103,8 +104,6 @@ def _program(sim, graph) -> tuple[Program, WorkTally, dict]:
         for p in range(passes):
             steps = steps_of(p)
             ends.append(program.add_steps(steps, op.name, op.layer, deps))
-            for step in steps:
-                work.add(step.work)
         done_by[op.output] = tuple(ends)
         if op.kind == "gemv":
             counted["gemv_passes"] += passes
@@ -115,7 +114,7 @@ def _program(sim, graph) -> tuple[Program, WorkTally, dict]:
             counted["table_rows_read"] += passes
         elif op.kind == "matmul":
             counted["asic_matmul_macs"] += op.elements
-    return program, work, counted
+    return program, counted
 
 
 def _per_pass(sim, op):

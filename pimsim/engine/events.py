@@ -8,6 +8,10 @@ unit priority, then by the order they were made, so a run is deterministic.
 The ``serial`` schedule makes every instruction depend on the one before it (the PIM-GPT paper's
 simulator fetches an instruction only when ASIC and PIM are both idle); ``overlap`` keeps only data
 dependencies, so the ASIC works while the banks compute whatever does not need its result.
+
+This core times one program with every unit to itself: the system engine (:mod:`pimsim.engine.system`)
+uses it for a process that runs alone, and goes through SimPy resources instruction by instruction,
+with the same rules, where several processes share the units.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
+from pimsim.engine.lowering import NO_WORK, Step, Work, WorkTally
 from pimsim.mapper.model import Stream
 
 UNITS = ("pim", "link", "asic")  # also the tie-break priority of events at the same time
@@ -24,7 +29,8 @@ UNITS = ("pim", "link", "asic")  # also the tie-break priority of events at the 
 @dataclass(slots=True, eq=False)
 class Instr:
     """One instruction placed in a program. ``deps`` are the instructions it waits for (by reference);
-    its duration is ``ps`` (ASIC and link work) or what the stream timer says ``stream`` takes."""
+    its duration is ``ps`` (ASIC and link work) or what the stream timer says ``stream`` takes; ``work``
+    is what the energy model charges for it beyond the DRAM commands (counted by whoever runs it)."""
 
     unit: str
     part: str
@@ -33,6 +39,7 @@ class Instr:
     deps: tuple[Instr, ...] = ()
     ps: int = 0  # duration, for ASIC and link work
     stream: Stream | None = None  # command streams, for PIM work
+    work: Work = NO_WORK
     start: int = 0
     end: int = 0
     channel_ends: dict | None = None  # PIM work: when each channel finished (recorded for timelines)
@@ -56,7 +63,7 @@ class Program:
         last = None
         for step in steps:
             last = self.append(Instr(step.unit, step.part, name, layer, (last,) if last is not None else deps,
-                                     step.ps, step.stream))
+                                     step.ps, step.stream, step.work))
         return last
 
     def __iter__(self):
@@ -145,3 +152,20 @@ def _run_serial(instrs: list[Instr], t0: int, timing) -> int:
             if track:
                 ins.channel_ends = timing.channel_ends
     return now
+
+
+def run_steps(steps: list[Step], start_ps: int, timing, breakdown: dict, tally: WorkTally) -> int:
+    """Steps one after another from `start_ps` (the serial schedule without instruction objects: what
+    :func:`run_program` does with ``serial`` for the program of these steps); returns the end time, adds
+    each step's time to `breakdown` and its work to `tally`."""
+    t = start_ps
+    for _, part, ps, stream, work in steps:
+        end = timing.run(stream, t) if stream is not None else t + ps
+        breakdown[part] += end - t
+        t = end
+        if work is not NO_WORK:  # WorkTally.add, inline: this loop runs for every step of every token
+            tally.link_bytes += work.link_bytes
+            tally.asic_lane_ops += work.asic_lane_ops
+            tally.asic_sram_bytes += work.asic_sram_bytes
+            tally.extra_vector_macs += work.extra_vector_macs
+    return t

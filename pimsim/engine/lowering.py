@@ -5,7 +5,7 @@ One registry maps an op kind to the function that lowers it (:func:`lowers`); a 
 function here, nothing else. A :class:`Step` is one instruction before it is placed in a program: its
 unit, the part of the step it counts to, where its duration comes from (a fixed ``ps`` for ASIC and link
 work, or a command ``stream`` that the stream timer times), and the :class:`Work` the energy model
-charges for it beyond the DRAM commands. :mod:`pimsim.engine.program` places steps into programs with
+charges for it beyond the DRAM commands. :mod:`pimsim.engine.events` places steps into programs with
 their dependencies.
 
 Per op kind:

@@ -15,9 +15,10 @@
   launch per op), energy as its power x time; then the KV written into the banks as above. The link
   between the host and the memory is not modelled (its transfer is left out).
 
-Each runs on its own DRAM timing state from an idle memory (serial), so its time, counts and energy
-are reported apart from the decode steps', whose figures are those of a run without it; time to first
-token is the prefill plus the first decode step.
+Each runs on its own DRAM timing state from an idle memory (serial: a process submitting its steps to a
+system engine of its own, :mod:`pimsim.engine.system`), so its time, counts and energy are reported
+apart from the decode steps', whose figures are those of a run without it; time to first token is the
+prefill plus the first decode step.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.lowering import Step, WorkTally
+from pimsim.engine.system import System
 from pimsim.workloads.opgraph import PARTS
 
 ON_PIM, ON_ASIC = "pim", "asic"
@@ -70,12 +72,9 @@ def run_prefill(sim, sequences: int = 1, on: str = ON_PIM) -> PrefillResult:
         roofline = (asic_roofline(sim, sim.prompt_len, sequences) if on == ON_ASIC
                     else device_roofline(sim, sim.prompt_len, sequences, on))
     timing = timing_for(sim.compiled, sim.fidelity)
-    t, breakdown, work = 0, dict.fromkeys(PARTS, 0), WorkTally()
-    for step in steps:
-        end = timing.run(step.stream, t) if step.stream is not None else t + step.ps
-        breakdown[step.part] += end - t
-        t = end
-        work.add(step.work)
+    breakdown, work = dict.fromkeys(PARTS, 0), WorkTally()
+    system = System()  # the prefill's own: a process submitting its steps (serial) from an idle memory
+    t = system.run(system.start(system.submit(system.group(timing), steps, breakdown, work)))
     vectors = sim.prompt_len * sequences
     gemvs = [sim.graph.ops[i] for i in sim._work_ops if sim.graph.ops[i].kind == "gemv"
              and sim.graph.ops[i].part != "lm_head"]

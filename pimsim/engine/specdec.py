@@ -25,7 +25,8 @@ Policies:
 
 Both models are processes on the system engine (:mod:`pimsim.engine.system`): each runs its steps in
 order on its own channel group's links and PIM channels and on the one ASIC they share, so under PEARL
-a model's ASIC step waits while the other's holds the ASIC (contention modelled).
+a model's ASIC step waits while the other's holds the ASIC (contention modelled). A step that runs with
+nothing beside it (vanilla's, or PEARL's once the other model is done) is timed in one piece.
 """
 
 from __future__ import annotations
@@ -142,14 +143,14 @@ class SpecDecRun:
         """One draft step (a decode step of the draft at `position`): its steps on the draft's channel
         group and the shared ASIC; an ASIC-computed draft holds the ASIC for its roofline time."""
         if self.draft is not None:
-            return (yield from self.system.steps(self.groups["draft"], self.draft.verify_steps(position, 1),
-                                                 self.breakdown["draft"], self.draft.work))
+            return (yield from self.system.submit(self.groups["draft"], self.draft.verify_steps(position, 1),
+                                                  self.breakdown["draft"], self.draft.work))
         ps, reads, macs = self._asic_step(position + 1)
         self.asic_draft["ps"] += ps
         self.asic_draft["reads"] += reads
         self.asic_draft["macs"] += macs
-        return (yield from self.system.steps(self.groups["target"], [Step("asic", "asic", ps, None, NO_WORK)],
-                                             self.breakdown["draft"], self.target.work))
+        return (yield from self.system.submit(self.groups["target"], [Step("asic", "asic", ps, None, NO_WORK)],
+                                              self.breakdown["draft"], self.target.work))
 
     def _drafter(self, first_position: int, k: int, stop):
         """Up to k draft steps from `first_position`, one after another; before each, the drafter stops
@@ -167,18 +168,18 @@ class SpecDecRun:
         return made, env.now
 
     def _verify_process(self, position: int, tokens: int):
-        return (yield from self.system.steps(self.groups["target"], self.target.verify_steps(position, tokens),
-                                             self.breakdown["target"], self.target.work))
+        return (yield from self.system.submit(self.groups["target"], self.target.verify_steps(position, tokens),
+                                              self.breakdown["target"], self.target.work))
 
     def _draft_step(self, position: int, t: int) -> int:
         """A draft step alone (nothing else running), from `t` (the system's present time)."""
         assert t == self.system.env.now, "pimsim bug: a step submitted in the system's past"
-        return self.system.run(self.system.env.process(self._draft_process(position)))
+        return self.system.run(self.system.start(self._draft_process(position)))
 
     def _verify(self, position: int, tokens: int, t: int) -> int:
         """A verify pass alone (nothing else running), from `t` (the system's present time)."""
         assert t == self.system.env.now, "pimsim bug: a step submitted in the system's past"
-        return self.system.run(self.system.env.process(self._verify_process(position, tokens)))
+        return self.system.run(self.system.start(self._verify_process(position, tokens)))
 
     def _asic_step(self, context: int) -> tuple[int, int, int]:
         """The draft's decode step on the ASIC: its weights and KV cache read over the pins (in the KV
@@ -233,12 +234,11 @@ class SpecDecRun:
         pending = 0  # drafts made during the last verify phase, all still valid
         while made < self.gen_tokens:
             start = t
-            env = self.system.env
             if pending == 0:  # draft phase: k drafts, the first pre-verified by one target step
-                verify = env.process(self._verify_process(p, 1))
+                verify = self.system.start(self._verify_process(p, 1))
                 first_ok = self.acceptance.accepted(1) == 1
                 # a rejection known: the drafter starts again from the target's token
-                drafter = env.process(self._drafter(p, k, lambda: not first_ok and verify.triggered))
+                drafter = self.system.start(self._drafter(p, k, lambda: not first_ok and verify.triggered))
                 t = self.system.run(verify, drafter)
                 verify_end, (drafts, d) = verify.value, drafter.value
                 if not first_ok:
@@ -250,7 +250,7 @@ class SpecDecRun:
                                "verify_ps": verify_end - start})
             else:  # verify phase: the target checks the pending drafts while the drafter makes k more
                 n = min(pending, self.gen_tokens - made)
-                verify = env.process(self._verify_process(p, n + 1))
+                verify = self.system.start(self._verify_process(p, n + 1))
                 accepted = self.acceptance.accepted(n)
                 if accepted == n:
                     # the target's own next token (its n + 1-th output) is checked against the drafter's
@@ -260,7 +260,7 @@ class SpecDecRun:
                 else:
                     kept, pending = accepted + 1, 0
                 # a rejection known: the drafter's further drafts are wasted, it stops
-                drafter = env.process(self._drafter(p + n, k, lambda: pending == 0 and verify.triggered))
+                drafter = self.system.start(self._drafter(p + n, k, lambda: pending == 0 and verify.triggered))
                 t = self.system.run(verify, drafter)
                 verify_end, (_, d) = verify.value, drafter.value
                 rounds.append({"phase": "verify", "drafts": n, "accepted": accepted, "kept": kept, "start_ps": start,
