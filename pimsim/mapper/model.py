@@ -60,6 +60,10 @@ class Stream:
     row_offset: int = 0
     fmt: str = ""  # the operand format its MACs compute in (their energy is that datapath's)
     extra_vector_macs: int = 0  # MAC commands x vectors each multiplied beyond its first (pim.vectors_per_mac)
+    # a stream whose commands (cmd, node, row, column: the prototype's rows) are those of the stream keyed
+    # so (None: its own key), which fast fidelity times once for both (an embedding's entries a round of
+    # slots apart differ only in row_offset)
+    commands_key: tuple | None = None
     _rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -471,17 +475,32 @@ class ModelMap:
         return self._programs[key]
 
     def embedding(self, tensor: str, entry: int) -> Stream:
+        """Reading table row `entry`. Entries one round of slots apart (slots per wave x pack) sit in the
+        same banks at the same columns, `segments` DRAM rows further down: entry e's commands are those of
+        entry e mod that round with every row shifted, so one program serves them all (built once) and
+        its stream names the round's first entry in ``commands_key``; its own ``key`` stays the entry's."""
         t = self.tables[tensor]
         if not 0 <= entry < t.rows_out:
             raise PimsimError(f"{tensor}: entry {entry} is outside its {t.rows_out} rows")
-        key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
-        if key not in self._programs:
+        # (the row_partition layout's rounds; another layout's tables build a program per entry)
+        rounds, first = divmod(entry, t.slots_per_wave * t.pack) if type(t) is GemvPlacement else (0, entry)
+        proto_key = ("embedding", t.rows_out, t.cols_in, first, self.ns)
+        if proto_key not in self._programs:
             proto = replace(t, first_row=0)
-            prog = read_row_program(self.compiled, proto, entry)
+            prog = read_row_program(self.compiled, proto, first)
             nbytes = self._count_by_channel(prog, "RD") * self.hw.dram.organization.access_bytes
-            self._programs[key] = Stream(key, prog.cmd, prog.node, prog.row, prog.column, np.zeros_like(nbytes),
-                                         nbytes)
-        return self._shifted(self._programs[key], t.first_row)
+            self._programs[proto_key] = Stream(proto_key, prog.cmd, prog.node, prog.row, prog.column,
+                                               np.zeros_like(nbytes), nbytes)
+        proto = self._programs[proto_key]
+        if rounds == 0:
+            return self._shifted(proto, t.first_row)
+        key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
+        row_offset = t.first_row + rounds * t.segments
+        got = self._shifts.get((key, row_offset))
+        if got is None:
+            got = self._shifts[(key, row_offset)] = replace(proto, key=key, row_offset=row_offset,
+                                                            commands_key=proto_key, _rows=None)
+        return got
 
     def _proto_kv(self, cross: bool = False, tokens: int | None = None) -> KVLayout:
         """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted);
