@@ -64,3 +64,139 @@ def test_fast_timing_of_a_reused_embedding_stream_is_that_of_its_own_commands():
     before = len(fast._by_commands)
     fast.known(m.embedding(WTE, entry + period))
     assert len(fast._by_commands) == before and len(fast._known) == 2
+
+
+# ---- the KV append and row read, against the command-by-command builder they replaced ----------------
+def _reference_append(compiled, layout, token, k_token=None, values=None, parts="kv"):
+    g = layout.k.geometry
+    e = g.elems_per_access
+    jobs = []
+    functional = k_token is not None and values is not None
+    if "k" in parts:
+        k_row = np.zeros(layout.k.cols_padded, np.float32)
+        if functional:
+            k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
+        cols = np.arange(0, layout.k.cols_padded, e)
+        for key, sel in _reference_by_row(*layout.k.where(np.full(len(cols), token), cols)):
+            jobs.append((*key, layout.k.where(token, cols[sel])[3] // e, [k_row[c:c + e] for c in cols[sel]]))
+    if "v" in parts:
+        zero = np.zeros(e, np.float32)
+        d = np.repeat(np.arange(layout.head_dim), layout.heads)
+        h = np.tile(np.arange(layout.heads), layout.head_dim)
+        channel, bank, dram_row, elem = layout.v.where(d, h * layout.context_padded + token)
+        first = (token // e) * e
+        for key in sorted(set(zip(channel.tolist(), bank.tolist(), dram_row.tolist()))):
+            sel = (channel == key[0]) & (bank == key[1]) & (dram_row == key[2])
+            chunks = [zero] * int(sel.sum())
+            if functional:
+                chunks = []
+                for dd, hh in zip(d[sel], h[sel]):
+                    chunk = np.zeros(e, np.float32)
+                    known = values[first:min(first + e, len(values)), hh, dd]
+                    chunk[:len(known)] = known
+                    chunks.append(chunk)
+            jobs.append((*key, elem[sel] // e, chunks))
+    return _reference_write_jobs(compiled, jobs, g)
+
+
+def _reference_read_row(compiled, placement, entry):
+    g = placement.geometry
+    e = g.elems_per_access
+    cols = np.arange(0, placement.cols_padded, e)
+    elem = placement.where(entry, cols)[3]
+    jobs = [(*key, elem[sel] // e, [None] * int(sel.sum()))
+            for key, sel in _reference_by_row(*placement.where(np.full(len(cols), entry), cols))]
+    return _reference_write_jobs(compiled, jobs, g, access="RD")
+
+
+def _reference_by_row(channel, bank, dram_row, elem=None):
+    keys = np.stack([channel, bank, dram_row], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    for k in np.argsort(first, kind="stable"):
+        yield tuple(int(v) for v in keys[first[k]]), inverse == k
+
+
+def _reference_write_jobs(compiled, jobs, g, access="WR"):
+    org = compiled.hw.dram.organization
+    ids = {n: i for i, n in enumerate(compiled.command_names)}
+    out = {name: [] for name in ("cmd", "node", "row", "column", "payload")}
+    payloads = []
+
+    def emit(name, n, r, k=-1, p=-1):
+        for field, value in zip(out, (ids[name], n, r, k, p)):
+            out[field].append(value)
+
+    pending = {}
+    for job in jobs:
+        pending.setdefault(job[0], []).append(job)
+    for ch in sorted(pending):
+        queue = pending[ch]
+        while queue:
+            this_round, rest, used = [], [], set()
+            for job in queue:
+                (rest if job[1] in used else this_round).append(job)
+                used.add(job[1])
+            queue = rest
+            nodes = [int(compiled.bank_node(ch, 0, b // org.banks_per_group, b % org.banks_per_group))
+                     for _, b, _, _, _ in this_round]
+            for n, (_, _, r, _, _) in zip(nodes, this_round):
+                emit("ACT", n, r)
+            for n, (_, _, r, accesses, chunks) in zip(nodes, this_round):
+                for k, chunk in zip(accesses, chunks):
+                    if access == "WR":
+                        emit("WR", n, r, int(k) * g.burst_length, len(payloads))
+                        payloads.append(chunk)
+                    else:
+                        emit(access, n, r, int(k) * g.burst_length)
+            for n in nodes:
+                emit("PRE", n, -1)
+    return {**{k: np.asarray(v, np.int64) for k, v in out.items()},
+            "payloads": np.asarray(payloads, np.float32).reshape(-1, g.elems_per_access)}
+
+
+def _same_program(got, want: dict) -> None:
+    for name in ("cmd", "node", "row", "column", "payload", "payloads"):
+        value = getattr(got, name)
+        assert value.dtype == want[name].dtype and value.shape == want[name].shape, name
+        assert np.array_equal(value, want[name]), name
+
+
+LAYOUTS = [  # (hardware, weight format, heads, head_dim, max_context)
+    ("gddr6-aim.yaml", None, 25, 64, 1024),  # gpt2-xl: V^T split over channel groups
+    ("gddr6-aim.yaml", None, 12, 64, 100),  # a short cache: K split too
+    ("hbm-pim.yaml", None, 4, 80, 300),  # head_dim not a whole number of accesses
+    ("gddr6-aim.yaml", "int8", 3, 40, 70),
+    ("hbm-pim.yaml", None, 2, 16, 2000),  # K rows of one access; several waves of V columns
+]
+
+
+@pytest.mark.parametrize("hw_name,fmt,heads,head_dim,context", LAYOUTS)
+def test_kv_append_equals_the_command_by_command_builder(hw_name, fmt, heads, head_dim, context):
+    from pimsim.mapper.attention import append_program, kv_layout
+    from pimsim.mapper.placement import Geometry
+
+    hw = load_hardware(hw_name)
+    if fmt:
+        hw = hw.with_weight_format(fmt)
+    c = compile_standard(hw)
+    layout = kv_layout(Geometry.of(hw, kv=True), heads, head_dim, context)
+    rng = np.random.default_rng(heads * context)
+    tokens = sorted({0, 1, context // 3, context // 2 + 1, context - 1})
+    values = rng.standard_normal((context, heads, head_dim)).astype(np.float32)
+    for token in tokens:
+        k_token = rng.standard_normal((heads, head_dim)).astype(np.float32)
+        for parts in ("kv", "k", "v"):
+            _same_program(append_program(c, layout, token, parts=parts), _reference_append(c, layout, token,
+                                                                                          parts=parts))
+            _same_program(append_program(c, layout, token, k_token, values[:token + 1], parts),
+                          _reference_append(c, layout, token, k_token, values[:token + 1], parts))
+
+
+@pytest.mark.parametrize("hw_name", ["gddr6-aim.yaml", "hbm-pim.yaml"])
+def test_table_row_read_equals_the_command_by_command_builder(hw_name):
+    m = _map(hw_name)
+    for tensor in (WTE, "transformer.wpe.weight"):
+        t = replace(m.tables[tensor], first_row=0)
+        for entry in (0, 5, 131, 700, t.rows_out - 1):
+            _same_program(read_row_program(m.compiled, t, entry), _reference_read_row(m.compiled, t, entry))
