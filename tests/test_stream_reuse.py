@@ -200,3 +200,57 @@ def test_table_row_read_equals_the_command_by_command_builder(hw_name):
         t = replace(m.tables[tensor], first_row=0)
         for entry in (0, 5, 131, 700, t.rows_out - 1):
             _same_program(read_row_program(m.compiled, t, entry), _reference_read_row(m.compiled, t, entry))
+
+
+# ---- the run-based GEMV builder, against the command-by-command one it replaced --------------------------
+GEMV_CASES = [  # (hardware, overrides, weight format, rows, cols)
+    ("gddr6-aim.yaml", (), None, 1600, 1600),
+    ("gddr6-aim.yaml", (), None, 300, 2500),  # a partial wave, a short last segment
+    ("gddr6-aim.yaml", (), "ternary", 1600, 6400),  # packed rows
+    ("gddr6-aim.yaml", (), "int4-g128", 700, 1000),  # group scales
+    ("gddr6-aim.yaml", (), "int8", 40, 3000),  # split over channel groups
+    ("hbm-pim.yaml", ("mapping.gemv=row_partition",), None, 1000, 2000),  # blocks smaller than a DRAM row
+    ("hbm-pim.yaml", ("mapping.gemv=wave_major",), None, 1000, 2000),
+    ("hbm-pim.yaml", ("mapping.gemv=wave_major",), "fp8-e4m3", 96, 700),
+    ("hbm-pim.yaml", ("mapping.gemv=row_partition", "pim.vectors_per_mac=2", "pim.buffer_vectors=4",
+                      "energy.dram.mac_vector_pJ=1"), None,
+     500, 900),
+]
+
+
+def _same_gemv(got, want) -> None:
+    for name in ("cmd", "node", "row", "column", "select", "payload", "reads"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
+    for name in ("outputs", "n_groups", "partial_sums", "extra_vector_macs"):
+        assert getattr(got, name) == getattr(want, name), name
+
+
+@pytest.mark.parametrize("hw_name,overrides,fmt,rows,cols", GEMV_CASES)
+def test_gemv_programs_equal_the_command_by_command_builder(hw_name, overrides, fmt, rows, cols):
+    import reference_gemv
+
+    from pimsim.mapper.gemv import gemv_program, gemv_program_wave_major
+    from pimsim.mapper.placement import Geometry, auto_pack, place_gemv
+
+    hw = load_hardware(hw_name, list(overrides))
+    if fmt:
+        hw = hw.with_weight_format(fmt)
+    c = compile_standard(hw)
+    g = Geometry.of(hw)
+    p = place_gemv(g, rows, cols, pack=auto_pack(g, rows, cols, 1) if rows > g.slots else 1)
+    lanes = g.lanes_out
+    accesses = p.cols_padded // g.elems_per_access
+    groups = [(0, accesses // 3), (accesses // 2, accesses - accesses // 2)]  # a gap between two groups
+    wave_major = hw.mapping.gemv == "wave_major"
+    for kwargs in ({}, {"groups": groups}, {"rows_active": rows // 3 + 1}, {"groups": groups[1:], "rows_active": 17}):
+        if wave_major:
+            _same_gemv(gemv_program_wave_major(c, p, lanes, **kwargs),
+                       reference_gemv.gemv_program_wave_major(c, p, lanes, **kwargs))
+        else:
+            _same_gemv(gemv_program(c, p, lanes, **kwargs), reference_gemv.gemv_program(c, p, lanes, **kwargs))
+    if not wave_major:
+        for vectors, buffer_vectors in ((3, 1), (3, 4), (5, 2)):
+            per_mac = hw.pim.vectors_per_mac
+            _same_gemv(gemv_program(c, p, lanes, None, None, vectors, buffer_vectors, per_mac),
+                       reference_gemv.gemv_program(c, p, lanes, None, None, vectors, buffer_vectors, per_mac))
