@@ -254,3 +254,33 @@ def test_gemv_programs_equal_the_command_by_command_builder(hw_name, overrides, 
             per_mac = hw.pim.vectors_per_mac
             _same_gemv(gemv_program(c, p, lanes, None, None, vectors, buffer_vectors, per_mac),
                        reference_gemv.gemv_program(c, p, lanes, None, None, vectors, buffer_vectors, per_mac))
+
+
+# ---- the serial plan at fast fidelity, against running the steps one by one -----------------------------
+@pytest.mark.parametrize("hw_name,card,prompt", [("gddr6-aim.yaml", "gpt2", 10), ("hbm-pim.yaml", "gpt2-ternary", 0),
+                                                 ("gddr6-aim.yaml", "smollm2-135m", 60)])
+def test_the_serial_plan_gives_the_figures_of_the_steps_one_by_one(hw_name, card, prompt):
+    from pimsim.engine.decode import DecodeSimulation
+    from pimsim.runs import hardware_for
+    from pimsim.workloads.opgraph import PARTS
+
+    model = load_card(card)
+    hw = hardware_for(load_hardware(hw_name), model, None)
+    graph = traced_graph(model)
+    tokens = 40  # across several 16-token classes of attention streams
+    planned, stepped = (DecodeSimulation(hw, graph, prompt, tokens) for _ in range(2))
+    out = []
+    for sim, by_plan in ((planned, True), (stepped, False)):
+        t, breakdown, ends = 0, dict.fromkeys(PARTS, 0), []
+        for position in range(prompt, prompt + tokens):
+            if by_plan:
+                t = sim._serial_token(position, t, breakdown)
+            else:
+                shared: dict = {}
+                for index in sim._work_ops:
+                    steps = sim._op_steps(index, graph.ops[index], position, position + 1, shared)
+                    t = sim.advance(steps, t, breakdown)
+            ends.append(t)
+        out.append((ends, breakdown, sim.work, sim.timing.counts(), list(sim.timing.busy_ps)))
+    assert out[0] == out[1]
+    assert len(planned._plans) < len(planned._work_ops)  # one plan per distinct op, not per op

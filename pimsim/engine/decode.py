@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
+from pimsim.engine import serial_plan
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.events import Program, run_program
 from pimsim.engine.lowering import FP32_BYTES, NO_WORK, PLACED_KINDS, Lowerer, Step, WorkTally, shape_key
@@ -111,6 +112,9 @@ class DecodeSimulation:
                                           for s in range(1, batch)]
         self._batched_gemvs: dict = {}
         self._static: dict = {}
+        self._groups = None  # fast fidelity's serial plan: the token's ops by layer (see _token_plan)
+        self._plans: dict = {}  # op key -> (its last step list, that list's plan, the plan's signature number)
+        self._signatures: dict = {}  # plan signature -> a number
         self._ran = False
         self._weights_ideal: float | None = None
         self.work = WorkTally()  # what the energy model charges beyond the DRAM commands
@@ -184,13 +188,38 @@ class DecodeSimulation:
 
     def _serial_token(self, position: int, t: int, breakdown: dict) -> int:
         """The serial schedule without instruction objects: each step starts when the one before ends
-        (what :func:`run_program` does with ``serial``; a test holds the two together)."""
+        (what :func:`run_program` does with ``serial``; a test holds the two together). At fast fidelity
+        the token's steps run as one plan (:mod:`pimsim.engine.serial_plan`: the same figures)."""
+        if self.fidelity == "fast" and self.router is None:
+            return serial_plan.run_plan(self._token_plan(position), t, self.timing, breakdown, self.work)
         context = position + 1
         ops = self.graph.ops
         shared: dict = {}
         for index in self._work_ops:
             t = self.advance(self._op_steps(index, ops[index], position, context, shared), t, breakdown)
         return t
+
+    def _token_plan(self, position: int) -> serial_plan.Plan:
+        """The token's steps at fast fidelity as one plan, built from one plan per distinct op: ops of one
+        shape share their steps (:meth:`_op_steps`), placed ops (embeddings) have their own."""
+        ops = self.graph.ops
+        if self._groups is None:
+            keys = [("placed", i) if ops[i].kind in PLACED_KINDS else self._shape_ids[i] for i in self._work_ops]
+            self._first_of = {}  # op key -> the first op with it
+            for key, index in zip(keys, self._work_ops):
+                self._first_of.setdefault(key, index)
+            self._groups = serial_plan.layer_groups(keys, [ops[i].layer for i in self._work_ops])
+        shared: dict = {}
+        plans, signatures = {}, {}
+        for key, index in self._first_of.items():
+            steps = self._op_steps(index, ops[index], position, position + 1, shared)
+            known = self._plans.get(key)
+            if known is None or known[0] is not steps:  # a step list seen before keeps its plan
+                plan = serial_plan.Plan.of(steps)
+                known = self._plans[key] = (steps, plan, self._signatures.setdefault(plan.signature(),
+                                                                                     len(self._signatures)))
+            plans[key], signatures[key] = known[1], known[2]
+        return serial_plan.joined(self._groups, plans, signatures)
 
     def verify_steps(self, position: int, tokens: int) -> list[Step]:
         """The steps of one pass over `tokens` new tokens at positions position, position + 1, ... (a
