@@ -284,3 +284,24 @@ def test_the_serial_plan_gives_the_figures_of_the_steps_one_by_one(hw_name, card
         out.append((ends, breakdown, sim.work, sim.timing.counts(), list(sim.timing.busy_ps)))
     assert out[0] == out[1]
     assert len(planned._plans) < len(planned._work_ops)  # one plan per distinct op, not per op
+
+
+@pytest.mark.parametrize("hw_name,fmt,heads,head_dim,context", LAYOUTS)
+def test_scores_programs_built_from_remembered_channels_equal_programs_built_afresh(hw_name, fmt, heads, head_dim,
+                                                                                      context):
+    """Attention's scores as the context grows: each program reuses the channels of the ones before."""
+    from pimsim.mapper.attention import kv_layout
+    from pimsim.mapper.gemv import gemv_program
+    from pimsim.mapper.placement import Geometry
+
+    hw = load_hardware(hw_name, ["mapping.gemv=row_partition"])
+    if fmt:
+        hw = hw.with_weight_format(fmt)
+    c = compile_standard(hw)
+    g = Geometry.of(hw, kv=True)
+    layout = kv_layout(g, heads, head_dim, context)
+    pieces: dict = {}
+    for rows in sorted({1, 2, g.units, g.units + 1, 3 * g.units, context // 2, context - 1, context}):
+        _same_gemv(gemv_program(c, layout.k, g.lanes_out, layout.k_groups(), rows, pieces=pieces),
+                   gemv_program(c, layout.k, g.lanes_out, layout.k_groups(), rows))
+    assert pieces

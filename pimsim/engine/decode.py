@@ -115,6 +115,8 @@ class DecodeSimulation:
         self._groups = None  # fast fidelity's serial plan: the token's ops by layer (see _token_plan)
         self._plans: dict = {}  # op key -> (its last step list, that list's plan, the plan's signature number)
         self._signatures: dict = {}  # plan signature -> a number
+        self._fixed_plans: dict = {}  # op key -> plan, for ops whose steps are the same at every position
+        self._fixed_signatures: dict = {}
         self._ran = False
         self._weights_ideal: float | None = None
         self.work = WorkTally()  # what the energy model charges beyond the DRAM commands
@@ -209,9 +211,11 @@ class DecodeSimulation:
             for key, index in zip(keys, self._work_ops):
                 self._first_of.setdefault(key, index)
             self._groups = serial_plan.layer_groups(keys, [ops[i].layer for i in self._work_ops])
+            self._varying = list(self._first_of)  # op keys whose steps may change with the position
         shared: dict = {}
-        plans, signatures = {}, {}
-        for key, index in self._first_of.items():
+        plans, signatures = dict(self._fixed_plans), dict(self._fixed_signatures)
+        for key in self._varying:
+            index = self._first_of[key]
             steps = self._op_steps(index, ops[index], position, position + 1, shared)
             known = self._plans.get(key)
             if known is None or known[0] is not steps:  # a step list seen before keeps its plan
@@ -219,6 +223,9 @@ class DecodeSimulation:
                 known = self._plans[key] = (steps, plan, self._signatures.setdefault(plan.signature(),
                                                                                      len(self._signatures)))
             plans[key], signatures[key] = known[1], known[2]
+            if self._static.get(index) is steps:  # the same at every position from now on
+                self._fixed_plans[key], self._fixed_signatures[key] = known[1], known[2]
+        self._varying = [key for key in self._varying if key not in self._fixed_plans]
         return serial_plan.joined(self._groups, plans, signatures)
 
     def verify_steps(self, position: int, tokens: int) -> list[Step]:

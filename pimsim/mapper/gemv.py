@@ -226,6 +226,27 @@ class _Builder:
                 groups.append([w])
         return groups
 
+    def mark(self) -> tuple[int, int, int, int, int]:
+        """Where the program stands: runs, commands, reads, partial sums, extra vector MACs so far."""
+        return len(self.runs), self.commands, len(self.reads), self.partials, self.extra_vector_macs
+
+    def piece_since(self, mark) -> tuple:
+        """What was added since `mark` (one channel's work), its reads' positions counted from its start."""
+        runs, commands, reads, partials, extra = mark
+        own_reads = [(pos - commands, *rest) for pos, *rest in self.reads[reads:]]
+        return (self.runs[runs:], self.commands - commands, own_reads, self.partials - partials,
+                self.extra_vector_macs - extra)
+
+    def add_piece(self, piece) -> None:
+        """A piece from :meth:`piece_since` added at the end, as if built here."""
+        runs, commands, reads, partials, extra = piece
+        start = self.commands
+        self.runs.extend(runs)
+        self.commands += commands
+        self.reads.extend((pos + start, *rest) for pos, *rest in reads)
+        self.partials += partials
+        self.extra_vector_macs += extra
+
     def program(self) -> GemvProgram:
         runs = np.asarray(self.runs, np.int64).reshape(-1, 9)
         counts = runs[:, 5]
@@ -242,7 +263,8 @@ class _Builder:
 
 def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
                  groups: list[tuple[int, int]] | None = None, rows_active: int | None = None,
-                 vectors: int = 1, buffer_vectors: int = 1, vectors_per_mac: int = 1) -> GemvProgram:
+                 vectors: int = 1, buffer_vectors: int = 1, vectors_per_mac: int = 1,
+                 pieces: dict | None = None) -> GemvProgram:
     """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
 
     ``groups`` splits the columns into independent dot products, as (first column access, number of
@@ -261,11 +283,27 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     the open row's burst by that many buffered vectors, so the vectors go through each row in
     ceil(vectors / vectors_per_mac) passes of MACs; every vector still gets its own RDMAC (its own
     accumulator's results).
+
+    ``pieces`` (a dict kept by the caller for programs of one ``compiled`` standard) remembers each
+    channel's commands under everything they depend on, so a program that differs from an earlier one
+    only in some channels (attention's scores as the context reaches the next PIM unit: one channel
+    gains a wave) builds only those. A channel's work starts and ends in the initial mode with its rows
+    closed, so it does not depend on the channels before it.
     """
     b = _Builder(compiled, placement, lanes_out, groups, rows_active, vectors)
     g = b.g
     resident = vectors == 1 or buffer_vectors >= vectors
     for ch, rank, chan, part, first_slot, waves in b.channels():
+        key = None
+        if pieces is not None:  # rows_active reaches the channel through its waves and their units' rows
+            active = tuple(tuple(min(g.units, b.rows_active - base) for _, base in b.selects(w, first_slot))
+                           for w in waves)
+            key = (placement, lanes_out, tuple(map(tuple, b.groups)), vectors, buffer_vectors, vectors_per_mac,
+                   ch, rank, chan, part, first_slot, tuple(waves), active)
+            if key in pieces:
+                b.add_piece(pieces[key])
+                continue
+        mark = b.mark()
         b.begin_channel(chan)
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg, part)
@@ -295,6 +333,8 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                                         b.read(rank, ch, w, seg, sel, gi, base)
                     b.close_row(rank)
         b.end_channel()
+        if key is not None:
+            pieces[key] = b.piece_since(mark)
     return b.program()
 
 

@@ -111,6 +111,7 @@ class ModelMap:
         meta = self.graph.meta
         self._programs: dict = {}
         self._shifts: dict = {}
+        self._channel_pieces: dict = {}  # attention scores' channels, shared by the programs of growing contexts
         self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
         if self._cross_layers and self.source_len < 1:
             raise PimsimError(f"{self.graph.model}: an encoder-decoder model needs a source length of at least 1")
@@ -352,7 +353,7 @@ class ModelMap:
         return got
 
     def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None,
-                     vectors: int = 1) -> Stream:
+                     vectors: int = 1, pieces: dict | None = None) -> Stream:
         """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time), each
         time over `vectors` input vectors sharing every opened row (row_partition only). The ASIC sends
         each channel what its global-buffer writes carry, and gets back its RDMAC results."""
@@ -365,6 +366,9 @@ class ModelMap:
             reuse = self.hw.mapping.gemv if self.hw.mapping.gemv == hbm_pim_gemv.STRATEGY else "row_partition"
             program = STRATEGIES[reuse](self.compiled, placement, g.lanes_out, groups, rows_active,
                                         vectors, self.hw.pim.buffer_vectors)
+        elif pieces is not None and self.hw.mapping.gemv == "row_partition":  # channels reused from earlier programs
+            program = STRATEGIES["row_partition"](self.compiled, placement, g.lanes_out, groups, rows_active,
+                                                  pieces=pieces)
         else:
             program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, g.lanes_out, groups, rows_active)
         reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
@@ -424,7 +428,8 @@ class ModelMap:
         if key not in self._programs:
             proto = self._proto_kv(cross, layout.max_context)
             group = heads // layout.heads
-            self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole)
+            self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole,
+                                                    pieces=self._channel_pieces)
         s = self._programs[key]
         partials = (s.asic_adds + s.outputs) * context // whole
         outputs = s.outputs * context // whole
