@@ -80,6 +80,8 @@ class _Builder:
         self.runs: list[tuple] = []
         self.commands = 0  # commands in the runs so far
         self.reads: list[tuple] = []
+        self.run_blocks: list[np.ndarray] = []  # runs and reads made arrays, before those in the lists
+        self.read_blocks: list[np.ndarray] = []
         self.partials = 0
         self.extra_vector_macs = 0
         self.std = compiled.standard
@@ -226,37 +228,53 @@ class _Builder:
                 groups.append([w])
         return groups
 
-    def mark(self) -> tuple[int, int, int, int, int]:
-        """Where the program stands: runs, commands, reads, partial sums, extra vector MACs so far."""
-        return len(self.runs), self.commands, len(self.reads), self.partials, self.extra_vector_macs
+    def _flush(self) -> None:
+        """The runs and reads kept as tuples so far into arrays (after the blocks before them)."""
+        if self.runs:
+            self.run_blocks.append(np.asarray(self.runs, np.int64).reshape(-1, 9))
+            self.runs = []
+        if self.reads:
+            self.read_blocks.append(np.asarray(self.reads, np.int64).reshape(-1, 7))
+            self.reads = []
+
+    def mark(self) -> tuple[int, int, int, int]:
+        """Where the program stands (its runs and reads so far made arrays): commands, partial sums, extra
+        vector MACs, and the blocks of runs and reads."""
+        self._flush()
+        return self.commands, self.partials, self.extra_vector_macs, len(self.run_blocks), len(self.read_blocks)
 
     def piece_since(self, mark) -> tuple:
         """What was added since `mark` (one channel's work), its reads' positions counted from its start."""
-        runs, commands, reads, partials, extra = mark
-        own_reads = [(pos - commands, *rest) for pos, *rest in self.reads[reads:]]
-        return (self.runs[runs:], self.commands - commands, own_reads, self.partials - partials,
-                self.extra_vector_macs - extra)
+        commands, partials, extra, run_blocks, read_blocks = mark
+        self._flush()
+        runs = np.concatenate(self.run_blocks[run_blocks:] or [np.zeros((0, 9), np.int64)])
+        reads = np.concatenate(self.read_blocks[read_blocks:] or [np.zeros((0, 7), np.int64)])
+        reads[:, RD_POS] -= commands
+        return runs, self.commands - commands, reads, self.partials - partials, self.extra_vector_macs - extra
 
     def add_piece(self, piece) -> None:
         """A piece from :meth:`piece_since` added at the end, as if built here."""
         runs, commands, reads, partials, extra = piece
-        start = self.commands
-        self.runs.extend(runs)
+        self._flush()
+        self.run_blocks.append(runs)
+        shifted = reads.copy()
+        shifted[:, RD_POS] += self.commands
+        self.read_blocks.append(shifted)
         self.commands += commands
-        self.reads.extend((pos + start, *rest) for pos, *rest in reads)
         self.partials += partials
         self.extra_vector_macs += extra
 
     def program(self) -> GemvProgram:
-        runs = np.asarray(self.runs, np.int64).reshape(-1, 9)
+        self._flush()
+        runs = np.concatenate(self.run_blocks) if self.run_blocks else np.zeros((0, 9), np.int64)
+        reads = np.concatenate(self.read_blocks) if self.read_blocks else np.zeros((0, 7), np.int64)
         counts = runs[:, 5]
         of = np.repeat(np.arange(len(runs)), counts)  # the run of every command
         step = np.arange(self.commands) - np.repeat(np.cumsum(counts) - counts, counts)  # its place in the run
         cmd, node, row, select = (runs[of, i] for i in (0, 1, 2, 6))
         column = runs[of, 3] + step * runs[of, 4]
         payload = runs[of, 7] + step * runs[of, 8]
-        return GemvProgram(self.placement, cmd, node, row, column, select, payload,
-                           np.asarray(self.reads, np.int64).reshape(-1, 7),
+        return GemvProgram(self.placement, cmd, node, row, column, select, payload, reads,
                            self.rows_active * len(self.groups) * self.vectors, len(self.groups), self.partials,
                            self.extra_vector_macs)
 
