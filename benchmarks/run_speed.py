@@ -1,6 +1,6 @@
 """Simulator speed of `pimsim run`: wall-clock seconds for whole token-generation runs.
 
-    python benchmarks/run_speed.py [--repeat 3] [--cycle-tokens 32] [--skip-long]
+    python benchmarks/run_speed.py [--repeat 3] [--cycle-tokens 32] [--skip-long] [--only a|b|c]
 
 (a) the README's run, as a user types it (a fresh process: Python, numba cache load, tracing cache);
 (b) gpt2-xl on gddr6-aim, 1024 tokens, fast fidelity (in-process, after a warm-up run);
@@ -54,19 +54,25 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cycle-tokens", type=int, default=32)
     ap.add_argument("--skip-long", action="store_true", help="skip (b) and (c)")
+    ap.add_argument("--only", choices=("a", "b", "c"), help="run this one alone")
     args = ap.parse_args()
+    wanted = (lambda part: args.only in (None, part))  # noqa: E731
     print(describe())
     print(f"numba threads: {numba.get_num_threads()} (NUMBA_NUM_THREADS; cycle fidelity splits channels over them)")
 
     cmd = [sys.executable, "-m", "pimsim", "run", "--hw", "hbm-pim.yaml", "--model", "gpt2-xl", "--quiet"]
     run_model("hbm-pim.yaml", "gpt2-xl")  # fills the numba and graph caches, as a user's first run does
-    show("(a) pimsim run --hw hbm-pim.yaml --model gpt2-xl   (16 tokens, fast, fresh process)",
-         timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat), cpu=False)
+    if wanted("a"):
+        show("(a) pimsim run --hw hbm-pim.yaml --model gpt2-xl   (16 tokens, fast, fresh process)",
+             timed(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat), cpu=False)
     if args.skip_long:
         return
-    run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=4)
-    show("(b) gpt2-xl on gddr6-aim, 1024 tokens from an empty cache, fast fidelity (in-process)",
-         timed(lambda: run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=1024), args.repeat))
+    if wanted("b"):
+        run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=4)
+        show("(b) gpt2-xl on gddr6-aim, 1024 tokens from an empty cache, fast fidelity (in-process)",
+             timed(lambda: run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=1024), args.repeat))
+    if not wanted("c"):
+        return
     n = args.cycle_tokens
     times = timed(lambda: run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=n, fidelity="cycle"),
                   args.repeat)

@@ -60,10 +60,15 @@ class Plan:
 
     def then(self, other: Plan) -> Plan:
         """This plan followed by `other`."""
+        if other is EMPTY:
+            return self
+        if self is EMPTY:
+            return other
         fixed = dict(self.fixed)
         for part, ps in other.fixed:
             fixed[part] = fixed.get(part, 0) + ps
-        work = tuple(a + b for a, b in zip(self.work, other.work))
+        (a, b, c, d), (e, f, g, h) = self.work, other.work
+        work = (a + e, b + f, c + g, d + h)
         if not self.pims:
             return Plan(self.lead + other.lead, other.pims, tuple(fixed.items()), work)
         stream, part, after = self.pims[-1]
@@ -120,8 +125,9 @@ def joined(groups: list[tuple], plans: dict, signatures: dict) -> Plan:
     signatures (:meth:`Plan.signature`: fast timing times them alike) are the first of them repeated,
     so a model's layers are joined once per token, not once per layer."""
     plan, body, last, count = EMPTY, EMPTY, None, 0
+    signature_of = signatures.__getitem__
     for group in groups:
-        signature = tuple(signatures[key] for key in group)
+        signature = tuple(map(signature_of, group))
         if signature == last:
             count += 1
             continue
