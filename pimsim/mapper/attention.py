@@ -128,8 +128,11 @@ class _RowJobs:
 def _row_jobs(channel, bank, dram_row, accesses, chunks, by_first_use: bool) -> _RowJobs:
     """One job per distinct (channel, bank, row) of the accesses, in order of first use (or sorted by
     channel, bank and row), each with its accesses in their order."""
-    keys = np.stack([channel, bank, dram_row], axis=1)
-    unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    channel, bank, dram_row = (np.asarray(v, np.int64) for v in (channel, bank, dram_row))
+    # one integer per (channel, bank, row) that sorts as the triples do (rows and banks are >= 0)
+    banks, rows = int(bank.max(initial=0)) + 1, int(dram_row.max(initial=0)) + 1
+    keys = (channel * banks + bank) * rows + dram_row
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     job = inverse.ravel()
     if by_first_use:
         order = np.argsort(first, kind="stable")
@@ -137,7 +140,8 @@ def _row_jobs(channel, bank, dram_row, accesses, chunks, by_first_use: bool) -> 
         rank[order] = np.arange(len(order))
         job, unique = rank[job], unique[order]
     members = np.argsort(job, kind="stable")
-    return _RowJobs(unique[:, 0], unique[:, 1], unique[:, 2], np.bincount(job, minlength=len(unique)),
+    channel_bank, row = np.divmod(unique, rows)
+    return _RowJobs(channel_bank // banks, channel_bank % banks, row, np.bincount(job, minlength=len(unique)),
                     np.asarray(accesses)[members], None if chunks is None else np.asarray(chunks)[members])
 
 

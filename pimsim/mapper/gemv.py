@@ -74,6 +74,7 @@ class _Builder:
         self.rows_active = placement.rows_out if rows_active is None else rows_active
         self.vectors = vectors
         self.accesses_per_row = g.row_elems // g.elems_per_access
+        self.part_accesses = placement.part_accesses
         # FP16 group scales one column access holds (only grouped formats read them)
         self.scales_per_access = int(g.elems_per_access * CODE_BITS[g.fmt] / 8) // SCALE_BYTES
         # (cmd, node, row, first column, column step, count, select, first payload, payload step)
@@ -155,7 +156,7 @@ class _Builder:
 
     def first_access(self, part, seg):
         """Index in x (in column accesses) of the first access of a segment of a channel group's part."""
-        return part * self.placement.part_accesses + seg * self.accesses_per_row
+        return part * self.part_accesses + seg * self.accesses_per_row
 
     def emit_buffer(self, chan, part, seg, accesses, vector: int = 0):
         """WRGB of x for the given segment-local column accesses of W: each MAC's activations take
@@ -202,9 +203,17 @@ class _Builder:
 
     def parts(self, part, seg, lo, hi):
         """Each group's column accesses within segment-local accesses [lo, hi): (group, lo, hi)."""
-        first = self.first_access(part, seg)
-        found = [(gi, max(lo, start - first), min(hi, start + n - first)) for gi, (start, n) in enumerate(self.groups)]
-        return [(gi, a, b) for gi, a, b in found if a < b]
+        first = part * self.part_accesses + seg * self.accesses_per_row  # first_access, without its lookups
+        out = []
+        for gi, (start, n) in enumerate(self.groups):
+            a, b = start - first, start + n - first
+            if a < lo:
+                a = lo
+            if b > hi:
+                b = hi
+            if a < b:
+                out.append((gi, a, b))
+        return out
 
     def selects(self, wave, first_slot):
         """(bank select, first output row) of a wave's banks of a unit that hold active rows."""
