@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from pimsim.config.models import HardwareConfig
 from pimsim.dram.compile import compile_standard
+from pimsim.engine import serial_plan
 from pimsim.engine.dram_timing import timing_for
 from pimsim.engine.events import Program, run_steps
 from pimsim.engine.lowering import FP32_BYTES, PLACED_KINDS, Lowerer, Step, WorkTally, shape_key
@@ -114,6 +115,11 @@ class DecodeSimulation:
                                           for s in range(1, batch)]
         self._batched_gemvs: dict = {}
         self._static: dict = {}
+        self._groups = None  # fast fidelity's serial plan: the token's ops by layer (see _token_plan)
+        self._plans: dict = {}  # op key -> (its last step list, that list's plan, the plan's signature number)
+        self._signatures: dict = {}  # plan signature -> a number
+        self._fixed_plans: dict = {}  # op key -> plan, for ops whose steps are the same at every position
+        self._fixed_signatures: dict = {}
         self._ran = False
         self._weights_ideal: float | None = None
         self.work = WorkTally()  # what the energy model charges beyond the DRAM commands
@@ -192,6 +198,33 @@ class DecodeSimulation:
         for index in self._work_ops:
             out += self._op_steps(index, ops[index], position, context, shared)
         return out
+
+    def _token_plan(self, position: int) -> serial_plan.Plan:
+        """The token's steps at fast fidelity as one plan, built from one plan per distinct op: ops of one
+        shape share their steps (:meth:`_op_steps`), placed ops (embeddings) have their own."""
+        ops = self.graph.ops
+        if self._groups is None:
+            keys = [("placed", i) if ops[i].kind in PLACED_KINDS else self._shape_ids[i] for i in self._work_ops]
+            self._first_of = {}  # op key -> the first op with it
+            for key, index in zip(keys, self._work_ops):
+                self._first_of.setdefault(key, index)
+            self._groups = serial_plan.layer_groups(keys, [ops[i].layer for i in self._work_ops])
+            self._varying = list(self._first_of)  # op keys whose steps may change with the position
+        shared: dict = {}
+        plans, signatures = dict(self._fixed_plans), dict(self._fixed_signatures)
+        for key in self._varying:
+            index = self._first_of[key]
+            steps = self._op_steps(index, ops[index], position, position + 1, shared)
+            known = self._plans.get(key)
+            if known is None or known[0] is not steps:  # a step list seen before keeps its plan
+                plan = serial_plan.Plan.of(steps)
+                known = self._plans[key] = (steps, plan, self._signatures.setdefault(plan.signature(),
+                                                                                     len(self._signatures)))
+            plans[key], signatures[key] = known[1], known[2]
+            if self._static.get(index) is steps:  # the same at every position from now on
+                self._fixed_plans[key], self._fixed_signatures[key] = known[1], known[2]
+        self._varying = [key for key in self._varying if key not in self._fixed_plans]
+        return serial_plan.joined(self._groups, plans, signatures)
 
     def verify_steps(self, position: int, tokens: int) -> list[Step]:
         """The steps of one pass over `tokens` new tokens at positions position, position + 1, ... (a
@@ -336,7 +369,11 @@ class DecodeSimulation:
         ideal = 0.0
         for i in range(self.gen_tokens):
             position = self.prompt_len + i
-            if serial and not timeline:
+            if serial and not timeline and self.batch == 1 and self.fidelity == "fast" and self.router is None \
+                    and system.alone:
+                # alone at fast fidelity, a token is one plan (the same figures as its steps, less Python)
+                end = yield from system.submit(group, self._token_plan(position), breakdown, self.work)
+            elif serial and not timeline:
                 steps = self.token_steps(position) if self.batch == 1 else self.batch_steps([position] * self.batch)
                 end = yield from system.submit(group, steps, breakdown, self.work)
             else:

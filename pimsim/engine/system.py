@@ -35,6 +35,7 @@ import simpy
 from pimsim.engine.dram_timing import StreamTimer
 from pimsim.engine.events import UNITS, Instr, Program, run_program, run_steps
 from pimsim.engine.lowering import NO_WORK, Step, WorkTally
+from pimsim.engine.serial_plan import Plan, run_plan
 
 
 class ChannelGroup:
@@ -64,6 +65,11 @@ class System:
             got = self._groups[id(timing)] = ChannelGroup(self.env, timing)
         return got
 
+    @property
+    def alone(self) -> bool:
+        """Whether one model process runs on the system (its submissions are timed in one piece)."""
+        return self._models == 1
+
     def start(self, body) -> simpy.Process:
         """Start a model's process: `body` is a generator that submits its work with
         ``yield from system.submit(...)``; the process's value is what `body` returns."""
@@ -84,14 +90,18 @@ class System:
         self.env.run(until=self.env.all_of(processes))
         return self.env.now
 
-    def submit(self, group: ChannelGroup, work: list[Step] | Program, breakdown: dict, tally: WorkTally,
+    def submit(self, group: ChannelGroup, work: list[Step] | Program | Plan, breakdown: dict, tally: WorkTally,
                serial: bool = True):
         """A process step: run `work` from now on the ASIC and `group`'s units, a list of steps one after
         another or a program on its schedule (`serial`: each instruction waits for the one before it; else only for
-        its dependencies). Adds each instruction's busy time to `breakdown` and its work to `tally`; fills a
-        program's instructions' start and end. Returns the time the last one ends."""
+        its dependencies), or, for a process alone on the system, a serial :class:`~pimsim.engine.serial_plan.Plan`
+        (steps folded between their streams: it cannot be interleaved with another process's work). Adds each
+        instruction's busy time to `breakdown` and its work to `tally`; fills a program's instructions' start
+        and end. Returns the time the last one ends."""
         if self._models < 1:
             raise RuntimeError("pimsim bug: work submitted by a process not started with System.start")
+        if isinstance(work, Plan) and (self._models != 1 or not serial):
+            raise RuntimeError("pimsim bug: a plan is timed alone and serially; with other processes submit its steps")
         if not serial and not isinstance(work, Program):
             raise RuntimeError("pimsim bug: a list of steps has no dependencies to overlap; submit a Program")
         if self._models == 1:  # alone: every request would be granted at once (see the module docstring)
@@ -107,6 +117,8 @@ class System:
 
     def _alone(self, group: ChannelGroup, work, breakdown: dict, tally: WorkTally, serial: bool) -> int:
         """`work` timed in one piece by the event core, from now (nothing else runs meanwhile)."""
+        if isinstance(work, Plan):
+            return run_plan(work, self.env.now, group.timing, breakdown, tally)
         if not isinstance(work, Program):
             return run_steps(work, self.env.now, group.timing, breakdown, tally)
         end = run_program(work, self.env.now, group.timing, serial)

@@ -86,42 +86,80 @@ def append_program(compiled: Compiled, layout: KVLayout, token: int, k_token: np
         raise PimsimError(f"token {token} is outside the reserved context of {layout.max_context}")
     g = layout.k.geometry
     e = g.elems_per_access
-    jobs = []  # (channel, bank, DRAM row, accesses, chunks): one row to open, write and close
     functional = k_token is not None and values is not None
-    if "k" in parts:  # the token's K row, segment by segment
-        k_row = np.zeros(layout.k.cols_padded, np.float32)
-        if functional:
-            k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
-        cols = np.arange(0, layout.k.cols_padded, e)
-        for key, sel in _by_row(*layout.k.where(np.full(len(cols), token), cols)):
-            jobs.append((*key, layout.k.where(token, cols[sel])[3] // e, [k_row[c:c + e] for c in cols[sel]]))
-    if "v" in parts:
-        jobs += _v_jobs(layout, token, values, functional)
-    return _write_jobs(compiled, jobs, g)
-
-
-def _v_jobs(layout: KVLayout, token: int, values, functional: bool) -> list:
-    """V^T: one value per (head, dimension), in the row of that dimension."""
-    e = layout.v.geometry.elems_per_access
-    zero = np.zeros(e, np.float32)
     jobs = []
+    if "k" in parts:  # the token's K row, segment by segment
+        cols = np.arange(0, layout.k.cols_padded, e)
+        chunks = None
+        if functional:
+            k_row = np.zeros(layout.k.cols_padded, np.float32)
+            k_row.reshape(layout.heads, layout.head_dim_padded)[:, :layout.head_dim] = k_token
+            chunks = k_row.reshape(-1, e)
+        channel, bank, dram_row, elem = layout.k.where(np.full(len(cols), token), cols)
+        jobs.append(_row_jobs(channel, bank, dram_row, elem // e, chunks, by_first_use=True))
+    if "v" in parts:
+        jobs.append(_v_jobs(layout, token, values, functional))
+    return _write_jobs(compiled, _RowJobs.concatenated(jobs, e), g)
+
+
+@dataclass
+class _RowJobs:
+    """DRAM rows to open, access and close, one job each: its channel, bank and row, and its column
+    accesses (all jobs' in one array, job after job, ``counts`` each) with what each writes (``chunks``:
+    float32[accesses, elems per access]; None for zeros)."""
+
+    channel: np.ndarray
+    bank: np.ndarray
+    row: np.ndarray
+    counts: np.ndarray
+    accesses: np.ndarray
+    chunks: np.ndarray | None
+
+    @staticmethod
+    def concatenated(parts: list[_RowJobs], elems: int) -> _RowJobs:
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        chunks = None
+        if any(p.chunks is not None for p in parts):
+            chunks = np.concatenate([p.chunks if p.chunks is not None else np.zeros((len(p.accesses), elems),
+                                                                                    np.float32) for p in parts])
+        return _RowJobs(cat("channel"), cat("bank"), cat("row"), cat("counts"), cat("accesses"), chunks)
+
+
+def _row_jobs(channel, bank, dram_row, accesses, chunks, by_first_use: bool) -> _RowJobs:
+    """One job per distinct (channel, bank, row) of the accesses, in order of first use (or sorted by
+    channel, bank and row), each with its accesses in their order."""
+    channel, bank, dram_row = (np.asarray(v, np.int64) for v in (channel, bank, dram_row))
+    # one integer per (channel, bank, row) that sorts as the triples do (rows and banks are >= 0)
+    banks, rows = int(bank.max(initial=0)) + 1, int(dram_row.max(initial=0)) + 1
+    keys = (channel * banks + bank) * rows + dram_row
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    job = inverse.ravel()
+    if by_first_use:
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        job, unique = rank[job], unique[order]
+    members = np.argsort(job, kind="stable")
+    channel_bank, row = np.divmod(unique, rows)
+    return _RowJobs(channel_bank // banks, channel_bank % banks, row, np.bincount(job, minlength=len(unique)),
+                    np.asarray(accesses)[members], None if chunks is None else np.asarray(chunks)[members])
+
+
+def _v_jobs(layout: KVLayout, token: int, values, functional: bool) -> _RowJobs:
+    """V^T: one value per (head, dimension), in the row of that dimension; the rows in order of
+    (channel, bank, row)."""
+    e = layout.v.geometry.elems_per_access
     d = np.repeat(np.arange(layout.head_dim), layout.heads)
     h = np.tile(np.arange(layout.heads), layout.head_dim)
     col = h * layout.context_padded + token
     channel, bank, dram_row, elem = layout.v.where(d, col)
-    first = (token // e) * e  # first token of the column access the new value falls in
-    for key in sorted(set(zip(channel.tolist(), bank.tolist(), dram_row.tolist()))):
-        sel = (channel == key[0]) & (bank == key[1]) & (dram_row == key[2])
-        chunks = [zero] * int(sel.sum())
-        if functional:
-            chunks = []
-            for dd, hh in zip(d[sel], h[sel]):
-                chunk = np.zeros(e, np.float32)
-                known = values[first:min(first + e, len(values)), hh, dd]
-                chunk[:len(known)] = known
-                chunks.append(chunk)
-        jobs.append((*key, elem[sel] // e, chunks))
-    return jobs
+    chunks = None
+    if functional:
+        first = (token // e) * e  # first token of the column access the new value falls in
+        known = values[first:min(first + e, len(values)), h, d]  # tokens x values
+        chunks = np.zeros((len(d), e), np.float32)
+        chunks[:, :known.shape[0]] = known.T
+    return _row_jobs(channel, bank, dram_row, elem // e, chunks, by_first_use=False)
 
 
 def read_row_program(compiled: Compiled, placement: GemvPlacement, entry: int) -> WriteProgram:
@@ -130,56 +168,49 @@ def read_row_program(compiled: Compiled, placement: GemvPlacement, entry: int) -
     g = placement.geometry
     e = g.elems_per_access
     cols = np.arange(0, placement.cols_padded, e)
-    elem = placement.where(entry, cols)[3]
-    jobs = [(*key, elem[sel] // e, [None] * int(sel.sum()))
-            for key, sel in _by_row(*placement.where(np.full(len(cols), entry), cols))]
-    return _write_jobs(compiled, jobs, g, access="RD")
+    channel, bank, dram_row, elem = placement.where(np.full(len(cols), entry), cols)
+    return _write_jobs(compiled, _row_jobs(channel, bank, dram_row, elem // e, None, by_first_use=True), g,
+                       access="RD")
 
 
-def _by_row(channel, bank, dram_row, elem=None):
-    """((channel, bank, row), mask) of each distinct row the elements fall in, in order of first use."""
-    keys = np.stack([channel, bank, dram_row], axis=1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    for k in np.argsort(first, kind="stable"):
-        sel = inverse == k
-        yield tuple(int(v) for v in keys[first[k]]), sel
-
-
-def _write_jobs(compiled: Compiled, jobs: list, g: Geometry, access: str = "WR") -> WriteProgram:
+def _write_jobs(compiled: Compiled, jobs: _RowJobs, g: Geometry, access: str = "WR") -> WriteProgram:
     """Commands for row writes (or reads), in rounds of at most one row per bank: every bank of the round is
-    activated, then written, then precharged, so the banks' row cycles overlap."""
+    activated, then written, then precharged, so the banks' row cycles overlap. Channel by channel; a
+    bank's k-th job (in job order) goes to round k, and the jobs of a round keep their order."""
     org = compiled.hw.dram.organization
     ids = {n: i for i, n in enumerate(compiled.command_names)}
-    cmd, node, row, column, payload, payloads = [], [], [], [], [], []
-
-    def emit(name, n, r, k=-1, p=-1):
-        cmd.append(ids[name]), node.append(n), row.append(r), column.append(k), payload.append(p)
-
-    pending: dict[int, list] = {}
-    for job in jobs:
-        pending.setdefault(job[0], []).append(job)
-    for ch in sorted(pending):
-        queue = pending[ch]
-        while queue:
-            this_round, rest, used = [], [], set()
-            for job in queue:
-                (rest if job[1] in used else this_round).append(job)
-                used.add(job[1])
-            queue = rest
-            nodes = [int(compiled.bank_node(ch, 0, b // org.banks_per_group, b % org.banks_per_group))
-                     for _, b, _, _, _ in this_round]
-            for n, (_, _, r, _, _) in zip(nodes, this_round):
-                emit("ACT", n, r)
-            for n, (_, _, r, accesses, chunks) in zip(nodes, this_round):
-                for k, chunk in zip(accesses, chunks):
-                    if access == "WR":
-                        emit("WR", n, r, int(k) * g.burst_length, len(payloads))
-                        payloads.append(chunk)
-                    else:
-                        emit(access, n, r, int(k) * g.burst_length)
-            for n in nodes:
-                emit("PRE", n, -1)
-    a = lambda v: np.asarray(v, np.int64)  # noqa: E731
-    return WriteProgram(a(cmd), a(node), a(row), a(column), a(payload),
-                        np.asarray(payloads, np.float32).reshape(-1, g.elems_per_access))
+    n_jobs = len(jobs.counts)
+    # the round of each job: how many jobs of its channel and bank come before it
+    bank_key = jobs.channel * (int(jobs.bank.max(initial=0)) + 1) + jobs.bank
+    by_bank = np.argsort(bank_key, kind="stable")
+    sorted_keys = bank_key[by_bank]
+    run_start = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1] if n_jobs else np.zeros(0, np.int64)
+    starts = np.repeat(run_start, np.diff(np.r_[run_start, n_jobs]))
+    rounds = np.empty(n_jobs, np.int64)
+    rounds[by_bank] = np.arange(n_jobs) - starts
+    nodes = np.asarray(compiled.bank_node(jobs.channel, 0, jobs.bank // org.banks_per_group,
+                                          jobs.bank % org.banks_per_group), np.int64)
+    # every command with its place: (channel, round, phase: ACT / access / PRE, job, access within the job)
+    job_index = np.arange(n_jobs)
+    of_access = np.repeat(job_index, jobs.counts)
+    within = np.arange(len(of_access)) - np.repeat(np.cumsum(jobs.counts) - jobs.counts, jobs.counts)
+    job_of = np.concatenate([job_index, of_access, job_index])
+    phase = np.repeat([0, 1, 2], [n_jobs, len(of_access), n_jobs])
+    step = np.concatenate([np.zeros(n_jobs, np.int64), within, np.zeros(n_jobs, np.int64)])
+    order = np.lexsort((step, job_of, phase, rounds[job_of], jobs.channel[job_of]))
+    job_of, phase = job_of[order], phase[order]
+    access_of = np.concatenate([np.full(n_jobs, -1), np.arange(len(of_access)), np.full(n_jobs, -1)])[order]
+    cmd = np.choose(phase, [ids["ACT"], ids[access], ids["PRE"]]).astype(np.int64)
+    row = np.where(phase == 2, -1, jobs.row[job_of]).astype(np.int64)
+    is_access = phase == 1
+    column = np.full(len(order), -1, np.int64)
+    column[is_access] = jobs.accesses[access_of[is_access]].astype(np.int64) * g.burst_length
+    payload = np.full(len(order), -1, np.int64)
+    writes = np.zeros((0, g.elems_per_access), np.float32)
+    if access == "WR":
+        payload[is_access] = np.arange(int(is_access.sum()))
+        written = access_of[is_access]
+        writes = (jobs.chunks[written].astype(np.float32) if jobs.chunks is not None
+                  else np.zeros((len(written), g.elems_per_access), np.float32))
+    return WriteProgram(cmd, nodes[job_of].astype(np.int64), row, column, payload,
+                        writes.reshape(-1, g.elems_per_access))

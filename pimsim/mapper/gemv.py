@@ -56,8 +56,12 @@ class GemvProgram:
 
 
 class _Builder:
-    """What both strategies share: the command lists, the channels' active waves, the column groups
-    of a range of column accesses, and the bookkeeping of RDMACs and partial sums."""
+    """What both strategies share: the commands, the channels' active waves, the column groups of a
+    range of column accesses, and the bookkeeping of RDMACs and partial sums.
+
+    Commands are kept as *runs* (one command repeated ``count`` times with its column and payload
+    advancing by a fixed step: a row's MACs, a block of buffer writes) and expanded with numpy at the
+    end, so the Python work grows with the runs, not with the commands."""
 
     def __init__(self, compiled: Compiled, placement: GemvPlacement, lanes_out: int,
                  groups: list[tuple[int, int]] | None, rows_active: int | None, vectors: int = 1):
@@ -70,14 +74,21 @@ class _Builder:
         self.rows_active = placement.rows_out if rows_active is None else rows_active
         self.vectors = vectors
         self.accesses_per_row = g.row_elems // g.elems_per_access
+        self.part_accesses = placement.part_accesses
         # FP16 group scales one column access holds (only grouped formats read them)
         self.scales_per_access = int(g.elems_per_access * CODE_BITS[g.fmt] / 8) // SCALE_BYTES
-        self.lists = tuple([] for _ in range(6))  # cmd, node, row, column, select, payload
+        # (cmd, node, row, first column, column step, count, select, first payload, payload step)
+        self.runs: list[tuple] = []
+        self.commands = 0  # commands in the runs so far
         self.reads: list[tuple] = []
+        self.run_blocks: list[np.ndarray] = []  # runs and reads made arrays, before those in the lists
+        self.read_blocks: list[np.ndarray] = []
         self.partials = 0
         self.extra_vector_macs = 0
         self.std = compiled.standard
         self.modes = ModeTracker(self.std)
+        # the mode each command needs (None: any); a standard without modes needs none
+        self.mode_of = {c.name: (c.mode if self.std.modes else None) for c in self.std.commands}
         self.mac_mode = self.std.command("MACAB").mode
         self.open_rank = -1  # rank whose rows a lazily precharging stream left open
 
@@ -88,15 +99,21 @@ class _Builder:
 
     def _mode_change(self, count: int) -> None:
         for _ in range(count):
-            self._append(self.ids[self.std.mode_change], self.chan_node, -1, -1, 0, -1)
+            self._run(self.ids[self.std.mode_change], self.chan_node)
 
-    def _append(self, *values):
-        for target, value in zip(self.lists, values):
-            target.append(value)
+    def _run(self, cmd, n, r=-1, k=-1, k_step=0, count=1, s=0, p=-1, p_step=0) -> None:
+        self.runs.append((cmd, n, r, k, k_step, count, s, p, p_step))
+        self.commands += count
+
+    def _enter_mode_for(self, name) -> None:
+        """The mode changes the command needs (what ModeTracker.changes_before says, without its lookup)."""
+        need = self.mode_of[name]
+        if need and need != self.modes.mode:
+            self._mode_change(self.modes.enter(need))
 
     def emit(self, name, n, r=-1, k=-1, s=0, p=-1):
-        self._mode_change(self.modes.changes_before(name))
-        self._append(self.ids[name], n, r, k, s, p)
+        self._enter_mode_for(name)
+        self._run(self.ids[name], n, r, k, s=s, p=p)
 
     def open_row(self, rank, r):
         """Start a row's MACs: into MAC mode first (where AiM's controller switches: before the precharge
@@ -121,27 +138,25 @@ class _Builder:
         self._mode_change(self.modes.leave())
 
     def emit_macs(self, n, r, lo, hi, s, vectors: int = 1):
-        """MACAB over column accesses lo..hi-1 (the bulk of every program: lists, not calls), each
-        multiplying `vectors` buffered vectors (a multi-vector datapath). With group scales (int4-g128), the
-        unit first reads the scale accesses of the groups these accesses belong to from the row's tail (one
-        MACAB each, consuming no activations; see pimsim.pim.formats)."""
-        self._mode_change(self.modes.changes_before("MACAB"))
+        """MACAB over column accesses lo..hi-1 (the bulk of every program: one run), each multiplying
+        `vectors` buffered vectors (a multi-vector datapath). With group scales (int4-g128), the unit first
+        reads the scale accesses of the groups these accesses belong to from the row's tail (one MACAB
+        each, consuming no activations; see pimsim.pim.formats)."""
+        self._enter_mode_for("MACAB")
         bl = self.g.burst_length
-        columns = list(range(lo * bl, hi * bl, bl))
+        mac = self.ids["MACAB"]
         if self.g.group_accesses:
             ga, per_scale_access = self.g.group_accesses, self.scales_per_access
             tail = self.accesses_per_row  # the row's codes end here; its scales follow
-            scale_cols = sorted({tail + j // per_scale_access for j in range(lo // ga, (hi - 1) // ga + 1)})
-            columns = [k * bl for k in scale_cols] + columns
-        count = len(columns)
+            for k in sorted({tail + j // per_scale_access for j in range(lo // ga, (hi - 1) // ga + 1)}):
+                self._run(mac, n, r, k * bl, s=s)
         self.extra_vector_macs += (hi - lo) * (vectors - 1)  # the code accesses' products with the extra vectors
-        cmd, node, row, column, select, payload = self.lists
-        cmd.extend([self.ids["MACAB"]] * count), node.extend([n] * count), row.extend([r] * count)
-        column.extend(columns), select.extend([s] * count), payload.extend([-1] * count)
+        if hi > lo:
+            self._run(mac, n, r, lo * bl, bl, hi - lo, s)
 
     def first_access(self, part, seg):
         """Index in x (in column accesses) of the first access of a segment of a channel group's part."""
-        return part * self.placement.part_accesses + seg * self.accesses_per_row
+        return part * self.part_accesses + seg * self.accesses_per_row
 
     def emit_buffer(self, chan, part, seg, accesses, vector: int = 0):
         """WRGB of x for the given segment-local column accesses of W: each MAC's activations take
@@ -151,13 +166,28 @@ class _Builder:
         g = self.g
         first, per, slots = self.first_access(part, seg), g.writes_per_mac, g.gb_chunks * g.writes_per_mac
         base = vector * (self.placement.cols_padded // g.elems_per_access) * per  # vector v's chunks of x
-        for k in accesses:
-            for j in range(per):
-                self.emit("WRGB", chan, k=(k * per + j) % slots * g.burst_length, p=base + (first + k) * per + j)
+        accesses = list(accesses)
+        if not accesses:
+            return
+        self._enter_mode_for("WRGB")
+        wrgb, bl = self.ids["WRGB"], g.burst_length
+        # write i = k x per + j goes to slot i mod slots with payload base + first x per + i: consecutive
+        # accesses make consecutive writes, one run up to each wrap of the buffer
+        start = prev = accesses[0]
+        for k in accesses[1:] + [None]:
+            if k is not None and k == prev + 1:
+                prev = k
+                continue
+            i, end = start * per, (prev + 1) * per
+            while i < end:
+                count = min(end - i, slots - i % slots)
+                self._run(wrgb, chan, -1, i % slots * bl, bl, count, 0, base + first * per + i, 1)
+                i += count
+            start = prev = k
 
     def read(self, rank, ch, wave, seg, sel, group, base):
         self.emit("RDMAC", rank)
-        self.reads.append((len(self.lists[0]) - 1, ch, wave, seg, sel, group, base))
+        self.reads.append((self.commands - 1, ch, wave, seg, sel, group, base))
         self.partials += min(self.g.units, self.rows_active - base) * self.lanes_out
 
     def channels(self):
@@ -173,9 +203,17 @@ class _Builder:
 
     def parts(self, part, seg, lo, hi):
         """Each group's column accesses within segment-local accesses [lo, hi): (group, lo, hi)."""
-        first = self.first_access(part, seg)
-        found = [(gi, max(lo, start - first), min(hi, start + n - first)) for gi, (start, n) in enumerate(self.groups)]
-        return [(gi, a, b) for gi, a, b in found if a < b]
+        first = part * self.part_accesses + seg * self.accesses_per_row  # first_access, without its lookups
+        out = []
+        for gi, (start, n) in enumerate(self.groups):
+            a, b = start - first, start + n - first
+            if a < lo:
+                a = lo
+            if b > hi:
+                b = hi
+            if a < b:
+                out.append((gi, a, b))
+        return out
 
     def selects(self, wave, first_slot):
         """(bank select, first output row) of a wave's banks of a unit that hold active rows."""
@@ -199,16 +237,61 @@ class _Builder:
                 groups.append([w])
         return groups
 
+    def _flush(self) -> None:
+        """The runs and reads kept as tuples so far into arrays (after the blocks before them)."""
+        if self.runs:
+            self.run_blocks.append(np.asarray(self.runs, np.int64).reshape(-1, 9))
+            self.runs = []
+        if self.reads:
+            self.read_blocks.append(np.asarray(self.reads, np.int64).reshape(-1, 7))
+            self.reads = []
+
+    def mark(self) -> tuple[int, int, int, int]:
+        """Where the program stands (its runs and reads so far made arrays): commands, partial sums, extra
+        vector MACs, and the blocks of runs and reads."""
+        self._flush()
+        return self.commands, self.partials, self.extra_vector_macs, len(self.run_blocks), len(self.read_blocks)
+
+    def piece_since(self, mark) -> tuple:
+        """What was added since `mark` (one channel's work), its reads' positions counted from its start."""
+        commands, partials, extra, run_blocks, read_blocks = mark
+        self._flush()
+        runs = np.concatenate(self.run_blocks[run_blocks:] or [np.zeros((0, 9), np.int64)])
+        reads = np.concatenate(self.read_blocks[read_blocks:] or [np.zeros((0, 7), np.int64)])
+        reads[:, RD_POS] -= commands
+        return runs, self.commands - commands, reads, self.partials - partials, self.extra_vector_macs - extra
+
+    def add_piece(self, piece) -> None:
+        """A piece from :meth:`piece_since` added at the end, as if built here."""
+        runs, commands, reads, partials, extra = piece
+        self._flush()
+        self.run_blocks.append(runs)
+        shifted = reads.copy()
+        shifted[:, RD_POS] += self.commands
+        self.read_blocks.append(shifted)
+        self.commands += commands
+        self.partials += partials
+        self.extra_vector_macs += extra
+
     def program(self) -> GemvProgram:
-        a = lambda v: np.asarray(v, np.int64)  # noqa: E731
-        return GemvProgram(self.placement, *(a(v) for v in self.lists), np.asarray(self.reads, np.int64).reshape(-1, 7),
+        self._flush()
+        runs = np.concatenate(self.run_blocks) if self.run_blocks else np.zeros((0, 9), np.int64)
+        reads = np.concatenate(self.read_blocks) if self.read_blocks else np.zeros((0, 7), np.int64)
+        counts = runs[:, 5]
+        of = np.repeat(np.arange(len(runs)), counts)  # the run of every command
+        step = np.arange(self.commands) - np.repeat(np.cumsum(counts) - counts, counts)  # its place in the run
+        cmd, node, row, select = (runs[of, i] for i in (0, 1, 2, 6))
+        column = runs[of, 3] + step * runs[of, 4]
+        payload = runs[of, 7] + step * runs[of, 8]
+        return GemvProgram(self.placement, cmd, node, row, column, select, payload, reads,
                            self.rows_active * len(self.groups) * self.vectors, len(self.groups), self.partials,
                            self.extra_vector_macs)
 
 
 def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
                  groups: list[tuple[int, int]] | None = None, rows_active: int | None = None,
-                 vectors: int = 1, buffer_vectors: int = 1, vectors_per_mac: int = 1) -> GemvProgram:
+                 vectors: int = 1, buffer_vectors: int = 1, vectors_per_mac: int = 1,
+                 pieces: dict | None = None) -> GemvProgram:
     """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
 
     ``groups`` splits the columns into independent dot products, as (first column access, number of
@@ -227,11 +310,27 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
     the open row's burst by that many buffered vectors, so the vectors go through each row in
     ceil(vectors / vectors_per_mac) passes of MACs; every vector still gets its own RDMAC (its own
     accumulator's results).
+
+    ``pieces`` (a dict kept by the caller for programs of one ``compiled`` standard) remembers each
+    channel's commands under everything they depend on, so a program that differs from an earlier one
+    only in some channels (attention's scores as the context reaches the next PIM unit: one channel
+    gains a wave) builds only those. A channel's work starts and ends in the initial mode with its rows
+    closed, so it does not depend on the channels before it.
     """
     b = _Builder(compiled, placement, lanes_out, groups, rows_active, vectors)
     g = b.g
     resident = vectors == 1 or buffer_vectors >= vectors
     for ch, rank, chan, part, first_slot, waves in b.channels():
+        key = None
+        if pieces is not None:  # rows_active reaches the channel through its waves and their units' rows
+            active = tuple(tuple(min(g.units, b.rows_active - base) for _, base in b.selects(w, first_slot))
+                           for w in waves)
+            key = (placement, lanes_out, tuple(map(tuple, b.groups)), vectors, buffer_vectors, vectors_per_mac,
+                   ch, rank, chan, part, first_slot, tuple(waves), active)
+            if key in pieces:
+                b.add_piece(pieces[key])
+                continue
+        mark = b.mark()
         b.begin_channel(chan)
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg, part)
@@ -261,6 +360,8 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
                                         b.read(rank, ch, w, seg, sel, gi, base)
                     b.close_row(rank)
         b.end_channel()
+        if key is not None:
+            pieces[key] = b.piece_since(mark)
     return b.program()
 
 

@@ -60,6 +60,10 @@ class Stream:
     row_offset: int = 0
     fmt: str = ""  # the operand format its MACs compute in (their energy is that datapath's)
     extra_vector_macs: int = 0  # MAC commands x vectors each multiplied beyond its first (pim.vectors_per_mac)
+    # a stream whose commands (cmd, node, row, column: the prototype's rows) are those of the stream keyed
+    # so (None: its own key), which fast fidelity times once for both (an embedding's entries a round of
+    # slots apart differ only in row_offset)
+    commands_key: tuple | None = None
     _rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -107,6 +111,7 @@ class ModelMap:
         meta = self.graph.meta
         self._programs: dict = {}
         self._shifts: dict = {}
+        self._channel_pieces: dict = {}  # attention scores' channels, shared by the programs of growing contexts
         self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
         if self._cross_layers and self.source_len < 1:
             raise PimsimError(f"{self.graph.model}: an encoder-decoder model needs a source length of at least 1")
@@ -348,7 +353,7 @@ class ModelMap:
         return got
 
     def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None,
-                     vectors: int = 1) -> Stream:
+                     vectors: int = 1, pieces: dict | None = None) -> Stream:
         """The GEMV program of `placement` (at row 0), `repeat` times (a fresh input vector each time), each
         time over `vectors` input vectors sharing every opened row (row_partition only). The ASIC sends
         each channel what its global-buffer writes carry, and gets back its RDMAC results."""
@@ -361,6 +366,9 @@ class ModelMap:
             reuse = self.hw.mapping.gemv if self.hw.mapping.gemv == hbm_pim_gemv.STRATEGY else "row_partition"
             program = STRATEGIES[reuse](self.compiled, placement, g.lanes_out, groups, rows_active,
                                         vectors, self.hw.pim.buffer_vectors)
+        elif pieces is not None and self.hw.mapping.gemv == "row_partition":  # channels reused from earlier programs
+            program = STRATEGIES["row_partition"](self.compiled, placement, g.lanes_out, groups, rows_active,
+                                                  pieces=pieces)
         else:
             program = STRATEGIES[self.hw.mapping.gemv](self.compiled, placement, g.lanes_out, groups, rows_active)
         reads = np.bincount(program.reads[:, RD_CHANNEL], minlength=g.channels)
@@ -420,7 +428,8 @@ class ModelMap:
         if key not in self._programs:
             proto = self._proto_kv(cross, layout.max_context)
             group = heads // layout.heads
-            self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole)
+            self._programs[key] = self._gemv_stream(key, proto.k, group, proto.k_groups(), whole,
+                                                    pieces=self._channel_pieces)
         s = self._programs[key]
         partials = (s.asic_adds + s.outputs) * context // whole
         outputs = s.outputs * context // whole
@@ -471,17 +480,32 @@ class ModelMap:
         return self._programs[key]
 
     def embedding(self, tensor: str, entry: int) -> Stream:
+        """Reading table row `entry`. Entries one round of slots apart (slots per wave x pack) sit in the
+        same banks at the same columns, `segments` DRAM rows further down: entry e's commands are those of
+        entry e mod that round with every row shifted, so one program serves them all (built once) and
+        its stream names the round's first entry in ``commands_key``; its own ``key`` stays the entry's."""
         t = self.tables[tensor]
         if not 0 <= entry < t.rows_out:
             raise PimsimError(f"{tensor}: entry {entry} is outside its {t.rows_out} rows")
-        key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
-        if key not in self._programs:
+        # (the row_partition layout's rounds; another layout's tables build a program per entry)
+        rounds, first = divmod(entry, t.slots_per_wave * t.pack) if type(t) is GemvPlacement else (0, entry)
+        proto_key = ("embedding", t.rows_out, t.cols_in, first, self.ns)
+        if proto_key not in self._programs:
             proto = replace(t, first_row=0)
-            prog = read_row_program(self.compiled, proto, entry)
+            prog = read_row_program(self.compiled, proto, first)
             nbytes = self._count_by_channel(prog, "RD") * self.hw.dram.organization.access_bytes
-            self._programs[key] = Stream(key, prog.cmd, prog.node, prog.row, prog.column, np.zeros_like(nbytes),
-                                         nbytes)
-        return self._shifted(self._programs[key], t.first_row)
+            self._programs[proto_key] = Stream(proto_key, prog.cmd, prog.node, prog.row, prog.column,
+                                               np.zeros_like(nbytes), nbytes)
+        proto = self._programs[proto_key]
+        if rounds == 0:
+            return self._shifted(proto, t.first_row)
+        key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
+        row_offset = t.first_row + rounds * t.segments
+        got = self._shifts.get((key, row_offset))
+        if got is None:
+            got = self._shifts[(key, row_offset)] = replace(proto, key=key, row_offset=row_offset,
+                                                            commands_key=proto_key, _rows=None)
+        return got
 
     def _proto_kv(self, cross: bool = False, tokens: int | None = None) -> KVLayout:
         """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted);
