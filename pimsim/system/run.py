@@ -67,7 +67,7 @@ def _shared_asic_extra_ps(sim: DecodeSimulation, stage: DeviceShard, position: i
 
 def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_len: int | None,
                gen_tokens: int | None, schedule: str = "serial", fidelity: str = "fast",
-               check_protocol: bool = False, progress=None) -> dict:
+               check_protocol: bool = False, progress=None, use_cache: bool = True) -> dict:
     """The JSON-ready record of a run on ``plan.devices`` devices (the keys of a single-device run, plus
     ``system``: the split, the interconnect, the communication's time and energy and their shares)."""
     from pimsim.runs import energy_of, record_header
@@ -81,7 +81,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
         raise PimsimError(f"{hw.name}: a run on several devices reports energy and needs an energy section")
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
-    graph = traced_graph(card)
+    graph = traced_graph(card, use_cache)
     stages = shards_of(graph, plan)
     link = Interconnect(system.interconnect)
     shared_host = system.host_asic == "shared"
