@@ -658,7 +658,7 @@ def _run_spec(args):
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
                    check_protocol=args.check_protocol, batch=args.batch, prefill=_prefill_on(args),
                    devices=args.devices, parallel=args.parallel, decode_fc_on=_decode_fc_on(args),
-                   link=_link(args), decode_fc_schedule=args.decode_fc_schedule)
+                   link=_link(args), decode_fc_schedule=args.decode_fc_schedule, no_cache=args.no_cache)
 
 
 def _decode_fc_on(args) -> str | None:
@@ -690,20 +690,6 @@ def _prefill_on(args) -> str | None:
 
 
 def cmd_run(args) -> int:
-    if not args.no_cache:
-        return _cmd_run(args)
-    previous = os.environ.get("PIMSIM_NO_CACHE")
-    os.environ["PIMSIM_NO_CACHE"] = "1"  # read by the tracer's cache, for this command only
-    try:
-        return _cmd_run(args)
-    finally:
-        if previous is None:
-            os.environ.pop("PIMSIM_NO_CACHE", None)
-        else:
-            os.environ["PIMSIM_NO_CACHE"] = previous
-
-
-def _cmd_run(args) -> int:
     from pimsim.report.text import run_summary
     from pimsim.report.timeline import write_timeline
     from pimsim.runs import hardware_for, simulate_loaded
@@ -779,7 +765,9 @@ def _run_specdec(args) -> int:
                                          ("--batch", args.batch > 1), ("--prefill", args.prefill),
                                          ("--prefill-on", args.prefill_on),
                                          ("--decode-fc-on", args.decode_fc_on),
-                                         ("--schedule overlap", args.schedule == "overlap")) if on]
+                                         ("--schedule overlap", args.schedule == "overlap"),
+                                         ("--no-cache (PIMSIM_NO_CACHE=1 keeps its tracing away from the cache)",
+                                          args.no_cache)) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")
     spec = _run_spec(args)
@@ -899,11 +887,12 @@ def cmd_plot(args) -> int:
             else:
                 fig = plots.pareto(frame, args.where)
         elif args.kind == "breakdown":
-            fig = plots.breakdown([plots.load_json(p) for p in args.inputs], args.inputs)
+            fig = plots.breakdown(plots.run_results([plots.load_json(p) for p in args.inputs], args.inputs,
+                                                    "breakdown"))
         elif args.kind == "compare":
             fig = plots.compare_bars(plots.load_json(args.inputs[0]))
         elif args.kind == "tokens":
-            fig = plots.tokens(plots.load_json(args.inputs[0]), args.inputs[0])
+            fig = plots.tokens(plots.run_results([plots.load_json(args.inputs[0])], args.inputs, "tokens")[0])
         elif args.kind == "serve-load":
             fig = plots.serve_load([plots.load_json(p) for p in args.inputs], args.inputs)
         elif args.kind == "serve-cdf":

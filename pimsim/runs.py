@@ -121,10 +121,18 @@ def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
     return needs_text(hw, graph, prompt + tokens)
 
 
+def specdec_run(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
+                fidelity: str = "fast", weight_format: str | None = None) -> SpecDecRun:
+    """:func:`run_specdec`'s result, typed."""
+    return from_json(SpecDecRun, run_specdec(hw, spec, prompt_len, gen_tokens, fidelity, weight_format),
+                     "spec_dec record")
+
+
 def run_specdec(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
                 fidelity: str = "fast", weight_format: str | None = None) -> dict:
     """Speculative decoding of `spec` (a parsed :class:`~pimsim.workloads.specdec.SpecDec`) on `hw`: the
-    run's record, with its target decoding the same tokens on its own as the baseline of its ratios."""
+    run's JSON record (the engine writes it; :func:`specdec_run` gives it typed), with its target decoding
+    the same tokens on its own as the baseline of its ratios."""
     from pimsim.engine.specdec import SpecDecRun
 
     run = SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format)
@@ -151,8 +159,8 @@ def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunR
     if spec.model is not None and load_card(spec.model).name != load_card(sd.target).name:
         raise PimsimError(f"model {spec.model} is not the spec-dec target {sd.target}")
     hw = hardware_for(hw, load_card(sd.target), spec.weight_format)
-    record = run_specdec(hw, sd, spec.prompt_len, spec.gen_tokens, spec.fidelity, spec.weight_format)
-    return RunResult.of(spec, from_json(SpecDecRun, record, "spec_dec record"), (), hw)
+    return RunResult.of(spec, specdec_run(hw, sd, spec.prompt_len, spec.gen_tokens, spec.fidelity,
+                                          spec.weight_format), (), hw)
 
 
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
