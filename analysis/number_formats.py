@@ -8,7 +8,7 @@ int4-g128 runs on HBM-PIM with ``mapping.gemv=row_partition`` (Samsung's GEMV ke
 scales); every other point keeps each config's own GEMV strategy. ``--formats`` limits section 1 to some
 formats (the native one always runs); ``--table-only`` prints section 1 alone and draws no figure.
 
-Every number comes from ``pimsim.runs.run_model`` through pimsim's sweep runner (prompt 64 tokens, 4
+Every number comes from ``pimsim.runs.simulate`` through pimsim's sweep runner (prompt 64 tokens, 4
 generated, serial schedule, fast fidelity). Figures: ``formats.png`` (tokens/s and energy per token by
 format), ``formats-breakdown.png`` (time and energy shares of gpt2-xl on gddr6-aim by format).
 Results and reading: analysis/README.md.

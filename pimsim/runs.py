@@ -1,6 +1,6 @@
 """Runs: :func:`simulate` takes a :class:`~pimsim.run_types.RunSpec` (any mode) and returns a typed
-:class:`~pimsim.run_types.RunResult`; :func:`run_model` is token generation itself, returning the
-plain, JSON-ready record that the result carries.
+:class:`~pimsim.run_types.RunResult`; :func:`decode_run` is token generation itself, returning the
+typed :class:`~pimsim.run_details.DecodeRun` the result carries (:func:`run_model`: its JSON record).
 
     from pimsim.run_types import RunSpec
     from pimsim.runs import simulate
@@ -51,6 +51,7 @@ from pimsim.run_details import (
     TokenLatency,
 )
 from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
+from pimsim.units import S_PER_PS
 from pimsim.workloads.cards import ModelCard, hardware_for, load_card
 from pimsim.workloads.opgraph import PART_TITLES
 from pimsim.workloads.tracer import check_source_len, traced_encoder, traced_graph
@@ -99,9 +100,9 @@ def _simulate_system(spec: RunSpec, hw: HardwareConfig, card: ModelCard, plan, p
                    if on]
     if unsupported:
         raise PimsimError(f"runs on several devices do not take {', '.join(unsupported)} (yet)")
-    record = run_system(hw, card, plan, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
-                        spec.check_protocol, progress, use_cache=not spec.no_cache)
-    return RunResult.of(spec, from_json(DecodeRun, record), (), hw)
+    run = run_system(hw, card, plan, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
+                     spec.check_protocol, progress, use_cache=not spec.no_cache)
+    return RunResult.of(spec, run, (), hw)
 
 
 def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
@@ -224,8 +225,8 @@ def decode_run(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int
                            batch=batch, routing=card.routing())
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
-    per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
-    total = sum(result.per_token_ps) * 1e-12  # from integer picoseconds, as every other total is
+    per_token_s = [ps * S_PER_PS for ps in result.per_token_ps]
+    total = sum(result.per_token_ps) * S_PER_PS  # from integer picoseconds, as every other total is
     counts = result.counts
     g = Geometry.of(hw)
     macs = counts["commands"].get("MACAB", 0) + counts["commands"].get("MACSB", 0)
@@ -277,7 +278,7 @@ def decode_run(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int
                         row_hit_rate=counts["row_hit_rate"], distinct_streams=counts["distinct_streams"]),
         data=DataMoved(internal_bytes=macs * g.units * hw.dram.organization.access_bytes,
                        external_bytes=counts["bytes_over_pins"]),
-        bound=Bound(bound_time_s=result.ideal_ps * 1e-12, bound_efficiency=result.ideal_ps * 1e-12 / total),
+        bound=Bound(bound_time_s=result.ideal_ps * S_PER_PS, bound_efficiency=result.ideal_ps * S_PER_PS / total),
         protocol_check=_protocol_check(counts),
         experts=from_json(ExpertLoads, counts["experts"], "experts") if "experts" in counts else None,
         memory=from_json(MemoryUse, sim.describe(), "memory"),
@@ -305,16 +306,6 @@ def run_header(card: ModelCard, hw: HardwareConfig, prompt_len: int, gen_tokens:
             "kv_format": hw.pim.cache_format}
 
 
-def record_header(card: ModelCard, hw: HardwareConfig, prompt_len: int, gen_tokens: int, schedule: str,
-                  fidelity: str, per_token_s: list[float], total_s: float) -> dict:
-    """The JSON keys a token-generation record starts with (for :mod:`pimsim.system.run`, which writes its
-    record as JSON): :func:`run_header` and :func:`token_latency` without the throughput and total."""
-    header = {"tokens" if k == "gen_tokens" else k: v
-              for k, v in run_header(card, hw, prompt_len, gen_tokens, schedule, fidelity).items()}
-    latency = to_json(token_latency(per_token_s, total_s, gen_tokens / total_s))
-    return {**header, **{k: v for k, v in latency.items() if k not in ("tokens_per_s", "total_time_s")}}
-
-
 def token_latency(per_token_s: list[float], total_s: float, tokens_per_s: float) -> TokenLatency:
     """The time per step (``total_s`` over the steps; ``per_token_s`` each step's), with TPOT (time per
     output token) percentiles where there are several: linear interpolation between the sorted tokens,
@@ -334,7 +325,7 @@ def breakdown_of(breakdown_ps: dict[str, int], with_titles: bool,
                  titles: dict[str, str] = PART_TITLES) -> TimeBreakdown:
     """Each part's busy time (parts that took none left out) and its share of the summed busy time."""
     busy = sum(breakdown_ps.values())
-    return TimeBreakdown(busy_s=frozen_map({k: v * 1e-12 for k, v in breakdown_ps.items() if v}),
+    return TimeBreakdown(busy_s=frozen_map({k: v * S_PER_PS for k, v in breakdown_ps.items() if v}),
                          share=frozen_map({k: v / busy for k, v in breakdown_ps.items() if v}),
                          titles=frozen_map({k: titles[k] for k, v in breakdown_ps.items() if v})
                          if with_titles else None)
@@ -360,7 +351,7 @@ def _notes(schedule: str, fidelity: str) -> list[str]:
 def _encoder(sim: DecodeSimulation, first_token_s: float) -> EncoderFigures:
     """The encoder pass, simulated on its own: time, where it went, energy, and what was counted."""
     enc = run_encoder(sim)
-    time_s = enc.time_ps * 1e-12
+    time_s = enc.time_ps * S_PER_PS
     own = set(sim.encoder.tensors) - set(sim.graph.tensors)
     energy = None
     if sim.hw.energy is not None:
@@ -380,8 +371,8 @@ def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> PrefillFigures:
     """The prefill, on its own: time, where it went, energy, and what was counted (on the ASIC or a host
     device: the roofline's terms, then the KV writes into the banks, simulated)."""
     pre = run_prefill(sim, sequences, on)
-    time_s = pre.time_ps * 1e-12
-    simulated_s = pre.simulated_ps * 1e-12
+    time_s = pre.time_ps * S_PER_PS
+    simulated_s = pre.simulated_ps * S_PER_PS
     roofline = None
     if pre.roofline:
         roofline = from_json(PrefillRoofline, {k: v for k, v in pre.roofline.items()
