@@ -33,7 +33,6 @@ from pimsim.mapper.placement import Geometry
 from pimsim.run_details import (
     Bound,
     DataMoved,
-    DecodePlacement,
     DecodeRun,
     DramCounts,
     EncoderFigures,
@@ -249,13 +248,12 @@ def decode_run(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int
         notes[0:1] = [PREFILL_NOTES[kind], COMMON_NOTE]
     placement = None
     if decode_fc_on:
-        from pimsim.hetero import DEFAULT_LINK, hetero_record
+        from pimsim.hetero import DEFAULT_LINK, decode_placement
         from pimsim.step_costs import StepCosts
 
         costs = StepCosts(hw, card, max_batch=batch, max_context=prompt_len + gen_tokens, use_cache=not no_cache)
-        placement = from_json(DecodePlacement, hetero_record(costs, decode_fc_on, link or DEFAULT_LINK,
-                                                             decode_fc_schedule or "auto", prompt_len, gen_tokens,
-                                                             batch), "decode_placement")
+        placement = decode_placement(costs, decode_fc_on, link or DEFAULT_LINK, decode_fc_schedule or "auto",
+                                     prompt_len, gen_tokens, batch)
     encoder_figures = None
     if encoder is not None:
         encoder_figures = _encoder(sim, per_token_s[0])
