@@ -259,6 +259,20 @@ class PrefillFigures:
 
 
 @record
+class EncoderCounted:
+    """What an encoder pass was made of."""
+
+    JSON_ORDER = ("gemv_passes", "weights_streamed", "cross_kv_token_writes", "table_rows_read", "asic_matmul_macs",
+                  "source_len")
+    gemv_passes: int
+    weights_streamed: int
+    cross_kv_token_writes: int
+    table_rows_read: int
+    asic_matmul_macs: int
+    source_len: int
+
+
+@record
 class EncoderFigures:
     """An encoder-decoder's encoder pass: once, before the first decode step, apart from its figures."""
 
@@ -271,7 +285,7 @@ class EncoderFigures:
     layers: int
     weights: int
     time: TimeBreakdown = jfield(flat=True)
-    counted: Mapping[str, int]  # gemv_passes, weights_streamed, ... (what the pass was made of)
+    counted: EncoderCounted
     activation_bytes: int
     row_hit_rate: float | None
     commands: Mapping[str, int]
@@ -349,9 +363,21 @@ class StageFigures:
 
 
 @record
+class InterconnectFigures:
+    """The interconnect the run used (its config section, :class:`pimsim.config.models.InterconnectConfig`)."""
+
+    JSON_ORDER = ("preset", "topology", "bandwidth_GBps", "latency_ns", "switch_latency_ns", "energy_pJ_per_bit")
+    preset: str | None
+    topology: str  # ring or switch
+    bandwidth_GBps: float
+    latency_ns: float
+    switch_latency_ns: float
+    energy_pJ_per_bit: float
+
+
+@record
 class SystemFigures:
-    """A run on several devices: the split, the interconnect (its config section's JSON), and what the
-    exchanges between devices cost."""
+    """A run on several devices: the split, the interconnect, and what the exchanges between devices cost."""
 
     JSON_ORDER = ("devices", "tensor_parallel", "pipeline_parallel", "host_asic", "activation_bytes", "interconnect",
                   "communication_per_token_s", "communication_share", "communication_energy_per_token_J",
@@ -362,7 +388,7 @@ class SystemFigures:
     pipeline_parallel: int
     host_asic: str
     activation_bytes: int  # bytes per activation element sent between devices
-    interconnect: Mapping[str, Any]
+    interconnect: InterconnectFigures
     communication_per_token_s: float
     communication_share: float
     communication_energy_per_token_J: float
@@ -464,6 +490,21 @@ class SpecDecSettings:
 
 
 @record
+class AcceptanceUsed:
+    """How the run drew accepted counts: a rate (alpha, seed) or a trace of counts replayed (a file, or
+    counts measured with real weights)."""
+
+    JSON_ORDER = ("kind", "alpha", "seed", "file", "steps", "mean_accepted", "wrapped")
+    kind: str  # rate or trace
+    alpha: float | None = jfield(optional=True)
+    seed: int | None = jfield(optional=True)
+    file: str | None = jfield(optional=True)  # the trace's file, or "measured (weights)"
+    steps: int | None = jfield(optional=True)
+    mean_accepted: float | None = jfield(optional=True)
+    wrapped: bool | None = jfield(optional=True)  # the run outlasted the trace and started it again
+
+
+@record
 class SpecDecTimes:
     JSON_ORDER = ("draft", "verify")
     draft_s: float = jfield("draft")  # busy time of the draft model
@@ -531,7 +572,7 @@ class SpecDecRun:
     time_s: SpecDecTimes
     autoregressive: AutoregressiveBaseline
     speedup_over_autoregressive: float
-    acceptance: Mapping[str, Any]  # how accepted counts were drawn (rate, trace or measured), as described
+    acceptance: AcceptanceUsed
     notes: tuple[str, ...]
     expected_tokens_per_verify_step: float | None = jfield(optional=True)  # vanilla with a rate
     measured_acceptance: Mapping[str, Any] | None = jfield(optional=True)

@@ -35,6 +35,7 @@ from pimsim.run_details import (
     DataMoved,
     DecodeRun,
     DramCounts,
+    EncoderCounted,
     EncoderFigures,
     EnergyDetail,
     ExpertLoads,
@@ -360,7 +361,8 @@ def _encoder(sim: DecodeSimulation, first_token_s: float) -> EncoderFigures:
         time_s=time_s, time_to_first_token_s=time_s + first_token_s, source_len=sim.source_len,
         layers=sim.encoder.meta["layers"],
         weights=sum(sim.map.tensors[n]["rows"] * sim.map.tensors[n]["cols"] for n in own),
-        time=breakdown_of(enc.breakdown_ps, with_titles=True), counted=frozen_map(enc.counted),
+        time=breakdown_of(enc.breakdown_ps, with_titles=True),
+        counted=from_json(EncoderCounted, enc.counted, "encoder.counted"),
         activation_bytes=enc.activation_bytes, row_hit_rate=enc.counts["row_hit_rate"],
         commands=frozen_map(enc.counts["commands"]), protocol_check=_protocol_check(enc.counts), energy=energy)
 

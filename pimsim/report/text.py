@@ -109,13 +109,12 @@ def attention_summary(result: dict) -> str:
 
 def _system_line(system) -> str:
     """A run on several devices: the split and what the exchanges between devices cost."""
-    link = system.interconnect  # the config's interconnect section
-    name = link.get("preset") or link["topology"]
+    link = system.interconnect
     return (f"system     {system.devices} devices (tp={system.tensor_parallel}, pp={system.pipeline_parallel}"
-            f", host ASIC {system.host_asic.replace('_', ' ')}) over {name} ({link['bandwidth_GBps']:g} GB/s, "
-            f"{link['latency_ns']:g} ns); communication {_time(system.communication_per_token_s)} per token = "
-            f"{100 * system.communication_share:.1f}% of the time, "
-            f"{100 * system.communication_energy_share:.1f}% of the energy")
+            f", host ASIC {system.host_asic.replace('_', ' ')}) over {link.preset or link.topology} "
+            f"({link.bandwidth_GBps:g} GB/s, {link.latency_ns:g} ns); communication "
+            f"{_time(system.communication_per_token_s)} per token = {100 * system.communication_share:.1f}% of the "
+            f"time, {100 * system.communication_energy_share:.1f}% of the energy")
 
 
 def run_summary(result, functional: dict | None = None) -> str:
@@ -146,7 +145,7 @@ def run_summary(result, functional: dict | None = None) -> str:
         top = sorted(enc.time.busy_s.items(), key=lambda kv: -kv[1])[:3]
         most = ", ".join(f"{enc.time.titles[k]} {100 * enc.time.share[k]:.0f}%" for k, _ in top)
         lines.insert(4, f"encoder    {_time(enc.time_s)}{energy} once over {enc.source_len} source tokens, "
-                        f"before the first token (not in the latency above): {enc.counted['gemv_passes']:,} "
+                        f"before the first token (not in the latency above): {enc.counted.gemv_passes:,} "
                         f"GEMV passes; most in {most}")
     pre = r.prefill
     if pre is not None:
@@ -244,7 +243,7 @@ def specdec_summary(run) -> str:
     spec = r.spec_dec
     acc = spec.acceptance
     source = (f"alpha {acc.alpha} (seed {acc.seed})" if acc.alpha is not None else
-              f"trace {acc.trace}" if acc.trace else r.acceptance.get("file", "measured"))
+              f"trace {acc.trace}" if acc.trace else r.acceptance.file or "measured")
     where = spec.placement + (f", draft on {spec.draft_channels} channels" if spec.draft_channels else "")
     ar = r.autoregressive
     lines = [

@@ -23,6 +23,7 @@ from pimsim.run_details import (
     DecodeRun,
     DramCounts,
     GraphSummary,
+    InterconnectFigures,
     MemoryUse,
     RunEnergy,
     StageFigures,
@@ -207,7 +208,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
         system=SystemFigures(
             devices=plan.devices, tensor_parallel=plan.tp, pipeline_parallel=plan.pp, host_asic=system.host_asic,
             activation_bytes=system.activation_bytes,
-            interconnect=frozen_map(system.interconnect.model_dump(mode="json")),
+            interconnect=from_json(InterconnectFigures, system.interconnect.model_dump(mode="json"), "interconnect"),
             communication_per_token_s=comm_ps_per_token * S_PER_PS, communication_share=comm_total_ps / total_ps,
             communication_energy_per_token_J=comm_energy / gen_tokens,
             communication_energy_share=comm_energy / energy_total, communication_bits_per_token=comm_bits_per_token,
