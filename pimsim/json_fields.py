@@ -47,14 +47,11 @@ def _key(f: dataclasses.Field) -> str:
     return f.metadata.get(_KEY) or f.name
 
 
-def _flat_keys(cls) -> dict[str, Any]:
-    """Every JSON key a record writes at its own level -> the field (or flat sub-record) writing it."""
-    out = {}
+def _flat_keys(cls) -> set[str]:
+    """Every JSON key a record writes at its own level (its flat sub-records' keys included)."""
+    out = set()
     for f in dataclasses.fields(cls):
-        if f.metadata.get(_FLAT):
-            out.update(dict.fromkeys(_flat_keys(_record_type(_hints(cls)[f.name])), f))
-        else:
-            out[_key(f)] = f
+        out |= _flat_keys(_record_type(_hints(cls)[f.name])) if f.metadata.get(_FLAT) else {_key(f)}
     return out
 
 
@@ -122,6 +119,18 @@ def _decode(hint, value, where: str):
             raise PimsimError(f"{where}: a JSON object expected, not {type(value).__name__}")
         inner = args[1] if len(args) == 2 else Any
         return MappingProxyType({k: _decode(inner, v, f"{where}.{k}") for k, v in value.items()})
+    return _scalar(hint, value, where)
+
+
+# what a JSON value of a scalar field may be (a float field takes a whole number: JSON writes 2.0 as 2.0,
+# but a figure computed as an int stays one)
+_SCALARS = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}
+
+
+def _scalar(hint, value, where: str):
+    allowed = _SCALARS.get(hint)
+    if allowed is not None and (not isinstance(value, allowed) or isinstance(value, bool) and hint is not bool):
+        raise PimsimError(f"{where}: {hint.__name__} expected, not {value!r}")
     return value
 
 
@@ -132,7 +141,7 @@ def _fields_from(cls, data: Mapping, where: str) -> tuple[dict, set]:
     for f in dataclasses.fields(cls):
         if f.metadata.get(_FLAT):
             sub = _record_type(hints[f.name])
-            if f.default is None and not set(_flat_keys(sub)) & set(data):  # an optional group, absent
+            if f.default is None and not _flat_keys(sub) & set(data):  # an optional group, absent
                 kwargs[f.name] = None
                 continue
             sub_kwargs, sub_used = _fields_from(sub, data, where)

@@ -215,12 +215,13 @@ class PrefillRoofline:
     compute_s: float
     bound: str  # memory or compute
     overhead_s: float | None = jfield(optional=True)  # a host device's launch overheads
-    weight_bytes: int | None = jfield(optional=True)  # ASIC
+    # ASIC: the weights read (a number, not always whole: a narrow format packs weights into parts of a byte)
+    weight_bytes: float | None = jfield(optional=True)
     asic_macs: int | None = jfield(optional=True)
-    device: str | None = jfield(optional=True)  # a host device
+    device: str | None = jfield(optional=True)  # a host device: its dtype, bytes moved and operations
     dtype: str | None = jfield(optional=True)
-    bytes: int | None = jfield(optional=True)
-    flops: int | None = jfield(optional=True)
+    bytes: float | None = jfield(optional=True)
+    flops: float | None = jfield(optional=True)
     energy_J: float | None = jfield(optional=True)
     power_W: float | None = jfield(optional=True)
     energy_kind: str | None = jfield(optional=True)

@@ -121,6 +121,10 @@ def test_records_of_another_schema_or_shape_are_refused_with_what_they_are():
         RunResult.from_json({**record, "memory": {**record["memory"], "banks_on_fire": 1}})
     with pytest.raises(PimsimError, match="a JSON list expected"):
         RunResult.from_json({**record, "per_token_s": 3.0})
+    with pytest.raises(PimsimError, match="row_hits: int expected, not 'many'"):
+        RunResult.from_json({**record, "row_hits": "many"})
+    with pytest.raises(PimsimError, match=r"per_token_s\[1\]: float expected, not True"):
+        RunResult.from_json({**record, "per_token_s": [1.0, True]})
     with pytest.raises(PimsimError, match="not a `pimsim run --json` record"):
         RunResult.from_json([1, 2])
     # what `pimsim run` adds after a run is kept as it is
