@@ -3,8 +3,9 @@
 A ``RunSpec`` is frozen and checked when made: a wrong type or value anywhere is one
 :class:`~pimsim.errors.ConfigError` listing every problem. Sweep points are patches of a base spec
 (:meth:`RunSpec.patch`). ``pimsim.runs.simulate(spec)`` runs one and returns a ``RunResult``: the
-headline figures as typed fields (units in their names), the full record (every count, the resolved
-config, the model card) for JSON, ``to_row()`` for sweep tables.
+headline figures (units in their names), every figure typed in ``details`` (:mod:`pimsim.run_details`),
+``to_json()`` for the JSON record (with the resolved config), :meth:`RunResult.from_json` to read one
+back, ``to_row()`` for sweep tables.
 
 This module imports nothing heavy (no numpy, torch or pandas at import time).
 """
