@@ -178,7 +178,7 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
                              decode_fc_schedule, no_cache)
     out = to_json(run)
     if timeline:
-        out["_timeline"] = events  # taken out by the CLI, written as a trace file
+        out["_timeline"] = events  # the engine's events (simulate() carries them as RunResult.timeline)
     return out
 
 
