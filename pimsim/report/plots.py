@@ -383,7 +383,7 @@ def compare_bars(result: dict):
     return fig
 
 
-def tokens(result, path: str | None = None):
+def tokens(result):
     """Each generated token's latency against its position (`result`: a decode RunResult)."""
     plt = _plt()
     per = [t * 1e3 for t in result.details.per_token_s]
