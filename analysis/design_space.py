@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from pimsim.report import plots
-from pimsim.runs import run_model
+from pimsim.run_types import RunSpec
+from pimsim.runs import simulate
 from pimsim.sweep.points import Sweep
 from pimsim.sweep.runner import run_sweep
 
@@ -71,10 +72,10 @@ def main() -> None:
         out / "asic-clock.png")
 
     print("3. context length (gpt2-xl on gddr6-aim, 1,024 tokens from an empty cache)")
-    r = run_model("gddr6-aim.yaml", "gpt2-xl", prompt_len=0, gen_tokens=1024)
-    per = r["per_token_s"]
+    r = simulate(RunSpec(model="gpt2-xl", hw="gddr6-aim.yaml", prompt_len=0, gen_tokens=1024))
+    per = r.details.per_token_s
     print(f"  token 1 {per[0] * 1e3:.3f} ms, token 512 {per[511] * 1e3:.3f} ms, token 1024 {per[-1] * 1e3:.3f} ms "
-          f"(+{per[-1] / per[0] - 1:.1%}); softmax {100 * r['breakdown_share'].get('softmax', 0):.1f}% of the run")
+          f"(+{per[-1] / per[0] - 1:.1%}); softmax {100 * r.details.time.share.get('softmax', 0):.1f}% of the run")
     plots.tokens(r).savefig(out / "context-gpt2-xl.png")
 
     print("4. mapping strategies (gpt2-xl)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pimsim.errors import PimsimError
 from pimsim.report import plots
+from pimsim.run_details import DecodeRun
 from pimsim.run_types import RunSpec
 from pimsim.runs import simulate
 
@@ -24,38 +25,39 @@ FIT_MODELS = ("gemma-2-2b", "phi-3-mini", "gpt-j-6b", "mistral-7b", "qwen2.5-7b"
 FIT_SYSTEMS = ("gddr6-aim.yaml", "hbm-pim.yaml", "cent.yaml")
 
 
-def run(model: str, hw: str, devices: int, parallel: str | None, tokens: int) -> dict:
+def run(model: str, hw: str, devices: int, parallel: str | None, tokens: int) -> DecodeRun:
     spec = RunSpec(model=model, hw=hw, prompt_len=64, gen_tokens=tokens, devices=devices,
                    parallel=parallel if devices > 1 else None)
-    return simulate(spec).record
+    return simulate(spec).details
 
 
-def scaling(tokens: int) -> dict[str, list[tuple[int, dict]]]:
+def scaling(tokens: int) -> dict[str, list[tuple[int, DecodeRun]]]:
     print(f"{SCALING_MODEL} on {SCALING_HW} (prompt 64, {tokens} tokens, fast fidelity)")
     print(f"{'split':<10}{'devices':>8}{'ms/token':>10}{'speed-up':>10}{'comm %time':>12}{'mJ/token':>10}"
           f"{'comm %energy':>14}")
     one = run(SCALING_MODEL, SCALING_HW, 1, None, tokens)
-    base = one["latency_per_token_s"]
-    out: dict[str, list[tuple[int, dict]]] = {}
+    base = one.latency.latency_per_token_s
+    out: dict[str, list[tuple[int, DecodeRun]]] = {}
     for parallel in ("tp", "pp"):
         rows = out[parallel] = [(1, one)]
         for devices in COUNTS[1:]:
             rows.append((devices, run(SCALING_MODEL, SCALING_HW, devices, parallel, tokens)))
         for devices, r in rows:
-            system = r.get("system", {})
-            print(f"{parallel:<10}{devices:>8}{r['latency_per_token_s'] * 1e3:>10.3f}"
-                  f"{base / r['latency_per_token_s']:>10.2f}{100 * system.get('communication_share', 0):>12.1f}"
-                  f"{r['energy_per_token_J'] * 1e3:>10.2f}{100 * system.get('communication_energy_share', 0):>14.2f}")
+            latency_s, system = r.latency.latency_per_token_s, r.system
+            print(f"{parallel:<10}{devices:>8}{latency_s * 1e3:>10.3f}"
+                  f"{base / latency_s:>10.2f}{100 * (system.communication_share if system else 0):>12.1f}"
+                  f"{r.energy_per_token_J * 1e3:>10.2f}"
+                  f"{100 * (system.communication_energy_share if system else 0):>14.2f}")
     return out
 
 
 def big_model(tokens: int) -> None:
     r = run("llama-3.1-70b", SCALING_HW, 32, "tp=8,pp=4", tokens)
-    s = r["system"]
-    print(f"\nllama-3.1-70b on {SCALING_HW}, 32 devices (tp=8,pp=4): {r['latency_per_token_s'] * 1e3:.3f} ms/token, "
-          f"communication {s['communication_per_token_s'] * 1e6:.1f} us/token ({100 * s['communication_share']:.1f}% "
-          f"of the time, {100 * s['communication_energy_share']:.2f}% of the energy), "
-          f"{r['energy_per_token_J']:.3f} J/token")
+    s = r.system
+    print(f"\nllama-3.1-70b on {SCALING_HW}, 32 devices (tp=8,pp=4): {r.latency.latency_per_token_s * 1e3:.3f} "
+          f"ms/token, communication {s.communication_per_token_s * 1e6:.1f} us/token "
+          f"({100 * s.communication_share:.1f}% of the time, {100 * s.communication_energy_share:.2f}% of the energy), "
+          f"{r.energy_per_token_J:.3f} J/token")
 
 
 def devices_needed() -> None:
@@ -80,13 +82,13 @@ def devices_needed() -> None:
         print(f"{model:<16}" + "".join(f"{c:>22}" for c in cells))
 
 
-def figure(results: dict[str, list[tuple[int, dict]]], out: Path) -> Path:
+def figure(results: dict[str, list[tuple[int, DecodeRun]]], out: Path) -> Path:
     plt = plots._plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for parallel, rows in results.items():
         devices = [d for d, _ in rows]
-        left.plot(devices, [r["latency_per_token_s"] * 1e3 for _, r in rows], marker="o", label=parallel)
-        right.plot(devices, [100 * r.get("system", {}).get("communication_share", 0) for _, r in rows],
+        left.plot(devices, [r.latency.latency_per_token_s * 1e3 for _, r in rows], marker="o", label=parallel)
+        right.plot(devices, [100 * (r.system.communication_share if r.system else 0) for _, r in rows],
                    marker="o", label=parallel)
     for ax in (left, right):
         ax.set_xscale("log", base=2)

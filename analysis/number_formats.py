@@ -8,7 +8,7 @@ int4-g128 runs on HBM-PIM with ``mapping.gemv=row_partition`` (Samsung's GEMV ke
 scales); every other point keeps each config's own GEMV strategy. ``--formats`` limits section 1 to some
 formats (the native one always runs); ``--table-only`` prints section 1 alone and draws no figure.
 
-Every number comes from ``pimsim.runs.run_model`` through pimsim's sweep runner (prompt 64 tokens, 4
+Every number comes from ``pimsim.runs.simulate`` through pimsim's sweep runner (prompt 64 tokens, 4
 generated, serial schedule, fast fidelity). Figures: ``formats.png`` (tokens/s and energy per token by
 format), ``formats-breakdown.png`` (time and energy shares of gpt2-xl on gddr6-aim by format).
 Results and reading: analysis/README.md.
@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from pimsim.report import plots
-from pimsim.runs import run_model
+from pimsim.run_types import RunSpec
+from pimsim.runs import simulate
 from pimsim.sweep.points import Sweep
 from pimsim.sweep.runner import run_sweep
 
@@ -124,27 +125,29 @@ def main() -> None:
     formats_figure(frame, out, formats)
 
     print(f"2. where the time goes: {FOCUS} on gddr6-aim")
-    results = []
+    results, names = [], []
     for fmt in ["bf16", *formats]:
-        r = run_model("gddr6-aim.yaml", FOCUS, RUN["prompt_len"], RUN["gen_tokens"], weight_format=fmt)
-        r["model"], r["hw"] = fmt, f"{r['latency_per_token_s'] * 1e3:.3f} ms"
+        r = simulate(RunSpec(model=FOCUS, hw="gddr6-aim.yaml", prompt_len=RUN["prompt_len"],
+                             gen_tokens=RUN["gen_tokens"], weight_format=fmt))
         results.append(r)
-        share = r["breakdown_share"]
+        names.append(f"{fmt}\n{r.latency_per_token_s * 1e3:.3f} ms")
+        share = r.details.time.share
         groups = {"block GEMVs": ("qkv", "out_proj", "ffn"), "LM head": ("lm_head",),
                   "attention": ("attn_scores", "softmax", "attn_context"), "KV writes": ("kv_write",),
                   "ASIC": ("asic", "quantize"), "transfers": ("transfers",)}
         print(f"  {fmt:<11} " + "  ".join(f"{g} {100 * sum(share.get(p, 0) for p in parts):4.1f}%"
                                            for g, parts in groups.items()))
-    plots.breakdown(results).savefig(out / "formats-breakdown.png")
+    plots.breakdown(results, names=names).savefig(out / "formats-breakdown.png")
 
     print(f"3. row packing (ternary, {FOCUS})")
     for hw in HW:
-        times = {p: run_model(hw, FOCUS, RUN["prompt_len"], RUN["gen_tokens"], weight_format="ternary",
-                              overrides=[f"mapping.row_packing={p}"]) for p in ("auto", "never")}
+        times = {p: simulate(RunSpec(model=FOCUS, hw=hw, prompt_len=RUN["prompt_len"], gen_tokens=RUN["gen_tokens"],
+                                     weight_format="ternary", overrides={"mapping.row_packing": p}))
+                 for p in ("auto", "never")}
         a, n = times["auto"], times["never"]
-        print(f"  {hw.removesuffix('.yaml'):<10} packed {a['latency_per_token_s'] * 1e3:.3f} ms, "
-              f"{a['memory']['rows_per_bank_used']:,} rows/bank; one output row per DRAM row "
-              f"{n['latency_per_token_s'] * 1e3:.3f} ms, {n['memory']['rows_per_bank_used']:,} rows/bank")
+        print(f"  {hw.removesuffix('.yaml'):<10} packed {a.latency_per_token_s * 1e3:.3f} ms, "
+              f"{a.details.memory.rows_per_bank_used:,} rows/bank; one output row per DRAM row "
+              f"{n.latency_per_token_s * 1e3:.3f} ms, {n.details.memory.rows_per_bank_used:,} rows/bank")
     print(f"\nfigures in {out}; sweeps in {folder}")
 
 

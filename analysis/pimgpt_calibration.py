@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import argparse
 
-from pimsim.runs import run_model
+from pimsim.run_details import DecodeRun
+from pimsim.runs import decode_run
 
 MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl")
 MV_PARTS = {"qkv", "attn_scores", "attn_context", "out_proj", "ffn", "lm_head"}
@@ -37,17 +38,23 @@ PAPER_ASIC_SHARE = 0.0116
 PAPER_SLOW_ASIC_LOSS = 0.20
 
 
-def shares(result: dict) -> tuple[float, float]:
-    total = sum(result["breakdown_s"].values())
-    asic = sum(v for k, v in result["breakdown_s"].items() if k in ASIC_PARTS) / total
-    non_mv = sum(v for k, v in result["breakdown_s"].items() if k not in MV_PARTS) / total
+def decode(hw: str, model: str, **options) -> DecodeRun:
+    """One token-generation run, typed."""
+    return decode_run(hw, model, **options)[0]
+
+
+def shares(result: DecodeRun) -> tuple[float, float]:
+    busy_s = result.time.busy_s
+    total = sum(busy_s.values())
+    asic = sum(v for k, v in busy_s.items() if k in ASIC_PARTS) / total
+    non_mv = sum(v for k, v in busy_s.items() if k not in MV_PARTS) / total
     return asic, non_mv
 
 
-def slow_asic(fast: dict, slow: dict) -> tuple[float, float]:
+def slow_asic(fast: DecodeRun, slow: DecodeRun) -> tuple[float, float]:
     """Latency increase and throughput loss of the same run with the ASIC at 100 MHz: throughput loss =
     1 - fast latency / slow latency (what 'performance' means in the paper's <=20%)."""
-    t, t_slow = fast["latency_per_token_s"], slow["latency_per_token_s"]
+    t, t_slow = fast.latency.latency_per_token_s, slow.latency.latency_per_token_s
     return t_slow / t - 1, 1 - t / t_slow
 
 
@@ -66,14 +73,14 @@ def main() -> None:
           "latency | throughput |")
     print("|---|---|---|---|---|---|---|---|")
     for model in MODELS:
-        base = run_model("gddr6-aim.yaml", model, **run)
-        wide = run_model("gddr6-aim.yaml", model, overrides=["dram.organization.channels=16"], **run)
-        slow = run_model("gddr6-aim.yaml", model, overrides=["asic.freq_MHz=100"], **run)
+        base = decode("gddr6-aim.yaml", model, **run)
+        wide = decode("gddr6-aim.yaml", model, overrides=["dram.organization.channels=16"], **run)
+        slow = decode("gddr6-aim.yaml", model, overrides=["asic.freq_MHz=100"], **run)
         asic, non_mv = shares(base)
-        t = base["latency_per_token_s"]
+        t = base.latency.latency_per_token_s
         longer, loss = slow_asic(base, slow)
-        print(f"| {model} | {t * 1e3:.3f} | {100 * base['row_hit_rate']:.2f}% | {100 * asic:.2f}% | "
-              f"{100 * non_mv:.2f}% | {t / wide['latency_per_token_s']:.2f}x | {longer:+.1%} | {-loss:+.1%} |")
+        print(f"| {model} | {t * 1e3:.3f} | {100 * base.dram.row_hit_rate:.2f}% | {100 * asic:.2f}% | "
+              f"{100 * non_mv:.2f}% | {t / wide.latency.latency_per_token_s:.2f}x | {longer:+.1%} | {-loss:+.1%} |")
     print("\n16 channels: speed-up with 16 channels instead of 8 (same per-channel device). ASIC at 100 MHz: the "
           "ASIC core at 100 MHz instead of 1 GHz (its links to the memory controllers keep their clock); latency "
           "change per token and throughput (tokens/s) change.\n")
@@ -85,11 +92,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for lanes in LANES:
         width = [f"asic.lanes={lanes}"]
-        base = run_model("gddr6-aim.yaml", FITTED_MODEL, overrides=width, **run)
-        slow = run_model("gddr6-aim.yaml", FITTED_MODEL, overrides=width + ["asic.freq_MHz=100"], **run)
+        base = decode("gddr6-aim.yaml", FITTED_MODEL, overrides=width, **run)
+        slow = decode("gddr6-aim.yaml", FITTED_MODEL, overrides=width + ["asic.freq_MHz=100"], **run)
         longer, loss = slow_asic(base, slow)
-        print(f"| {lanes} | {base['latency_per_token_s'] * 1e3:.3f} | {100 * shares(base)[0]:.2f}% | {longer:+.1%} | "
-              f"{-loss:+.1%} | {'fitted: the bundled value' if lanes == LANES_CHOSEN else ''} |")
+        print(f"| {lanes} | {base.latency.latency_per_token_s * 1e3:.3f} | {100 * shares(base)[0]:.2f}% | "
+              f"{longer:+.1%} | {-loss:+.1%} | {'fitted: the bundled value' if lanes == LANES_CHOSEN else ''} |")
 
 
 if __name__ == "__main__":

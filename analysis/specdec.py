@@ -22,7 +22,7 @@ from pimsim.baseline.roofline import token_time_s
 from pimsim.config import load_hardware
 from pimsim.engine.decode import DecodeSimulation
 from pimsim.report import plots
-from pimsim.runs import run_specdec
+from pimsim.runs import specdec_run
 from pimsim.workloads.acceptance import expected_tokens_per_step
 from pimsim.workloads.cards import load_card
 from pimsim.workloads.opgraph import PARTS
@@ -116,12 +116,12 @@ def main() -> None:
             ("PEARL, 16-vector buffer", wide,
              "target=gpt2-large,draft=gpt2,k=4,alpha=0.8,placement=group,draft_channels=2,policy=pearl")]
     for name, h, text in runs:
-        r = run_specdec(h, parse_spec(text), PROMPT, TOKENS)
-        print(f"  {name:<42} {r['latency_per_token_s'] * 1e3:.3f} ms/token, speed-up "
-              f"{r['speedup_over_autoregressive']:.3f}x, energy {r['energy_ratio_over_autoregressive']:.2f}x plain, "
-              f"{r['tokens_per_verify_step']:.2f} tokens per target pass"
-              + (f" (expected {r['expected_tokens_per_verify_step']:.2f})" if "expected_tokens_per_verify_step" in r
-                 else ""))
+        r = specdec_run(h, parse_spec(text), PROMPT, TOKENS)
+        print(f"  {name:<42} {r.latency_per_token_s * 1e3:.3f} ms/token, speed-up "
+              f"{r.speedup_over_autoregressive:.3f}x, energy {r.energy.energy_ratio_over_autoregressive:.2f}x plain, "
+              f"{r.tokens_per_verify_step:.2f} tokens per target pass"
+              + (f" (expected {r.expected_tokens_per_verify_step:.2f})"
+                 if r.expected_tokens_per_verify_step is not None else ""))
     print(f"\n{PUBLISHED}\nfigure in {out}")
 
 

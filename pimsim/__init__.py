@@ -16,9 +16,10 @@ Bad input (an unknown option, a wrong type such as ``gen_tokens=2.5``, an invali
 # takes its name on this module; loading pimsim.sweep.points later does not put the package back.
 import pimsim.sweep as _sweep_package  # noqa: F401
 from pimsim.errors import PimsimError
+from pimsim.run_types import RunResult
 
 __version__ = "0.1.0"
-__all__ = ["PimsimError", "__version__", "gemv", "run", "sweep"]
+__all__ = ["PimsimError", "RunResult", "__version__", "gemv", "run", "sweep"]
 
 
 def run(hw: str, model: str | None = None, **options):

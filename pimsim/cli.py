@@ -14,6 +14,7 @@ import yaml
 
 from pimsim import __version__
 from pimsim.errors import PimsimError
+from pimsim.units import BITS_PER_BYTE, BYTES_PER_GIB, BYTES_PER_MIB, S_PER_PS
 
 EXIT_INPUT = 2  # bad input: config, trace, flags
 EXIT_VIOLATION = 1  # the checker found protocol violations
@@ -420,12 +421,13 @@ def _check_fits_at_all(card, hw) -> None:
     least = weight_lower_bound(card)
     bits = WEIGHT_BITS.get(hw.pim.weight_format) if getattr(hw, "pim", None) is not None else None
     capacity = hw.dram.organization.capacity_bytes
-    if least is not None and bits is not None and least * bits / 8 > capacity:
-        devices = math.ceil(least * bits / 8 / capacity)  # not traced: a bound, the weights alone
+    if least is not None and bits is not None and least * bits / BITS_PER_BYTE > capacity:
+        weight_bytes = least * bits / BITS_PER_BYTE
+        devices = math.ceil(weight_bytes / capacity)  # not traced: a bound, the weights alone
         raise PimsimError(f"{card.name} does not fit in {hw.name}: its {hw.pim.weight_format} weights take at least "
-                          f"{float(least * bits / 8) / 2**30:,.1f} GiB (counted from the card's layers and widths) "
-                          f"and the memory holds {capacity / 2**30:g} GiB. It needs at least {devices} devices of "
-                          f"{hw.name} (--devices N --parallel tp=T,pp=P with system.interconnect in the hardware "
+                          f"{float(weight_bytes) / BYTES_PER_GIB:,.1f} GiB (counted from the card's layers and widths) "
+                          f"and the memory holds {capacity / BYTES_PER_GIB:g} GiB. It needs at least {devices} devices "
+                          f"of {hw.name} (--devices N --parallel tp=T,pp=P with system.interconnect in the hardware "
                           "file; a run on too few devices says how many exactly)")
 
 
@@ -510,7 +512,7 @@ def cmd_validate(args) -> int:
     hw = _load(args)
     org = hw.dram.organization
     print(f"{args.hw}: ok ({hw.name}: {hw.dram.standard}, {org.channels} channel(s), "
-          f"{org.capacity_bytes / 2**30:g} GiB)")
+          f"{org.capacity_bytes / BYTES_PER_GIB:g} GiB)")
     return 0
 
 
@@ -658,7 +660,7 @@ def _run_spec(args):
                    weight_format=args.weight_format, spec_dec=args.spec_dec, overrides=overrides,
                    check_protocol=args.check_protocol, batch=args.batch, prefill=_prefill_on(args),
                    devices=args.devices, parallel=args.parallel, decode_fc_on=_decode_fc_on(args),
-                   link=_link(args), decode_fc_schedule=args.decode_fc_schedule)
+                   link=_link(args), decode_fc_schedule=args.decode_fc_schedule, no_cache=args.no_cache)
 
 
 def _decode_fc_on(args) -> str | None:
@@ -690,20 +692,6 @@ def _prefill_on(args) -> str | None:
 
 
 def cmd_run(args) -> int:
-    if not args.no_cache:
-        return _cmd_run(args)
-    previous = os.environ.get("PIMSIM_NO_CACHE")
-    os.environ["PIMSIM_NO_CACHE"] = "1"  # read by the tracer's cache, for this command only
-    try:
-        return _cmd_run(args)
-    finally:
-        if previous is None:
-            os.environ.pop("PIMSIM_NO_CACHE", None)
-        else:
-            os.environ["PIMSIM_NO_CACHE"] = previous
-
-
-def _cmd_run(args) -> int:
     from pimsim.report.text import run_summary
     from pimsim.report.timeline import write_timeline
     from pimsim.runs import hardware_for, simulate_loaded
@@ -761,7 +749,7 @@ def _cmd_run(args) -> int:
         out.setdefault("host", {})["functional_wall_clock_s"] = out["functional"].pop("wall_clock_s", None)
     if args.timeline:
         title = f"pimsim {card.name} on {hw.name} ({args.schedule}, {args.fidelity})"
-        per_token_ps = [round(t * 1e12) for t in out["per_token_s"]]
+        per_token_ps = [round(t / S_PER_PS) for t in result.details.per_token_s]
         _write(args.timeline, lambda p: write_timeline(p, list(result.timeline), title, per_token_ps,
                                                        args.timeline_tokens))
     return _finish(args, result.hardware, out, time.perf_counter() - started,
@@ -779,7 +767,9 @@ def _run_specdec(args) -> int:
                                          ("--batch", args.batch > 1), ("--prefill", args.prefill),
                                          ("--prefill-on", args.prefill_on),
                                          ("--decode-fc-on", args.decode_fc_on),
-                                         ("--schedule overlap", args.schedule == "overlap")) if on]
+                                         ("--schedule overlap", args.schedule == "overlap"),
+                                         ("--no-cache (PIMSIM_NO_CACHE=1 keeps its tracing away from the cache)",
+                                          args.no_cache)) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")
     spec = _run_spec(args)
@@ -820,7 +810,7 @@ def cmd_baseline(args) -> int:
           f"process CPU time {record['cpu_time_per_token_s'] * 1e3:.3f} ms/token median; load average "
           f"{host['load_average_1min'][0]:.2f} -> {host['load_average_1min'][1]:.2f}\n"
           f"prefill    {record['prefill_s'] * 1e3:.2f} ms;  peak memory "
-          f"{record['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
+          f"{record['peak_memory_bytes'] / BYTES_PER_MIB:,.0f} MiB\n"
           f"energy     {energy}")
     if args.out:
         _write(args.out, lambda p: Path(p).write_text(json.dumps(record, indent=2) + "\n"))
@@ -899,11 +889,12 @@ def cmd_plot(args) -> int:
             else:
                 fig = plots.pareto(frame, args.where)
         elif args.kind == "breakdown":
-            fig = plots.breakdown([plots.load_json(p) for p in args.inputs], args.inputs)
+            fig = plots.breakdown(plots.run_results([plots.load_json(p) for p in args.inputs], args.inputs,
+                                                    "breakdown"))
         elif args.kind == "compare":
             fig = plots.compare_bars(plots.load_json(args.inputs[0]))
         elif args.kind == "tokens":
-            fig = plots.tokens(plots.load_json(args.inputs[0]), args.inputs[0])
+            fig = plots.tokens(plots.run_results([plots.load_json(args.inputs[0])], args.inputs, "tokens")[0])
         elif args.kind == "serve-load":
             fig = plots.serve_load([plots.load_json(p) for p in args.inputs], args.inputs)
         elif args.kind == "serve-cdf":

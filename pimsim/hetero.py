@@ -59,6 +59,7 @@ from pimsim.config.loader import problems_from_validation, read_yaml
 from pimsim.config.models import InterconnectConfig
 from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import resolve
+from pimsim.run_details import DecodePlacement, HeteroPlacement, HostDevice, LinkFigures
 from pimsim.system.interconnect import Interconnect
 
 SCHEDULES = ("auto", "serial", "overlap")
@@ -204,32 +205,31 @@ class HeteroDecode:
         return host_free
 
 
-def hetero_record(costs, fc_on: str, link: str, schedule: str, prompt_len: int, gen_tokens: int, batch: int) -> dict:
-    """The ``decode_placement`` section of a run's JSON: `gen_tokens` steps of `batch` sequences whose
-    contexts start at `prompt_len`."""
+def decode_placement(costs, fc_on: str, link: str, schedule: str, prompt_len: int, gen_tokens: int,
+                     batch: int) -> DecodePlacement:
+    """The ``decode_placement`` figures of a run: `gen_tokens` steps of `batch` sequences whose contexts
+    start at `prompt_len`."""
     hetero = HeteroDecode(costs, fc_on, link, schedule)
     steps = [hetero.step([prompt_len + t] * batch) for t in range(gen_tokens)]
     total = sum(s.time_s for s in steps)
-    energy = {"host_fc_J": sum(s.host_J for s in steps), "link_J": sum(s.link_J for s in steps)}
+    host_J, link_J = sum(s.host_J for s in steps), sum(s.link_J for s in steps)
     pim_J = None if any(s.pim_J is None for s in steps) else sum(s.pim_J for s in steps)
-    if pim_J is not None:
-        energy.update({"pim_attention_J": pim_J, "total_J": pim_J + energy["host_fc_J"] + energy["link_J"]})
-        energy["energy_per_token_J"] = energy["total_J"] / (gen_tokens * batch)
+    total_J = pim_J + host_J + link_J if pim_J is not None else None
     cfg = hetero.link.config
-    return {
-        "placement": {"fc": fc_on, "attention": "pim", "link": link},
-        "fc_device": {"name": hetero.spec.name, "dtype": default_dtype(hetero.spec),
-                      "memory_bandwidth_GBps": hetero.spec.memory_bandwidth_GBps, "power_W": hetero.spec.power_W},
-        "link": {"bandwidth_GBps": cfg.bandwidth_GBps, "latency_ns": cfg.latency_ns,
-                 "energy_pJ_per_bit": cfg.energy_pJ_per_bit},
-        "schedule": schedule, "schedule_per_step": [s.schedule for s in steps],
-        "host_fc_s": sum(s.host_s for s in steps), "pim_attention_s": sum(s.pim_s for s in steps),
-        "link_s": sum(s.link_s for s in steps),
-        "serial_step_s": [s.serial_s for s in steps], "overlap_step_s": [s.overlap_s for s in steps],
-        "per_step_s": [s.time_s for s in steps],
-        "latency_per_token_s": total / gen_tokens, "total_time_s": total,
-        "tokens_per_s": gen_tokens * batch / total, **energy,
-        "note": "FC GEMMs on the host (roofline per GEMM, energy power_W x busy time), attention and per-sequence "
-                "work simulated in PIM pieces (fast fidelity, serial), the link per layer; the record's top-level "
-                "figures are the all-PIM run of the same batch, for comparison (pimsim.hetero has the closed form)",
-    }
+    return DecodePlacement(
+        placement=HeteroPlacement(fc=fc_on, attention="pim", link=link),
+        fc_device=HostDevice(name=hetero.spec.name, dtype=default_dtype(hetero.spec),
+                             memory_bandwidth_GBps=hetero.spec.memory_bandwidth_GBps, power_W=hetero.spec.power_W),
+        link=LinkFigures(bandwidth_GBps=cfg.bandwidth_GBps, latency_ns=cfg.latency_ns,
+                         energy_pJ_per_bit=cfg.energy_pJ_per_bit),
+        schedule=schedule, schedule_per_step=tuple(s.schedule for s in steps),
+        host_fc_s=sum(s.host_s for s in steps), pim_attention_s=sum(s.pim_s for s in steps),
+        link_s=sum(s.link_s for s in steps),
+        serial_step_s=tuple(s.serial_s for s in steps), overlap_step_s=tuple(s.overlap_s for s in steps),
+        per_step_s=tuple(s.time_s for s in steps),
+        latency_per_token_s=total / gen_tokens, total_time_s=total, tokens_per_s=gen_tokens * batch / total,
+        host_fc_J=host_J, link_J=link_J, pim_attention_J=pim_J, total_J=total_J,
+        energy_per_token_J=total_J / (gen_tokens * batch) if total_J is not None else None,
+        note="FC GEMMs on the host (roofline per GEMM, energy power_W x busy time), attention and per-sequence "
+             "work simulated in PIM pieces (fast fidelity, serial), the link per layer; the record's top-level "
+             "figures are the all-PIM run of the same batch, for comparison (pimsim.hetero has the closed form)")

@@ -3,8 +3,9 @@
 A ``RunSpec`` is frozen and checked when made: a wrong type or value anywhere is one
 :class:`~pimsim.errors.ConfigError` listing every problem. Sweep points are patches of a base spec
 (:meth:`RunSpec.patch`). ``pimsim.runs.simulate(spec)`` runs one and returns a ``RunResult``: the
-headline figures as typed fields (units in their names), the full record (every count, the resolved
-config, the model card) for JSON, ``to_row()`` for sweep tables.
+headline figures (units in their names), every figure typed in ``details`` (:mod:`pimsim.run_details`),
+``to_json()`` for the JSON record (with the resolved config), :meth:`RunResult.from_json` to read one
+back, ``to_row()`` for sweep tables.
 
 This module imports nothing heavy (no numpy, torch or pandas at import time).
 """
@@ -14,9 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from pimsim.errors import ConfigError, Problem
+from pimsim.errors import ConfigError, PimsimError, Problem
+
+if TYPE_CHECKING:
+    from pimsim.run_details import DecodeRun, SpecDecRun
 
 SCHEMA_VERSION = 1  # of RunResult.to_json(); raised when a key changes meaning or goes away
 MODES = ("decode", "spec_dec")
@@ -83,6 +87,7 @@ class RunSpec:
     decode_fc_on: str | None = None  # a host device spec running the FC GEMMs, attention in PIM (pimsim.hetero)
     link: str | None = None  # the interconnect preset between that host and the PIM (default pcie5-x16)
     decode_fc_schedule: str | None = None  # auto (default), serial or overlap (pimsim.hetero)
+    no_cache: bool = False  # trace the model afresh and leave the traced-graph cache alone (results the same)
 
     def __post_init__(self):
         problems = []
@@ -123,8 +128,9 @@ class RunSpec:
             problems.append(Problem("spec_dec", "given with mode decode"))
         if mode == "decode" and self.model is None:
             problems.append(Problem("model", "missing"))
-        if not isinstance(self.check_protocol, bool):
-            problems.append(Problem("check_protocol", f"true or false, not {self.check_protocol!r}"))
+        for name in ("check_protocol", "no_cache"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(Problem(name, f"true or false, not {getattr(self, name)!r}"))
         if self.devices is not None and not (_int(self.devices) and self.devices >= 1):
             problems.append(Problem("devices", f"a whole number >= 1, not {self.devices!r}"))
         if self.parallel is not None and not (isinstance(self.parallel, str) and self.parallel):
@@ -165,52 +171,128 @@ class RunSpec:
         return {f.name: dict(self.overrides) if f.name == "overrides" else getattr(self, f.name) for f in fields(self)}
 
 
+# keys `pimsim run` adds to a result's JSON after the run (the co-simulation's comparison; wall-clock times)
+CLI_KEYS = ("functional", "host")
+
+
 @dataclass(frozen=True)
 class RunResult:
-    """What one run gave. Headline figures are fields; ``record`` is the whole JSON-ready result (every
-    count, the resolved ``config``, the model card(s), ``config_hash``), as ``pimsim run --json`` writes it."""
+    """What one run gave: its spec, the typed figures (``details``: a
+    :class:`~pimsim.run_details.DecodeRun` or :class:`~pimsim.run_details.SpecDecRun`) and the headline
+    figures as fields. ``to_json()`` is the ``pimsim run --json`` record; :meth:`from_json` reads one back."""
 
     kind: str  # "decode" or "spec_dec"
     spec: RunSpec
-    model: str  # the target, for speculative decoding
-    hw: str
-    weight_format: str | None
-    prompt_len: int
-    tokens: int
-    latency_per_token_s: float
-    tokens_per_s: float
-    total_time_s: float
-    energy_per_token_J: float | None
-    breakdown_s: Mapping[str, float]  # decode: busy time per part; spec_dec: draft and verify
-    energy_breakdown_J: Mapping[str, float]
-    config_hash: str
-    record: Mapping[str, Any] = field(repr=False)
+    details: DecodeRun | SpecDecRun = field(repr=False)
     timeline: tuple = field(default=(), repr=False)  # (unit, name, part, layer, start ps, end ps, channel ends)
     hardware: Any = field(default=None, repr=False, compare=False)  # the run's HardwareConfig
+    # the resolved hardware config's JSON, for a result read back from a file (``hardware`` is None then)
+    config: Mapping[str, Any] | None = field(default=None, repr=False)
+    # what `pimsim run` added to a file read back (CLI_KEYS)
+    cli_extras: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_record(cls, spec: RunSpec, kind: str, record: dict, timeline=(), hardware=None) -> RunResult:
-        if kind == "spec_dec":
-            breakdown = record["time_s"]
-            model = record["target"]
-        else:
-            breakdown = record["breakdown_s"]
-            model = record["model"]
-        return cls(kind, spec, model, record["hw"], record.get("weight_format"), record["prompt_len"],
-                   record["tokens"], record["latency_per_token_s"], record["tokens_per_s"], record["total_time_s"],
-                   record.get("energy_per_token_J"), MappingProxyType(dict(breakdown)),
-                   MappingProxyType(dict(record.get("energy_breakdown_J", {}))), record["config_hash"], record,
-                   tuple(timeline), hardware)
+    def of(cls, spec: RunSpec, details: DecodeRun | SpecDecRun, timeline=(), hardware=None) -> RunResult:
+        from pimsim.run_details import SpecDecRun
+
+        return cls("spec_dec" if isinstance(details, SpecDecRun) else "decode", spec, details, tuple(timeline),
+                   hardware)
+
+    # the headline figures, the same for every kind of run
+    @property
+    def model(self) -> str:
+        """The model (the target, for speculative decoding)."""
+        return self.details.target if self.kind == "spec_dec" else self.details.model
+
+    @property
+    def hw(self) -> str:
+        return self.details.hw
+
+    @property
+    def weight_format(self) -> str | None:
+        return self.details.weight_format
+
+    @property
+    def prompt_len(self) -> int:
+        return self.details.prompt_len
+
+    @property
+    def tokens(self) -> int:
+        return self.details.gen_tokens
+
+    @property
+    def latency_per_token_s(self) -> float:
+        return self.details.latency_per_token_s if self.kind == "spec_dec" else self.details.latency.latency_per_token_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.details.tokens_per_s if self.kind == "spec_dec" else self.details.latency.tokens_per_s
+
+    @property
+    def total_time_s(self) -> float:
+        return self.details.total_time_s if self.kind == "spec_dec" else self.details.latency.total_time_s
+
+    @property
+    def energy_per_token_J(self) -> float | None:
+        return self.details.energy_per_token_J
+
+    @property
+    def breakdown_s(self) -> Mapping[str, float]:
+        """Decode: busy time per part; spec_dec: ``draft`` and ``verify``."""
+        d = self.details
+        if self.kind == "spec_dec":
+            return MappingProxyType({"draft": d.time_s.draft_s, "verify": d.time_s.verify_s})
+        return d.time.busy_s
+
+    @property
+    def energy_breakdown_J(self) -> Mapping[str, float]:
+        """Energy per component over the run (decode runs with an energy section; empty otherwise)."""
+        energy = self.details.energy if self.kind == "decode" else None
+        return energy.energy_breakdown_J if energy is not None else MappingProxyType({})
+
+    @property
+    def config_hash(self) -> str:
+        return self.details.config_hash
 
     def to_json(self) -> dict:
         """The JSON record: ``schema_version`` and ``kind`` first, then every figure and the resolved
         hardware ``config``."""
-        out = {"schema_version": SCHEMA_VERSION, "kind": self.kind, **self.record}
+        from pimsim.json_fields import to_json
+
+        out = {"schema_version": SCHEMA_VERSION, "kind": self.kind, **to_json(self.details)}
         if self.hardware is not None:
             from pimsim.config.loader import resolved_config
 
             out["config"] = resolved_config(self.hardware)
+        elif self.config is not None:
+            out["config"] = dict(self.config)
+        out.update(self.cli_extras)
         return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "result") -> RunResult:
+        """A result from its JSON record (a ``pimsim run --json`` file): the figures typed again, the spec
+        as the record says it ran (hardware by name, its overrides folded into ``config``). A record of
+        another schema version, or not a run record, is refused with what it is."""
+        from pimsim.json_fields import from_json
+        from pimsim.run_details import DecodeRun, SpecDecRun
+
+        if not isinstance(data, Mapping):
+            raise PimsimError(f"{where}: not a `pimsim run --json` record (a JSON object is expected)")
+        version, kind = data.get("schema_version"), data.get("kind")
+        if version != SCHEMA_VERSION:
+            raise PimsimError(f"{where}: schema_version {version!r}; this pimsim reads records of schema version "
+                              f"{SCHEMA_VERSION} (`pimsim run --json` of the same version; run it again to convert)"
+                              if version is not None else
+                              f"{where}: no schema_version: not a `pimsim run --json` record of this pimsim")
+        if kind not in MODES:
+            raise PimsimError(f"{where}: kind {kind!r}, not a run record ({' or '.join(MODES)})")
+        body = {k: v for k, v in data.items() if k not in ("schema_version", "kind", "config", *CLI_KEYS)}
+        details = from_json(SpecDecRun if kind == "spec_dec" else DecodeRun, body, where)
+        config = data.get("config")
+        return cls(kind, _spec_of(details), details, (), None,
+                   MappingProxyType(dict(config)) if config is not None else None,
+                   MappingProxyType({k: data[k] for k in CLI_KEYS if k in data}))
 
     def to_dict(self) -> dict:
         return self.to_json()
@@ -218,14 +300,30 @@ class RunResult:
     def to_row(self) -> dict:
         """One flat sweep row: where it ran, the headline figures, then ``time_total_s:PART`` and
         ``energy_total_J:COMPONENT`` (each over the whole run)."""
-        r = self.record
-        where = {"hw": self.hw, "prompt_len": r.get("prompt_len"), "gen_tokens": r.get("tokens")}
+        d = self.details
+        where = {"hw": self.hw, "prompt_len": d.prompt_len, "gen_tokens": d.gen_tokens}
         if self.kind == "spec_dec":
-            return {**where, **{k: r.get(k) for k in SPEC_DEC_ROW_METRICS}}
-        row = {**where, **{k: r.get(k) for k in DECODE_ROW_METRICS}}
+            energy = d.energy
+            return {**where, "latency_per_token_s": d.latency_per_token_s, "tokens_per_s": d.tokens_per_s,
+                    "total_time_s": d.total_time_s, "tokens_per_verify_step": d.tokens_per_verify_step,
+                    "expected_tokens_per_verify_step": d.expected_tokens_per_verify_step,
+                    "speedup_over_autoregressive": d.speedup_over_autoregressive,
+                    "energy_per_token_J": energy.energy_per_token_J if energy else None,
+                    "energy_ratio_over_autoregressive": energy.energy_ratio_over_autoregressive if energy else None,
+                    "weight_format": d.weight_format, "config_hash": d.config_hash}
+        lat, energy = d.latency, d.energy
+        row = {**where, "weight_format": d.weight_format, "latency_per_token_s": lat.latency_per_token_s,
+               "latency_first_token_s": lat.latency_first_token_s, "latency_last_token_s": lat.latency_last_token_s,
+               "tpot_p50_s": lat.tpot_p50_s, "tpot_p90_s": lat.tpot_p90_s, "tpot_p99_s": lat.tpot_p99_s,
+               "tokens_per_s": lat.tokens_per_s, "total_time_s": lat.total_time_s, "row_hit_rate": d.dram.row_hit_rate,
+               "bytes_internal": d.data.internal_bytes, "bytes_external": d.data.external_bytes,
+               "bound_efficiency": d.bound.bound_efficiency,
+               "energy_per_token_J": energy.energy_per_token_J if energy else None,
+               "energy_per_token_per_param_J": energy.energy_per_token_per_param_J if energy else None,
+               "average_power_W": energy.average_power_W if energy else None, "config_hash": d.config_hash}
         # each part's time and energy over the whole run (not per token: the scope is in the name)
-        row.update({f"{TIME_PART_PREFIX}{k}": v for k, v in r["breakdown_s"].items()})
-        row.update({f"{ENERGY_PART_PREFIX}{k}": v for k, v in r.get("energy_breakdown_J", {}).items()})
+        row.update({f"{TIME_PART_PREFIX}{k}": v for k, v in d.time.busy_s.items()})
+        row.update({f"{ENERGY_PART_PREFIX}{k}": v for k, v in (energy.energy_breakdown_J if energy else {}).items()})
         return row
 
     def to_frame(self):
@@ -233,3 +331,28 @@ class RunResult:
         import pandas as pd
 
         return pd.DataFrame([{"model": self.model, "hw": self.hw, "kind": self.kind, **self.to_row()}])
+
+
+def _spec_of(details) -> RunSpec:
+    """The spec a record says it ran (for a result read back from a file; overrides are in its config)."""
+    from pimsim.run_details import SpecDecRun
+
+    if isinstance(details, SpecDecRun):
+        s = details.spec_dec
+        a = s.acceptance
+        text = ",".join(f"{k}={v}" for k, v in (("draft", s.draft), ("target", s.target), ("k", s.k),
+                                                  ("alpha", a.alpha), ("seed", a.seed), ("policy", s.policy),
+                                                  ("placement", s.placement), ("draft_channels", s.draft_channels))
+                        if v is not None)
+        return RunSpec(model=details.target, hw=details.hw, prompt_len=details.prompt_len,
+                       gen_tokens=details.gen_tokens, fidelity=details.fidelity, spec_dec=text)
+    placement = details.decode_placement
+    return RunSpec(model=details.model, hw=details.hw, prompt_len=details.prompt_len, gen_tokens=details.gen_tokens,
+                   source_len=details.source_len, schedule=details.schedule, fidelity=details.fidelity,
+                   weight_format=details.weight_format, batch=details.sequences,
+                   prefill=details.prefill.on if details.prefill else None,
+                   devices=details.system.devices if details.system else None,
+                   decode_fc_on=placement.placement.fc if placement else None,
+                   link=placement.placement.link if placement else None,
+                   decode_fc_schedule=placement.schedule if placement else None,
+                   check_protocol=details.protocol_check is not None)

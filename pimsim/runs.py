@@ -1,6 +1,6 @@
 """Runs: :func:`simulate` takes a :class:`~pimsim.run_types.RunSpec` (any mode) and returns a typed
-:class:`~pimsim.run_types.RunResult`; :func:`run_model` is token generation itself, returning the
-plain, JSON-ready record that the result carries.
+:class:`~pimsim.run_types.RunResult`; :func:`decode_run` is token generation itself, returning the
+typed :class:`~pimsim.run_details.DecodeRun` the result carries (:func:`run_model`: its JSON record).
 
     from pimsim.run_types import RunSpec
     from pimsim.runs import simulate
@@ -28,8 +28,30 @@ from pimsim.engine.encoder import ENCODER_NOTES, run_encoder
 from pimsim.engine.energy import asic_roofline_energy, energy_of
 from pimsim.engine.prefill import COMMON_NOTE, ON_ASIC, ON_PIM, PREFILL_NOTES, run_prefill
 from pimsim.errors import PimsimError
+from pimsim.json_fields import from_json, frozen_map, to_json
 from pimsim.mapper.placement import Geometry
+from pimsim.run_details import (
+    Bound,
+    DataMoved,
+    DecodeRun,
+    DramCounts,
+    EncoderCounted,
+    EncoderFigures,
+    EnergyDetail,
+    ExpertLoads,
+    GraphSummary,
+    MemoryUse,
+    PassEnergy,
+    PrefillFigures,
+    PrefillRoofline,
+    ProtocolCheck,
+    RunEnergy,
+    SpecDecRun,
+    TimeBreakdown,
+    TokenLatency,
+)
 from pimsim.run_types import RunResult, RunSpec, patched_spec_dec
+from pimsim.units import S_PER_PS
 from pimsim.workloads.cards import ModelCard, hardware_for, load_card
 from pimsim.workloads.opgraph import PART_TITLES
 from pimsim.workloads.tracer import check_source_len, traced_encoder, traced_graph
@@ -61,15 +83,14 @@ def simulate_loaded(spec: RunSpec, hw: HardwareConfig, card: ModelCard, *, progr
                               "device")
         return _simulate_system(spec, hw, card, plan, progress, timeline)
     try:
-        record = run_model(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
-                           timeline=timeline, progress=progress, check_protocol=spec.check_protocol,
-                           weight_format=spec.weight_format, source_len=spec.source_len, batch=spec.batch,
-                           prefill=spec.prefill, decode_fc_on=spec.decode_fc_on, link=spec.link,
-                           decode_fc_schedule=spec.decode_fc_schedule)
+        run, events = decode_run(hw, card, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
+                                 timeline=timeline, progress=progress, check_protocol=spec.check_protocol,
+                                 weight_format=spec.weight_format, source_len=spec.source_len, batch=spec.batch,
+                                 prefill=spec.prefill, decode_fc_on=spec.decode_fc_on, link=spec.link,
+                                 decode_fc_schedule=spec.decode_fc_schedule, no_cache=spec.no_cache)
     except PimsimError as exc:
         raise PimsimError(f"{exc}{_devices_needed(hw, card, spec)}") from None
-    events = record.pop("_timeline", ())
-    return RunResult.from_record(spec, "decode", record, events, hw)
+    return RunResult.of(spec, run, events, hw)
 
 
 def _simulate_system(spec: RunSpec, hw: HardwareConfig, card: ModelCard, plan, progress, timeline: bool) -> RunResult:
@@ -79,16 +100,16 @@ def _simulate_system(spec: RunSpec, hw: HardwareConfig, card: ModelCard, plan, p
                    if on]
     if unsupported:
         raise PimsimError(f"runs on several devices do not take {', '.join(unsupported)} (yet)")
-    record = run_system(hw, card, plan, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
-                        spec.check_protocol, progress)
-    return RunResult.from_record(spec, "decode", record, (), hw)
+    run = run_system(hw, card, plan, spec.prompt_len, spec.gen_tokens, spec.schedule, spec.fidelity,
+                     spec.check_protocol, progress, use_cache=not spec.no_cache)
+    return RunResult.of(spec, run, (), hw)
 
 
 def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
     """For a model too large for one device: how many it needs (empty for any other error)."""
     from pimsim.system.fit import needs_text
 
-    graph = traced_graph(card)
+    graph = traced_graph(card, use_cache=not spec.no_cache)
     prompt = card.defaults.prompt_len if spec.prompt_len is None else spec.prompt_len
     tokens = card.defaults.gen_tokens if spec.gen_tokens is None else spec.gen_tokens
     if graph.meta.encoder_decoder or hw.pim is None:
@@ -101,10 +122,18 @@ def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
     return needs_text(hw, graph, prompt + tokens)
 
 
+def specdec_run(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
+                fidelity: str = "fast", weight_format: str | None = None) -> SpecDecRun:
+    """:func:`run_specdec`'s result, typed."""
+    return from_json(SpecDecRun, run_specdec(hw, spec, prompt_len, gen_tokens, fidelity, weight_format),
+                     "spec_dec record")
+
+
 def run_specdec(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
                 fidelity: str = "fast", weight_format: str | None = None) -> dict:
     """Speculative decoding of `spec` (a parsed :class:`~pimsim.workloads.specdec.SpecDec`) on `hw`: the
-    run's record, with its target decoding the same tokens on its own as the baseline of its ratios."""
+    run's JSON record (the engine writes it; :func:`specdec_run` gives it typed), with its target decoding
+    the same tokens on its own as the baseline of its ratios."""
     from pimsim.engine.specdec import SpecDecRun
 
     run = SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format)
@@ -119,7 +148,10 @@ def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunR
     unsupported = [name for name, on in (("the overlap schedule", spec.schedule == "overlap"),
                                          ("source_len", spec.source_len is not None),
                                          ("check_protocol", spec.check_protocol), ("a timeline", timeline),
-                                         ("several devices", spec.devices not in (None, 1) or spec.parallel))
+                                         ("several devices", spec.devices not in (None, 1) or spec.parallel),
+                                         # the spec-dec engine traces its two models itself, from the cache
+                                         # (PIMSIM_NO_CACHE=1 still keeps it away from the cache)
+                                         ("no_cache", spec.no_cache))
                    if on]
     if unsupported:
         raise PimsimError(f"speculative-decoding runs do not take {', '.join(unsupported)} (yet)")
@@ -128,8 +160,8 @@ def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunR
     if spec.model is not None and load_card(spec.model).name != load_card(sd.target).name:
         raise PimsimError(f"model {spec.model} is not the spec-dec target {sd.target}")
     hw = hardware_for(hw, load_card(sd.target), spec.weight_format)
-    record = run_specdec(hw, sd, spec.prompt_len, spec.gen_tokens, spec.fidelity, spec.weight_format)
-    return RunResult.from_record(spec, "spec_dec", record, (), hw)
+    return RunResult.of(spec, specdec_run(hw, sd, spec.prompt_len, spec.gen_tokens, spec.fidelity,
+                                          spec.weight_format), (), hw)
 
 
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
@@ -138,29 +170,49 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
               check_protocol: bool = False, weight_format: str | None = None,
               source_len: int | None = None, batch: int = 1, prefill: str | None = None,
               decode_fc_on: str | None = None, link: str | None = None,
-              decode_fc_schedule: str | None = None) -> dict:
+              decode_fc_schedule: str | None = None, no_cache: bool = False) -> dict:
+    """Token generation of `model` on `hw` as its JSON record (:func:`decode_run`'s, with the timeline
+    under ``_timeline`` when asked for)."""
+    run, events = decode_run(hw, model, prompt_len, gen_tokens, schedule, fidelity, overrides, timeline, progress,
+                             check_protocol, weight_format, source_len, batch, prefill, decode_fc_on, link,
+                             decode_fc_schedule, no_cache)
+    out = to_json(run)
+    if timeline:
+        out["_timeline"] = events  # the engine's events (simulate() carries them as RunResult.timeline)
+    return out
+
+
+def decode_run(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,
+               gen_tokens: int | None = None, schedule: str = "serial", fidelity: str = "fast",
+               overrides: list[str] | None = None, timeline: bool = False, progress=None,
+               check_protocol: bool = False, weight_format: str | None = None,
+               source_len: int | None = None, batch: int = 1, prefill: str | None = None,
+               decode_fc_on: str | None = None, link: str | None = None,
+               decode_fc_schedule: str | None = None, no_cache: bool = False) -> tuple[DecodeRun, tuple]:
     """Token generation of `model` on `hw`: `gen_tokens` decode steps after a prompt of `prompt_len`
-    tokens already in the KV cache, for one sequence or a `batch` in lock step. With a batch,
-    ``latency_per_token_s`` is one step's time (each sequence's time per output token), ``tokens_per_s``
-    counts every sequence's tokens and ``energy_per_token_J`` is per generated token of any sequence.
+    tokens already in the KV cache, for one sequence or a `batch` in lock step; the typed result and the
+    timeline's events (empty unless `timeline`). With a batch, ``latency_per_token_s`` is one step's time
+    (each sequence's time per output token), ``tokens_per_s`` counts every sequence's tokens and
+    ``energy_per_token_J`` is per generated token of any sequence.
     ``prefill``: where the prompt runs (``pim``, ``asic`` or a host device spec, see
     :mod:`pimsim.engine.prefill`; None: assumed in the KV cache), reported apart under ``prefill`` with
     ``prefill_s`` and ``ttft_s``. ``decode_fc_on``: a host device spec running the FC layers while
     attention stays in PIM, over the `link` preset, schedule `decode_fc_schedule` (:mod:`pimsim.hetero`),
-    reported under ``decode_placement`` beside the all-PIM figures."""
+    reported under ``decode_placement`` beside the all-PIM figures. ``no_cache``: trace the model afresh
+    instead of reading (or writing) the traced-graph cache."""
     hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
     card = load_card(model) if isinstance(model, str) else model
     hw = hardware_for(hw, card, weight_format)
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
-    graph = traced_graph(card)
+    graph = traced_graph(card, use_cache=not no_cache)
     encoder = None
     if graph.meta.encoder_decoder and source_len is None:
         source_len = card.defaults.source_len
     check_source_len(graph, source_len)
     if graph.meta.encoder_decoder:
         graph.meta.source_len = source_len  # the run's (the card's by default)
-        encoder = traced_encoder(card, source_len)
+        encoder = traced_encoder(card, source_len, use_cache=not no_cache)
     if prefill and (encoder is not None or prompt_len < 1):
         raise PimsimError("a prefill needs a prompt of at least one token" if encoder is None else
                           f"{card.name}: the prefill of encoder-decoder models is their encoder pass (already run)")
@@ -173,112 +225,115 @@ def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int 
                            batch=batch, routing=card.routing())
     result = sim.run(timeline=timeline, progress=progress)
     weights = sim.map.weight_elements()
-    per_token_s = [ps * 1e-12 for ps in result.per_token_ps]
-    total = sum(result.per_token_ps) * 1e-12  # from integer picoseconds, as every other total is
+    per_token_s = [ps * S_PER_PS for ps in result.per_token_ps]
+    total = sum(result.per_token_ps) * S_PER_PS  # from integer picoseconds, as every other total is
     counts = result.counts
     g = Geometry.of(hw)
     macs = counts["commands"].get("MACAB", 0) + counts["commands"].get("MACSB", 0)
-    bytes_internal = macs * g.units * hw.dram.organization.access_bytes
-    busy = sum(result.breakdown_ps.values())
-    out = {
-        **record_header(card, hw, prompt_len, gen_tokens, schedule, fidelity, per_token_s, total),
-        "tokens_per_s": gen_tokens * batch / total,
-        "total_time_s": total,
-        "breakdown_s": {k: v * 1e-12 for k, v in result.breakdown_ps.items() if v},
-        "breakdown_share": {k: v / busy for k, v in result.breakdown_ps.items() if v},
-        "breakdown_titles": {k: PART_TITLES[k] for k, v in result.breakdown_ps.items() if v},
-        "row_hit_rate": counts["row_hit_rate"],
-        "bytes_internal": bytes_internal,
-        "bytes_external": counts["bytes_over_pins"],
-        "bound_time_s": result.ideal_ps * 1e-12,
-        "bound_efficiency": result.ideal_ps * 1e-12 / total,
-        "commands": counts["commands"],
-        "row_hits": counts["row_hits"], "row_misses": counts["row_misses"], "row_conflicts": counts["row_conflicts"],
-        "distinct_streams": counts["distinct_streams"],
-        **({"protocol_check": counts["protocol_check"]} if "protocol_check" in counts else {}),
-        **({"experts": counts["experts"]} if "experts" in counts else {}),  # MoE: routing and expert loads
-        "per_token_s": per_token_s,
-        "memory": sim.describe(),
-        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta.to_dict()},
-        "model_card": card.model_dump(mode="json"),
-        "pimsim_version": __version__,
-        "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
-                                   prompt_len, gen_tokens, schedule, fidelity, __version__,
-                                   *((encoder.identity_json(), source_len) if encoder is not None else ()),
-                                   *((counts["experts"].get("trace_sha256"),) if "experts" in counts else ()),
-                                   *((("batch", batch),) if batch > 1 else ()),
-                                   *((("prefill", prefill),) if prefill else ()),
-                                   *((("decode_fc_on", decode_fc_on, link, decode_fc_schedule),)
-                                     if decode_fc_on else ())),
-        "notes": _notes(schedule, fidelity),
-    }
+    notes = _notes(schedule, fidelity)
     if batch > 1:
-        out.update({"batch": batch, "tokens_generated": gen_tokens * batch})
-        out["notes"].append(f"a batch of {batch} sequences in lock step: each GEMV multiplies the {batch} vectors at "
-                            f"once (mapping.verify {hw.mapping.verify}, pim.buffer_vectors {hw.pim.buffer_vectors}, "
-                            f"pim.vectors_per_mac {hw.pim.vectors_per_mac}); attention, KV appends, embeddings and "
-                            "ASIC work run per sequence over its own cache; latency_per_token_s is one step, "
-                            "tokens_per_s and energy_per_token_J count every sequence's tokens")
+        notes.append(f"a batch of {batch} sequences in lock step: each GEMV multiplies the {batch} vectors at "
+                     f"once (mapping.verify {hw.mapping.verify}, pim.buffer_vectors {hw.pim.buffer_vectors}, "
+                     f"pim.vectors_per_mac {hw.pim.vectors_per_mac}); attention, KV appends, embeddings and "
+                     "ASIC work run per sequence over its own cache; latency_per_token_s is one step, "
+                     "tokens_per_s and energy_per_token_J count every sequence's tokens")
+    energy = None
     if hw.energy is not None:
-        out.update(_energy(sim, result, total, gen_tokens * batch, weights))
-        if batch > 1:
-            out["energy_per_step_J"] = out["energy_total_J"] / gen_tokens
+        energy = _energy(sim, result, total, gen_tokens * batch, weights, gen_tokens if batch > 1 else None)
+    prefill_figures = prefill_s = ttft_s = None
     if prefill:
-        out["prefill"] = _prefill(sim, batch, prefill)
-        out["prefill_s"] = out["prefill"]["time_s"]
-        out["ttft_s"] = out["prefill_s"] + per_token_s[0]
+        prefill_figures = _prefill(sim, batch, prefill)
+        prefill_s = prefill_figures.time_s
+        ttft_s = prefill_s + per_token_s[0]
         kind = prefill if prefill in (ON_PIM, ON_ASIC) else "device"
-        out["notes"][0:1] = [PREFILL_NOTES[kind], COMMON_NOTE]
+        notes[0:1] = [PREFILL_NOTES[kind], COMMON_NOTE]
+    placement = None
     if decode_fc_on:
-        from pimsim.hetero import DEFAULT_LINK, hetero_record
+        from pimsim.hetero import DEFAULT_LINK, decode_placement
         from pimsim.step_costs import StepCosts
 
-        costs = StepCosts(hw, card, max_batch=batch, max_context=prompt_len + gen_tokens)
-        out["decode_placement"] = hetero_record(costs, decode_fc_on, link or DEFAULT_LINK, decode_fc_schedule or "auto",
-                                                prompt_len, gen_tokens, batch)
+        costs = StepCosts(hw, card, max_batch=batch, max_context=prompt_len + gen_tokens, use_cache=not no_cache)
+        placement = decode_placement(costs, decode_fc_on, link or DEFAULT_LINK, decode_fc_schedule or "auto",
+                                     prompt_len, gen_tokens, batch)
+    encoder_figures = None
     if encoder is not None:
-        out["source_len"] = source_len
-        out["graph"]["encoder_ops"] = len(encoder.ops)
-        out["encoder"] = _encoder(sim, per_token_s[0])
-        out["notes"] += ENCODER_NOTES + [f"cross-attention: every decode step reads each decoder layer's cross K/V "
-                                         f"of {source_len} source tokens from the PIM (in the bound too)"]
-    if timeline:
-        out["_timeline"] = result.timeline  # taken out by the CLI, written as a trace file
-    return out
+        encoder_figures = _encoder(sim, per_token_s[0])
+        notes += ENCODER_NOTES + [f"cross-attention: every decode step reads each decoder layer's cross K/V "
+                                  f"of {source_len} source tokens from the PIM (in the bound too)"]
+    identity = config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
+                           prompt_len, gen_tokens, schedule, fidelity, __version__,
+                           *((encoder.identity_json(), source_len) if encoder is not None else ()),
+                           *((counts["experts"].get("trace_sha256"),) if "experts" in counts else ()),
+                           *((("batch", batch),) if batch > 1 else ()),
+                           *((("prefill", prefill),) if prefill else ()),
+                           *((("decode_fc_on", decode_fc_on, link, decode_fc_schedule),) if decode_fc_on else ()))
+    run = DecodeRun(
+        **run_header(card, hw, prompt_len, gen_tokens, schedule, fidelity),
+        latency=token_latency(per_token_s, total, gen_tokens * batch / total),
+        per_token_s=tuple(per_token_s),
+        time=breakdown_of(result.breakdown_ps, with_titles=True),
+        dram=DramCounts(commands=frozen_map(counts["commands"]), row_hits=counts["row_hits"],
+                        row_misses=counts["row_misses"], row_conflicts=counts["row_conflicts"],
+                        row_hit_rate=counts["row_hit_rate"], distinct_streams=counts["distinct_streams"]),
+        data=DataMoved(internal_bytes=macs * g.units * hw.dram.organization.access_bytes,
+                       external_bytes=counts["bytes_over_pins"]),
+        bound=Bound(bound_time_s=result.ideal_ps * S_PER_PS, bound_efficiency=result.ideal_ps * S_PER_PS / total),
+        protocol_check=_protocol_check(counts),
+        experts=from_json(ExpertLoads, counts["experts"], "experts") if "experts" in counts else None,
+        memory=from_json(MemoryUse, sim.describe(), "memory"),
+        graph=GraphSummary(ops=len(graph.ops), weights=weights, meta=frozen_map(graph.meta.to_dict()),
+                           encoder_ops=len(encoder.ops) if encoder is not None else None),
+        model_card=frozen_map(card.model_dump(mode="json")),
+        pimsim_version=__version__,
+        config_hash=identity,
+        notes=tuple(notes),
+        batch=batch if batch > 1 else None,
+        tokens_generated=gen_tokens * batch if batch > 1 else None,
+        energy=energy, prefill=prefill_figures, prefill_s=prefill_s, ttft_s=ttft_s, decode_placement=placement,
+        source_len=source_len if encoder is not None else None, encoder=encoder_figures)
+    return run, tuple(result.timeline) if timeline else ()
 
 
 TPOT_PERCENTILES = (50, 90, 99)
 
 
-def record_header(card: ModelCard, hw: HardwareConfig, prompt_len: int, gen_tokens: int, schedule: str,
-                  fidelity: str, per_token_s: list[float], total_s: float) -> dict:
-    """The keys every token-generation record starts with, on one device or several: what ran, how,
-    and the time per step (``total_s`` over ``gen_tokens`` steps; ``per_token_s`` each step's)."""
-    return {
-        "model": card.name,
-        "hw": hw.name,
-        "tokens": gen_tokens,
-        "prompt_len": prompt_len,
-        "schedule": schedule,
-        "fidelity": fidelity,
-        "weight_format": hw.pim.weight_format,
-        "kv_format": hw.pim.cache_format,
-        "latency_per_token_s": total_s / gen_tokens,
-        "latency_first_token_s": per_token_s[0],
-        "latency_last_token_s": per_token_s[-1],
-        "latency_median_token_s": statistics.median(per_token_s),
-        # TPOT, time per output token: its mean is latency_per_token_s; percentiles where there are several
-        **(tpot_percentiles(per_token_s) if gen_tokens > 1 else {}),
-    }
+def run_header(card: ModelCard, hw: HardwareConfig, prompt_len: int, gen_tokens: int, schedule: str,
+               fidelity: str) -> dict:
+    """What ran and how: the first fields of every token-generation result, on one device or several."""
+    return {"model": card.name, "hw": hw.name, "gen_tokens": gen_tokens, "prompt_len": prompt_len,
+            "schedule": schedule, "fidelity": fidelity, "weight_format": hw.pim.weight_format,
+            "kv_format": hw.pim.cache_format}
 
 
-def tpot_percentiles(per_token_s: list[float]) -> dict[str, float]:
-    """``tpot_p50_s``, ``tpot_p90_s``, ``tpot_p99_s``: percentiles of the time per output token (linear
-    interpolation between the sorted tokens, numpy's default)."""
-    import numpy as np
+def token_latency(per_token_s: list[float], total_s: float, tokens_per_s: float) -> TokenLatency:
+    """The time per step (``total_s`` over the steps; ``per_token_s`` each step's), with TPOT (time per
+    output token) percentiles where there are several: linear interpolation between the sorted tokens,
+    numpy's default; its mean is latency_per_token_s."""
+    percentiles = {}
+    if len(per_token_s) > 1:
+        import numpy as np
 
-    values = np.percentile(np.asarray(per_token_s, float), TPOT_PERCENTILES)
-    return {f"tpot_p{q}_s": float(v) for q, v in zip(TPOT_PERCENTILES, values)}
+        values = np.percentile(np.asarray(per_token_s, float), TPOT_PERCENTILES)
+        percentiles = {f"tpot_p{q}_s": float(v) for q, v in zip(TPOT_PERCENTILES, values)}
+    return TokenLatency(latency_per_token_s=total_s / len(per_token_s), latency_first_token_s=per_token_s[0],
+                        latency_last_token_s=per_token_s[-1], latency_median_token_s=statistics.median(per_token_s),
+                        **percentiles, tokens_per_s=tokens_per_s, total_time_s=total_s)
+
+
+def breakdown_of(breakdown_ps: dict[str, int], with_titles: bool,
+                 titles: dict[str, str] = PART_TITLES) -> TimeBreakdown:
+    """Each part's busy time (parts that took none left out) and its share of the summed busy time."""
+    busy = sum(breakdown_ps.values())
+    return TimeBreakdown(busy_s=frozen_map({k: v * S_PER_PS for k, v in breakdown_ps.items() if v}),
+                         share=frozen_map({k: v / busy for k, v in breakdown_ps.items() if v}),
+                         titles=frozen_map({k: titles[k] for k, v in breakdown_ps.items() if v})
+                         if with_titles else None)
+
+
+def _protocol_check(counts: dict) -> ProtocolCheck | None:
+    check = counts.get("protocol_check")
+    return None if check is None else ProtocolCheck(commands_checked=check["commands_checked"],
+                                                    violations=check["violations"])
 
 
 def _notes(schedule: str, fidelity: str) -> list[str]:
@@ -292,48 +347,37 @@ def _notes(schedule: str, fidelity: str) -> list[str]:
     return notes
 
 
-def _encoder(sim: DecodeSimulation, first_token_s: float) -> dict:
+def _encoder(sim: DecodeSimulation, first_token_s: float) -> EncoderFigures:
     """The encoder pass, simulated on its own: time, where it went, energy, and what was counted."""
     enc = run_encoder(sim)
-    time_s = enc.time_ps * 1e-12
-    busy = sum(enc.breakdown_ps.values())
+    time_s = enc.time_ps * S_PER_PS
     own = set(sim.encoder.tensors) - set(sim.graph.tensors)
-    out = {
-        "time_s": time_s,
-        "time_to_first_token_s": time_s + first_token_s,
-        "source_len": sim.source_len,
-        "layers": sim.encoder.meta.layers,
-        "weights": sum(sim.map.tensors[n]["rows"] * sim.map.tensors[n]["cols"] for n in own),
-        "breakdown_s": {k: v * 1e-12 for k, v in enc.breakdown_ps.items() if v},
-        "breakdown_share": {k: v / busy for k, v in enc.breakdown_ps.items() if v},
-        "breakdown_titles": {k: PART_TITLES[k] for k, v in enc.breakdown_ps.items() if v},
-        "counted": enc.counted,
-        "activation_bytes": enc.activation_bytes,
-        "row_hit_rate": enc.counts["row_hit_rate"],
-        "commands": enc.counts["commands"],
-        **({"protocol_check": enc.counts["protocol_check"]} if "protocol_check" in enc.counts else {}),
-    }
+    energy = None
     if sim.hw.energy is not None:
         e = energy_of(sim, enc.counts, time_s, enc.channel_busy_ps, enc.work)
-        out.update({"energy_J": e["total_J"], "energy_breakdown_J": e["breakdown_J"],
-                    "average_power_W": e["average_power_W"]})
-    return out
+        energy = PassEnergy(energy_J=e["total_J"], energy_breakdown_J=frozen_map(e["breakdown_J"]),
+                            average_power_W=e["average_power_W"])
+    return EncoderFigures(
+        time_s=time_s, time_to_first_token_s=time_s + first_token_s, source_len=sim.source_len,
+        layers=sim.encoder.meta.layers,
+        weights=sum(sim.map.tensors[n]["rows"] * sim.map.tensors[n]["cols"] for n in own),
+        time=breakdown_of(enc.breakdown_ps, with_titles=True),
+        counted=from_json(EncoderCounted, enc.counted, "encoder.counted"),
+        activation_bytes=enc.activation_bytes, row_hit_rate=enc.counts["row_hit_rate"],
+        commands=frozen_map(enc.counts["commands"]), protocol_check=_protocol_check(enc.counts), energy=energy)
 
 
-def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> dict:
+def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> PrefillFigures:
     """The prefill, on its own: time, where it went, energy, and what was counted (on the ASIC or a host
     device: the roofline's terms, then the KV writes into the banks, simulated)."""
     pre = run_prefill(sim, sequences, on)
-    time_s = pre.time_ps * 1e-12
-    simulated_s = pre.simulated_ps * 1e-12
-    busy = sum(pre.breakdown_ps.values())
-    out = {"on": pre.on, "time_s": time_s, **pre.counted,
-           "breakdown_s": {k: v * 1e-12 for k, v in pre.breakdown_ps.items() if v},
-           "breakdown_share": {k: v / busy for k, v in pre.breakdown_ps.items() if v},
-           "row_hit_rate": pre.counts["row_hit_rate"], "commands": pre.counts["commands"]}
+    time_s = pre.time_ps * S_PER_PS
+    simulated_s = pre.simulated_ps * S_PER_PS
+    roofline = None
     if pre.roofline:
-        out["roofline"] = {k: v for k, v in pre.roofline.items() if k not in ("reads", "rows_opened")}
-        out["kv_write_s"] = simulated_s
+        roofline = from_json(PrefillRoofline, {k: v for k, v in pre.roofline.items()
+                                               if k not in ("reads", "rows_opened")}, "prefill.roofline")
+    energy = None
     if sim.hw.energy is not None:
         e = energy_of(sim, pre.counts, simulated_s, pre.channel_busy_ps, pre.work)
         total, parts = e["total_J"], dict(e["breakdown_J"])
@@ -344,12 +388,19 @@ def _prefill(sim: DecodeSimulation, sequences: int, on: str) -> dict:
         elif pre.roofline:
             total += pre.roofline["energy_J"]
             parts["host_device"] = pre.roofline["energy_J"]
-        out.update({"energy_J": total, "energy_breakdown_J": parts, "average_power_W": total / time_s})
-    return out
+        energy = PassEnergy(energy_J=total, energy_breakdown_J=frozen_map(parts), average_power_W=total / time_s)
+    return PrefillFigures(on=pre.on, time_s=time_s, **pre.counted, time=breakdown_of(pre.breakdown_ps, False),
+                          row_hit_rate=pre.counts["row_hit_rate"], commands=frozen_map(pre.counts["commands"]),
+                          roofline=roofline, kv_write_s=simulated_s if pre.roofline else None, energy=energy)
 
 
-def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int) -> dict:
+def _energy(sim: DecodeSimulation, result, total_s: float, tokens: int, params: int,
+            steps: int | None) -> RunEnergy:
+    """The decode steps' energy over `tokens` generated tokens of `params` weights (``steps``: a batch's
+    lock-step steps, for the energy of one)."""
     e = energy_of(sim, result.counts, total_s, result.channel_busy_ps, result.work)
-    return {"energy_per_token_J": e["total_J"] / tokens, "energy_total_J": e["total_J"],
-            "energy_breakdown_J": e["breakdown_J"], "energy_per_token_per_param_J": e["total_J"] / tokens / params,
-            "average_power_W": e["average_power_W"], "energy": e}
+    return RunEnergy(energy_per_token_J=e["total_J"] / tokens, energy_total_J=e["total_J"],
+                     energy_breakdown_J=frozen_map(e["breakdown_J"]),
+                     energy_per_token_per_param_J=e["total_J"] / tokens / params,
+                     average_power_W=e["average_power_W"], detail=from_json(EnergyDetail, e, "energy"),
+                     energy_per_step_J=e["total_J"] / steps if steps else None)

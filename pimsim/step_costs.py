@@ -58,14 +58,14 @@ class StepCosts:
     `weight_format` as ``pimsim run --weight-format``. Fast fidelity, serial schedule."""
 
     def __init__(self, hw: HardwareConfig | str, model: ModelCard | str, *, max_batch: int, max_context: int,
-                 weight_format: str | None = None, overrides: list[str] | None = None):
+                 weight_format: str | None = None, overrides: list[str] | None = None, use_cache: bool = True):
         from pimsim.workloads.cards import hardware_for
 
         hw = load_hardware(hw, overrides or []) if isinstance(hw, str) else hw
         card = load_card(model) if isinstance(model, str) else model
         self.hw = hardware_for(hw, card, weight_format)
         self.card = card
-        graph = traced_graph(card)
+        graph = traced_graph(card, use_cache)  # use_cache False: traced afresh, the graph cache left alone
         if graph.meta.encoder_decoder:
             raise PimsimError(f"{card.name}: step costs of encoder-decoder models are not modelled")
         if not (isinstance(max_context, int) and max_context >= 1):

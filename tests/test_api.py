@@ -10,6 +10,7 @@ import pytest
 
 import pimsim
 from pimsim.errors import PimsimError
+from pimsim.json_fields import to_json
 from pimsim.run_types import SCHEMA_VERSION, RunResult, RunSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -28,8 +29,8 @@ def own_traces(tmp_path):
 def test_run_returns_the_same_record_as_the_engine_did_before(own_traces):
     r = pimsim.run(hw="gddr6-aim", model="gpt2", prompt_len=16, gen_tokens=2)
     assert isinstance(r, RunResult) and r.kind == "decode"
-    assert capture.canonical(dict(r.record)) == (GOLDEN / "fast-gddr6-aim-gpt2.json").read_text()
-    assert r.latency_per_token_s == r.record["latency_per_token_s"] and r.tokens == 2 and r.model == "gpt2"
+    assert capture.canonical(to_json(r.details)) == (GOLDEN / "fast-gddr6-aim-gpt2.json").read_text()
+    assert r.latency_per_token_s == r.details.latency.latency_per_token_s and r.tokens == 2 and r.model == "gpt2"
     d = r.to_dict()
     assert d["schema_version"] == SCHEMA_VERSION and d["kind"] == "decode"
     assert d["config"]["name"] == r.hw and d["config"]["derived"]["access_bytes"] == 32
@@ -43,7 +44,7 @@ def test_spec_dec_run_through_the_api_matches_the_golden_record(own_traces):
     r = pimsim.run(hw="gddr6-aim.yaml", spec_dec="draft=gpt2,target=gpt2-medium,k=2,alpha=0.8", prompt_len=16,
                    gen_tokens=6)
     assert r.kind == "spec_dec" and r.model == "gpt2-medium" and set(r.breakdown_s) == {"draft", "verify"}
-    assert capture.canonical(dict(r.record)) == (GOLDEN / "specdec-vanilla.json").read_text()
+    assert capture.canonical(to_json(r.details)) == (GOLDEN / "specdec-vanilla.json").read_text()
     with pytest.raises(PimsimError, match="not the spec-dec target"):
         pimsim.run(hw="gddr6-aim", model="gpt2", spec_dec="draft=gpt2,target=gpt2-medium,k=2,alpha=0.8")
 
@@ -80,7 +81,7 @@ def test_run_spec_is_frozen_and_patches_merge_overrides():
 def test_overrides_reach_the_hardware():
     slow = pimsim.run(hw="gddr6-aim", model="gpt2", prompt_len=16, gen_tokens=1, overrides={"asic.freq_MHz": 100})
     fast = pimsim.run(hw="gddr6-aim", model="gpt2", prompt_len=16, gen_tokens=1)
-    assert slow.record["config_hash"] != fast.record["config_hash"]
+    assert slow.config_hash != fast.config_hash
     assert slow.breakdown_s["asic"] > fast.breakdown_s["asic"]
 
 

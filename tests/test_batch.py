@@ -242,7 +242,7 @@ def test_a_batch_runs_on_either_schedule_and_with_a_timeline(tiny):
     spec = RunSpec(model=tiny, hw=AIM, prompt_len=8, gen_tokens=2, batch=3)
     serial = simulate(spec)
     timed = simulate(spec, timeline=True)  # through the instruction programs instead of the direct loop
-    assert timed.record["per_token_s"] == serial.record["per_token_s"]
+    assert timed.details.per_token_s == serial.details.per_token_s
     assert {e[1] for e in timed.timeline} >= {op.name for op in traced_graph(load_card(tiny)).ops
                                              if op.kind == "scores"}
     overlap = simulate(spec.patch(schedule="overlap"))

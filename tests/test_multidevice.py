@@ -43,32 +43,32 @@ def test_ring_all_reduce_closed_form():
 def test_tensor_parallel_communication_is_exact_for_gpt2():
     """gpt2 at tp=2: an all-reduce of 768 BF16 values after the embedding and after each layer's two
     row-split projections (25), and one gather of the best logits; each device's time plus these."""
-    r = simulate(_spec(devices=2, parallel="tp")).record
-    system = r["system"]
-    assert system["exchanges_per_token"] == {"all_reduce": 25, "gather": 1}
+    r = simulate(_spec(devices=2, parallel="tp")).details
+    system = r.system
+    assert system.exchanges_per_token == {"all_reduce": 25, "gather": 1}
     alpha, per_byte = 120_000, 20
     all_reduce = 2 * 1 * alpha + round(2 * 1 / 2 * 768 * 2 * per_byte)
     gather = alpha + 8 * per_byte
     comm_ps = 25 * all_reduce + gather
-    assert system["communication_per_token_s"] == comm_ps * 1e-12
-    assert system["communication_bits_per_token"] == 25 * 8 * 2 * 768 * 2 + 8 * 2 * 8
-    device = r["system"]["stages"][0]["device_time_per_token_s"]
-    assert r["latency_per_token_s"] == pytest.approx(device + comm_ps * 1e-12, rel=1e-12)
-    assert system["communication_share"] == pytest.approx(comm_ps * 1e-12 / r["latency_per_token_s"], rel=1e-9)
-    comm_J = system["communication_bits_per_token"] * 4e-12
-    assert system["communication_energy_per_token_J"] == pytest.approx(comm_J, rel=1e-12)
-    assert r["energy_breakdown_J"]["interconnect"] == pytest.approx(2 * comm_J, rel=1e-12)
+    assert system.communication_per_token_s == comm_ps * 1e-12
+    assert system.communication_bits_per_token == 25 * 8 * 2 * 768 * 2 + 8 * 2 * 8
+    device = system.stages[0].device_time_per_token_s
+    assert r.latency.latency_per_token_s == pytest.approx(device + comm_ps * 1e-12, rel=1e-12)
+    assert system.communication_share == pytest.approx(comm_ps * 1e-12 / r.latency.latency_per_token_s, rel=1e-9)
+    comm_J = system.communication_bits_per_token * 4e-12
+    assert system.communication_energy_per_token_J == pytest.approx(comm_J, rel=1e-12)
+    assert r.energy.energy_breakdown_J["interconnect"] == pytest.approx(2 * comm_J, rel=1e-12)
 
 
 def test_pipeline_adds_stages_and_one_send_per_boundary():
-    r = simulate(_spec(devices=2, parallel="pp")).record
-    system = r["system"]
-    assert [s["layers"] for s in system["stages"]] == [[0, 6], [6, 12]]
+    r = simulate(_spec(devices=2, parallel="pp")).details
+    system = r.system
+    assert [s.layers for s in system.stages] == [(0, 6), (6, 12)]
     alpha, per_byte = 120_000, 20
     comm_ps = (alpha + 768 * 2 * per_byte) + (alpha + 4 * per_byte)  # hidden state on, token id back
-    assert system["communication_per_token_s"] == comm_ps * 1e-12
-    devices = sum(s["device_time_per_token_s"] for s in system["stages"])
-    assert r["latency_per_token_s"] == pytest.approx(devices + comm_ps * 1e-12, rel=1e-12)
+    assert system.communication_per_token_s == comm_ps * 1e-12
+    devices = sum(s.device_time_per_token_s for s in system.stages)
+    assert r.latency.latency_per_token_s == pytest.approx(devices + comm_ps * 1e-12, rel=1e-12)
 
 
 def test_tp2_halves_each_devices_weights():
@@ -153,8 +153,8 @@ def test_cli_errors_exit_2(args, message, capsys):
 
 
 def test_one_device_adds_no_keys():
-    one = simulate(_spec()).record
-    assert "system" not in one
+    one = simulate(_spec())
+    assert one.details.system is None and "system" not in one.to_json()
     assert "system" not in load_hardware("gddr6-aim.yaml").model_dump(mode="json")
 
 
@@ -168,13 +168,13 @@ def test_interconnect_preset_values_and_errors():
 
 
 def test_shared_host_asic_reduces_at_the_host_and_runs_every_shards_vector_work():
-    r = simulate(_spec(devices=2, parallel="tp", overrides={"system.host_asic": "shared"})).record
-    system = r["system"]
-    assert system["exchanges_per_token"] == {"host_reduce": 25, "gather": 1}
+    r = simulate(_spec(devices=2, parallel="tp", overrides={"system.host_asic": "shared"})).details
+    system = r.system
+    assert system.exchanges_per_token == {"host_reduce": 25, "gather": 1}
     alpha, per_byte = 120_000, 20
     comm_ps = 25 * (2 * alpha + 2 * 2 * 768 * 2 * per_byte) + (alpha + 8 * per_byte)
-    assert system["communication_per_token_s"] == comm_ps * 1e-12
-    stage = system["stages"][0]
-    assert stage["shared_asic_extra_per_token_s"] > 0
-    assert r["latency_per_token_s"] == pytest.approx(
-        stage["device_time_per_token_s"] + stage["shared_asic_extra_per_token_s"] + comm_ps * 1e-12, rel=1e-12)
+    assert system.communication_per_token_s == comm_ps * 1e-12
+    stage = system.stages[0]
+    assert stage.shared_asic_extra_per_token_s > 0
+    assert r.latency.latency_per_token_s == pytest.approx(
+        stage.device_time_per_token_s + stage.shared_asic_extra_per_token_s + comm_ps * 1e-12, rel=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -66,10 +67,20 @@ def test_pareto_draws_one_front_per_model_with_annotated_points():
     assert all(any("channels=" in t.get_text() for t in ax.texts) for ax in panels)
 
 
+def _with(result, schedule: str, busy_s: dict):
+    """`result` as if it had run on `schedule` with the parts' busy times `busy_s`."""
+    d = result.details
+    return dataclasses.replace(result, details=dataclasses.replace(
+        d, schedule=schedule, time=dataclasses.replace(d.time, busy_s=busy_s, titles={k: k for k in busy_s})))
+
+
 def test_breakdown_keeps_two_runs_of_the_same_model_and_hardware_apart():
-    run = {"model": "gpt2", "hw": "gddr6-aim", "schedule": "serial", "fidelity": "fast", "per_token_s": [1.0],
-           "breakdown_s": {"ffn": 1.0, "qkv": 1.0}}
-    other = {**run, "schedule": "overlap", "breakdown_s": {"ffn": 3.0, "qkv": 1.0}}
+    from pimsim.run_types import RunSpec
+    from pimsim.runs import simulate
+
+    result = simulate(RunSpec(model="gpt2", hw="gddr6-aim.yaml", prompt_len=4, gen_tokens=1))
+    run = _with(result, "serial", {"ffn": 1.0, "qkv": 1.0})
+    other = _with(result, "overlap", {"ffn": 3.0, "qkv": 1.0})
     fig = plots.breakdown([run, other])
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]

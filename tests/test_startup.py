@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,9 +44,11 @@ def test_a_kernel_command_imports_numba_but_no_ml_library():
 
 
 def test_a_plot_imports_matplotlib_but_neither_numba_nor_ml_libraries(tmp_path):
-    run = tmp_path / "run.json"
-    run.write_text(json.dumps({"model": "gpt2", "hw": "gddr6-aim", "breakdown_s": {"pim": 2.0, "asic": 1.0},
-                               "per_token_s": [3.0]}))
+    from pimsim.run_types import SCHEMA_VERSION
+
+    run = tmp_path / "run.json"  # a `pimsim run --json` record: the golden gpt2 run's figures
+    record = json.loads((Path(__file__).parent / "golden" / "fast-gddr6-aim-gpt2.json").read_text())
+    run.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "decode", **record}))
     rc, modules = _imported(["plot", "breakdown", str(run), "--out", str(tmp_path / "fig.png")])
     assert rc == 0 and (tmp_path / "fig.png").stat().st_size > 0
     assert "matplotlib" in modules and modules & (HEAVY - {"matplotlib"} | {"numba"}) == set()

@@ -283,23 +283,30 @@ def pareto(frame, filters: list[str] | None = None, annotate: bool = True):
     return fig
 
 
-def _run_results(results: list[dict], paths: list[str] | None, what: str) -> None:
-    for i, r in enumerate(results):
+def run_results(records: list, paths: list[str] | None, what: str) -> list:
+    """``pimsim run --json`` records read back as :class:`~pimsim.run_types.RunResult` (a spec-dec record,
+    or anything else, refused with one message)."""
+    from pimsim.run_types import RunResult
+
+    out = []
+    for i, r in enumerate(records):
         name = paths[i] if paths else f"input {i + 1}"
-        if "target" in r and "draft" in r:
+        if isinstance(r, dict) and (r.get("kind") == "spec_dec" or "target" in r and "draft" in r):
             raise PimsimError(f"{name}: a speculative-decoding result; plot {what} draws plain `pimsim run --json` "
                               f"results (a spec-dec run has no per-part breakdown or per-token latencies)")
         if not isinstance(r, dict) or "breakdown_s" not in r or "per_token_s" not in r:
             raise PimsimError(f"{name}: not a `pimsim run --json` result (plot {what} needs one)")
+        out.append(RunResult.from_json(r, name))
+    return out
 
 
-def _run_names(results: list[dict]) -> list[str]:
+def _run_names(results: list) -> list[str]:
     """Bar labels that tell runs apart: model and hardware, then whatever else differs between them."""
-    names = [f"{r['model']}\n{r['hw']}" for r in results]
+    names = [f"{r.model}\n{r.hw}" for r in results]
     for key in ("schedule", "fidelity", "weight_format", "prompt_len", "gen_tokens", "config_hash"):
         if len(set(names)) == len(names):
             break
-        values = [str(r.get(key)) for r in results]
+        values = [str(getattr(r.details, key)) for r in results]
         if len(set(values)) > 1:
             names = [f"{n}\n{key.replace('_', ' ')} {v}" for n, v in zip(names, values)]
     if len(set(names)) < len(names):  # identical runs: still two bars, numbered
@@ -307,28 +314,31 @@ def _run_names(results: list[dict]) -> list[str]:
     return names
 
 
-def breakdown(results: list[dict], paths: list[str] | None = None):
-    """Stacked bars of each run's time shares and, when present, energy shares."""
+def breakdown(results: list, names: list[str] | None = None):
+    """Stacked bars of each run's time shares and, when present, energy shares (`results`: decode
+    :class:`~pimsim.run_types.RunResult` values, e.g. from :func:`run_results`; `names`: the bars' labels,
+    by default model and hardware and whatever else tells the runs apart)."""
     plt = _plt()
     from pimsim.energy.model import COMPONENTS
 
-    _run_results(results, paths, "breakdown")
-    with_energy = all("energy_breakdown_J" in r for r in results)
+    with_energy = all(r.details.energy is not None for r in results)
     fig, axes = plt.subplots(1, 2 if with_energy else 1, figsize=_figsize(11 if with_energy else 6, 6.2),
                              squeeze=False, layout="constrained")
-    names = _run_names(results)
+    names = names or _run_names(results)
     positions = list(range(len(results)))
-    panels = [("breakdown_s", {k: v for r in results for k, v in r.get("breakdown_titles", {}).items()},
+    panels = [([r.breakdown_s for r in results],
+               {k: v for r in results for k, v in (r.details.time.titles or {}).items()},
                "share of time (%)", "where the time goes")]
     if with_energy:
-        panels.append(("energy_breakdown_J", COMPONENTS, "share of energy (%)", "where the energy goes"))
+        panels.append(([r.energy_breakdown_J for r in results], COMPONENTS, "share of energy (%)",
+                       "where the energy goes"))
     colors = plt.get_cmap("tab20").colors
-    for ax, (key, titles, ylabel, title) in zip(axes[0], panels):
-        parts = sorted({p for r in results for p, v in r[key].items() if v},
-                       key=lambda p: -sum(r[key].get(p, 0) / sum(r[key].values()) for r in results))
+    for ax, (values, titles, ylabel, title) in zip(axes[0], panels):
+        parts = sorted({p for v in values for p, x in v.items() if x},
+                       key=lambda p: -sum(v.get(p, 0) / sum(v.values()) for v in values))
         bottom = [0.0] * len(results)
         for i, part in enumerate(parts):
-            shares = [100 * r[key].get(part, 0) / sum(r[key].values()) for r in results]
+            shares = [100 * v.get(part, 0) / sum(v.values()) for v in values]
             ax.bar(positions, shares, bottom=bottom, label=titles.get(part, part), color=colors[i % len(colors)],
                    width=0.6)
             bottom = [b + v for b, v in zip(bottom, shares)]
@@ -373,16 +383,16 @@ def compare_bars(result: dict):
     return fig
 
 
-def tokens(result: dict, path: str | None = None):
+def tokens(result):
+    """Each generated token's latency against its position (`result`: a decode RunResult)."""
     plt = _plt()
-    _run_results([result], [path] if path else None, "tokens")
-    per = [t * 1e3 for t in result["per_token_s"]]
-    positions = range(result["prompt_len"], result["prompt_len"] + len(per))
+    per = [t * 1e3 for t in result.details.per_token_s]
+    positions = range(result.prompt_len, result.prompt_len + len(per))
     fig, ax = plt.subplots(figsize=_figsize(6.4, 4.4))
     ax.plot(list(positions), per, marker="." if len(per) < 200 else None)
     ax.set_xlabel("position in the sequence (tokens in the KV cache)")
     ax.set_ylabel("latency of the token (ms)")
-    ax.set_title(f"{result['model']} on {result['hw']}: latency per token")
+    ax.set_title(f"{result.model} on {result.hw}: latency per token")
     return fig
 
 

@@ -107,15 +107,14 @@ def attention_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _system_line(system: dict) -> str:
+def _system_line(system) -> str:
     """A run on several devices: the split and what the exchanges between devices cost."""
-    link = system["interconnect"]
-    name = link.get("preset") or link["topology"]
-    return (f"system     {system['devices']} devices (tp={system['tensor_parallel']}, pp={system['pipeline_parallel']}"
-            f", host ASIC {system['host_asic'].replace('_', ' ')}) over {name} ({link['bandwidth_GBps']:g} GB/s, "
-            f"{link['latency_ns']:g} ns); communication {_time(system['communication_per_token_s'])} per token = "
-            f"{100 * system['communication_share']:.1f}% of the time, "
-            f"{100 * system['communication_energy_share']:.1f}% of the energy")
+    link = system.interconnect
+    return (f"system     {system.devices} devices (tp={system.tensor_parallel}, pp={system.pipeline_parallel}"
+            f", host ASIC {system.host_asic.replace('_', ' ')}) over {link.preset or link.topology} "
+            f"({link.bandwidth_GBps:g} GB/s, {link.latency_ns:g} ns); communication "
+            f"{_time(system.communication_per_token_s)} per token = {100 * system.communication_share:.1f}% of the "
+            f"time, {100 * system.communication_energy_share:.1f}% of the energy")
 
 
 def run_summary(result, functional: dict | None = None) -> str:
@@ -123,101 +122,104 @@ def run_summary(result, functional: dict | None = None) -> str:
     the time went, and how well it used the banks (``functional``: the co-simulation's comparison)."""
     hw = result.hardware
     org = hw.dram.organization
-    r = result.record
+    r = result.details
+    lat = r.latency
+    enc = r.encoder
     lines = [
-        f"model      {result.model} ({r['graph']['weights'] / 1e6:,.0f} M weights, "
-        + (f"{r['encoder']['layers']} encoder + " if "encoder" in r else "")
-        + f"{r['graph']['layers']} {'decoder ' if 'encoder' in r else ''}layers)  on  {result.hw} "
+        f"model      {result.model} ({r.graph.weights / 1e6:,.0f} M weights, "
+        + (f"{enc.layers} encoder + " if enc is not None else "")
+        + f"{r.graph.layers} {'decoder ' if enc is not None else ''}layers)  on  {result.hw} "
         f"({hw.dram.standard}, "
         f"{org.channels} channels)",
         f"run        prompt {result.prompt_len} tokens in the KV cache, {result.tokens} generated; "
         f"{result.spec.schedule} schedule, {result.spec.fidelity} fidelity",
-        f"latency    {_time(result.latency_per_token_s)} per token (first {_time(r['latency_first_token_s'])}, "
-        f"last {_time(r['latency_last_token_s'])});  {result.tokens_per_s:,.1f} tokens/s",
+        f"latency    {_time(result.latency_per_token_s)} per token (first {_time(lat.latency_first_token_s)}, "
+        f"last {_time(lat.latency_last_token_s)});  {result.tokens_per_s:,.1f} tokens/s",
         f"total      {_time(result.total_time_s)} simulated",
         "",
         f"{'part':<48}{'time':>12}{'share':>9}",
     ]
-    enc = r.get("encoder")
     if enc is not None:  # an encoder-decoder's encoder pass: once, before the first token, apart from the above
-        lines[1] += f"; source {r['source_len']} tokens"
-        energy = f", {_joules(enc['energy_J'])}" if "energy_J" in enc else ""
-        top = sorted(enc["breakdown_s"].items(), key=lambda kv: -kv[1])[:3]
-        most = ", ".join(f"{enc['breakdown_titles'][k]} {100 * enc['breakdown_share'][k]:.0f}%" for k, _ in top)
-        lines.insert(4, f"encoder    {_time(enc['time_s'])}{energy} once over {enc['source_len']} source tokens, "
-                        f"before the first token (not in the latency above): {enc['counted']['gemv_passes']:,} "
+        lines[1] += f"; source {r.source_len} tokens"
+        energy = f", {_joules(enc.energy.energy_J)}" if enc.energy is not None else ""
+        top = sorted(enc.time.busy_s.items(), key=lambda kv: -kv[1])[:3]
+        most = ", ".join(f"{enc.time.titles[k]} {100 * enc.time.share[k]:.0f}%" for k, _ in top)
+        lines.insert(4, f"encoder    {_time(enc.time_s)}{energy} once over {enc.source_len} source tokens, "
+                        f"before the first token (not in the latency above): {enc.counted.gemv_passes:,} "
                         f"GEMV passes; most in {most}")
-    if "prefill" in r:
-        pre = r["prefill"]
-        energy = f", {_joules(pre['energy_J'])}" if "energy_J" in pre else ""
-        lines[1] = lines[1].replace("tokens in the KV cache", f"tokens prefilled on {pre['on']}")
-        how = (f"{pre['gemv_chunks']:,} GEMV chunks of up to {hw.pim.buffer_vectors} vectors" if pre["on"] == "pim"
-               else f"on {pre['on']}: roofline {_time(pre['roofline']['time_s'])} ({pre['roofline']['bound']} bound), "
-                    f"KV writes {_time(pre['kv_write_s'])}")
-        lines.insert(3, f"prefill    {_time(r['prefill_s'])}{energy} over the {pre['prompt_tokens']}-token prompt"
-                        f"{'s' if pre['sequences'] > 1 else ''} ({how}); time to first token {_time(r['ttft_s'])}")
-    if r.get("batch", 1) > 1:
-        mem = r["memory"]
-        lines[1] += f"; a batch of {r['batch']} sequences in lock step"
+    pre = r.prefill
+    if pre is not None:
+        energy = f", {_joules(pre.energy.energy_J)}" if pre.energy is not None else ""
+        lines[1] = lines[1].replace("tokens in the KV cache", f"tokens prefilled on {pre.on}")
+        how = (f"{pre.gemv_chunks:,} GEMV chunks of up to {hw.pim.buffer_vectors} vectors" if pre.on == "pim"
+               else f"on {pre.on}: roofline {_time(pre.roofline.time_s)} ({pre.roofline.bound} bound), "
+                    f"KV writes {_time(pre.kv_write_s)}")
+        lines.insert(3, f"prefill    {_time(r.prefill_s)}{energy} over the {pre.prompt_tokens}-token prompt"
+                        f"{'s' if pre.sequences > 1 else ''} ({how}); time to first token {_time(r.ttft_s)}")
+    mem = r.memory
+    if r.sequences > 1:
+        lines[1] += f"; a batch of {r.sequences} sequences in lock step"
         lines[2] = (f"latency    {_time(result.latency_per_token_s)} per step, each sequence's time per token (first "
-                    f"{_time(r['latency_first_token_s'])}, last {_time(r['latency_last_token_s'])});  "
-                    f"{result.tokens_per_s:,.1f} tokens/s over all {r['batch']} sequences")
-        lines.insert(3, f"memory     {mem['kv_rows_per_bank_per_sequence']:,} rows per bank of KV cache per sequence; "
-                        f"{mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows used, "
-                        f"{mem['sequences_that_fit']:,} sequences would fit")
-    if "decode_placement" in r:  # the hetero placement's figures beside the all-PIM ones above
-        d = r["decode_placement"]
-        steps = len(d["per_step_s"])
-        energy = f", {_joules(d['energy_per_token_J'])} per token" if "energy_per_token_J" in d else ""
-        lines.insert(3, f"hetero     FC on {d['placement']['fc']}, attention in PIM, link {d['placement']['link']}: "
-                        f"{_time(d['latency_per_token_s'])} per step, {d['tokens_per_s']:,.1f} tokens/s{energy} "
-                        f"(per step: host FC {_time(d['host_fc_s'] / steps)}, PIM {_time(d['pim_attention_s'] / steps)}"
-                        f", link {_time(d['link_s'] / steps)}; schedule {d['schedule']}: "
-                        f"{', '.join(sorted(set(d['schedule_per_step'])))}); the other lines are all-PIM")
-    if result.weight_format and result.weight_format != r.get("kv_format"):
+                    f"{_time(lat.latency_first_token_s)}, last {_time(lat.latency_last_token_s)});  "
+                    f"{result.tokens_per_s:,.1f} tokens/s over all {r.sequences} sequences")
+        lines.insert(3, f"memory     {mem.kv_rows_per_bank_per_sequence:,} rows per bank of KV cache per sequence; "
+                        f"{mem.rows_per_bank_used:,} of {mem.rows_per_bank:,} rows used, "
+                        f"{mem.sequences_that_fit:,} sequences would fit")
+    d = r.decode_placement
+    if d is not None:  # the hetero placement's figures beside the all-PIM ones above
+        steps = len(d.per_step_s)
+        energy = f", {_joules(d.energy_per_token_J)} per token" if d.energy_per_token_J is not None else ""
+        lines.insert(3, f"hetero     FC on {d.placement.fc}, attention in PIM, link {d.placement.link}: "
+                        f"{_time(d.latency_per_token_s)} per step, {d.tokens_per_s:,.1f} tokens/s{energy} "
+                        f"(per step: host FC {_time(d.host_fc_s / steps)}, PIM {_time(d.pim_attention_s / steps)}"
+                        f", link {_time(d.link_s / steps)}; schedule {d.schedule}: "
+                        f"{', '.join(sorted(set(d.schedule_per_step)))}); the other lines are all-PIM")
+    if result.weight_format and result.weight_format != r.kv_format:
         lines.insert(2, f"formats    block weights {result.weight_format} (inputs "
-                        f"{hw.pim.activation_format}); KV cache, embeddings and LM head {r['kv_format']}")
-    for part, seconds in sorted(result.breakdown_s.items(), key=lambda kv: -kv[1]):
-        share = 100 * r["breakdown_share"][part]
-        lines.append(f"  {r['breakdown_titles'][part]:<46}{_time(seconds):>12}{share:>8.1f}%")
+                        f"{hw.pim.activation_format}); KV cache, embeddings and LM head {r.kv_format}")
+    for part, seconds in sorted(r.time.busy_s.items(), key=lambda kv: -kv[1]):
+        share = 100 * r.time.share[part]
+        lines.append(f"  {r.time.titles[part]:<46}{_time(seconds):>12}{share:>8.1f}%")
     lines.append("")
-    rate = r["row_hit_rate"]
-    lines.append(f"rows       hit rate {100 * rate:.2f}%  ({r['row_hits']:,} hits, {r['row_misses']:,} "
-                 f"misses, {r['row_conflicts']:,} conflicts)" if rate is not None else "rows       none accessed")
-    ratio = r["bytes_internal"] / r["bytes_external"] if r["bytes_external"] else float("inf")
-    lines.append(f"data       {_si_bytes(r['bytes_internal'])} read by the MAC units inside the banks, "
-                 f"{_si_bytes(r['bytes_external'])} over the pins ({ratio:,.0f}x less)")
-    lines.append(f"bound      {100 * r['bound_efficiency']:.1f}% of the internal-bandwidth bound "
-                 f"({_time(r['bound_time_s'])} to read every weight and cached K/V once at peak MAC rate)")
-    mem = r["memory"]
-    lines.append(f"memory     {mem['rows_per_bank_used']:,} of {mem['rows_per_bank']:,} rows per bank used "
-                 f"({100 * mem['memory_used_fraction']:.1f}%), KV cache reserved for "
-                 f"{mem['kv_cache_tokens_reserved']:,} tokens"
-                 + (f", cross-attention K/V for {mem['cross_kv_tokens_reserved']:,} source tokens"
-                    if "cross_kv_tokens_reserved" in mem else "")
-                 + (f" ({mem['kv_window_layers']} windowed layers: a ring of {mem['kv_window_tokens']:,})"
-                    if "kv_window_layers" in mem else ""))
-    moe = r.get("experts")
+    dram = r.dram
+    rate = dram.row_hit_rate
+    lines.append(f"rows       hit rate {100 * rate:.2f}%  ({dram.row_hits:,} hits, {dram.row_misses:,} "
+                 f"misses, {dram.row_conflicts:,} conflicts)" if rate is not None else "rows       none accessed")
+    data = r.data
+    ratio = data.internal_bytes / data.external_bytes if data.external_bytes else float("inf")
+    lines.append(f"data       {_si_bytes(data.internal_bytes)} read by the MAC units inside the banks, "
+                 f"{_si_bytes(data.external_bytes)} over the pins ({ratio:,.0f}x less)")
+    lines.append(f"bound      {100 * r.bound.bound_efficiency:.1f}% of the internal-bandwidth bound "
+                 f"({_time(r.bound.bound_time_s)} to read every weight and cached K/V once at peak MAC rate)")
+    lines.append(f"memory     {mem.rows_per_bank_used:,} of {mem.rows_per_bank:,} rows per bank used "
+                 f"({100 * mem.memory_used_fraction:.1f}%), KV cache reserved for "
+                 f"{mem.kv_cache_tokens_reserved:,} tokens"
+                 + (f", cross-attention K/V for {mem.cross_kv_tokens_reserved:,} source tokens"
+                    if mem.cross_kv_tokens_reserved is not None else "")
+                 + (f" ({mem.kv_window_layers} windowed layers: a ring of {mem.kv_window_tokens:,})"
+                    if mem.kv_window_layers is not None else ""))
+    moe = r.experts
     if moe is not None:
-        lines.append(f"experts    top-{moe['top_k']} of {moe['experts']} in {moe['moe_layers']} MoE layers, routing "
-                     f"{moe['routing']}; busiest expert {moe['imbalance_max']:.2f}x the mean load (layers' mean "
-                     f"{moe['imbalance_mean']:.2f}x), {moe['unused_experts']:,} layer experts unused over "
-                     f"{moe['tokens']:,} tokens")
-    if result.energy_per_token_J is not None:
+        lines.append(f"experts    top-{moe.top_k} of {moe.experts} in {moe.moe_layers} MoE layers, routing "
+                     f"{moe.routing}; busiest expert {moe.imbalance_max:.2f}x the mean load (layers' mean "
+                     f"{moe.imbalance_mean:.2f}x), {moe.unused_experts:,} layer experts unused over "
+                     f"{moe.tokens:,} tokens")
+    e = r.energy
+    if e is not None:
         from pimsim.energy.model import COMPONENTS
 
-        lines.append(f"energy     {_joules(result.energy_per_token_J)} per token "
-                     f"({_joules(r['energy_per_token_per_param_J'])} per token per weight), average "
-                     f"{r['average_power_W']:.2f} W")
-        total = r["energy_total_J"]
-        per_token = result.energy_per_token_J / total
-        for part, joules in sorted(result.energy_breakdown_J.items(), key=lambda kv: -kv[1]):
+        lines.append(f"energy     {_joules(e.energy_per_token_J)} per token "
+                     f"({_joules(e.energy_per_token_per_param_J)} per token per weight), average "
+                     f"{e.average_power_W:.2f} W")
+        total = e.energy_total_J
+        per_token = e.energy_per_token_J / total
+        for part, joules in sorted(e.energy_breakdown_J.items(), key=lambda kv: -kv[1]):
             if joules > 0:
                 title = COMPONENTS.get(part, "interconnect between devices" if part == "interconnect" else part)
                 lines.append(f"  {title:<52}{_joules(joules * per_token):>12} /token"
                              f"{100 * joules / total:>8.1f}%")
-    if "system" in r:
-        lines.insert(2, _system_line(r["system"]))
+    if r.system is not None:
+        lines.insert(2, _system_line(r.system))
     f = functional
     if f:
         matches = sum(f["top1_matches"])
@@ -229,7 +231,7 @@ def run_summary(result, functional: dict | None = None) -> str:
                      f"mean {f['mean_abs_logit_error']:.3g}")
         if "reference_text" in f:
             lines.append(f"           {f['prompt']!r} -> PyTorch {f['reference_text']!r}, PIM {f['pim_text']!r}")
-    lines.append(f"traceable  config_hash {result.config_hash}, pimsim {r['pimsim_version']}; "
+    lines.append(f"traceable  config_hash {result.config_hash}, pimsim {r.pimsim_version}; "
                  f"--json has the resolved config, the model card and every count")
     return "\n".join(lines)
 
@@ -237,29 +239,29 @@ def run_summary(result, functional: dict | None = None) -> str:
 def specdec_summary(run) -> str:
     """The ``pimsim run --spec-dec`` report of a :class:`~pimsim.run_types.RunResult`: tokens per verify
     step, latency, speed-up and energy against plain decoding of the target on the same hardware."""
-    result = run.record
-    spec = result["spec_dec"]
-    acc = spec["acceptance"]
-    source = (f"alpha {acc['alpha']} (seed {acc['seed']})" if acc.get("alpha") is not None else
-              f"trace {acc['trace']}" if acc.get("trace") else result["acceptance"].get("file", "measured"))
-    where = spec["placement"] + (f", draft on {spec['draft_channels']} channels" if spec.get("draft_channels") else "")
-    ar = result["autoregressive"]
+    r = run.details
+    spec = r.spec_dec
+    acc = spec.acceptance
+    source = (f"alpha {acc.alpha} (seed {acc.seed})" if acc.alpha is not None else
+              f"trace {acc.trace}" if acc.trace else r.acceptance.file or "measured")
+    where = spec.placement + (f", draft on {spec.draft_channels} channels" if spec.draft_channels else "")
+    ar = r.autoregressive
     lines = [
-        f"spec-dec   target {run.model}, draft {result['draft']}  on  {run.hw}; k = {spec['k']}, "
-        f"{spec['policy']} policy, {where}",
-        f"run        prompt {run.prompt_len} tokens, {run.tokens} generated in {result['rounds']} rounds "
-        f"({result['target_passes']} target passes); acceptance {source}",
-        f"accepted   {result['tokens_per_verify_step']:.2f} tokens per target pass"
-        + (f" (expected {result['expected_tokens_per_verify_step']:.2f})"
-           if "expected_tokens_per_verify_step" in result else ""),
+        f"spec-dec   target {run.model}, draft {r.draft}  on  {run.hw}; k = {spec.k}, "
+        f"{spec.policy} policy, {where}",
+        f"run        prompt {run.prompt_len} tokens, {run.tokens} generated in {r.rounds} rounds "
+        f"({r.target_passes} target passes); acceptance {source}",
+        f"accepted   {r.tokens_per_verify_step:.2f} tokens per target pass"
+        + (f" (expected {r.expected_tokens_per_verify_step:.2f})"
+           if r.expected_tokens_per_verify_step is not None else ""),
         f"latency    {_time(run.latency_per_token_s)} per token;  {run.tokens_per_s:,.1f} tokens/s  "
-        f"(draft busy {_time(run.breakdown_s['draft'])}, verify {_time(run.breakdown_s['verify'])})",
-        f"vs plain   {_time(ar['latency_per_token_s'])} per token autoregressive: speed-up "
-        f"{result['speedup_over_autoregressive']:.3f}x",
+        f"(draft busy {_time(r.time_s.draft_s)}, verify {_time(r.time_s.verify_s)})",
+        f"vs plain   {_time(ar.latency_per_token_s)} per token autoregressive: speed-up "
+        f"{r.speedup_over_autoregressive:.3f}x",
     ]
-    if run.energy_per_token_J is not None:
-        ratio = result.get("energy_ratio_over_autoregressive")
-        lines.append(f"energy     {_joules(run.energy_per_token_J)} per token"
-                     + (f" ({ratio:.3f}x plain decoding's {_joules(ar['energy_per_token_J'])})" if ratio else ""))
-    lines += [f"note       {n}" for n in result["notes"]]
+    if r.energy is not None:
+        ratio = r.energy.energy_ratio_over_autoregressive
+        lines.append(f"energy     {_joules(r.energy.energy_per_token_J)} per token"
+                     + (f" ({ratio:.3f}x plain decoding's {_joules(ar.energy_per_token_J)})" if ratio else ""))
+    lines += [f"note       {n}" for n in r.notes]
     return "\n".join(lines)

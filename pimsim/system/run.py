@@ -15,11 +15,25 @@ from pimsim import __version__
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeResult, DecodeSimulation, config_hash
 from pimsim.errors import PimsimError
+from pimsim.json_fields import from_json, frozen_map
 from pimsim.mapper.placement import Geometry
+from pimsim.run_details import (
+    Bound,
+    DataMoved,
+    DecodeRun,
+    DramCounts,
+    GraphSummary,
+    InterconnectFigures,
+    MemoryUse,
+    RunEnergy,
+    StageFigures,
+    SystemFigures,
+)
 from pimsim.system.fit import fits, needs_text
 from pimsim.system.interconnect import Interconnect, Transfer
 from pimsim.system.plan import ParallelPlan
 from pimsim.system.shard import DeviceShard, pipeline_stages, stage_boundary_values, tensor_shard
+from pimsim.units import S_PER_PS
 from pimsim.workloads.cards import ModelCard
 from pimsim.workloads.opgraph import PART_TITLES, OpGraph
 from pimsim.workloads.tracer import traced_graph
@@ -67,10 +81,10 @@ def _shared_asic_extra_ps(sim: DecodeSimulation, stage: DeviceShard, position: i
 
 def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_len: int | None,
                gen_tokens: int | None, schedule: str = "serial", fidelity: str = "fast",
-               check_protocol: bool = False, progress=None) -> dict:
-    """The JSON-ready record of a run on ``plan.devices`` devices (the keys of a single-device run, plus
-    ``system``: the split, the interconnect, the communication's time and energy and their shares)."""
-    from pimsim.runs import energy_of, record_header
+               check_protocol: bool = False, progress=None, use_cache: bool = True) -> DecodeRun:
+    """A run on ``plan.devices`` devices (the figures of a single-device run, plus ``system``: the split,
+    the interconnect, the communication's time and energy and their shares)."""
+    from pimsim.runs import breakdown_of, energy_of, run_header, token_latency
 
     system = hw.system
     if system is None or system.interconnect is None:
@@ -81,7 +95,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
         raise PimsimError(f"{hw.name}: a run on several devices reports energy and needs an energy section")
     prompt_len = card.defaults.prompt_len if prompt_len is None else prompt_len
     gen_tokens = card.defaults.gen_tokens if gen_tokens is None else gen_tokens
-    graph = traced_graph(card)
+    graph = traced_graph(card, use_cache)
     stages = shards_of(graph, plan)
     link = Interconnect(system.interconnect)
     shared_host = system.host_asic == "shared"
@@ -124,16 +138,16 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
                  for i in range(gen_tokens)]
         for i in range(gen_tokens):
             per_token_ps[i] += result.per_token_ps[i] + extra[i] + stage_comm
-        stage_rows.append({"layers": list(stage.layers), "simulated_as_stage": simulated_as[s],
-                           "device_time_per_token_s": sum(result.per_token_ps) * 1e-12 / gen_tokens,
-                           "shared_asic_extra_per_token_s": sum(extra) * 1e-12 / gen_tokens,
-                           "communication_per_token_s": stage_comm * 1e-12,
-                           "memory": sim.describe()})
+        stage_rows.append(StageFigures(layers=tuple(stage.layers), simulated_as_stage=simulated_as[s],
+                                       device_time_per_token_s=sum(result.per_token_ps) * S_PER_PS / gen_tokens,
+                                       shared_asic_extra_per_token_s=sum(extra) * S_PER_PS / gen_tokens,
+                                       communication_per_token_s=stage_comm * S_PER_PS,
+                                       memory=from_json(MemoryUse, sim.describe(), "memory")))
 
     total_ps = sum(per_token_ps)
-    total = total_ps * 1e-12
+    total = total_ps * S_PER_PS
     comm_total_ps = comm_ps_per_token * gen_tokens
-    per_token_s = [ps * 1e-12 for ps in per_token_ps]
+    per_token_s = [ps * S_PER_PS for ps in per_token_ps]
 
     # every device's busy time by part (a stage's group: tp devices in lock step, counted once, as one
     # device's time: parts are wall time, not device-seconds), the exchanges as their own part
@@ -172,53 +186,36 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
     comm_energy = link.energy_J(comm_bits_per_token) * gen_tokens
     energy_parts[COMM_PART] = comm_energy
     energy_total += comm_energy
-    busy = sum(breakdown_ps.values())
     accessed = hits + misses + conflicts
     weights = graph.weight_elements()
-    titles = {**PART_TITLES, COMM_PART: COMM_TITLE}
-    heaviest = max(stage_rows, key=lambda r: r["memory"]["rows_per_bank_used"])["memory"]
-    out = {
-        **record_header(card, hw, prompt_len, gen_tokens, schedule, fidelity, per_token_s, total),
-        "tokens_per_s": gen_tokens / total,
-        "total_time_s": total,
-        "breakdown_s": {k: v * 1e-12 for k, v in breakdown_ps.items() if v},
-        "breakdown_share": {k: v / busy for k, v in breakdown_ps.items() if v},
-        "breakdown_titles": {k: titles[k] for k, v in breakdown_ps.items() if v},
-        "row_hit_rate": hits / accessed if accessed else None,
-        "bytes_internal": bytes_internal,
-        "bytes_external": bytes_external,
-        "bound_time_s": bound_ps * 1e-12,
-        "bound_efficiency": bound_ps * 1e-12 / total,
-        "commands": commands,
-        "row_hits": hits, "row_misses": misses, "row_conflicts": conflicts,
-        "per_token_s": per_token_s,
-        "memory": heaviest,
-        "graph": {"ops": len(graph.ops), "weights": weights, **graph.meta.to_dict()},
-        "model_card": card.model_dump(mode="json"),
-        "pimsim_version": __version__,
-        "energy_per_token_J": energy_total / gen_tokens,
-        "energy_total_J": energy_total,
-        "energy_breakdown_J": energy_parts,
-        "energy_per_token_per_param_J": energy_total / gen_tokens / weights,
-        "average_power_W": energy_total / total,
-        "system": {
-            "devices": plan.devices, "tensor_parallel": plan.tp, "pipeline_parallel": plan.pp,
-            "host_asic": system.host_asic, "activation_bytes": system.activation_bytes,
-            "interconnect": system.interconnect.model_dump(mode="json"),
-            "communication_per_token_s": comm_ps_per_token * 1e-12,
-            "communication_share": comm_total_ps / total_ps,
-            "communication_energy_per_token_J": comm_energy / gen_tokens,
-            "communication_energy_share": comm_energy / energy_total,
-            "communication_bits_per_token": comm_bits_per_token,
-            "exchanges_per_token": kinds,
-            "distinct_simulations": len(sims),
-            "stages": stage_rows,
-        },
-        "config_hash": config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
-                                   prompt_len, gen_tokens, schedule, fidelity, __version__, plan.text()),
-        "notes": _notes(plan, shared_host, fidelity),
-    }
-    return out
+    return DecodeRun(
+        **run_header(card, hw, prompt_len, gen_tokens, schedule, fidelity),
+        latency=token_latency(per_token_s, total, gen_tokens / total),
+        per_token_s=tuple(per_token_s),
+        time=breakdown_of(breakdown_ps, True, {**PART_TITLES, COMM_PART: COMM_TITLE}),
+        dram=DramCounts(commands=frozen_map(commands), row_hits=hits, row_misses=misses, row_conflicts=conflicts,
+                        row_hit_rate=hits / accessed if accessed else None),
+        data=DataMoved(internal_bytes=bytes_internal, external_bytes=bytes_external),
+        bound=Bound(bound_time_s=bound_ps * S_PER_PS, bound_efficiency=bound_ps * S_PER_PS / total),
+        memory=max(stage_rows, key=lambda r: r.memory.rows_per_bank_used).memory,
+        graph=GraphSummary(ops=len(graph.ops), weights=weights, meta=frozen_map(graph.meta.to_dict())),
+        model_card=frozen_map(card.model_dump(mode="json")),
+        pimsim_version=__version__,
+        energy=RunEnergy(energy_per_token_J=energy_total / gen_tokens, energy_total_J=energy_total,
+                         energy_breakdown_J=frozen_map(energy_parts),
+                         energy_per_token_per_param_J=energy_total / gen_tokens / weights,
+                         average_power_W=energy_total / total),
+        system=SystemFigures(
+            devices=plan.devices, tensor_parallel=plan.tp, pipeline_parallel=plan.pp, host_asic=system.host_asic,
+            activation_bytes=system.activation_bytes,
+            interconnect=from_json(InterconnectFigures, system.interconnect.model_dump(mode="json"), "interconnect"),
+            communication_per_token_s=comm_ps_per_token * S_PER_PS, communication_share=comm_total_ps / total_ps,
+            communication_energy_per_token_J=comm_energy / gen_tokens,
+            communication_energy_share=comm_energy / energy_total, communication_bits_per_token=comm_bits_per_token,
+            exchanges_per_token=frozen_map(kinds), distinct_simulations=len(sims), stages=tuple(stage_rows)),
+        config_hash=config_hash(hw.model_dump(mode="json"), card.model_dump(mode="json"), graph.identity_json(),
+                                prompt_len, gen_tokens, schedule, fidelity, __version__, plan.text()),
+        notes=tuple(_notes(plan, shared_host, fidelity)))
 
 
 def _notes(plan: ParallelPlan, shared_host: bool, fidelity: str) -> list[str]:
