@@ -767,9 +767,7 @@ def _run_specdec(args) -> int:
                                          ("--batch", args.batch > 1), ("--prefill", args.prefill),
                                          ("--prefill-on", args.prefill_on),
                                          ("--decode-fc-on", args.decode_fc_on),
-                                         ("--schedule overlap", args.schedule == "overlap"),
-                                         ("--no-cache (PIMSIM_NO_CACHE=1 keeps its tracing away from the cache)",
-                                          args.no_cache)) if on]
+                                         ("--schedule overlap", args.schedule == "overlap")) if on]
     if unsupported:
         raise PimsimError(f"--spec-dec runs do not take {', '.join(unsupported)} (yet)")
     spec = _run_spec(args)

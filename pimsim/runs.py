@@ -123,22 +123,22 @@ def _devices_needed(hw: HardwareConfig, card: ModelCard, spec: RunSpec) -> str:
 
 
 def specdec_run(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
-                fidelity: str = "fast", weight_format: str | None = None) -> SpecDecRun:
+                fidelity: str = "fast", weight_format: str | None = None, no_cache: bool = False) -> SpecDecRun:
     """:func:`run_specdec`'s result, typed."""
-    return from_json(SpecDecRun, run_specdec(hw, spec, prompt_len, gen_tokens, fidelity, weight_format),
+    return from_json(SpecDecRun, run_specdec(hw, spec, prompt_len, gen_tokens, fidelity, weight_format, no_cache),
                      "spec_dec record")
 
 
 def run_specdec(hw: HardwareConfig, spec, prompt_len: int | None = None, gen_tokens: int | None = None,
-                fidelity: str = "fast", weight_format: str | None = None) -> dict:
+                fidelity: str = "fast", weight_format: str | None = None, no_cache: bool = False) -> dict:
     """Speculative decoding of `spec` (a parsed :class:`~pimsim.workloads.specdec.SpecDec`) on `hw`: the
     run's JSON record (the engine writes it; :func:`specdec_run` gives it typed), with its target decoding
-    the same tokens on its own as the baseline of its ratios."""
+    the same tokens on its own as the baseline of its ratios. ``no_cache``: both models traced afresh."""
     from pimsim.engine.specdec import SpecDecRun
 
-    run = SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format)
+    run = SpecDecRun(hw, spec, prompt_len, gen_tokens, fidelity, weight_format, use_cache=not no_cache)
     autoregressive = run_model(run.hw, run.target_card, run.prompt_len, run.gen_tokens, "serial", run.fidelity,
-                               weight_format=run.target.hw.pim.weight_format)
+                               weight_format=run.target.hw.pim.weight_format, no_cache=no_cache)
     return run.run(autoregressive)
 
 
@@ -148,10 +148,7 @@ def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunR
     unsupported = [name for name, on in (("the overlap schedule", spec.schedule == "overlap"),
                                          ("source_len", spec.source_len is not None),
                                          ("check_protocol", spec.check_protocol), ("a timeline", timeline),
-                                         ("several devices", spec.devices not in (None, 1) or spec.parallel),
-                                         # the spec-dec engine traces its two models itself, from the cache
-                                         # (PIMSIM_NO_CACHE=1 still keeps it away from the cache)
-                                         ("no_cache", spec.no_cache))
+                                         ("several devices", spec.devices not in (None, 1) or spec.parallel))
                    if on]
     if unsupported:
         raise PimsimError(f"speculative-decoding runs do not take {', '.join(unsupported)} (yet)")
@@ -161,7 +158,7 @@ def _simulate_specdec(spec: RunSpec, hw: HardwareConfig, timeline: bool) -> RunR
         raise PimsimError(f"model {spec.model} is not the spec-dec target {sd.target}")
     hw = hardware_for(hw, load_card(sd.target), spec.weight_format)
     return RunResult.of(spec, specdec_run(hw, sd, spec.prompt_len, spec.gen_tokens, spec.fidelity,
-                                          spec.weight_format), (), hw)
+                                          spec.weight_format, spec.no_cache), (), hw)
 
 
 def run_model(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int | None = None,

@@ -78,7 +78,8 @@ def split_channels(hw: HardwareConfig, draft_channels: int) -> tuple[HardwareCon
 
 class SpecDecRun:
     def __init__(self, hw: HardwareConfig, spec: SpecDec, prompt_len: int | None, gen_tokens: int | None,
-                 fidelity: str = "fast", weight_format: str | None = None):
+                 fidelity: str = "fast", weight_format: str | None = None, use_cache: bool = True):
+        """``use_cache`` False: both models traced afresh, the traced-graph cache left alone."""
         self.spec, self.fidelity = spec, fidelity
         self.target_card = load_card(spec.target)
         # the target's weight format (the flag, else its card's): the hardware both models see
@@ -98,7 +99,7 @@ class SpecDecRun:
                               f"{hw.pim.weight_format}; both models' block weights take the run's weight format")
         self.acceptance = self._acceptance()
         k, reserve = spec.k, self.gen_tokens + spec.k  # a verify step writes up to k tokens past the end
-        target_graph, draft_graph = traced_graph(self.target_card), traced_graph(self.draft_card)
+        target_graph, draft_graph = traced_graph(self.target_card, use_cache), traced_graph(self.draft_card, use_cache)
         for card, graph in ((self.target_card, target_graph), (self.draft_card, draft_graph)):
             if self.prompt_len + reserve > graph.meta.context:
                 raise PimsimError(f"{card.name}: a prompt of {self.prompt_len}, {self.gen_tokens} tokens and {k} "
