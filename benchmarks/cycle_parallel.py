@@ -9,8 +9,9 @@ every command of every token through the kernel, each PIM stream's channels spli
 speed-up over one thread, and the projection to 1024 tokens (attention grows with the context, so run
 with --prompt-len near the end of the range too to see the cost of late tokens). Thread counts above
 what numba was started with (NUMBA_NUM_THREADS, by default the core count) are skipped. Every thread
-count's run is checked to give the same per-token times as the first. Set OMP_WAIT_POLICY=PASSIVE on
-shared machines.
+count's run is checked to give the same per-token times as the first. A last line gives the CPU time of
+one CycleTiming.run call on a one-command stream: the engine-side cost paid per PIM stream (a gpt2-xl token
+issues 387). Set OMP_WAIT_POLICY=PASSIVE on shared machines.
 """
 
 from __future__ import annotations
@@ -89,6 +90,30 @@ def main() -> None:
         base = base or median
         print(f"{n:>7}  {median:8.4f}  {min(per):8.4f}  {max(per):8.4f}  {statistics.median(cpus):8.4f}  "
               f"{base / median:7.2f}x  {median * 1024:9.1f} s")
+    print(f"CycleTiming.run of a one-command stream: {call_overhead_us(hw):.1f} us CPU per call (median of 5 x 2000)")
+
+
+def call_overhead_us(hw) -> float:
+    import numpy as np
+
+    from pimsim.dram.compile import compile_standard
+    from pimsim.engine.dram_timing import CycleTiming
+    from pimsim.mapper.model import Stream
+
+    compiled = compile_standard(hw)
+    one = np.ones(1, np.int64)
+    # a PREA of channel 0's rank: legal whatever is open, and each call issues it again
+    prea = one * compiled.command_names.index("PREA")
+    stream = Stream(("overhead",), prea, one * int(compiled.rank_node(0)), -one, -one, np.zeros(1), np.zeros(1))
+    timing = CycleTiming(compiled)
+    t = timing.run(stream, 0)
+    per = []
+    for _ in range(5):
+        cpu = time.process_time()
+        for _ in range(2000):
+            t = timing.run(stream, t)
+        per.append((time.process_time() - cpu) / 2000 * 1e6)
+    return statistics.median(per)
 
 
 if __name__ == "__main__":

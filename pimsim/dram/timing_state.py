@@ -135,33 +135,18 @@ def earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
     """Earliest cycle >= tmin at which command c scoped at node s satisfies every constraint."""
     e = tmin
     ls = node[s, N_LEVEL]
-    # the levels written out, the node's ancestors read once (a loop over the levels inside the loop
-    # over the rules cost about a third more): at level l, the last touch of p is the latest of
-    # Tsub[ancestor l] and T of the ancestors above it ("above"), and the rule's latency at l is added
-    a0 = node[s, N_ANC]
-    a1 = node[s, N_ANC + 1] if ls >= 1 else a0
-    a2 = node[s, N_ANC + 2] if ls >= 2 else a0
-    a3 = node[s, N_ANC + 3] if ls >= 3 else a0
     for k in range(rule_ptr[c], rule_ptr[c + 1]):
         p = rules[k, 0]
-        x = Tsub[a0, p] + rules[k, 1]
-        if x > e:
-            e = x
-        if ls >= 1:
-            above = T[a0, p]
-            x = max(Tsub[a1, p], above) + rules[k, 2]
-            if x > e:
-                e = x
-            if ls >= 2:
-                above = max(above, T[a1, p])
-                x = max(Tsub[a2, p], above) + rules[k, 3]
-                if x > e:
-                    e = x
-                if ls >= 3:
-                    above = max(above, T[a2, p])
-                    x = max(Tsub[a3, p], above) + rules[k, 4]
-                    if x > e:
-                        e = x
+        above = NEG  # latest issue of p scoped at a strict ancestor of the level being looked at
+        for lvl in range(ls + 1):
+            a = node[s, N_ANC + lvl]
+            touch = Tsub[a, p]
+            if above > touch:
+                touch = above
+            if touch + rules[k, 1 + lvl] > e:
+                e = touch + rules[k, 1 + lvl]
+            if T[a, p] > above:
+                above = T[a, p]
     for w in range(win.shape[0]):
         if win_role[w, c] & 2:
             lvl, size, lat = win[w, 0], win[w, 1], win[w, 2]
@@ -247,13 +232,10 @@ def apply_effect(node, cmds, params, bank, chan, c, s, row, internal):
         return
     lo, hi = bank_range(node, params, s)
     ch = node[s, N_ANC]
-    # the change in the channel's pending reopens is summed in a local and stored once: a store into
-    # chan inside the loop makes every bank read after it a fresh load (the arrays could overlap)
-    pending = 0
     if eff == E_OPEN:
         for b in range(lo, hi):
             if bank[b, B_WANT] >= 0 and bank[b, B_OPEN] < 0:
-                pending -= 1
+                chan[ch, C_PENDING] -= 1
             if internal and bank[b, B_FRESH]:
                 # reopening after a refresh a row the stream opened but has not used yet: the
                 # stream's activation still decides whether its first access was a miss or conflict
@@ -264,17 +246,15 @@ def apply_effect(node, cmds, params, bank, chan, c, s, row, internal):
             bank[b, B_WANT] = row
             bank[b, B_FRESH] = 1
             bank[b, B_KIND] = kind
-        chan[ch, C_PENDING] += pending
     elif eff == E_CLOSE:
         for b in range(lo, hi):
-            was_pending = bank[b, B_WANT] >= 0 and bank[b, B_OPEN] < 0
+            pending = bank[b, B_WANT] >= 0 and bank[b, B_OPEN] < 0
             if not internal:
                 if bank[b, B_WANT] >= 0:
                     bank[b, B_LAST] = bank[b, B_WANT]
                 bank[b, B_WANT] = -1
             bank[b, B_OPEN] = -1
-            pending += int(bank[b, B_WANT] >= 0) - int(was_pending)
-        chan[ch, C_PENDING] += pending
+            chan[ch, C_PENDING] += int(bank[b, B_WANT] >= 0) - int(pending)
     else:  # access: a hit unless it is the first access after an activation
         kind = 0
         for b in range(lo, hi):
