@@ -269,5 +269,8 @@ def test_repeat_runs_marks_the_last_command_of_each_run():
     cmd = np.array([7, 7, 7, 6, 7, 7, 9])
     node = np.array([8, 8, 8, 8, 8, 9, 9])
     row = np.array([1, 1, 1, 2, 2, 2, 2])
-    assert list(repeat_runs(cmd, node, row)) == [2, 2, 2, 3, 4, 5, 6]
+    runs = repeat_runs(cmd, node, row)
+    assert list(runs) == [2, 2, 2, 3, 4, 5, 6]
     assert list(repeat_runs(*(np.zeros(0, np.int64),) * 3)) == []
+    with pytest.raises(ValueError, match="3 run ends for 7 commands"):
+        run_commands(compiled("gddr6-aim.yaml").spec, cmd, node, row, row, np.zeros(1, np.int64), runs=runs[:3])

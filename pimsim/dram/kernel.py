@@ -314,7 +314,7 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     state = new_state(spec) if state is None else state
     tmin = _start_times(tmin, len(cmd))
     issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh, issue_cycles,
-                              NO_RUNS if runs is None else runs)
+                              _run_ends(runs, len(cmd)))
     return state, issue_at if issue_cycles else None, rec, err
 
 
@@ -325,7 +325,7 @@ def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, 
     (``err[0]`` 0 on success). The engine's path: it issues hundreds of streams per token."""
     err = np.zeros(4, np.int64)
     _run_into(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), True,
-              NO_RUNS if runs is None else runs, err)
+              _run_ends(runs, len(cmd)), err)
     return err
 
 
@@ -386,7 +386,7 @@ def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, 
         cmd, node, row, col = cmd[order], node[order], row[order], col[order]
         tmin = tmin[order] if len(tmin) > 1 else tmin
     issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh, issue_cycles,
-                                   NO_RUNS if runs is None else runs)
+                                   _run_ends(runs, len(cmd)))
     err = np.zeros(4, np.int64)
     failed = np.flatnonzero(errs[:, 0])
     if order is not None and issue_cycles:
@@ -409,6 +409,14 @@ def run_commands_into(spec: Spec, states: list[State], cmd, node, row, col, tmin
     stacked = [np.stack(arrays) for arrays in zip(*states)]
     errs = _run_states(spec, *stacked, cmd, node, row, col, tmin, auto_refresh)
     return [(State(*(a[j] for a in stacked)), errs[j]) for j in range(len(states))]
+
+
+def _run_ends(runs, n: int) -> np.ndarray:
+    if runs is None:
+        return NO_RUNS
+    if len(runs) != n:  # the kernel reads them unchecked
+        raise ValueError(f"runs holds {len(runs)} run ends for {n} commands (repeat_runs of the same stream)")
+    return runs
 
 
 def _start_times(tmin, n: int) -> np.ndarray:
