@@ -9,8 +9,11 @@ every command of every token through the kernel, each PIM stream's channels spli
 speed-up over one thread, and the projection to 1024 tokens (attention grows with the context, so run
 with --prompt-len near the end of the range too to see the cost of late tokens). Thread counts above
 what numba was started with (NUMBA_NUM_THREADS, by default the core count) are skipped. Every thread
-count's run is checked to give the same per-token times as the first. Set OMP_WAIT_POLICY=PASSIVE on
-shared machines.
+count's run is checked to give the same per-token times as the first. A last line gives the CPU time of
+one CycleTiming.run call on a one-command stream: the engine-side cost paid per PIM stream (a gpt2-xl token
+issues 387). With --runs it first times each long stream of the first token on one thread with its runs
+of repeats issued in closed form and command by command (min of 15 each, alternating). Set
+OMP_WAIT_POLICY=PASSIVE on shared machines.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--hw", default="gddr6-aim.yaml")
     ap.add_argument("--model", default="gpt2-xl")
+    ap.add_argument("--runs", action="store_true", help="time the closed-form runs against command by command")
     args = ap.parse_args()
     try:
         counts = [int(x) for x in args.threads.split(",")]
@@ -63,6 +67,8 @@ def main() -> None:
 
     numba.set_num_threads(1)
     run_once()  # compile / load the kernels and fill the tracing cache
+    if args.runs:
+        closed_form_gain(hw, graph)
     print(f"{args.model} on {args.hw}, tokens at positions {args.prompt_len}..{args.prompt_len + args.tokens - 1}, "
           f"cycle fidelity, median of {args.repeat}")
     print("s/token: wall seconds per token (median, min, max); cpu: CPU seconds of all threads per token "
@@ -89,6 +95,57 @@ def main() -> None:
         base = base or median
         print(f"{n:>7}  {median:8.4f}  {min(per):8.4f}  {max(per):8.4f}  {statistics.median(cpus):8.4f}  "
               f"{base / median:7.2f}x  {median * 1024:9.1f} s")
+    print(f"CycleTiming.run of a one-command stream: {call_overhead_us(hw):.1f} us CPU per call (median of 5 x 2000)")
+
+
+def closed_form_gain(hw, graph) -> None:
+    from pimsim.dram.kernel import issue_into, repeat_runs
+    from pimsim.dram.timing_state import new_state
+    from pimsim.engine.dram_timing import PARALLEL_MIN_COMMANDS
+
+    sim = DecodeSimulation(hw, graph, 0, 1, fidelity="cycle")
+    streams, issue = {}, sim.timing.run
+    sim.timing.run = lambda stream, start_ps: streams.setdefault(stream.key, stream) and issue(stream, start_ps)
+    sim.run()
+    print("one thread, CPU ms per stream (min of 15): command by command / runs in closed form")
+    spec = sim.compiled.spec
+    for stream in streams.values():
+        if len(stream) < PARALLEL_MIN_COMMANDS:
+            continue
+        cmd, node, row, col = stream.cmd, stream.node, stream.rows(), stream.column
+        runs = repeat_runs(cmd, node, row)
+        best = {None: float("inf"), "runs": float("inf")}
+        for _ in range(15):
+            for kind in best:
+                state = new_state(spec)
+                cpu = time.process_time()
+                issue_into(spec, state, cmd, node, row, col, 0, runs if kind else None)
+                best[kind] = min(best[kind], time.process_time() - cpu)
+        print(f"  {stream.key[0]} {stream.key[1]}x{stream.key[2]}, {len(stream):,} commands: {best[None] * 1e3:.3f} / "
+              f"{best['runs'] * 1e3:.3f} ms ({best['runs'] / best[None]:.2f}x)")
+
+
+def call_overhead_us(hw) -> float:
+    import numpy as np
+
+    from pimsim.dram.compile import compile_standard
+    from pimsim.engine.dram_timing import CycleTiming
+    from pimsim.mapper.model import Stream
+
+    compiled = compile_standard(hw)
+    one = np.ones(1, np.int64)
+    # a PREA of channel 0's rank: legal whatever is open, and each call issues it again
+    prea = one * compiled.command_names.index("PREA")
+    stream = Stream(("overhead",), prea, one * int(compiled.rank_node(0)), -one, -one, np.zeros(1), np.zeros(1))
+    timing = CycleTiming(compiled)
+    t = timing.run(stream, 0)
+    per = []
+    for _ in range(5):
+        cpu = time.process_time()
+        for _ in range(2000):
+            t = timing.run(stream, t)
+        per.append((time.process_time() - cpu) / 2000 * 1e6)
+    return statistics.median(per)
 
 
 if __name__ == "__main__":

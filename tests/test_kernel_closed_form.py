@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import S, compiled, issue, no_refresh, without_fast_path
+import pytest
+from conftest import BUNDLED, S, compiled, issue, no_refresh, stream, without_fast_path
 
+from pimsim.dram.kernel import REC_SRC, issue_into, repeat_runs, run_commands
 from pimsim.dram.simulate import run_command_trace
-from pimsim.dram.timing_state import C_CONFLICTS, C_END, C_HITS, C_MISSES
+from pimsim.dram.timing_state import C_CONFLICTS, C_END, C_HITS, C_MISSES, new_state
 from pimsim.trace.generate import pim_row_sweep
 
 DDR4 = "ddr4-2400.yaml"
@@ -219,3 +221,56 @@ def test_controller_fast_path_gives_the_slow_path_cycles():
     slow = run_request_trace(without_fast_path(c), trace, record=True)
     assert (fast.record == slow.record).all()
     assert fast.cycles == slow.cycles
+
+
+def _runs_of_repeats(c):
+    """Rows swept with long runs of one repeated command, on up to two channels, over several refresh
+    intervals: a GEMV (global-buffer writes, all-bank MACs) on a PIM standard, a read per column on DDR4."""
+    org = c.hw.dram.organization
+    if "MACAB" in c.command_names:
+        tr = pim_row_sweep(c, rows=60, macs_per_row=org.accesses_per_row, channels=min(2, org.channels),
+                           with_io=True)
+        return tr.cmd, tr.node, tr.row, tr.column
+    steps = []
+    for r in range(60):
+        steps += [S("ACT", row=r)] + [S("RD", row=r, col=k * 8) for k in range(org.accesses_per_row)] + [S("PRE")]
+    return stream(c, steps)[:4]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_closed_form_runs_issue_every_command_where_the_per_command_path_does(name):
+    """A run of repeats issued at once (start + k * gap, split where a refresh falls due inside it) gives
+    the cycles, counts and state of issuing it command by command, and of the full check on every command."""
+    c = compiled(name)
+    cmd, node, row, col = _runs_of_repeats(c)
+    start = np.array([c.refresh_interval // 3])  # one start cycle for every command, as the engine's streams
+    runs = repeat_runs(cmd, node, row)
+    assert (runs >= np.arange(len(cmd))).all() and len(np.unique(runs)) < len(cmd) // 8  # long runs
+    # command by command: recording every command takes one command per step of the fast path
+    ref_state, ref_at, rec, err = run_commands(c.spec, cmd, node, row, col, start, record=True)
+    assert err[0] == 0
+    slow_at = run_commands(without_fast_path(c).spec, cmd, node, row, col, start, record=True)[1]
+    assert np.array_equal(slow_at, ref_at)
+    state, at, _, err = run_commands(c.spec, cmd, node, row, col, start, runs=runs)
+    assert err[0] == 0 and np.array_equal(at, ref_at)
+    assert all(np.array_equal(a, b) for a, b in zip(state, ref_state))
+    engine_state = new_state(c.spec)  # the engine's entry: the state only
+    assert issue_into(c.spec, engine_state, cmd, node, row, col, int(start[0]), runs)[0] == 0
+    assert all(np.array_equal(a, b) for a, b in zip(engine_state, ref_state))
+    # refreshes fell inside runs: a command the kernel added (src -1) just before a command that is not
+    # the first of its run
+    src = rec[:, REC_SRC]
+    inside = [src[j + 1] for j in range(len(src) - 1) if src[j] < 0 <= src[j + 1]
+              and src[j + 1] > 0 and runs[src[j + 1] - 1] == runs[src[j + 1]]]
+    assert inside, "no refresh fell inside a run of repeats"
+
+
+def test_repeat_runs_marks_the_last_command_of_each_run():
+    cmd = np.array([7, 7, 7, 6, 7, 7, 9])
+    node = np.array([8, 8, 8, 8, 8, 9, 9])
+    row = np.array([1, 1, 1, 2, 2, 2, 2])
+    runs = repeat_runs(cmd, node, row)
+    assert list(runs) == [2, 2, 2, 3, 4, 5, 6]
+    assert list(repeat_runs(*(np.zeros(0, np.int64),) * 3)) == []
+    with pytest.raises(ValueError, match="3 run ends for 7 commands"):
+        run_commands(compiled("gddr6-aim.yaml").spec, cmd, node, row, row, np.zeros(1, np.int64), runs=runs[:3])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import S, compiled, stream
 
-from pimsim.dram.kernel import run_commands, run_commands_parallel, split_by_channel
+from pimsim.dram.kernel import repeat_runs, run_commands, run_commands_parallel, split_by_channel
 from pimsim.dram.timing_state import ERR_CLOSED, new_state
 from pimsim.trace.generate import pim_row_sweep
 
@@ -63,6 +63,23 @@ def test_parallel_kernel_equals_serial_across_refreshes_and_runs(name, interleav
         _, p2, e2 = run_commands_parallel(c.spec, split, cmd, node, row, col, tmin2, par)
         assert e1[0] == e2[0] == 0
         assert np.array_equal(p1, at1) and np.array_equal(p2, at2)
+        assert _state_equal(par, serial), f"state differs on {n} thread(s)"
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_parallel_kernel_with_closed_form_runs_equals_the_serial_kernel(interleave, threads):
+    """One start cycle for all and the runs of repeats given (in the split's order, as CycleTiming keeps
+    them): each span issues its runs in closed form, with the serial kernel's state."""
+    c, cmd, node, row, col = _gemv("gddr6-aim.yaml", interleave)
+    split = split_by_channel(c.channel_of(node))
+    ordered = [x if split.order is None else x[split.order] for x in (cmd, node, row)]
+    start = np.array([c.timing["nREFI"] + 11])
+    serial, serial_at = run_commands(c.spec, cmd, node, row, col, start, record=True)[:2]  # command by command
+    for n in threads:
+        numba.set_num_threads(n)
+        par = new_state(c.spec)
+        _, at, err = run_commands_parallel(c.spec, split, cmd, node, row, col, start, par, runs=repeat_runs(*ordered))
+        assert err[0] == 0 and np.array_equal(at, serial_at)
         assert _state_equal(par, serial), f"state differs on {n} thread(s)"
 
 

@@ -70,7 +70,7 @@ def _append(rec, nrec, t, c, s, row, col, src):
 
 
 @njit(cache=True)
-def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_cycles):
+def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_cycles, run_last):
     node, rules, rule_ptr, win, win_role, cmds, params = spec
     T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
     n = cmd.shape[0]
@@ -81,12 +81,26 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_
     rec, nrec = _issue(node, rules, rule_ptr, win, win_role, cmds, params,
                        T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
                        cmd, node_of, row, col, tmin, 1 if tmin.shape[0] > 1 else 0, 0, n,
-                       issue_at, 1 if issue_cycles else 0, rec, err, record, refresh_on)
+                       issue_at, 1 if issue_cycles else 0, rec, err, record, refresh_on, run_last)
     return issue_at, rec[:nrec], err
 
 
+@njit(cache=True)
+def _run_into(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
+              ref_due, cmd, node_of, row, col, tmin, auto_refresh, run_last, err):
+    """`_run` for a caller that needs only the state: no record, no issue cycles, the error into `err`,
+    nothing returned. The arrays one by one, not as the Spec and State tuples: numba's dispatcher types
+    a tuple argument in Python, an array in C, and returning arrays boxes them (on a short stream these
+    cost more than issuing it)."""
+    refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    _issue(node, rules, rule_ptr, win, win_role, cmds, params,
+           T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+           cmd, node_of, row, col, tmin, 1 if tmin.shape[0] > 1 else 0, 0, cmd.shape[0],
+           np.empty(1, np.int64), 0, np.empty((1, 6), np.int64), err, False, refresh_on, run_last)
+
+
 @njit(cache=True, parallel=True)
-def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refresh, issue_cycles):
+def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refresh, issue_cycles, run_last):
     """`_run` with each span bounds[g]:bounds[g + 1] of the stream (the commands of one or more whole
     channels, which share no state with the other spans) issued on its own thread; nothing recorded.
 
@@ -106,7 +120,7 @@ def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refres
                T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
                cmd, node_of, row, col, tmin, tstride, bounds[g], bounds[g + 1],
                issue_at if issue_cycles else issue_at[g:g + 1], 1 if issue_cycles else 0,
-               np.empty((1, 6), np.int64), errs[g], False, refresh_on)
+               np.empty((1, 6), np.int64), errs[g], False, refresh_on, run_last)
     return issue_at, errs
 
 
@@ -121,26 +135,31 @@ def _run_states(spec, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
     tstride = 1 if tmin.shape[0] > 1 else 0
     errs = np.zeros((runs, 4), np.int64)
     unread = np.zeros(runs, np.int64)
+    no_runs = np.empty(0, np.int64)
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
     for j in prange(runs):
         _issue(node, rules, rule_ptr, win, win_role, cmds, params,
                T[j], Tsub[j], win_hist[j], win_count[j], bank[j], chan[j], counts[j], ref_due[j],
                cmd, node_of, row, col, tmin, tstride, 0, n, unread[j:j + 1], 0,
-               np.empty((1, 6), np.int64), errs[j], False, refresh_on)
+               np.empty((1, 6), np.int64), errs[j], False, refresh_on, no_runs)
     return errs
 
 
 @njit(cache=True)
 def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
            ref_due, cmd, node_of, row, col, tmin, tstride, lo, n, issue_at, istride, rec, err, record,
-           refresh_on):
+           refresh_on, run_last):
     """Issue commands lo..n-1 of the stream in order; returns the record and its length. Stops at the
     first command that breaks the bank protocol or cannot fit between refreshes (err filled).
 
     Command i may issue no earlier than tmin[i * tstride] and its issue cycle goes to
     issue_at[i * istride]: a stride of 0 reads one start time for all and keeps no issue cycles (the
     engine's streams all start at one time, and it needs only the state; reading and writing two
-    arrays as long as the stream costs about as much as issuing its row sweeps)."""
+    arrays as long as the stream costs about as much as issuing its row sweeps).
+
+    ``run_last`` (from :func:`repeat_runs`, or empty): for each command, the stream index of the last
+    command of the run of the same command, node and row that holds it. With it and one start time, a
+    run of repeats issues in closed form instead of command by command."""
     nrec = 0
     rank_base = params[P_BASE + 1]
     i = lo - 1
@@ -169,6 +188,20 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
                     # ones between are overwritten by it (counts and hits are added up)
                     due = ref_due[rk - rank_base] if refresh_on else NEG_DUE
                     more = 0
+                    if run_last.shape[0] > 0 and tstride == 0:
+                        # closed form: with one start time each repeat after this one issues `gap`
+                        # after the one before it (t >= tmin already), up to the end of the run or
+                        # the last one before the refresh falls due (the loop below then stops at
+                        # once and the next command takes the full path, as command by command)
+                        more = min(run_last[i], n - 1) - i
+                        if refresh_on and gap > 0 and (due - 1 - t) // gap < more:
+                            more = (due - 1 - t) // gap
+                        if istride:
+                            for k in range(1, more + 1):
+                                issue_at[i + k] = t + k * gap
+                        i += more
+                        t += more * gap
+                        issue_at[i * istride] = t
                     while (i + 1 < n and cmd[i + 1] == c and node_of[i + 1] == s and row[i + 1] == row[i]):
                         nxt = max(t + gap, tmin[(i + 1) * tstride])
                         if refresh_on and nxt >= due:
@@ -244,8 +277,24 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
     return rec, nrec
 
 
+NO_RUNS = np.empty(0, np.int64)  # run_last for a stream whose runs are found command by command
+
+
+def repeat_runs(cmd: np.ndarray, node: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """For each command, the index of the last command of its run: the stretch of the stream that
+    repeats one command on one node and row (the kernel's ``run_last``). Worth computing once for a
+    stream issued many times (the engine's, one per layer and token)."""
+    n = len(cmd)
+    if n == 0:
+        return NO_RUNS
+    last = np.ones(n, bool)  # command i ends its run
+    last[:-1] = (cmd[1:] != cmd[:-1]) | (node[1:] != node[:-1]) | (row[1:] != row[:-1])
+    ends = np.flatnonzero(last)
+    return np.repeat(ends, np.diff(ends, prepend=-1)).astype(np.int64)
+
+
 def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True,
-                 state: State | None = None, issue_cycles: bool = True):
+                 state: State | None = None, issue_cycles: bool = True, runs: np.ndarray | None = None):
     """Issue a command stream; returns (state, issue cycle per command, record of all issued, error).
 
     ``tmin``: the earliest issue cycle of each command, or one for all of them. ``issue_cycles=False``
@@ -257,13 +306,27 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     ``auto_refresh=False`` leaves refresh to the stream itself (a stream that contains REF commands,
     such as a replayed ``--emit-commands`` file), even where the config enables refresh.
 
+    ``runs``: :func:`repeat_runs` of the stream where the caller keeps it (the same result, sooner).
+
     ``err[0]`` is 0 on success, else an error code of :mod:`pimsim.dram.timing_state` with the stream
     index in ``err[1]``; the state then holds the commands issued before it.
     """
     state = new_state(spec) if state is None else state
     tmin = _start_times(tmin, len(cmd))
-    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh, issue_cycles)
+    issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh, issue_cycles,
+                              _run_ends(runs, len(cmd)))
     return state, issue_at if issue_cycles else None, rec, err
+
+
+def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, runs: np.ndarray | None = None
+               ) -> np.ndarray:
+    """:func:`run_commands` of a stream whose commands may all issue from ``start_cycle``, into ``state``,
+    for a caller that needs only the state (nothing recorded, no issue cycles): returns the error row
+    (``err[0]`` 0 on success). The engine's path: it issues hundreds of streams per token."""
+    err = np.zeros(4, np.int64)
+    _run_into(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), True,
+              _run_ends(runs, len(cmd)), err)
+    return err
 
 
 @dataclass(frozen=True)
@@ -307,20 +370,23 @@ def threads() -> int:
 
 
 def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, tmin, state: State,
-                          auto_refresh: bool = True, issue_cycles: bool = True):
+                          auto_refresh: bool = True, issue_cycles: bool = True, runs: np.ndarray | None = None):
     """:func:`run_commands` with the stream's channels issued on numba's threads (nothing recorded).
 
     Channels share no timing or bank state, and each is issued exactly as the serial kernel issues it,
     so the state and issue cycles equal the serial kernel's for any thread count. The error is the
     serial kernel's (the failing command earliest in the stream), but after an error the other
     channels have carried on to their own end: use it where an error ends the run.
+
+    ``runs``: :func:`repeat_runs` of the stream as the split orders it (``split.order`` applied).
     """
     tmin = _start_times(tmin, len(cmd))
     order = split.order
     if order is not None:
         cmd, node, row, col = cmd[order], node[order], row[order], col[order]
         tmin = tmin[order] if len(tmin) > 1 else tmin
-    issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh, issue_cycles)
+    issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh, issue_cycles,
+                                   _run_ends(runs, len(cmd)))
     err = np.zeros(4, np.int64)
     failed = np.flatnonzero(errs[:, 0])
     if order is not None and issue_cycles:
@@ -343,6 +409,14 @@ def run_commands_into(spec: Spec, states: list[State], cmd, node, row, col, tmin
     stacked = [np.stack(arrays) for arrays in zip(*states)]
     errs = _run_states(spec, *stacked, cmd, node, row, col, tmin, auto_refresh)
     return [(State(*(a[j] for a in stacked)), errs[j]) for j in range(len(states))]
+
+
+def _run_ends(runs, n: int) -> np.ndarray:
+    if runs is None:
+        return NO_RUNS
+    if len(runs) != n:  # the kernel reads them unchecked
+        raise ValueError(f"runs holds {len(runs)} run ends for {n} commands (repeat_runs of the same stream)")
+    return runs
 
 
 def _start_times(tmin, n: int) -> np.ndarray:

@@ -17,6 +17,7 @@ idle).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,8 @@ import numpy as np
 from pimsim.dram.compile import Compiled
 from pimsim.dram.kernel import (
     ChannelSplit,
+    issue_into,
+    repeat_runs,
     run_commands,
     run_commands_into,
     run_commands_parallel,
@@ -49,6 +52,9 @@ SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelit
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
+# Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
+# a token issues about a dozen distinct streams (the weight GEMVs every token, attention's for some tokens)
+KEPT_STREAMS = 64
 
 
 class _Counts:
@@ -102,6 +108,21 @@ def _channels(compiled: Compiled, stream: Stream) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class _KernelInputs:
+    """What CycleTiming derives from a stream for the kernel, kept per stream key: layers and tokens issue
+    the same streams again and again."""
+
+    cmd: np.ndarray  # the arrays it was derived from (a stream made afresh may place its commands anew)
+    node: np.ndarray
+    row: np.ndarray
+    split: ChannelSplit | None  # its channel spans for the threads; None where it runs on one
+    runs: np.ndarray  # repeat_runs of the stream in the order the kernel issues it (split.order applied)
+
+    def of(self, stream: Stream) -> bool:
+        return self.cmd is stream.cmd and self.node is stream.node and self.row is stream.row
+
+
+@dataclass(frozen=True)
 class _Known:
     cycles: int  # refresh-free length of the stream, from an idle memory
     last_issue: int  # cycle its last command issues (a refresh due later than this never delays it)
@@ -145,48 +166,74 @@ class CycleTiming:
         self.state = new_state(self.spec)
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._channels: dict[tuple, np.ndarray] = {}
-        self._splits: dict[tuple, tuple] = {}  # per stream key: (its node array, its channel spans or None)
+        self._inputs: OrderedDict[tuple, _KernelInputs] = OrderedDict()  # per stream key, the KEPT_STREAMS latest
         self.track_channels = False  # record each channel's end of the last stream (for timelines)
         self.channel_ends: dict[int, int] = {}
-        self.busy_ps = np.zeros(compiled.hw.dram.organization.channels, np.float64)  # per channel, for energy
+        self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.macs = _MacTally(compiled)
+
+    @property
+    def busy_ps(self) -> np.ndarray:
+        """Per channel: time spent running command streams (for the energy model)."""
+        return np.array(self._busy, np.float64)
 
     def run(self, stream: Stream, start_ps: int) -> int:
         """Issue the stream no earlier than start_ps; the time its last command is done."""
+        # called for every PIM step of every token: the bookkeeping around the kernel is plain Python on
+        # a handful of channels (the same arithmetic as numpy's, without its cost per small array)
         if len(stream) == 0:
             return start_ps
         self.macs.add(stream)
-        tmin = np.full(1, -(-start_ps // self.tck_ps), np.int64)  # one start cycle for every command
-        split = self._split(stream)
-        if split is not None and threads() > 1:
+        start = -(-start_ps // self.tck_ps)  # one start cycle for every command
+        inputs = self._kernel_inputs(stream)
+        if inputs is not None and inputs.split is not None and threads() > 1:
             # channels on numba's threads: the same state as the serial kernel
-            _, _, err = run_commands_parallel(self.spec, split, stream.cmd, stream.node, stream.rows(),
-                                              stream.column, tmin, self.state, issue_cycles=False)
+            _, _, err = run_commands_parallel(self.spec, inputs.split, stream.cmd, stream.node, stream.rows(),
+                                              stream.column, np.full(1, start, np.int64), self.state,
+                                              issue_cycles=False, runs=inputs.runs)
+        elif self.record:
+            _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column,
+                                          np.full(1, start, np.int64), record=True, state=self.state,
+                                          issue_cycles=False)
+            self.records.append(rec.copy())
         else:
-            _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column, tmin,
-                                          record=self.record, state=self.state, issue_cycles=False)
-            if self.record:
-                self.records.append(rec.copy())
-        _check(self.compiled, stream, err)
+            runs = inputs.runs if inputs is not None and (inputs.split is None or inputs.split.order is None) \
+                else None  # (runs in stream order only)
+            err = issue_into(self.spec, self.state, stream.cmd, stream.node, stream.rows(), stream.column, start, runs)
+        if err[0]:
+            _check(self.compiled, stream, err)
         chans = self._channels.get(stream.key)
         if chans is None:
-            chans = self._channels[stream.key] = _channels(self.compiled, stream)
-        ends = self.state.chan[chans, C_END]
-        self.busy_ps[chans] += np.maximum(ends * self.tck_ps - start_ps, 0)
+            chans = self._channels[stream.key] = _channels(self.compiled, stream).tolist()
+        ends = self.state.chan[chans, C_END].tolist()
+        busy, tck = self._busy, self.tck_ps
+        for c, e in zip(chans, ends):
+            if e * tck - start_ps > 0:  # what numpy's busy[chans] += max(ends * tck - start_ps, 0) adds
+                busy[c] += float(e * tck - start_ps)
         if self.track_channels:
-            self.channel_ends = {int(c): int(e * self.tck_ps) for c, e in zip(chans, ends)}
-        return int(ends.max() * self.tck_ps)
+            self.channel_ends = {c: int(e * tck) for c, e in zip(chans, ends)}
+        return int(max(ends) * tck)
 
-    def _split(self, stream: Stream) -> ChannelSplit | None:
-        """How the stream's channels divide among threads; None where it runs on one (it is short, uses
-        one channel, or every issued command is recorded, in stream order, for the protocol checker)."""
+    def _kernel_inputs(self, stream: Stream) -> _KernelInputs | None:
+        """The stream's channel split and runs of repeats, derived once per stream key; None for a short
+        stream (its kernel run costs about what deriving them would) or where every issued command is
+        recorded, in stream order, for the protocol checker (one thread, command by command)."""
         if self.record or len(stream) < PARALLEL_MIN_COMMANDS:
             return None
-        known = self._splits.get(stream.key)
-        if known is None or known[0] is not stream.node:  # a stream made afresh may place its commands anew
+        known = self._inputs.get(stream.key)
+        if known is None or not known.of(stream):
             split = split_by_channel(self.compiled.channel_of(stream.node))
-            known = self._splits[stream.key] = (stream.node, split if split.spans > 1 else None)
-        return known[1]
+            cmd, node, row = stream.cmd, stream.node, stream.row  # runs are the same for any row_offset
+            if split.order is not None:
+                cmd, node, row = cmd[split.order], node[split.order], row[split.order]
+            known = self._inputs[stream.key] = _KernelInputs(stream.cmd, stream.node, stream.row,
+                                                             split if split.spans > 1 else None,
+                                                             repeat_runs(cmd, node, row))
+            if len(self._inputs) > KEPT_STREAMS:
+                self._inputs.popitem(last=False)
+        else:
+            self._inputs.move_to_end(stream.key)
+        return known
 
     def protocol_violations(self) -> tuple[int, list]:
         """Re-verify every command the run issued with the independent protocol checker:
