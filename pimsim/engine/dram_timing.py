@@ -34,19 +34,24 @@ from pimsim.dram.kernel import (
 from pimsim.dram.simulate import _stuck_message
 from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
+    B_OPEN,
     C_CONFLICTS,
     C_END,
     C_HITS,
     ERR_STUCK,
     K_DONE,
+    P_PREA,
     P_REFRESH_ON,
     Spec,
+    first_refresh_due,
     new_state,
+    rule_latency,
 )
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
 SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
+GOLDEN = (5 ** 0.5 - 1) / 2
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
@@ -111,6 +116,7 @@ class _Known:
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
     extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
+    leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
 
     def __post_init__(self):
@@ -236,6 +242,10 @@ class FastTiming:
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
+        self.open_after = False  # the last stream left a bank open
+        self.due = float(first_refresh_due(compiled.spec.params, 1)[0])  # the next refresh not yet charged
+        pre = int(compiled.spec.params[P_PREA])
+        self.close_cycles = rule_latency(compiled.spec.rules, compiled.spec.rule_ptr, self.ref_id, pre)
         self.macs = _MacTally(compiled)
 
     def known(self, stream: Stream) -> _Known:
@@ -264,7 +274,7 @@ class FastTiming:
             # are averaged over the runs
             n = self.nrefi
             span = min(last_issue, n)
-            points = sorted({max((2 * k + 1) * span // (2 * SAMPLES), 1) for k in range(SAMPLES)})
+            points = sorted({max(int((k + 0.5) * GOLDEN % 1 * span), 1) for k in range(SAMPLES)})
             costs, added = [], np.zeros(ncmd)
             states = []
             for due in points:
@@ -287,7 +297,8 @@ class FastTiming:
             extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
         per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
-        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
+        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
+                      bool((st.bank[:, B_OPEN] >= 0).any()))
 
     @property
     def busy_ps(self) -> np.ndarray:
@@ -306,16 +317,27 @@ class FastTiming:
         start = start_ps / self.tck_ps
         end = start + k.cycles
         if self.refresh and k.cycles:
-            n, rfc = self.nrefi, self.nrfc
-            # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
-            # holds the rank for nRFC from then: the expected wait
-            m = min(max(start - self.free, 0.0), rfc)
-            wait = (rfc * m - m * m / 2) / n
-            # refreshes due before its last command issues each cost what one cost it on average; they
-            # come once per nREFI, and each pushes the rest later (a geometric series)
-            hits = k.last_issue / (n - k.cost)
-            self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
-            end += wait + hits * k.cost
+            n, due = self.nrefi, self.due
+            if due <= start:
+                # refreshes fell due while the memory idled (or after the last stream's last command
+                # issued): they ran then, and the latest may still hold the rank when the stream comes
+                latest = due + ((start - due) // n) * n
+                ready = max(latest, self.free) + self.nrfc + (self.close_cycles if self.open_after else 0)
+                if ready > start:
+                    start = ready
+                    end = ready + k.cycles
+                due = latest + n
+            # refreshes due before its last command issues: each costs what one cost it on average and
+            # pushes the rest of the stream (and so its later commands past later refreshes)
+            lead = due - start
+            if lead <= k.last_issue:
+                hits = (k.last_issue - lead) // (n - k.cost) + 1
+                self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
+                end += hits * k.cost
+                due += hits * n
+            self.due = due
+            self.open_after = k.leaves_open
+            start = start_ps / self.tck_ps
         if end > self.free:
             self.free = end
         scale = (end - start) / k.cycles if k.cycles else 0.0
