@@ -4,15 +4,24 @@
 that lives for the whole run: open rows, bank timing and refresh carry from one stream to the next.
 
 ``FastTiming`` simulates each distinct stream (by its key: what it computes, not where it sits) once
-from an idle memory with refresh off, and again with refreshes falling due at a few points inside it
-(at one point and every nREFI after, for a long one); the average difference per refresh is what one
-refresh costs that stream. Refreshes fall due every nREFI whatever the memory does, so at each use a
-stream pays that cost times the refreshes expected before its last command issues (last issue /
-nREFI, compounded), plus the expected wait for one that fell due while the memory idled before it.
-Expected values, not the exact phase of the refresh clock: a model whose layers take nearly a whole
-number of nREFI can see refreshes land on the same ops again and again at cycle fidelity; fast
-fidelity averages over that. It also leaves out the bank state a stream inherits (each is timed from
-idle).
+from an idle memory with refresh off, and follows the refresh clock: refreshes fall due every nREFI
+from nREFI on, whatever the memory does, as at cycle fidelity. At each use it finds the refreshes due
+before the stream's last command issues, and the one that fell due while the memory idled before it
+(the stream waits for what is left of its nRFC). Where in a stream a refresh lands decides what it
+costs (rows open or closed, the row sweep's phase), so:
+
+- a short stream (last issue under nREFI / 2: at most one refresh lands in it) is simulated again
+  with the refresh due where it lands (to 1/32 of its length; cached), and pays exactly that;
+- a long one pays, per refresh, the average over runs with the first refresh due at SAMPLES points
+  of its first nREFI (a golden-ratio sequence: evenly spaced points can fall on one phase of the
+  row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
+  later, so the count is solved for with that cost.
+
+Following the clock rather than charging each use an expected cost matters because the phase locks:
+a refresh that delays a stream's start puts everything after it a fixed distance behind that refresh,
+so layers that take nearly a whole number of nREFI see refreshes land on the same ops again and
+again, at both fidelities. What fast leaves out: the bank state a stream inherits (each is timed from
+idle), and the exact cost of each refresh in a long stream.
 """
 
 from __future__ import annotations
@@ -50,8 +59,9 @@ from pimsim.dram.timing_state import (
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
-SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
-GOLDEN = (5 ** 0.5 - 1) / 2
+SAMPLES = 8  # refresh positions sampled per distinct long stream by the fast fidelity
+GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the span
+SHORT_BINS = 32  # a short stream's refresh cost is simulated where it lands, to 1/SHORT_BINS of its length
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
@@ -112,10 +122,11 @@ class _Known:
     cycles: int  # refresh-free length of the stream, from an idle memory
     last_issue: int  # cycle its last command issues (a refresh due later than this never delays it)
     channel_cycles: dict  # channel -> refresh-free cycles until that channel's last command is done
-    cost: float  # cycles one refresh due during the stream adds to it
+    cost: float  # cycles one refresh due during the stream adds to it, on average (long streams)
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
     extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
+    short: bool = False  # at most one refresh lands in it: each landing is simulated where it falls
     leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
 
@@ -237,15 +248,16 @@ class FastTiming:
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
-        self._busy_refreshes: dict[tuple, float] = {}
+        self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
+        self._landings: dict[tuple, list] = {}  # (short stream key, bin) -> [cost, added commands, times]
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
         self.open_after = False  # the last stream left a bank open
-        self.due = float(first_refresh_due(compiled.spec.params, 1)[0])  # the next refresh not yet charged
-        pre = int(compiled.spec.params[P_PREA])
-        self.close_cycles = rule_latency(compiled.spec.rules, compiled.spec.rule_ptr, self.ref_id, pre)
+        self.due = float(first_refresh_due(compiled.spec.params, 1)[0])  # the next refresh not yet run
+        close = int(compiled.spec.params[P_PREA])  # the command a refresh closes open banks with
+        self.close_cycles = int(rule_latency(compiled.spec.rules, compiled.spec.rule_ptr, self.ref_id, close))
         self.macs = _MacTally(compiled)
 
     def known(self, stream: Stream) -> _Known:
@@ -267,9 +279,10 @@ class FastTiming:
         last_issue = int(issue_at.max())
         counts = st.counts.sum(axis=0)
         cost, extra = 0.0, np.zeros(ncmd)
-        if self.refresh:
-            # again with refreshes: the first due at one of SAMPLES points spread over the stream (or
-            # over the first nREFI of a long one), the rest every nREFI after; what a refresh costs
+        short = 2 * last_issue < self.nrefi
+        if self.refresh and not short:
+            # again with refreshes: the first due at one of SAMPLES points spread over the first nREFI
+            # (or the whole of a shorter stream), the rest every nREFI after; what a refresh costs
             # depends on where it lands (rows open or not), so cost and added commands per refresh
             # are averaged over the runs
             n = self.nrefi
@@ -298,7 +311,25 @@ class FastTiming:
             extra[self.ref_id] = 0
         per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
         return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
-                      bool((st.bank[:, B_OPEN] >= 0).any()))
+                      short, bool((st.bank[:, B_OPEN] >= 0).any()))
+
+    def _landing(self, stream: Stream, k: _Known, lead: float) -> list:
+        """What a refresh falling due `lead` cycles into a short stream costs it: [cycles, commands it
+        adds, times charged], simulated once per 1/SHORT_BINS of the stream."""
+        width = max(k.last_issue // SHORT_BINS, 1)
+        at = (stream.key, int(lead) // width)
+        got = self._landings.get(at)
+        if got is None:
+            chans = _channels(self.compiled, stream)
+            st1 = new_state(self.spec)
+            st1.ref_due[:] = max(min(at[1] * width + width // 2, k.last_issue), 1)
+            err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
+                               state=st1, issue_cycles=False)[3]
+            _check(self.compiled, stream, err)
+            added = (st1.counts.sum(axis=0) - k.commands).astype(np.float64)
+            added[self.ref_id] = 0  # REF is counted apart
+            got = self._landings[at] = [max(int(st1.chan[chans, C_END].max()) - k.cycles, 0), added, 0]
+        return got
 
     @property
     def busy_ps(self) -> np.ndarray:
@@ -314,30 +345,36 @@ class FastTiming:
         self.macs.add(stream)
         uses = self._uses
         uses[key] = uses.get(key, 0) + 1
-        start = start_ps / self.tck_ps
+        start = first = start_ps / self.tck_ps
         end = start + k.cycles
         if self.refresh and k.cycles:
             n, due = self.nrefi, self.due
             if due <= start:
                 # refreshes fell due while the memory idled (or after the last stream's last command
-                # issued): they ran then, and the latest may still hold the rank when the stream comes
+                # issued): they ran then, and the latest may still hold the rank (closing the banks the
+                # last stream left open first) when this stream comes
                 latest = due + ((start - due) // n) * n
                 ready = max(latest, self.free) + self.nrfc + (self.close_cycles if self.open_after else 0)
-                if ready > start:
-                    start = ready
+                if ready > first:
+                    first = ready
                     end = ready + k.cycles
                 due = latest + n
-            # refreshes due before its last command issues: each costs what one cost it on average and
-            # pushes the rest of the stream (and so its later commands past later refreshes)
-            lead = due - start
-            if lead <= k.last_issue:
-                hits = (k.last_issue - lead) // (n - k.cost) + 1
-                self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
-                end += hits * k.cost
-                due += hits * n
+            lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
+            if lead <= k.last_issue:  # it lands before the last command issues
+                if k.short:
+                    landing = self._landing(stream, k, lead)
+                    landing[2] += 1
+                    end += landing[0]
+                    due += n
+                else:
+                    # each costs what one cost it on average and pushes the rest of the stream later,
+                    # past more refreshes
+                    hits = (k.last_issue - lead) // (n - k.cost) + 1
+                    self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
+                    end += hits * k.cost
+                    due += hits * n
             self.due = due
             self.open_after = k.leaves_open
-            start = start_ps / self.tck_ps
         if end > self.free:
             self.free = end
         scale = (end - start) / k.cycles if k.cycles else 0.0
@@ -356,6 +393,8 @@ class FastTiming:
             c.commands += k.commands * uses
             c.rows += k.rows * uses
             extra += k.extra * self._busy_refreshes.get(key, 0)
+        for _, added, times in self._landings.values():
+            extra += added * times
         c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
             org = self.compiled.hw.dram.organization
