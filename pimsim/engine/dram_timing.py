@@ -59,7 +59,7 @@ from pimsim.dram.timing_state import (
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
-SAMPLES = 8  # refresh positions sampled per distinct long stream by the fast fidelity
+SAMPLES = 16  # refresh positions sampled per distinct long stream by the fast fidelity
 GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the span
 SHORT_BINS = 32  # a short stream's refresh cost is simulated where it lands, to 1/SHORT_BINS of its length
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
