@@ -254,6 +254,7 @@ class FastTiming:
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
+        self._channel_free = [0.0] * compiled.hw.dram.organization.channels  # cycle each channel finished its last
         self.open_after = False  # the last stream left a bank open
         self.due = float(first_refresh_due(compiled.spec.params, 1)[0])  # the next refresh not yet run
         close = int(compiled.spec.params[P_PREA])  # the command a refresh closes open banks with
@@ -350,11 +351,12 @@ class FastTiming:
         if self.refresh and k.cycles:
             n, due = self.nrefi, self.due
             if due <= start:
-                # refreshes fell due while the memory idled (or after the last stream's last command
-                # issued): they ran then, and the latest may still hold the rank (closing the banks the
+                # refreshes fell due while the stream's channels idled (or after their last command
+                # issued): they ran then, and the latest may still hold a rank (closing the banks the
                 # last stream left open first) when this stream comes
                 latest = due + ((start - due) // n) * n
-                ready = max(latest, self.free) + self.nrfc + (self.close_cycles if self.open_after else 0)
+                free = max(self._channel_free[c] for c, _ in k.channel_list)
+                ready = max(latest, free) + self.nrfc + (self.close_cycles if self.open_after else 0)
                 if ready > first:
                     first = ready
                     end = ready + k.cycles
@@ -378,9 +380,10 @@ class FastTiming:
         if end > self.free:
             self.free = end
         scale = (end - start) / k.cycles if k.cycles else 0.0
-        busy, tck = self._busy, self.tck_ps
+        busy, tck, channel_free = self._busy, self.tck_ps, self._channel_free
         for c, cyc in k.channel_list:
             busy[c] += cyc * scale * tck
+            channel_free[c] = start + cyc * scale
         if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
             self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
         return round(end * self.tck_ps)
