@@ -10,18 +10,20 @@ before the stream's last command issues, and the one that fell due while the mem
 (the stream waits for what is left of its nRFC). Where in a stream a refresh lands decides what it
 costs (rows open or closed, the row sweep's phase), so:
 
-- a short stream (last issue under nREFI / 2: at most one refresh lands in it) is simulated again
-  with the refresh due where it lands (to 1/32 of its length; cached), and pays exactly that;
-- a long one pays, per refresh, the average over runs with the first refresh due at SAMPLES points
-  of its first nREFI (a golden-ratio sequence: evenly spaced points can fall on one phase of the
-  row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
+- a stream whose last command issues within 2 nREFI (one or two refreshes land in it) is simulated
+  again with the first refresh due where it lands (the rest every nREFI after) and pays exactly that:
+  at that very cycle for its first 64 distinct landings (cached; a locked phase brings the same few
+  back), then per bin of its length;
+- a longer one pays, per refresh, the average over runs with the first refresh due at SAMPLES
+  points of its first nREFI (a golden-ratio sequence: evenly spaced points can fall on one phase of
+  the row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
   later, so the count is solved for with that cost.
 
 Following the clock rather than charging each use an expected cost matters because the phase locks:
 a refresh that delays a stream's start puts everything after it a fixed distance behind that refresh,
 so layers that take nearly a whole number of nREFI see refreshes land on the same ops again and
 again, at both fidelities. What fast leaves out: the bank state a stream inherits (each is timed from
-idle), and the exact cost of each refresh in a long stream.
+idle), and the exact cost of each refresh in a stream longer than 2 nREFI.
 """
 
 from __future__ import annotations
@@ -59,9 +61,14 @@ from pimsim.dram.timing_state import (
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
-SAMPLES = 16  # refresh positions sampled per distinct long stream by the fast fidelity
-GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the span
-SHORT_BINS = 32  # a short stream's refresh cost is simulated where it lands, to 1/SHORT_BINS of its length
+# Fast fidelity's refresh costs (see the module docstring). Assumed, not measured: chosen so that every
+# bundled card runs within 1% of cycle fidelity on both bundled PIM configs at a few ms per landing.
+LANDED_INTERVALS = 2  # a stream whose last command issues within this many nREFI is simulated where refreshes land
+EXACT_LANDINGS = 64  # per stream, landings simulated at their very cycle before falling back to bins
+SHORT_BINS = 32  # then: a stream under nREFI / 2 long in bins of 1/SHORT_BINS of it,
+LONG_BIN_CYCLES = 8  # a longer one in bins of this many cycles (a fraction of a row sweep)
+SAMPLES = 16  # refresh positions sampled per distinct long stream for its average refresh cost
+GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the first nREFI
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
@@ -126,7 +133,7 @@ class _Known:
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
     extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
-    short: bool = False  # at most one refresh lands in it: each landing is simulated where it falls
+    landed: bool = False  # refreshes landing in it are simulated where they land (not charged an average)
     leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
 
@@ -249,7 +256,8 @@ class FastTiming:
         self._known: dict[tuple, _Known] = {}
         self._uses: dict[tuple, int] = {}
         self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
-        self._landings: dict[tuple, list] = {}  # (short stream key, bin) -> [cost, added commands, times]
+        self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
+        self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
@@ -280,8 +288,8 @@ class FastTiming:
         last_issue = int(issue_at.max())
         counts = st.counts.sum(axis=0)
         cost, extra = 0.0, np.zeros(ncmd)
-        short = 2 * last_issue < self.nrefi
-        if self.refresh and not short:
+        landed = last_issue < LANDED_INTERVALS * self.nrefi
+        if self.refresh and not landed:
             # again with refreshes: the first due at one of SAMPLES points spread over the first nREFI
             # (or the whole of a shorter stream), the rest every nREFI after; what a refresh costs
             # depends on where it lands (rows open or not), so cost and added commands per refresh
@@ -312,24 +320,39 @@ class FastTiming:
             extra[self.ref_id] = 0
         per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
         return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
-                      short, bool((st.bank[:, B_OPEN] >= 0).any()))
+                      landed, bool((st.bank[:, B_OPEN] >= 0).any()))
 
     def _landing(self, stream: Stream, k: _Known, lead: float) -> list:
-        """What a refresh falling due `lead` cycles into a short stream costs it: [cycles, commands it
-        adds, times charged], simulated once per 1/SHORT_BINS of the stream."""
-        width = max(k.last_issue // SHORT_BINS, 1)
-        at = (stream.key, int(lead) // width)
-        got = self._landings.get(at)
-        if got is None:
-            chans = _channels(self.compiled, stream)
-            st1 = new_state(self.spec)
-            st1.ref_due[:] = max(min(at[1] * width + width // 2, k.last_issue), 1)
-            err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
-                               state=st1, issue_cycles=False)[3]
-            _check(self.compiled, stream, err)
-            added = (st1.counts.sum(axis=0) - k.commands).astype(np.float64)
-            added[self.ref_id] = 0  # REF is counted apart
-            got = self._landings[at] = [max(int(st1.chan[chans, C_END].max()) - k.cycles, 0), added, 0]
+        """What refreshes falling due from `lead` cycles into the stream on (one every nREFI) cost it:
+        [cycles, commands they add, times charged, refreshes]. Simulated at that very cycle for the first
+        EXACT_LANDINGS distinct ones of each stream (a locked phase brings the same few back again and
+        again, and the cost jumps by a third of nRFC from one cycle to the next where a row opens or
+        closes), then once per bin of its length."""
+        key, due = stream.key, int(lead)
+        got = self._landings.get((key, "at", due))
+        if got is not None:
+            return got
+        exact = self._exact_landings.get(key, 0)
+        if exact < EXACT_LANDINGS:
+            self._exact_landings[key] = exact + 1
+            at = (key, "at", due)
+        else:
+            width = max(k.last_issue // SHORT_BINS, 1) if 2 * k.last_issue < self.nrefi else LONG_BIN_CYCLES
+            at = (key, "bin", due // width)
+            got = self._landings.get(at)
+            if got is not None:
+                return got
+            due = due // width * width + width // 2
+        chans = _channels(self.compiled, stream)
+        st1 = new_state(self.spec)
+        st1.ref_due[:] = max(min(due, k.last_issue), 1)
+        err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
+                           state=st1, issue_cycles=False)[3]
+        _check(self.compiled, stream, err)
+        added = (st1.counts.sum(axis=0) - k.commands).astype(np.float64)
+        added[self.ref_id] = 0  # REF is counted apart
+        refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)
+        got = self._landings[at] = [max(int(st1.chan[chans, C_END].max()) - k.cycles, 0), added, 0, refreshes]
         return got
 
     @property
@@ -363,11 +386,11 @@ class FastTiming:
                 due = latest + n
             lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
             if lead <= k.last_issue:  # it lands before the last command issues
-                if k.short:
+                if k.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
                     landing = self._landing(stream, k, lead)
                     landing[2] += 1
                     end += landing[0]
-                    due += n
+                    due += n * landing[3]
                 else:
                     # each costs what one cost it on average and pushes the rest of the stream later,
                     # past more refreshes
@@ -396,7 +419,7 @@ class FastTiming:
             c.commands += k.commands * uses
             c.rows += k.rows * uses
             extra += k.extra * self._busy_refreshes.get(key, 0)
-        for _, added, times in self._landings.values():
+        for _, added, times, _ in self._landings.values():
             extra += added * times
         c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
