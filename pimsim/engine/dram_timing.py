@@ -69,6 +69,7 @@ SHORT_BINS = 32  # then: a stream under nREFI / 2 long in bins of 1/SHORT_BINS o
 LONG_BIN_CYCLES = 8  # a longer one in bins of this many cycles (a fraction of a row sweep)
 SAMPLES = 16  # refresh positions sampled per distinct long stream for its average refresh cost
 GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the first nREFI
+EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected cost (follow_clock=False)
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
@@ -240,10 +241,17 @@ class CycleTiming:
 
 
 class FastTiming:
+    """Fast fidelity. ``follow_clock=False`` charges each use the expected refresh cost instead (the
+    refreshes expected before its last command issues at the average cost, and the expected wait for
+    one that fell due while the memory idled): what a piece of work timed once and reused elsewhere
+    needs (:mod:`pimsim.step_costs`), since the refresh phase it happened to be timed at says nothing
+    about where it is reused."""
+
     fidelity = "fast"
 
-    def __init__(self, compiled: Compiled):
+    def __init__(self, compiled: Compiled, follow_clock: bool = True):
         self.compiled = compiled
+        self.follow_clock = follow_clock
         self.spec = compiled.spec
         params = compiled.spec.params.copy()
         params[P_REFRESH_ON] = 0
@@ -288,7 +296,7 @@ class FastTiming:
         last_issue = int(issue_at.max())
         counts = st.counts.sum(axis=0)
         cost, extra = 0.0, np.zeros(ncmd)
-        landed = last_issue < LANDED_INTERVALS * self.nrefi
+        landed = self.follow_clock and last_issue < LANDED_INTERVALS * self.nrefi
         if self.refresh and not landed:
             # again with refreshes: the first due at one of SAMPLES points spread over the first nREFI
             # (or the whole of a shorter stream), the rest every nREFI after; what a refresh costs
@@ -296,7 +304,10 @@ class FastTiming:
             # are averaged over the runs
             n = self.nrefi
             span = min(last_issue, n)
-            points = sorted({max(int((k + 0.5) * GOLDEN % 1 * span), 1) for k in range(SAMPLES)})
+            if self.follow_clock:
+                points = sorted({max(int((k + 0.5) * GOLDEN % 1 * span), 1) for k in range(SAMPLES)})
+            else:  # as fast fidelity sampled before it followed the clock (step costs keep their figures)
+                points = sorted({max((2 * k + 1) * span // (2 * EXPECTED_SAMPLES), 1) for k in range(EXPECTED_SAMPLES)})
             costs, added = [], np.zeros(ncmd)
             states = []
             for due in points:
@@ -371,7 +382,18 @@ class FastTiming:
         uses[key] = uses.get(key, 0) + 1
         start = first = start_ps / self.tck_ps
         end = start + k.cycles
-        if self.refresh and k.cycles:
+        if self.refresh and k.cycles and not self.follow_clock:
+            n, rfc = self.nrefi, self.nrfc
+            # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
+            # holds the rank for nRFC from then: the expected wait
+            m = min(max(start - self.free, 0.0), rfc)
+            wait = (rfc * m - m * m / 2) / n
+            # refreshes due before its last command issues each cost what one cost it on average; they
+            # come once per nREFI, and each pushes the rest later (a geometric series)
+            hits = k.last_issue / (n - k.cost)
+            self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
+            end += wait + hits * k.cost
+        elif self.refresh and k.cycles:
             n, due = self.nrefi, self.due
             if due <= start:
                 # refreshes fell due while the stream's channels idled (or after their last command
