@@ -36,7 +36,7 @@ def runs():
     cache = {}
 
     def get(model: str, source: int, **kw) -> dict:
-        key = (model, source, tuple(sorted(kw.items())))
+        key = (model, source, repr(sorted(kw.items())))
         if key not in cache:
             cache[key] = run_model("gddr6-aim.yaml", model, gen_tokens=2, source_len=source, **kw)
         return cache[key]
@@ -141,7 +141,12 @@ def test_source_length_scales_cross_attention_and_the_encoder(runs):
     a, b = short["breakdown_s"], long["breakdown_s"]
     cross = [(r["cross_scores"] + r["cross_context"]) for r in (a, b)]
     assert 3 < cross[1] / cross[0] < 8.5  # 8x the source: linear, plus a fixed cost per op
-    assert a["attn_scores"] == b["attn_scores"] and a["attn_context"] == b["attn_context"]
+    # self-attention does not depend on the source: the same streams, timed alike where refreshes do not
+    # land differently (they follow the refresh clock, and the cross-attention before them moves it)
+    for part in ("attn_scores", "attn_context"):
+        assert a[part] == pytest.approx(b[part], rel=0.1)
+    off = [runs("bart-base", s, overrides=["dram.refresh.enabled=false"])["breakdown_s"] for s in (64, 512)]
+    assert off[0]["attn_scores"] == off[1]["attn_scores"] and off[0]["attn_context"] == off[1]["attn_context"]
     assert long["latency_per_token_s"] > short["latency_per_token_s"]
     assert long["bound_time_s"] > short["bound_time_s"]  # the cross K/V bytes are in the bound
     # the encoder: S passes per weight and S x S attention, so more than linear in S

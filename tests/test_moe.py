@@ -82,7 +82,12 @@ def test_only_the_active_experts_weights_are_read(top2, top4):
     dense = sum(op.rows * op.cols * sim.map.tensor_geometry(op.tensor).operand_bytes
                 for op in sim.graph.ops if op.kind == "gemv")
     assert sim.map.gemv_bytes() - dense == stored * 2 / 8
-    assert runs[4]["breakdown_s"]["experts"] == pytest.approx(2 * runs[2]["breakdown_s"]["experts"], rel=1e-3)
+    # twice the experts, twice their time, where refreshes do not land differently (fast fidelity follows
+    # the refresh clock, which the longer expert ops move)
+    quiet = load_hardware("hbm-pim.yaml", ["dram.refresh.enabled=false"])
+    off = {k: run_model(quiet, card, prompt_len=PROMPT, gen_tokens=TOKENS) for k, card in ((2, top2), (4, top4))}
+    assert off[4]["breakdown_s"]["experts"] == pytest.approx(2 * off[2]["breakdown_s"]["experts"], rel=1e-3)
+    assert runs[4]["breakdown_s"]["experts"] == pytest.approx(2 * runs[2]["breakdown_s"]["experts"], rel=0.01)
     assert runs[4]["latency_per_token_s"] > runs[2]["latency_per_token_s"]
 
 

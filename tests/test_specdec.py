@@ -206,7 +206,7 @@ def test_pearl_keeps_the_targets_own_token_after_a_fully_accepted_phase(pair):
 
 
 def test_vanilla_lets_the_drafter_catch_up_after_an_all_accepted_round(pair):
-    hw = load_hardware(AIM)
+    hw = load_hardware(AIM, ["dram.refresh.enabled=false"])  # draft steps alike, wherever refreshes land
     sure = SpecDecRun(hw, parse_spec(spec(pair, k=3, alpha=1.0)), 8, 12)
     rounds = sure._vanilla()
     # rounds after the first start with the drafter's extra step: 4 draft steps of the same length

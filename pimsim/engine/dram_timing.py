@@ -4,15 +4,26 @@
 that lives for the whole run: open rows, bank timing and refresh carry from one stream to the next.
 
 ``FastTiming`` simulates each distinct stream (by its key: what it computes, not where it sits) once
-from an idle memory with refresh off, and again with refreshes falling due at a few points inside it
-(at one point and every nREFI after, for a long one); the average difference per refresh is what one
-refresh costs that stream. Refreshes fall due every nREFI whatever the memory does, so at each use a
-stream pays that cost times the refreshes expected before its last command issues (last issue /
-nREFI, compounded), plus the expected wait for one that fell due while the memory idled before it.
-Expected values, not the exact phase of the refresh clock: a model whose layers take nearly a whole
-number of nREFI can see refreshes land on the same ops again and again at cycle fidelity; fast
-fidelity averages over that. It also leaves out the bank state a stream inherits (each is timed from
-idle).
+from an idle memory with refresh off, and follows the refresh clock: refreshes fall due every nREFI
+from nREFI on, whatever the memory does, as at cycle fidelity. At each use it finds the refreshes due
+before the stream's last command issues, and the one that fell due while the memory idled before it
+(the stream waits for what is left of its nRFC). Where in a stream a refresh lands decides what it
+costs (rows open or closed, the row sweep's phase), so:
+
+- a stream whose last command issues within 2 nREFI (one or two refreshes land in it) is simulated
+  again with the first refresh due where it lands (the rest every nREFI after) and pays exactly that:
+  at that very cycle for its first 64 distinct landings (cached; a locked phase brings the same few
+  back), then per bin of its length;
+- a longer one pays, per refresh, the average over runs with the first refresh due at SAMPLES
+  points of its first nREFI (a golden-ratio sequence: evenly spaced points can fall on one phase of
+  the row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
+  later, so the count is solved for with that cost.
+
+Following the clock rather than charging each use an expected cost matters because the phase locks:
+a refresh that delays a stream's start puts everything after it a fixed distance behind that refresh,
+so layers that take nearly a whole number of nREFI see refreshes land on the same ops again and
+again, at both fidelities. What fast leaves out: the bank state a stream inherits (each is timed from
+idle), and the exact cost of each refresh in a stream longer than 2 nREFI.
 """
 
 from __future__ import annotations
@@ -36,19 +47,31 @@ from pimsim.dram.kernel import (
 )
 from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
+    B_OPEN,
     C_CONFLICTS,
     C_END,
     C_HITS,
     ERR_STUCK,
     K_DONE,
+    P_PREA,
     P_REFRESH_ON,
     Spec,
+    first_refresh_due,
     new_state,
+    rule_latency,
 )
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
-SAMPLES = 8  # refresh positions sampled per distinct stream by the fast fidelity
+# Fast fidelity's refresh costs (see the module docstring). Assumed, not measured: chosen so that every
+# bundled card runs within 1% of cycle fidelity on both bundled PIM configs at a few ms per landing.
+LANDED_INTERVALS = 2  # a stream whose last command issues within this many nREFI is simulated where refreshes land
+EXACT_LANDINGS = 64  # per stream, landings simulated at their very cycle before falling back to bins
+SHORT_BINS = 32  # then: a stream under nREFI / 2 long in bins of 1/SHORT_BINS of it,
+LONG_BIN_CYCLES = 8  # a longer one in bins of this many cycles (a fraction of a row sweep)
+SAMPLES = 16  # refresh positions sampled per distinct long stream for its average refresh cost
+GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the first nREFI
+EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected cost (follow_clock=False)
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
@@ -127,10 +150,12 @@ class _Known:
     cycles: int  # refresh-free length of the stream, from an idle memory
     last_issue: int  # cycle its last command issues (a refresh due later than this never delays it)
     channel_cycles: dict  # channel -> refresh-free cycles until that channel's last command is done
-    cost: float  # cycles one refresh due during the stream adds to it
+    cost: float  # cycles one refresh due during the stream adds to it, on average (long streams)
     commands: np.ndarray  # per command kind, refresh-free
     rows: np.ndarray  # row hits, misses, conflicts
     extra: np.ndarray  # commands one refresh during the stream adds (PREA, reopening activates)
+    landed: bool = False  # refreshes landing in it are simulated where they land (not charged an average)
+    leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
 
     def __post_init__(self):
@@ -262,10 +287,17 @@ class CycleTiming:
 
 
 class FastTiming:
+    """Fast fidelity. ``follow_clock=False`` charges each use the expected refresh cost instead (the
+    refreshes expected before its last command issues at the average cost, and the expected wait for
+    one that fell due while the memory idled): what a piece of work timed once and reused elsewhere
+    needs (:mod:`pimsim.step_costs`), since the refresh phase it happened to be timed at says nothing
+    about where it is reused."""
+
     fidelity = "fast"
 
-    def __init__(self, compiled: Compiled):
+    def __init__(self, compiled: Compiled, follow_clock: bool = True):
         self.compiled = compiled
+        self.follow_clock = follow_clock
         self.spec = compiled.spec
         params = compiled.spec.params.copy()
         params[P_REFRESH_ON] = 0
@@ -278,11 +310,18 @@ class FastTiming:
         self._known: dict[tuple, _Known] = {}  # by stream key (distinct streams)
         self._by_commands: dict[tuple, _Known] = {}  # by the key of the commands simulated
         self._uses: dict[tuple, int] = {}
-        self._busy_refreshes: dict[tuple, float] = {}
+        self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
+        self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
+        self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
+        self._channel_free = [0.0] * compiled.hw.dram.organization.channels  # cycle each channel finished its last
+        self.open_after = False  # the last stream left a bank open
+        self.due = float(first_refresh_due(compiled.spec.params, 1)[0])  # the next refresh not yet run
+        close = int(compiled.spec.params[P_PREA])  # the command a refresh closes open banks with
+        self.close_cycles = int(rule_latency(compiled.spec.rules, compiled.spec.rule_ptr, self.ref_id, close))
         self.macs = _MacTally(compiled)
 
     def known(self, stream: Stream) -> _Known:
@@ -310,14 +349,18 @@ class FastTiming:
         last_issue = int(issue_at.max())
         counts = st.counts.sum(axis=0)
         cost, extra = 0.0, np.zeros(ncmd)
-        if self.refresh:
-            # again with refreshes: the first due at one of SAMPLES points spread over the stream (or
-            # over the first nREFI of a long one), the rest every nREFI after; what a refresh costs
+        landed = self.follow_clock and last_issue < LANDED_INTERVALS * self.nrefi
+        if self.refresh and not landed:
+            # again with refreshes: the first due at one of SAMPLES points spread over the first nREFI
+            # (or the whole of a shorter stream), the rest every nREFI after; what a refresh costs
             # depends on where it lands (rows open or not), so cost and added commands per refresh
             # are averaged over the runs
             n = self.nrefi
             span = min(last_issue, n)
-            points = sorted({max((2 * k + 1) * span // (2 * SAMPLES), 1) for k in range(SAMPLES)})
+            if self.follow_clock:
+                points = sorted({max(int((k + 0.5) * GOLDEN % 1 * span), 1) for k in range(SAMPLES)})
+            else:  # as fast fidelity sampled before it followed the clock (step costs keep their figures)
+                points = sorted({max((2 * k + 1) * span // (2 * EXPECTED_SAMPLES), 1) for k in range(EXPECTED_SAMPLES)})
             costs, added = [], np.zeros(ncmd)
             states = []
             for due in points:
@@ -340,7 +383,41 @@ class FastTiming:
             extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
         per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
-        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra)
+        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
+                      landed, bool((st.bank[:, B_OPEN] >= 0).any()))
+
+    def _landing(self, stream: Stream, k: _Known, lead: float) -> list:
+        """What refreshes falling due from `lead` cycles into the stream on (one every nREFI) cost it:
+        [cycles, commands they add, times charged, refreshes]. Simulated at that very cycle for the first
+        EXACT_LANDINGS distinct ones of each stream (a locked phase brings the same few back again and
+        again, and the cost jumps by a third of nRFC from one cycle to the next where a row opens or
+        closes), then once per bin of its length."""
+        key, due = stream.key, int(lead)
+        got = self._landings.get((key, "at", due))
+        if got is not None:
+            return got
+        exact = self._exact_landings.get(key, 0)
+        if exact < EXACT_LANDINGS:
+            self._exact_landings[key] = exact + 1
+            at = (key, "at", due)
+        else:
+            width = max(k.last_issue // SHORT_BINS, 1) if 2 * k.last_issue < self.nrefi else LONG_BIN_CYCLES
+            at = (key, "bin", due // width)
+            got = self._landings.get(at)
+            if got is not None:
+                return got
+            due = due // width * width + width // 2
+        chans = _channels(self.compiled, stream)
+        st1 = new_state(self.spec)
+        st1.ref_due[:] = max(min(due, k.last_issue), 1)
+        err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
+                           state=st1, issue_cycles=False)[3]
+        _check(self.compiled, stream, err)
+        added = (st1.counts.sum(axis=0) - k.commands).astype(np.float64)
+        added[self.ref_id] = 0  # REF is counted apart
+        refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)
+        got = self._landings[at] = [max(int(st1.chan[chans, C_END].max()) - k.cycles, 0), added, 0, refreshes]
+        return got
 
     @property
     def busy_ps(self) -> np.ndarray:
@@ -356,9 +433,9 @@ class FastTiming:
         self.macs.add(stream)
         uses = self._uses
         uses[key] = uses.get(key, 0) + 1
-        start = start_ps / self.tck_ps
+        start = first = start_ps / self.tck_ps
         end = start + k.cycles
-        if self.refresh and k.cycles:
+        if self.refresh and k.cycles and not self.follow_clock:
             n, rfc = self.nrefi, self.nrfc
             # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
             # holds the rank for nRFC from then: the expected wait
@@ -369,12 +446,42 @@ class FastTiming:
             hits = k.last_issue / (n - k.cost)
             self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
             end += wait + hits * k.cost
+        elif self.refresh and k.cycles:
+            n, due = self.nrefi, self.due
+            if due <= start:
+                # refreshes fell due while the stream's channels idled (or after their last command
+                # issued): they ran then, and the latest may still hold a rank (closing the banks the
+                # last stream left open first) when this stream comes
+                latest = due + ((start - due) // n) * n
+                free = max(self._channel_free[c] for c, _ in k.channel_list)
+                ready = max(latest, free) + self.nrfc + (self.close_cycles if self.open_after else 0)
+                if ready > first:
+                    first = ready
+                    end = ready + k.cycles
+                due = latest + n
+            lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
+            if lead <= k.last_issue:  # it lands before the last command issues
+                if k.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
+                    landing = self._landing(stream, k, lead)
+                    landing[2] += 1
+                    end += landing[0]
+                    due += n * landing[3]
+                else:
+                    # each costs what one cost it on average and pushes the rest of the stream later,
+                    # past more refreshes
+                    hits = (k.last_issue - lead) // (n - k.cost) + 1
+                    self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
+                    end += hits * k.cost
+                    due += hits * n
+            self.due = due
+            self.open_after = k.leaves_open
         if end > self.free:
             self.free = end
         scale = (end - start) / k.cycles if k.cycles else 0.0
-        busy, tck = self._busy, self.tck_ps
+        busy, tck, channel_free = self._busy, self.tck_ps, self._channel_free
         for c, cyc in k.channel_list:
             busy[c] += cyc * scale * tck
+            channel_free[c] = start + cyc * scale
         if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
             self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
         return round(end * self.tck_ps)
@@ -387,6 +494,8 @@ class FastTiming:
             c.commands += k.commands * uses
             c.rows += k.rows * uses
             extra += k.extra * self._busy_refreshes.get(key, 0)
+        for _, added, times, _ in self._landings.values():
+            extra += added * times
         c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
             org = self.compiled.hw.dram.organization
