@@ -313,6 +313,7 @@ class FastTiming:
         self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
         self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
         self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
+        self._landing_channels: dict[tuple, np.ndarray] = {}  # stream key -> its channels (landing runs)
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
@@ -407,7 +408,9 @@ class FastTiming:
             if got is not None:
                 return got
             due = due // width * width + width // 2
-        chans = _channels(self.compiled, stream)
+        chans = self._landing_channels.get(key)
+        if chans is None:  # the stream's channels, as simulated (k.channel_cycles has one entry per channel)
+            chans = self._landing_channels[key] = np.fromiter(k.channel_cycles, np.int64, len(k.channel_cycles))
         st1 = new_state(self.spec)
         st1.ref_due[:] = max(min(due, k.last_issue), 1)
         err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
