@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pimsim.json_fields import jfield
+from pimsim.workloads.opgraph import GraphMeta
 
 record = dataclass(frozen=True, kw_only=True)
 
@@ -132,20 +133,20 @@ class MemoryUse:
 
 @record
 class GraphSummary:
-    """The traced graph: its op count, weights, and the graph's own metadata (layers, heads, ... as the
-    tracer gives them: ``meta``)."""
+    """The traced graph: its op count, weights, and the graph's own metadata (layers, heads, ...: the
+    tracer's typed :class:`~pimsim.workloads.opgraph.GraphMeta`, written at this level of the JSON)."""
 
     ops: int
     weights: int  # weight elements held in the memory
-    meta: Mapping[str, Any]
+    meta: GraphMeta
     encoder_ops: int | None = None  # an encoder-decoder's encoder graph
 
     @property
     def layers(self) -> int:
-        return self.meta["layers"]
+        return self.meta.layers
 
     def to_json_dict(self) -> dict:
-        out = {"ops": self.ops, "weights": self.weights, **self.meta}
+        out = {"ops": self.ops, "weights": self.weights, **self.meta.to_dict()}
         if self.encoder_ops is not None:
             out["encoder_ops"] = self.encoder_ops
         return out
@@ -157,7 +158,10 @@ class GraphSummary:
         missing = [k for k in ("ops", "weights") if k not in data]
         if missing:
             raise PimsimError(f"{where}: no {', '.join(map(repr, missing))}")
-        meta = {k: v for k, v in data.items() if k not in ("ops", "weights", "encoder_ops")}
+        try:
+            meta = GraphMeta.from_dict({k: v for k, v in data.items() if k not in ("ops", "weights", "encoder_ops")})
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PimsimError(f"{where}: {exc}") from None
         return cls(ops=data["ops"], weights=data["weights"], meta=meta, encoder_ops=data.get("encoder_ops"))
 
 

@@ -18,6 +18,7 @@ was counted), never inside the per-token figures.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 from pimsim import __version__
@@ -278,7 +279,7 @@ def decode_run(hw: HardwareConfig | str, model: ModelCard | str, prompt_len: int
         protocol_check=_protocol_check(counts),
         experts=from_json(ExpertLoads, counts["experts"], "experts") if "experts" in counts else None,
         memory=from_json(MemoryUse, sim.describe(), "memory"),
-        graph=GraphSummary(ops=len(graph.ops), weights=weights, meta=frozen_map(graph.meta.to_dict()),
+        graph=GraphSummary(ops=len(graph.ops), weights=weights, meta=dataclasses.replace(graph.meta),
                            encoder_ops=len(encoder.ops) if encoder is not None else None),
         model_card=frozen_map(card.model_dump(mode="json")),
         pimsim_version=__version__,

@@ -11,6 +11,8 @@ add needs the whole vector), so exchange times add to the token's time under eit
 
 from __future__ import annotations
 
+import dataclasses
+
 from pimsim import __version__
 from pimsim.config.models import HardwareConfig
 from pimsim.engine.decode import DecodeResult, DecodeSimulation, config_hash
@@ -198,7 +200,7 @@ def run_system(hw: HardwareConfig, card: ModelCard, plan: ParallelPlan, prompt_l
         data=DataMoved(internal_bytes=bytes_internal, external_bytes=bytes_external),
         bound=Bound(bound_time_s=bound_ps * S_PER_PS, bound_efficiency=bound_ps * S_PER_PS / total),
         memory=max(stage_rows, key=lambda r: r.memory.rows_per_bank_used).memory,
-        graph=GraphSummary(ops=len(graph.ops), weights=weights, meta=frozen_map(graph.meta.to_dict())),
+        graph=GraphSummary(ops=len(graph.ops), weights=weights, meta=dataclasses.replace(graph.meta)),
         model_card=frozen_map(card.model_dump(mode="json")),
         pimsim_version=__version__,
         energy=RunEnergy(energy_per_token_J=energy_total / gen_tokens, energy_total_J=energy_total,

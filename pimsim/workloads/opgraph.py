@@ -124,14 +124,16 @@ class TracedWith:
     """What traced a graph: the library versions (provenance, left out of the graph's identity), the
     tracer's version and the cache (and source) lengths it traced at."""
 
-    torch: str
-    transformers: str
     tracer: int
+    torch: str | None = None  # None: left out where it was written (a record made to compare across installs)
+    transformers: str | None = None
     cache_lengths: tuple[int, ...] | None = None  # decoder graphs
     source_lengths: tuple[int, ...] | None = None  # encoder-decoder decoder graphs
 
     def to_dict(self, with_libraries: bool = True) -> dict:
-        d: dict[str, Any] = {"torch": self.torch, "transformers": self.transformers} if with_libraries else {}
+        d: dict[str, Any] = {}
+        if with_libraries:
+            d.update({k: v for k, v in (("torch", self.torch), ("transformers", self.transformers)) if v is not None})
         d["tracer"] = self.tracer
         if self.cache_lengths is not None:
             d["cache_lengths"] = list(self.cache_lengths)
@@ -145,7 +147,7 @@ class TracedWith:
         if unknown:
             raise ValueError(f"unknown traced_with key(s): {', '.join(unknown)}")
         lengths = {k: tuple(d[k]) for k in ("cache_lengths", "source_lengths") if d.get(k) is not None}
-        return cls(d["torch"], d["transformers"], d["tracer"], **lengths)
+        return cls(d["tracer"], d.get("torch"), d.get("transformers"), **lengths)
 
 
 PHASES = ("decode", "encoder")

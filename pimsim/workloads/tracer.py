@@ -684,7 +684,7 @@ def _meta(card: ModelCard, ops: list[Op], torch, transformers) -> GraphMeta:
         layers=len({op.layer for op in scores}), heads=scores[0].heads, kv_heads=appends[0].kv_heads,
         head_dim=scores[0].head_dim, d_model=embed[0].cols, vocab=max(op.rows for op in embed),
         context=card.context, model_type=card.hf.model_type,
-        traced_with=TracedWith(torch.__version__, transformers.__version__, TRACER_VERSION, tuple(_PAST),
+        traced_with=TracedWith(TRACER_VERSION, torch.__version__, transformers.__version__, tuple(_PAST),
                                tuple(_SOURCE) if cross else None))
     if experts:
         meta.moe = MoeShape(tuple(sorted({op.layer for op in experts})), experts[0].experts, experts[0].top_k)
@@ -715,7 +715,7 @@ def trace_encoder(card: ModelCard, source_len: int) -> OpGraph:
                      layers=len({op.layer for op in ops if op.kind == "matmul"}),
                      cross_layers=len({op.layer for op in ops if op.kind == "kv_append"}),
                      model_type=card.hf.model_type,
-                     traced_with=TracedWith(torch.__version__, transformers.__version__, TRACER_VERSION))
+                     traced_with=TracedWith(TRACER_VERSION, torch.__version__, transformers.__version__))
     return OpGraph(card.name, ops, _tensors(ops), meta)
 
 
