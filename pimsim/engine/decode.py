@@ -116,6 +116,8 @@ class DecodeSimulation:
         self._batched_gemvs: dict = {}
         self._static: dict = {}
         self._groups = None  # fast fidelity's serial plan: the token's ops by layer (see _token_plan)
+        self._first_of: dict = {}  # op key -> the first op with it
+        self._varying: list = []  # op keys whose steps may still change with the position
         self._plans: dict = {}  # op key -> (its last step list, that list's plan, the plan's signature number)
         self._signatures: dict = {}  # plan signature -> a number
         self._fixed_plans: dict = {}  # op key -> plan, for ops whose steps are the same at every position
@@ -205,11 +207,10 @@ class DecodeSimulation:
         ops = self.graph.ops
         if self._groups is None:
             keys = [("placed", i) if ops[i].kind in PLACED_KINDS else self._shape_ids[i] for i in self._work_ops]
-            self._first_of = {}  # op key -> the first op with it
             for key, index in zip(keys, self._work_ops):
                 self._first_of.setdefault(key, index)
             self._groups = serial_plan.layer_groups(keys, [ops[i].layer for i in self._work_ops])
-            self._varying = list(self._first_of)  # op keys whose steps may change with the position
+            self._varying = list(self._first_of)
         shared: dict = {}
         plans, signatures = dict(self._fixed_plans), dict(self._fixed_signatures)
         for key in self._varying:

@@ -157,9 +157,11 @@ class _Known:
     landed: bool = False  # refreshes landing in it are simulated where they land (not charged an average)
     leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
+    channel_ids: np.ndarray | None = None  # channel_cycles' channels, to index a kernel state (landing runs)
 
     def __post_init__(self):
         object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
+        object.__setattr__(self, "channel_ids", np.fromiter(self.channel_cycles, np.int64, len(self.channel_cycles)))
 
 
 class StreamTimer(Protocol):
@@ -313,7 +315,6 @@ class FastTiming:
         self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
         self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
         self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
-        self._landing_channels: dict[tuple, np.ndarray] = {}  # stream key -> its channels (landing runs)
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
@@ -408,9 +409,7 @@ class FastTiming:
             if got is not None:
                 return got
             due = due // width * width + width // 2
-        chans = self._landing_channels.get(key)
-        if chans is None:  # the stream's channels, as simulated (k.channel_cycles has one entry per channel)
-            chans = self._landing_channels[key] = np.fromiter(k.channel_cycles, np.int64, len(k.channel_cycles))
+        chans = k.channel_ids
         st1 = new_state(self.spec)
         st1.ref_due[:] = max(min(due, k.last_issue), 1)
         err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),

@@ -122,11 +122,7 @@ class System:
         if not isinstance(work, Program):
             return run_steps(work, self.env.now, group.timing, breakdown, tally)
         end = run_program(work, self.env.now, group.timing, serial)
-        add = tally.add
-        for ins in work.instrs:
-            breakdown[ins.part] += ins.end - ins.start
-            if ins.work is not NO_WORK:
-                add(ins.work)
+        _count(work.instrs, breakdown, tally)
         return end
 
     def _units(self, group: ChannelGroup) -> dict[str, simpy.Resource]:
@@ -170,10 +166,7 @@ class System:
         runners = [env.process(self._unit_runner(units[u], group.timing, queues[u], done)) for u in UNITS if queues[u]]
         if runners:
             yield env.all_of(runners)
-        for ins in instrs:
-            breakdown[ins.part] += ins.end - ins.start
-            if ins.work is not NO_WORK:
-                tally.add(ins.work)
+        _count(instrs, breakdown, tally)
         return env.now
 
     def _unit_runner(self, unit: simpy.Resource, timing: StreamTimer, queue: list[Instr], done: list[simpy.Event]):
@@ -192,3 +185,11 @@ class System:
                 if end > start:
                     yield env.timeout(end - start)
             done[ins.index].succeed()
+
+
+def _count(instrs: list[Instr], breakdown: dict, tally: WorkTally) -> None:
+    """Timed instructions' busy time to their parts of `breakdown`, their work to `tally`."""
+    for ins in instrs:
+        breakdown[ins.part] += ins.end - ins.start
+        if ins.work is not NO_WORK:
+            tally.add(ins.work)
