@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from pimsim import __version__
 from pimsim.errors import PimsimError
 from pimsim.units import BITS_PER_BYTE, BYTES_PER_GIB, BYTES_PER_MIB, S_PER_PS
@@ -524,6 +522,8 @@ def cmd_config_show(args) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
+        import yaml
+
         print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
