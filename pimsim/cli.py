@@ -926,7 +926,7 @@ def _sweep_frame(path: str):
 
 
 def cmd_model_list(args) -> int:
-    from pimsim.config.loader import read_yaml
+    from pimsim.config.files import read_yaml
     from pimsim.resources import bundled_names, resolve
     from pimsim.workloads.cards import load_card
     from pimsim.workloads.specdec import load_spec

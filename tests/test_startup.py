@@ -42,6 +42,12 @@ def test_commands_without_a_kernel_import_neither_ml_libraries_nor_numba(argv):
     assert _top(modules) & (HEAVY | {"numba"}) == set()
 
 
+def test_model_list_reads_cards_without_building_the_hardware_models():
+    rc, modules = _imported(["model", "list"])
+    assert rc == 0
+    assert {"pimsim.config.models", "pimsim.config.checks", "pimsim.dram.standards"} & modules == set()
+
+
 def test_a_kernel_command_imports_numba_but_no_ml_library():
     rc, modules = _imported(["kernel", "gemv", "--hw", "gddr6-aim.yaml", "--rows", "16", "--cols", "16"])
     assert rc == 0

@@ -123,7 +123,7 @@ def _key_label(key: str) -> str:
 def where(frame, filters: list[str]):
     """``--where KEY=V`` (repeatable): keep the rows whose KEY is V (V read as YAML, compared as text when
     the column holds text)."""
-    from pimsim.config.loader import parse_yaml
+    from pimsim.config.files import parse_yaml
 
     for text in filters or []:
         key, sep, value = text.partition("=")
