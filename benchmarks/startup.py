@@ -18,6 +18,10 @@ numba set up its compiler context (every typing and lowering registry: numba's o
 process whatever the kernel); pydantic with pimsim's config models; and matplotlib's Figure with the Agg
 canvas (what `pimsim plot` draws with). A command cannot start faster than its floor.
 `python -X importtime -m pimsim ...` shows where a command's imports go.
+
+`--baseline DIR` times a second copy of pimsim (a checkout of another commit: DIR holds its `pimsim`
+package, put first on PYTHONPATH) in the same loop: each repeat runs the baseline, then this one, so a
+change of the machine's load hits both alike, and prints both columns.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def main() -> None:
     parser.add_argument("--source", action="store_true",
                         help="keep the environment's bytecode setting (PYTHONDONTWRITEBYTECODE compiles from source)")
     parser.add_argument("--no-floors", action="store_true", help="time pimsim's commands only")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time the pimsim package under DIR (another checkout), interleaved")
     args = parser.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,19 +111,31 @@ def main() -> None:
         # a run record for the plot, and warm numba / graph caches
         subprocess.run(PIMSIM + ["run", "--hw", "gddr6-aim.yaml", "--model", "gpt2", "--gen-tokens", "2",
                                  "--prompt-len", "8", "--quiet", "--json", str(tmp / "run.json")],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+                       check=True, env=env, stdout=subprocess.DEVNULL, cwd=tmp)
+        # in the temporary folder: `python -m` puts the working directory first on sys.path, where a
+        # checkout's own pimsim would hide the baseline's
+        variants = [("", env)]
+        if args.baseline:
+            variants = [("baseline ", {**env, "PYTHONPATH": os.path.abspath(args.baseline)}), ("this ", env)]
         for label, argv in (commands(tmp) if args.no_floors else commands(tmp) + floors(tmp)):
-            subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times, cpus = [], []
+            times: dict[str, list[float]] = {name: [] for name, _ in variants}
+            cpus: dict[str, list[float]] = {name: [] for name, _ in variants}
+            for _, variant_env in variants:
+                subprocess.run(argv, check=True, env=variant_env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=tmp)
             for _ in range(args.repeat):
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                start = time.perf_counter()
-                subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                times.append(time.perf_counter() - start)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-            print(f"{statistics.median(times):6.3f} s wall median (min {min(times):.3f}), "
-                  f"{statistics.median(cpus):6.3f} s CPU, of {args.repeat}  {label}", flush=True)
+                for name, variant_env in variants:
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    start = time.perf_counter()
+                    subprocess.run(argv, check=True, env=variant_env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, cwd=tmp)
+                    times[name].append(time.perf_counter() - start)
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpus[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            figures = "; ".join(f"{name}{statistics.median(times[name]):6.3f} s wall median (min "
+                                f"{min(times[name]):.3f}), {statistics.median(cpus[name]):6.3f} s CPU"
+                                for name, _ in variants)
+            print(f"{figures}, of {args.repeat}  {label}", flush=True)
 
 
 if __name__ == "__main__":
