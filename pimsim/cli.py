@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from pimsim import __version__
 from pimsim.errors import PimsimError
 from pimsim.units import BITS_PER_BYTE, BYTES_PER_GIB, BYTES_PER_MIB, S_PER_PS
@@ -524,6 +522,8 @@ def cmd_config_show(args) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
+        import yaml
+
         print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
@@ -926,7 +926,7 @@ def _sweep_frame(path: str):
 
 
 def cmd_model_list(args) -> int:
-    from pimsim.config.loader import read_yaml
+    from pimsim.config.files import read_yaml
     from pimsim.resources import bundled_names, resolve
     from pimsim.workloads.cards import load_card
     from pimsim.workloads.specdec import load_spec

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 from pimsim.baseline.devices import DeviceSpec, load_device
 from pimsim.baseline.roofline import DTYPE_BYTES, default_dtype
-from pimsim.config.loader import problems_from_validation, read_yaml
+from pimsim.config.files import problems_from_validation, read_yaml
 from pimsim.config.models import InterconnectConfig
 from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import resolve

@@ -12,24 +12,27 @@ in the order they are read: assumed) happens here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pimsim.config.models import HardwareConfig
-from pimsim.dram.address import channel_interleaved
 from pimsim.dram.compile import compile_standard
-from pimsim.dram.simulate import run_command_trace, run_request_trace
+from pimsim.dram.simulate import run_command_trace
 from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import K_REPEAT
 from pimsim.errors import PimsimError
 from pimsim.mapper import hbm_pim_gemv
-from pimsim.mapper.attention import append_program, kv_layout
 from pimsim.mapper.gemv import RD_FIRST_ROW, RD_GROUP, RD_POS, STRATEGIES
 from pimsim.mapper.placement import Geometry, auto_pack, auto_split, place_gemv
-from pimsim.pim.banks import BankModel
-from pimsim.pim.formats import pad_value, to_operands
-from pimsim.pim.reduce import sum_partials
 from pimsim.trace.files import CommandTrace, RequestTrace
+
+if TYPE_CHECKING:
+    from pimsim.pim.banks import BankModel
+
+# The functional path (the bank model, number formats, partial sums), the attention kernel and the
+# no-PIM baseline (the request controller) import what they need when called: a timing-only
+# `pimsim kernel gemv` (and every `pimsim run`, which imports this module) starts without them.
 
 MAX_ELEMENTS = 1 << 31
 
@@ -131,6 +134,8 @@ def _random(rng: np.random.Generator, shape, fmt: str) -> np.ndarray:
 
 
 def _operands(values, fmt: str) -> np.ndarray:
+    from pimsim.pim.formats import to_operands
+
     try:
         return to_operands(values, fmt)
     except ValueError as exc:
@@ -204,10 +209,15 @@ def _collect(program, results, geometry) -> np.ndarray:
     out_id = np.repeat(output[real], lanes)  # one entry per partial sum: reads in order, then lanes
     partial = values[real].reshape(-1)
     order = np.argsort(out_id, kind="stable")  # per output, its partials in reading order
+    from pimsim.pim.reduce import sum_partials
+
     return sum_partials(out_id[order], partial[order], rows * n_groups, g.integer).reshape(rows, n_groups)
 
 
 def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
+    from pimsim.pim.banks import BankModel
+    from pimsim.pim.formats import pad_value
+
     g = placement.geometry
     model = BankModel(hw)
     padded = np.full((W.shape[0], placement.cols_padded), pad_value(g.fmt), np.float32)
@@ -224,6 +234,9 @@ def _run_functional(compiled, hw, placement, program, W, x) -> np.ndarray:
 
 def _no_pim_baseline(compiled, geometry, rows, cols) -> dict:
     """The same GEMV on the same memory without PIM: W streamed out with ordinary reads."""
+    from pimsim.dram.address import channel_interleaved
+    from pimsim.dram.simulate import run_request_trace
+
     hw = compiled.hw
     org = hw.dram.organization
     requests = -(-int(rows * cols * geometry.operand_bytes) // org.access_bytes)
@@ -247,6 +260,10 @@ def attention(hw: HardwareConfig, heads: int, head_dim: int, context: int, max_c
 
     Returns stats per phase (append, scores, context) and, with `functional`, the maximum error of
     scores and outputs through the bank model against numpy."""
+    from pimsim.mapper.attention import append_program, kv_layout
+    from pimsim.pim.banks import BankModel
+    from pimsim.pim.formats import to_operands
+
     max_context = context if max_context is None else max_context
     if not 1 <= context <= max_context:
         raise PimsimError(f"context {context} must be between 1 and the reserved {max_context}")

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from pimsim.config.loader import problems_from_validation, read_yaml
+from pimsim.config.files import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, Problem
 from pimsim.resources import resolve
 

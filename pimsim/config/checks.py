@@ -7,10 +7,10 @@ or of the wrong type: those are reported by the structural pass.
 
 from __future__ import annotations
 
-import difflib
 import operator
 from typing import Any
 
+from pimsim.config.files import suggest
 from pimsim.dram.expr import evaluate, names_in
 from pimsim.dram.standards import STANDARDS
 from pimsim.errors import Problem
@@ -337,7 +337,3 @@ def _check_datapath(where: str, lanes_key: str, fmt, spec: dict, access: int | N
     return out
 
 
-def suggest(key: str, known) -> str:
-    """A "; did you mean ...?" hint for a misspelt key, or an empty string."""
-    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""

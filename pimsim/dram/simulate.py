@@ -8,7 +8,6 @@ import numpy as np
 
 from pimsim.dram import address
 from pimsim.dram.compile import Compiled
-from pimsim.dram.controller import serve_requests
 from pimsim.dram.kernel import run_commands
 from pimsim.dram.standard import Transfer
 from pimsim.dram.timing_state import (
@@ -151,6 +150,8 @@ def run_request_trace(compiled: Compiled, trace: RequestTrace, max_outstanding: 
     ids = np.array([names.index("RD"), names.index("WR"), names.index(compiled.standard.activate),
                     names.index("PRE")], np.int64)
     _check_record_size(compiled, int(trace.cycle.max()), record)
+    from pimsim.dram.controller import serve_requests  # the request controller's kernels: request traces only
+
     st, issued, done, cls, rec, err = serve_requests(
         compiled.spec, ids, trace.cycle, trace.is_write, bank, f["row"].astype(np.int64),
         f["column"].astype(np.int64), int(limit), ctrl.queue_depth, ctrl.scheduler == "fcfs", record)

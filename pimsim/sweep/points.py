@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pimsim.config.loader import read_yaml
+from pimsim.config.files import read_yaml
 from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import resolve
 
@@ -172,7 +172,7 @@ def _key(key: str) -> str:
 
 def parse_grid(texts: list[str]) -> dict[str, list]:
     """``--grid key=v1,v2,...`` (values read as YAML) -> {key: [values]}."""
-    from pimsim.config.loader import parse_yaml
+    from pimsim.config.files import parse_yaml
 
     grid = {}
     for text in texts:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_serializer
 
-from pimsim.config.loader import problems_from_validation, read_yaml
+from pimsim.config.files import problems_from_validation, read_yaml
 from pimsim.errors import ConfigError, PimsimError, Problem
 from pimsim.resources import resolve
 from pimsim.workloads.hf_import import card_fields, is_hf_config_path, read_hf_config
