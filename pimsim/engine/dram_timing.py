@@ -13,7 +13,8 @@ costs (rows open or closed, the row sweep's phase), so:
 - a stream whose last command issues within 2 nREFI (one or two refreshes land in it) is simulated
   again with the first refresh due where it lands (the rest every nREFI after) and pays exactly that:
   at that very cycle for its first 64 distinct landings (cached; a locked phase brings the same few
-  back), then per bin of its length;
+  back), then per bin of its length (each such run issues one channel of each kind: channels that issue
+  the same commands run alike, see :class:`_ChannelKinds`);
 - a longer one pays, per refresh, the average over runs with the first refresh due at SAMPLES
   points of its first nREFI (a golden-ratio sequence: evenly spaced points can fall on one phase of
   the row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
@@ -53,9 +54,13 @@ from pimsim.dram.timing_state import (
     C_HITS,
     ERR_STUCK,
     K_DONE,
+    N_ANC,
+    N_LEVEL,
+    N_LO,
     P_PREA,
     P_REFRESH_ON,
     Spec,
+    State,
     first_refresh_due,
     new_state,
     rule_latency,
@@ -162,6 +167,43 @@ class _Known:
     def __post_init__(self):
         object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
         object.__setattr__(self, "channel_ids", np.fromiter(self.channel_cycles, np.int64, len(self.channel_cycles)))
+
+
+@dataclass(frozen=True)
+class _ChannelKinds:
+    """A stream's channels grouped by what they issue: channels that issue the same commands on the same
+    banks relative to their channel (same rows, same columns), in the same order, run alike from an
+    idle memory with refresh due at the same cycle on every rank, since no timing or bank state spans
+    two channels and every channel has the same organisation and rules (what lets the parallel kernel
+    split a stream by channel). A landing run issues one channel of each kind and counts it for all."""
+
+    cmd: np.ndarray  # the commands of one channel of each kind, in stream order
+    node: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    position: np.ndarray | None  # their positions in the stream (None: the whole stream, every channel a kind)
+    channels: np.ndarray  # the channel issued for each kind
+    weight: np.ndarray  # how many of the stream's channels are of each kind
+
+    @staticmethod
+    def of(tree: np.ndarray, stream: Stream) -> _ChannelKinds:
+        chan = tree[stream.node, N_ANC]
+        level = tree[stream.node, N_LEVEL]
+        relative = stream.node - tree[chan, N_LO + level]  # the node's index under its channel, at its level
+        first: dict[bytes, int] = {}  # what a channel issues -> the first channel issuing it
+        weight: dict[int, int] = {}
+        for c in np.unique(chan).tolist():
+            on = chan == c
+            issued = b"".join(a[on].tobytes() for a in (stream.cmd, relative, stream.row, stream.column))
+            kind = first.setdefault(issued, c)
+            weight[kind] = weight.get(kind, 0) + 1
+        channels = np.fromiter(weight, np.int64, len(weight))
+        counts = np.fromiter(weight.values(), np.int64, len(weight))
+        if len(weight) == len(np.unique(chan)):
+            return _ChannelKinds(stream.cmd, stream.node, stream.row, stream.column, None, channels, counts)
+        position = np.flatnonzero(np.isin(chan, channels))
+        return _ChannelKinds(stream.cmd[position], stream.node[position], stream.row[position],
+                             stream.column[position], position, channels, counts)
 
 
 class StreamTimer(Protocol):
@@ -315,6 +357,8 @@ class FastTiming:
         self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
         self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
         self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
+        self._kinds: dict[tuple, _ChannelKinds] = {}  # by the key of the commands simulated (landed streams)
+        self._idle = new_state(self.spec)  # copied for each landing run
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
@@ -409,17 +453,41 @@ class FastTiming:
             if got is not None:
                 return got
             due = due // width * width + width // 2
-        chans = k.channel_ids
-        st1 = new_state(self.spec)
-        st1.ref_due[:] = max(min(due, k.last_issue), 1)
-        err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
-                           state=st1, issue_cycles=False)[3]
-        _check(self.compiled, stream, err)
-        added = (st1.counts.sum(axis=0) - k.commands).astype(np.float64)
-        added[self.ref_id] = 0  # REF is counted apart
-        refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)
-        got = self._landings[at] = [max(int(st1.chan[chans, C_END].max()) - k.cycles, 0), added, 0, refreshes]
+        cycles, added, refreshes = self._land(stream, k, max(min(due, k.last_issue), 1))
+        got = self._landings[at] = [cycles, added, 0, refreshes]
         return got
+
+    def _land(self, stream: Stream, k: _Known, due: int) -> tuple[int, np.ndarray, int]:
+        """The stream run from an idle memory with every rank's first refresh due at cycle `due` (the rest
+        every nREFI after): the cycles the refreshes add to it, the commands they add (REF counted apart)
+        and the refreshes on its busiest channel (at least 1)."""
+        kinds = self._kinds_of(stream)
+        ran = self._landing_state(stream, kinds, due)
+        counts = ran.counts[kinds.channels]  # per kind of channel
+        added = ((counts * kinds.weight[:, None]).sum(axis=0) - k.commands).astype(np.float64)
+        added[self.ref_id] = 0  # REF is counted apart
+        refreshes = max(int(counts[:, self.ref_id].max()), 1)
+        return max(int(ran.chan[kinds.channels, C_END].max()) - k.cycles, 0), added, refreshes
+
+    def _landing_state(self, stream: Stream, kinds: _ChannelKinds, due: int) -> State:
+        """The state after issuing one channel of each kind of the stream from an idle memory with refresh
+        due at cycle `due` on every rank (the kinds' channels hold what the whole stream's would)."""
+        st1 = State(*(a.copy() for a in self._idle))
+        st1.ref_due[:] = due
+        err = issue_into(self.spec, st1, kinds.cmd, kinds.node, kinds.row, kinds.column, 0)
+        if err[0]:
+            if kinds.position is not None:
+                err[1] = kinds.position[err[1]]
+            _check(self.compiled, stream, err)
+        return st1
+
+    def _kinds_of(self, stream: Stream) -> _ChannelKinds:
+        """The stream's channels by what they issue, one of each kind kept (cached per commands simulated)."""
+        same = stream.commands_key or stream.key
+        kinds = self._kinds.get(same)
+        if kinds is None:
+            kinds = self._kinds[same] = _ChannelKinds.of(self.spec.node, stream)
+        return kinds
 
     @property
     def busy_ps(self) -> np.ndarray:
