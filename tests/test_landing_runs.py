@@ -1,13 +1,17 @@
 """Fast fidelity's landing runs (a refresh due inside a short stream, simulated where it lands) held to the
 way they were first done: the whole stream issued from an idle memory with every rank's first refresh due
 at that cycle. Same cycles, same added commands, same refresh count, and every channel's final state the
-same, for landings all over real engine streams and hand-written ones on every bundled standard."""
+same, for landings all over real engine streams and hand-written ones on every bundled standard. And
+FastTiming's per-use path replayed beside the one it replaced (tests/reference_fast_timing.py)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import BUNDLED, TINY_GPT2, S, compiled, stream, write_card
+from reference_fast_timing import ReferenceFastTiming
 
 from pimsim.dram.kernel import run_commands
 from pimsim.dram.timing_state import C_END, C_LAST_NODE, N_ANC, N_HI, N_LEVEL, N_LO, P_BASE, new_state
@@ -107,7 +111,7 @@ def test_landing_runs_of_engine_streams_match_whole_stream_runs(config, tiny_gra
     assert any(n < len(fast.known(s).channel_ids) for n, s in zip(kinds, streams))  # channels did run alike
 
 
-def _handmade(c, channels: int) -> Stream:
+def _handmade(c, channels: int, reads: int = 24) -> Stream:
     """Channels of three kinds (row sweeps of reads, of writes, and reads again on other banks), their
     commands interleaved: the landing run issues one channel of each kind, from the middle of the stream."""
     per_channel = []
@@ -118,12 +122,12 @@ def _handmade(c, channels: int) -> Stream:
             b = bank + (4 if kind == 2 else 0)
             steps.append(S("ACT", channel=ch, bank=b % 4, bg=b // 4, row=10 + bank))
             steps += [S("WR" if kind == 1 else "RD", channel=ch, bank=b % 4, bg=b // 4, row=10 + bank, col=j)
-                      for j in range(24)]
+                      for j in range(reads)]
             steps.append(S("PRE", channel=ch, bank=b % 4, bg=b // 4))
         per_channel.append(steps)
     order = [steps[i] for i in range(max(map(len, per_channel))) for steps in per_channel if i < len(steps)]
     cmd, node, row, col, _ = stream(c, order)
-    return Stream(("handmade", channels), cmd, node, row, col, np.zeros(channels), np.zeros(channels))
+    return Stream(("handmade", channels, reads), cmd, node, row, col, np.zeros(channels), np.zeros(channels))
 
 
 @pytest.mark.parametrize("config", [(name,) for name in BUNDLED] + [
@@ -136,3 +140,41 @@ def test_landing_runs_of_handmade_streams_match_whole_stream_runs(config):
     s = _handmade(c, channels)
     fast = FastTiming(c)
     assert _assert_lands_alike(fast, s) == min(channels, 3)
+
+
+@pytest.mark.parametrize("config", ["gddr6-aim.yaml", "hbm-pim.yaml", "lpddr5-pim.yaml"])
+@pytest.mark.parametrize("follow_clock", [True, False])
+def test_fast_timing_per_use_path_matches_the_one_it_replaced(config, follow_clock, tiny_graph):
+    """Streams short and long, in two operand formats and none, from start times that leave the memory
+    busy, idle for part of a refresh interval or for several: every end time, channel end, busy time and
+    count the same. One short stream comes back often enough that its landings fall back to bins."""
+    c = compiled(config)
+    m = ModelMap(c.hw, c, tiny_graph, 64)
+    tables = list(m.tables)
+    streams = [m.gemv(t) for t in tables[:4]] + [m.embedding(tables[0], e) for e in (0, 9)]
+    streams += [m.scores(0, ctx, 4) for ctx in (5, 40)] + [m.context(0, ctx, 4) for ctx in (5, 40)]
+    streams += [m.append(0, tok, which) for tok in (3, 30) for which in "kv"]
+    channels = min(c.hw.dram.organization.channels, 5)
+    streams += [_handmade(c, channels), _handmade(c, channels, 2000)]  # the second spans several nREFI
+    streams = [replace(s, fmt=fmt) for s in streams for fmt in ("", "bf16", "int8")]
+    often = streams[-4]  # short, landed
+    timers = [ReferenceFastTiming(c, follow_clock), FastTiming(c, follow_clock)]
+    assert timers[1].known(streams[-1]).cycles > 2 * c.refresh_interval
+    for timer in timers:
+        timer.track_channels = True
+    rng = np.random.default_rng(7)
+    tck, nrefi = c.hw.dram.tCK_ps, c.refresh_interval
+    t = 0
+    for i in range(2500):
+        s = often if i % 3 == 0 else streams[rng.integers(len(streams))]
+        gap = rng.choice([0, int(rng.integers(1, 50)), int(rng.integers(1, nrefi)),
+                          int(rng.integers(nrefi, 4 * nrefi))])
+        start = t + gap * tck
+        ends = [timer.run(s, start) for timer in timers]
+        assert ends[0] == ends[1], (i, s.key)
+        assert timers[0].channel_ends == timers[1].channel_ends
+        t = ends[0]
+    assert timers[0].busy_ps.tobytes() == timers[1].busy_ps.tobytes()
+    assert repr(timers[0].counts()) == repr(timers[1].counts())
+    if follow_clock:
+        assert timers[1]._uses[often.key].bins  # landings past EXACT_LANDINGS went per bin

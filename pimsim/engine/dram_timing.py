@@ -117,10 +117,19 @@ class _MacTally:
     def add(self, stream: Stream) -> None:
         if not stream.fmt or not self._ids:
             return
+        self.by_format[stream.fmt] = self.by_format.get(stream.fmt, 0) + self.per_run(stream)
+
+    def per_run(self, stream: Stream) -> int:
+        """MAC commands in one run of the stream (counted once per stream key)."""
         n = self._per_stream.get(stream.key)
         if n is None:
             n = self._per_stream[stream.key] = int(np.isin(stream.cmd, self._ids).sum())
-        self.by_format[stream.fmt] = self.by_format.get(stream.fmt, 0) + n
+        return n
+
+    @property
+    def counted(self) -> bool:
+        """Whether the standard has MAC commands to count."""
+        return bool(self._ids)
 
 
 def _check(compiled: Compiled, stream: Stream, err) -> None:
@@ -167,6 +176,31 @@ class _Known:
     def __post_init__(self):
         object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
         object.__setattr__(self, "channel_ids", np.fromiter(self.channel_cycles, np.int64, len(self.channel_cycles)))
+
+
+class _Use:
+    """What :meth:`FastTiming.run` keeps per stream key: the figures of its :class:`_Known` it reads on
+    every use (copied out: one attribute load each), its runs by operand format, the refreshes charged
+    at its average cost, and its landings."""
+
+    __slots__ = ("stream", "known", "cycles", "last_issue", "cost", "landed", "leaves_open", "channels",
+                 "channel_list", "runs", "busy_refreshes", "at", "bins", "exact")
+
+    def __init__(self, stream: Stream, known: _Known):
+        self.stream = stream  # the first run's (for its MAC count)
+        self.known = known
+        self.cycles = known.cycles
+        self.last_issue = known.last_issue
+        self.cost = known.cost
+        self.landed = known.landed
+        self.leaves_open = known.leaves_open
+        self.channels = tuple(known.channel_cycles)
+        self.channel_list = known.channel_list
+        self.runs: dict[str, int] = {}  # operand format -> runs
+        self.busy_refreshes = 0  # refreshes charged at the average cost (long streams)
+        self.at: dict[int, list] = {}  # landings simulated at their very cycle: cycle -> see FastTiming._landing
+        self.bins: dict[int, list] = {}  # landings simulated per bin: bin -> the same
+        self.exact = 0  # landings simulated at their very cycle
 
 
 @dataclass(frozen=True)
@@ -353,10 +387,9 @@ class FastTiming:
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._known: dict[tuple, _Known] = {}  # by stream key (distinct streams)
         self._by_commands: dict[tuple, _Known] = {}  # by the key of the commands simulated
-        self._uses: dict[tuple, int] = {}
-        self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
-        self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
-        self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
+        self._uses: dict[tuple, _Use] = {}  # by stream key, in the order of their first runs
+        self._formats: dict[str, None] = {}  # operand formats run, in the order of their first runs
+        self._landings: list[list] = []  # every landing simulated (see _landing), in order
         self._kinds: dict[tuple, _ChannelKinds] = {}  # by the key of the commands simulated (landed streams)
         self._idle = new_state(self.spec)  # copied for each landing run
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
@@ -432,29 +465,34 @@ class FastTiming:
         return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
                       landed, bool((st.bank[:, B_OPEN] >= 0).any()))
 
-    def _landing(self, stream: Stream, k: _Known, lead: float) -> list:
+    def _landing(self, stream: Stream, use: _Use, lead: float) -> list:
         """What refreshes falling due from `lead` cycles into the stream on (one every nREFI) cost it:
         [cycles, commands they add, times charged, refreshes]. Simulated at that very cycle for the first
         EXACT_LANDINGS distinct ones of each stream (a locked phase brings the same few back again and
         again, and the cost jumps by a third of nRFC from one cycle to the next where a row opens or
         closes), then once per bin of its length."""
-        key, due = stream.key, int(lead)
-        got = self._landings.get((key, "at", due))
+        due = int(lead)
+        got = use.at.get(due)
         if got is not None:
             return got
-        exact = self._exact_landings.get(key, 0)
-        if exact < EXACT_LANDINGS:
-            self._exact_landings[key] = exact + 1
-            at = (key, "at", due)
+        k = use.known
+        if use.exact < EXACT_LANDINGS:
+            use.exact += 1
+            kept = use.at
         else:
             width = max(k.last_issue // SHORT_BINS, 1) if 2 * k.last_issue < self.nrefi else LONG_BIN_CYCLES
-            at = (key, "bin", due // width)
-            got = self._landings.get(at)
+            kept = use.bins
+            got = kept.get(due // width)
             if got is not None:
                 return got
-            due = due // width * width + width // 2
+            due = due // width
+            cycles, added, refreshes = self._land(stream, k, max(min(due * width + width // 2, k.last_issue), 1))
+            got = kept[due] = [cycles, added, 0, refreshes]
+            self._landings.append(got)
+            return got
         cycles, added, refreshes = self._land(stream, k, max(min(due, k.last_issue), 1))
-        got = self._landings[at] = [cycles, added, 0, refreshes]
+        got = kept[due] = [cycles, added, 0, refreshes]
+        self._landings.append(got)
         return got
 
     def _land(self, stream: Stream, k: _Known, due: int) -> tuple[int, np.ndarray, int]:
@@ -495,76 +533,91 @@ class FastTiming:
 
     def run(self, stream: Stream, start_ps: int) -> int:
         # called for every PIM step of every token: plain Python floats and lists (the same IEEE
-        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost)
-        key = stream.key
-        k = self._known.get(key)
-        if k is None:
-            k = self.known(stream)
-        self.macs.add(stream)
-        uses = self._uses
-        uses[key] = uses.get(key, 0) + 1
-        start = first = start_ps / self.tck_ps
-        end = start + k.cycles
-        if self.refresh and k.cycles and not self.follow_clock:
-            n, rfc = self.nrefi, self.nrfc
-            # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
-            # holds the rank for nRFC from then: the expected wait
-            m = min(max(start - self.free, 0.0), rfc)
-            wait = (rfc * m - m * m / 2) / n
-            # refreshes due before its last command issues each cost what one cost it on average; they
-            # come once per nREFI, and each pushes the rest later (a geometric series)
-            hits = k.last_issue / (n - k.cost)
-            self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
-            end += wait + hits * k.cost
-        elif self.refresh and k.cycles:
-            n, due = self.nrefi, self.due
-            if due <= start:
-                # refreshes fell due while the stream's channels idled (or after their last command
-                # issued): they ran then, and the latest may still hold a rank (closing the banks the
-                # last stream left open first) when this stream comes
-                latest = due + ((start - due) // n) * n
-                free = max(self._channel_free[c] for c, _ in k.channel_list)
-                ready = max(latest, free) + self.nrfc + (self.close_cycles if self.open_after else 0)
-                if ready > first:
-                    first = ready
-                    end = ready + k.cycles
-                due = latest + n
-            lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
-            if lead <= k.last_issue:  # it lands before the last command issues
-                if k.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
-                    landing = self._landing(stream, k, lead)
-                    landing[2] += 1
-                    end += landing[0]
-                    due += n * landing[3]
-                else:
-                    # each costs what one cost it on average and pushes the rest of the stream later,
-                    # past more refreshes
-                    hits = (k.last_issue - lead) // (n - k.cost) + 1
-                    self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
-                    end += hits * k.cost
-                    due += hits * n
-            self.due = due
-            self.open_after = k.leaves_open
+        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost), and one
+        # look-up of the stream's key (hashing a key tuple costs about what the arithmetic does)
+        use = self._uses.get(stream.key)
+        if use is None:
+            use = self._uses[stream.key] = _Use(stream, self.known(stream))
+        runs, fmt = use.runs, stream.fmt
+        n = runs.get(fmt)
+        if n is None:
+            runs[fmt] = 1
+            self._formats.setdefault(fmt)
+        else:
+            runs[fmt] = n + 1
+        tck = self.tck_ps
+        start = first = start_ps / tck
+        cycles = use.cycles
+        end = start + cycles
+        if cycles and self.refresh:
+            if self.follow_clock:
+                n, due = self.nrefi, self.due
+                if due <= start:
+                    # refreshes fell due while the stream's channels idled (or after their last command
+                    # issued): they ran then, and the latest may still hold a rank (closing the banks the
+                    # last stream left open first) when this stream comes
+                    latest = due + ((start - due) // n) * n
+                    free = max(map(self._channel_free.__getitem__, use.channels))
+                    ready = max(latest, free) + self.nrfc + (self.close_cycles if self.open_after else 0)
+                    if ready > first:
+                        first = ready
+                        end = ready + cycles
+                    due = latest + n
+                lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
+                if lead <= use.last_issue:  # it lands before the last command issues
+                    if use.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
+                        landing = self._landing(stream, use, lead)
+                        landing[2] += 1
+                        end += landing[0]
+                        due += n * landing[3]
+                    else:
+                        # each costs what one cost it on average and pushes the rest of the stream later,
+                        # past more refreshes
+                        hits = (use.last_issue - lead) // (n - use.cost) + 1
+                        use.busy_refreshes += hits
+                        end += hits * use.cost
+                        due += hits * n
+                self.due = due
+                self.open_after = use.leaves_open
+            else:
+                n, rfc = self.nrefi, self.nrfc
+                # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
+                # holds the rank for nRFC from then: the expected wait
+                m = min(max(start - self.free, 0.0), rfc)
+                wait = (rfc * m - m * m / 2) / n
+                # refreshes due before its last command issues each cost what one cost it on average; they
+                # come once per nREFI, and each pushes the rest later (a geometric series)
+                hits = use.last_issue / (n - use.cost)
+                use.busy_refreshes += hits
+                end += wait + hits * use.cost
         if end > self.free:
             self.free = end
-        scale = (end - start) / k.cycles if k.cycles else 0.0
-        busy, tck, channel_free = self._busy, self.tck_ps, self._channel_free
-        for c, cyc in k.channel_list:
-            busy[c] += cyc * scale * tck
-            channel_free[c] = start + cyc * scale
+        scale = (end - start) / cycles if cycles else 0.0
+        busy, channel_free = self._busy, self._channel_free
+        for c, cyc in use.channel_list:
+            stretched = cyc * scale
+            busy[c] += stretched * tck
+            channel_free[c] = start + stretched
         if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
-            self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
-        return round(end * self.tck_ps)
+            self.channel_ends = {c: round((start + cyc * scale) * tck) for c, cyc in use.channel_list}
+        return round(end * tck)
 
     def counts(self) -> dict:
         c = _Counts(self.compiled)
         extra = np.zeros(len(self.compiled.command_names))
-        for key, uses in self._uses.items():
-            k = self._known[key]
+        macs = {fmt: 0 for fmt in self._formats if fmt} if self.macs.counted else None
+        for use in self._uses.values():
+            k = use.known
+            uses = sum(use.runs.values())
             c.commands += k.commands * uses
             c.rows += k.rows * uses
-            extra += k.extra * self._busy_refreshes.get(key, 0)
-        for _, added, times, _ in self._landings.values():
+            extra += k.extra * use.busy_refreshes
+            if macs is not None and any(use.runs):
+                per_run = self.macs.per_run(use.stream)
+                for fmt, runs in use.runs.items():
+                    if fmt:
+                        macs[fmt] += per_run * runs
+        for _, added, times, _ in self._landings:
             extra += added * times
         c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
@@ -572,7 +625,7 @@ class FastTiming:
             c.commands[self.ref_id] += int(self.free // self.nrefi) * org.channels * org.ranks
         out = c.summary()
         out["distinct_streams"] = len(self._known)
-        out["macs_by_format"] = dict(self.macs.by_format)
+        out["macs_by_format"] = macs if macs is not None else {}
         return out
 
 
