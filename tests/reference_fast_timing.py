@@ -1,15 +1,29 @@
 """FastTiming's per-use path as it was before it kept one record per stream key (pimsim.engine.dram_timing:
-a dictionary per tally, a look-up of the key for each) and before landing runs issued one channel of each
-kind (the whole stream, every channel), kept only to hold the faster code to it: tests/test_landing_runs.py
-replays the same uses through both."""
+a dictionary per tally, a look-up of the key for each) and before its refresh runs (landings, and the
+sampled refresh costs of long streams) issued one channel of each kind (the whole stream, every channel),
+kept only to hold the faster code to it: tests/test_landing_runs.py runs the same streams through both."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pimsim.dram.kernel import run_commands
-from pimsim.dram.timing_state import C_END, new_state
-from pimsim.engine.dram_timing import EXACT_LANDINGS, LONG_BIN_CYCLES, SHORT_BINS, FastTiming, _check, _Counts
+from pimsim.dram.timing_state import B_OPEN, C_CONFLICTS, C_END, C_HITS, new_state
+from pimsim.engine.dram_timing import (
+    EXACT_LANDINGS,
+    EXPECTED_SAMPLES,
+    GOLDEN,
+    LANDED_INTERVALS,
+    LONG_BIN_CYCLES,
+    SAMPLES,
+    SHORT_BINS,
+    FastTiming,
+    _channels,
+    _check,
+    _Counts,
+    _Known,
+)
+from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
 
@@ -20,6 +34,45 @@ class ReferenceFastTiming(FastTiming):
         self._busy_refreshes: dict[tuple, float] = {}
         self._landings: dict[tuple, list] = {}
         self._exact_landings: dict[tuple, int] = {}
+
+    def _simulate(self, stream: Stream) -> _Known:
+        ncmd = len(self.compiled.command_names)
+        if len(stream) == 0:
+            return _Known(0, 0, {}, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
+        chans = _channels(self.compiled, stream)
+        zero = np.zeros(1, np.int64)
+        st, issue_at, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
+        _check(self.compiled, stream, err)
+        d0 = int(st.chan[chans, C_END].max())
+        last_issue = int(issue_at.max())
+        counts = st.counts.sum(axis=0)
+        cost, extra = 0.0, np.zeros(ncmd)
+        landed = self.follow_clock and last_issue < LANDED_INTERVALS * self.nrefi
+        if self.refresh and not landed:
+            n = self.nrefi
+            span = min(last_issue, n)
+            if self.follow_clock:
+                points = sorted({max(int((k + 0.5) * GOLDEN % 1 * span), 1) for k in range(SAMPLES)})
+            else:
+                points = sorted({max((2 * k + 1) * span // (2 * EXPECTED_SAMPLES), 1) for k in range(EXPECTED_SAMPLES)})
+            costs, added = [], np.zeros(ncmd)
+            for due in points:
+                st1 = new_state(self.spec)
+                st1.ref_due[:] = due
+                err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, zero, state=st1,
+                                   issue_cycles=False)[3]
+                _check(self.compiled, stream, err)
+                refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)
+                costs.append(max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes)
+                added += (st1.counts.sum(axis=0) - counts) / refreshes
+            cost = sum(costs) / len(costs)
+            if cost >= n:
+                raise PimsimError(self.compiled.stuck_message(f"a command of {stream.key[0]}"))
+            extra = added / len(points)
+            extra[self.ref_id] = 0
+        per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
+        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
+                      landed, bool((st.bank[:, B_OPEN] >= 0).any()))
 
     def _landing(self, stream: Stream, k, lead: float) -> list:
         key, due = stream.key, int(lead)

@@ -2,7 +2,8 @@
 way they were first done: the whole stream issued from an idle memory with every rank's first refresh due
 at that cycle. Same cycles, same added commands, same refresh count, and every channel's final state the
 same, for landings all over real engine streams and hand-written ones on every bundled standard. And
-FastTiming's per-use path replayed beside the one it replaced (tests/reference_fast_timing.py)."""
+FastTiming's per-use path and its sampled refresh costs of long streams beside the ones they replaced
+(tests/reference_fast_timing.py)."""
 
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ def _channel_part(fast: FastTiming, state, channel: int) -> list[np.ndarray]:
 
 def _dues(last_issue: int) -> list[int]:
     """Landing cycles spread over the stream, and stretches of consecutive ones (inside runs of repeats)."""
-    spread = set(range(1, last_issue + 1, max(last_issue // 40, 1)))
+    spread = set(range(1, last_issue + 1, max(last_issue // 20, 1)))
     for at in (last_issue // 7, last_issue // 2, last_issue * 5 // 6):
-        spread.update(range(max(at, 1), min(at + 24, last_issue) + 1))
+        spread.update(range(max(at, 1), min(at + 12, last_issue) + 1))
     return sorted(spread | {1, last_issue})
 
 
@@ -146,8 +147,9 @@ def test_landing_runs_of_handmade_streams_match_whole_stream_runs(config):
 @pytest.mark.parametrize("follow_clock", [True, False])
 def test_fast_timing_per_use_path_matches_the_one_it_replaced(config, follow_clock, tiny_graph):
     """Streams short and long, in two operand formats and none, from start times that leave the memory
-    busy, idle for part of a refresh interval or for several: every end time, channel end, busy time and
-    count the same. One short stream comes back often enough that its landings fall back to bins."""
+    busy, idle for part of a refresh interval or for several, one by one and as a serial plan's lists
+    (run_streams): every end time, channel end, busy time and count the same. One short stream comes back
+    often enough that its landings fall back to bins."""
     c = compiled(config)
     m = ModelMap(c.hw, c, tiny_graph, 64)
     tables = list(m.tables)
@@ -164,17 +166,53 @@ def test_fast_timing_per_use_path_matches_the_one_it_replaced(config, follow_clo
         timer.track_channels = True
     rng = np.random.default_rng(7)
     tck, nrefi = c.hw.dram.tCK_ps, c.refresh_interval
-    t = 0
-    for i in range(2500):
-        s = often if i % 3 == 0 else streams[rng.integers(len(streams))]
-        gap = rng.choice([0, int(rng.integers(1, 50)), int(rng.integers(1, nrefi)),
-                          int(rng.integers(nrefi, 4 * nrefi))])
-        start = t + gap * tck
-        ends = [timer.run(s, start) for timer in timers]
-        assert ends[0] == ends[1], (i, s.key)
+    times, breakdowns = [0, 0], [{"a": 0, "b": 0}, {"a": 0, "b": 0}]
+    for i in range(150):  # lists of steps as a serial plan runs them, and single streams
+        steps = []
+        for j in range(int(rng.integers(1, 30))):
+            s = often if j % 3 == 0 else streams[rng.integers(len(streams))]
+            gap = rng.choice([0, int(rng.integers(1, 50)), int(rng.integers(1, nrefi)),
+                              int(rng.integers(nrefi, 4 * nrefi))])
+            steps.append((s, "ab"[j % 2], int(gap) * tck))
+        for s, part, after in steps:  # the reference, one stream after another
+            end = timers[0].run(s, times[0])
+            breakdowns[0][part] += end - times[0]
+            times[0] = end + after
+        if i % 4:
+            times[1] = timers[1].run_streams(steps, times[1], breakdowns[1])
+        else:
+            for s, part, after in steps:
+                end = timers[1].run(s, times[1])
+                breakdowns[1][part] += end - times[1]
+                times[1] = end + after
+        assert times[0] == times[1] and breakdowns[0] == breakdowns[1], i
         assert timers[0].channel_ends == timers[1].channel_ends
-        t = ends[0]
     assert timers[0].busy_ps.tobytes() == timers[1].busy_ps.tobytes()
     assert repr(timers[0].counts()) == repr(timers[1].counts())
     if follow_clock:
         assert timers[1]._uses[often.key].bins  # landings past EXACT_LANDINGS went per bin
+
+
+@pytest.mark.parametrize("config", [("gddr6-aim.yaml",), ("hbm-pim.yaml",), ("hbm3-pim.yaml",),
+                                    ("hbm3-pim.yaml", "dram.refresh.policy=per-bank"), ("lpddr5-pim.yaml",)],
+                         ids=lambda c: "+".join(c))
+def test_sampled_refresh_costs_match_whole_stream_runs(config, tiny_graph):
+    """What a stream costs (refresh-free length, per channel, and the average refresh cost and added commands
+    of a long one) the same as when every channel was issued in each sampled run; following the clock and
+    not (every stream sampled), on streams of one kind of channel, several, and every channel its own."""
+    c = compiled(*config)
+    m = ModelMap(c.hw, c, tiny_graph, 64)
+    channels = min(c.hw.dram.organization.channels, 5)
+    streams = [m.gemv(t) for t in list(m.tables)[:3]] + [m.scores(0, 40, 4), m.context(0, 40, 4), m.append(0, 30, "v"),
+                                                          _handmade(c, channels, 2000), _handmade(c, 2, 2000)]
+    for follow_clock in (True, False):
+        new, old = FastTiming(c, follow_clock), ReferenceFastTiming(c, follow_clock)
+        sampled = 0
+        for s in streams:
+            a, b = new._simulate(s), old._simulate(s)
+            assert (a.cycles, a.last_issue, a.channel_cycles, a.cost, a.landed, a.leaves_open) == \
+                (b.cycles, b.last_issue, b.channel_cycles, b.cost, b.landed, b.leaves_open), s.key
+            for x, y in ((a.commands, b.commands), (a.rows, b.rows), (a.extra, b.extra)):
+                assert x.tobytes() == y.tobytes(), s.key
+            sampled += not a.landed
+        assert sampled >= 2

@@ -239,6 +239,13 @@ class _ChannelKinds:
         return _ChannelKinds(stream.cmd[position], stream.node[position], stream.row[position],
                              stream.column[position], position, channels, counts)
 
+    def check(self, compiled: Compiled, stream: Stream, err) -> None:
+        """:func:`_check` of a run of these commands (a failing command named by its place in the stream)."""
+        if err[0]:
+            if self.position is not None:
+                err[1] = self.position[err[1]]
+            _check(compiled, stream, err)
+
 
 class StreamTimer(Protocol):
     """What the engines need of a fidelity: how long a PIM command stream takes from a start time, and
@@ -446,16 +453,18 @@ class FastTiming:
                 st1 = new_state(self.spec)
                 st1.ref_due[:] = due
                 states.append(st1)
-            args = (stream.cmd, stream.node, stream.row, stream.column, zero)
-            if len(stream) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
+            kinds = self._kinds_of(stream)  # one channel of each kind issued, counted for all
+            args = (kinds.cmd, kinds.node, kinds.row, kinds.column, zero)
+            if len(kinds.cmd) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
                 runs = run_commands_into(self.spec, states, *args)
             else:
                 runs = [(st1, run_commands(self.spec, *args, state=st1, issue_cycles=False)[3]) for st1 in states]
             for st1, err in runs:
-                _check(self.compiled, stream, err)
-                refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
-                costs.append(max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes)
-                added += (st1.counts.sum(axis=0) - counts) / refreshes
+                kinds.check(self.compiled, stream, err)
+                ran = st1.counts[kinds.channels]
+                refreshes = max(int(ran[:, self.ref_id].max()), 1)  # on the slowest channel, about
+                costs.append(max(int(st1.chan[kinds.channels, C_END].max()) - d0, 0) / refreshes)
+                added += ((ran * kinds.weight[:, None]).sum(axis=0) - counts) / refreshes
             cost = sum(costs) / len(costs)
             if cost >= n:
                 raise PimsimError(self.compiled.stuck_message(f"a command of {stream.key[0]}"))
@@ -513,10 +522,7 @@ class FastTiming:
         st1 = State(*(a.copy() for a in self._idle))
         st1.ref_due[:] = due
         err = issue_into(self.spec, st1, kinds.cmd, kinds.node, kinds.row, kinds.column, 0)
-        if err[0]:
-            if kinds.position is not None:
-                err[1] = kinds.position[err[1]]
-            _check(self.compiled, stream, err)
+        kinds.check(self.compiled, stream, err)
         return st1
 
     def _kinds_of(self, stream: Stream) -> _ChannelKinds:
@@ -532,75 +538,93 @@ class FastTiming:
         return np.array(self._busy, np.float64)
 
     def run(self, stream: Stream, start_ps: int) -> int:
-        # called for every PIM step of every token: plain Python floats and lists (the same IEEE
-        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost), and one
-        # look-up of the stream's key (hashing a key tuple costs about what the arithmetic does)
-        use = self._uses.get(stream.key)
-        if use is None:
-            use = self._uses[stream.key] = _Use(stream, self.known(stream))
-        runs, fmt = use.runs, stream.fmt
-        n = runs.get(fmt)
-        if n is None:
-            runs[fmt] = 1
-            self._formats.setdefault(fmt)
-        else:
-            runs[fmt] = n + 1
-        tck = self.tck_ps
-        start = first = start_ps / tck
-        cycles = use.cycles
-        end = start + cycles
-        if cycles and self.refresh:
-            if self.follow_clock:
-                n, due = self.nrefi, self.due
-                if due <= start:
-                    # refreshes fell due while the stream's channels idled (or after their last command
-                    # issued): they ran then, and the latest may still hold a rank (closing the banks the
-                    # last stream left open first) when this stream comes
-                    latest = due + ((start - due) // n) * n
-                    free = max(map(self._channel_free.__getitem__, use.channels))
-                    ready = max(latest, free) + self.nrfc + (self.close_cycles if self.open_after else 0)
-                    if ready > first:
-                        first = ready
-                        end = ready + cycles
-                    due = latest + n
-                lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
-                if lead <= use.last_issue:  # it lands before the last command issues
-                    if use.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
-                        landing = self._landing(stream, use, lead)
-                        landing[2] += 1
-                        end += landing[0]
-                        due += n * landing[3]
-                    else:
-                        # each costs what one cost it on average and pushes the rest of the stream later,
-                        # past more refreshes
-                        hits = (use.last_issue - lead) // (n - use.cost) + 1
-                        use.busy_refreshes += hits
-                        end += hits * use.cost
-                        due += hits * n
-                self.due = due
-                self.open_after = use.leaves_open
-            else:
-                n, rfc = self.nrefi, self.nrfc
-                # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
-                # holds the rank for nRFC from then: the expected wait
-                m = min(max(start - self.free, 0.0), rfc)
-                wait = (rfc * m - m * m / 2) / n
-                # refreshes due before its last command issues each cost what one cost it on average; they
-                # come once per nREFI, and each pushes the rest later (a geometric series)
-                hits = use.last_issue / (n - use.cost)
-                use.busy_refreshes += hits
-                end += wait + hits * use.cost
-        if end > self.free:
-            self.free = end
-        scale = (end - start) / cycles if cycles else 0.0
+        return self.run_streams(((stream, None, 0),), start_ps, None)
+
+    def run_streams(self, steps, start_ps: int, breakdown: dict | None) -> int:
+        """Run each (stream, part, after) of `steps` in turn, the first from start_ps, each next one `after`
+        ps after the one before it ends (a serial plan's streams, :mod:`pimsim.engine.serial_plan`), adding
+        each stream's time to ``breakdown[part]`` (unless breakdown is None); returns the time the last
+        ends plus its `after`. Exactly `run` of each in turn."""
+        # every PIM step of every token comes here: plain Python floats and lists (the same IEEE
+        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost), one look-up
+        # of the stream's key (hashing a key tuple costs about what the arithmetic does), and the timer's
+        # state in local variables for the whole list
+        uses_of, formats = self._uses, self._formats
+        tck, refresh, follow_clock = self.tck_ps, self.refresh, self.follow_clock
+        n, nrfc, close_cycles = self.nrefi, self.nrfc, self.close_cycles
         busy, channel_free = self._busy, self._channel_free
-        for c, cyc in use.channel_list:
-            stretched = cyc * scale
-            busy[c] += stretched * tck
-            channel_free[c] = start + stretched
-        if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
-            self.channel_ends = {c: round((start + cyc * scale) * tck) for c, cyc in use.channel_list}
-        return round(end * tck)
+        free_at = channel_free.__getitem__
+        due, free, open_after = self.due, self.free, self.open_after
+        t = start_ps
+        try:
+            for stream, part, after in steps:
+                use = uses_of.get(stream.key)
+                if use is None:
+                    use = uses_of[stream.key] = _Use(stream, self.known(stream))
+                runs, fmt = use.runs, stream.fmt
+                count = runs.get(fmt)
+                if count is None:
+                    runs[fmt] = 1
+                    formats.setdefault(fmt)
+                else:
+                    runs[fmt] = count + 1
+                start = first = t / tck
+                cycles = use.cycles
+                end = start + cycles
+                if cycles and refresh:
+                    if follow_clock:
+                        if due <= start:
+                            # refreshes fell due while the stream's channels idled (or after their last
+                            # command issued): they ran then, and the latest may still hold a rank (closing
+                            # the banks the last stream left open first) when this stream comes
+                            latest = due + ((start - due) // n) * n
+                            ready = max(latest, max(map(free_at, use.channels))) + nrfc + \
+                                (close_cycles if open_after else 0)
+                            if ready > first:
+                                first = ready
+                                end = ready + cycles
+                            due = latest + n
+                        lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
+                        if lead <= use.last_issue:  # it lands before the last command issues
+                            if use.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
+                                landing = self._landing(stream, use, lead)
+                                landing[2] += 1
+                                end += landing[0]
+                                due += n * landing[3]
+                            else:
+                                # each costs what one cost it on average and pushes the rest of the stream
+                                # later, past more refreshes
+                                hits = (use.last_issue - lead) // (n - use.cost) + 1
+                                use.busy_refreshes += hits
+                                end += hits * use.cost
+                                due += hits * n
+                        open_after = use.leaves_open
+                    else:
+                        # a refresh that fell due in the idle time before the stream (uniformly, once per
+                        # nREFI) holds the rank for nRFC from then: the expected wait
+                        m = min(max(start - free, 0.0), nrfc)
+                        wait = (nrfc * m - m * m / 2) / n
+                        # refreshes due before its last command issues each cost what one cost it on
+                        # average; they come once per nREFI, and each pushes the rest later (a geometric series)
+                        hits = use.last_issue / (n - use.cost)
+                        use.busy_refreshes += hits
+                        end += wait + hits * use.cost
+                if end > free:
+                    free = end
+                scale = (end - start) / cycles if cycles else 0.0
+                for c, cyc in use.channel_list:
+                    stretched = cyc * scale
+                    busy[c] += stretched * tck
+                    channel_free[c] = start + stretched
+                if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
+                    self.channel_ends = {c: round((start + cyc * scale) * tck) for c, cyc in use.channel_list}
+                done = round(end * tck)
+                if breakdown is not None:
+                    breakdown[part] += done - t
+                t = done + after
+        finally:
+            self.due, self.free, self.open_after = due, free, open_after
+        return t
 
     def counts(self) -> dict:
         c = _Counts(self.compiled)
