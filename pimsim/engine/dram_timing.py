@@ -218,26 +218,41 @@ class _ChannelKinds:
     position: np.ndarray | None  # their positions in the stream (None: the whole stream, every channel a kind)
     channels: np.ndarray  # the channel issued for each kind
     weight: np.ndarray  # how many of the stream's channels are of each kind
+    kind_of: dict  # each channel of the stream -> the channel issued for its kind
 
     @staticmethod
     def of(tree: np.ndarray, stream: Stream) -> _ChannelKinds:
         chan = tree[stream.node, N_ANC]
         level = tree[stream.node, N_LEVEL]
         relative = stream.node - tree[chan, N_LO + level]  # the node's index under its channel, at its level
+        # each channel's commands (kind, node under the channel, row, column) as one run of bytes
+        issued = (stream.cmd, relative, stream.row, stream.column)
+        step = np.diff(chan)
+        if (step < 0).any():  # channels interleaved: grouped first (in stream order within each)
+            order = np.argsort(chan, kind="stable")
+            chan = chan[order]
+            issued = tuple(a[order] for a in issued)
+            step = np.diff(chan)
+        bounds = [0, *(np.flatnonzero(step) + 1).tolist(), len(chan)]
         first: dict[bytes, int] = {}  # what a channel issues -> the first channel issuing it
         weight: dict[int, int] = {}
-        for c in np.unique(chan).tolist():
-            on = chan == c
-            issued = b"".join(a[on].tobytes() for a in (stream.cmd, relative, stream.row, stream.column))
-            kind = first.setdefault(issued, c)
+        kind_of: dict[int, int] = {}
+        for lo, hi in zip(bounds, bounds[1:]):
+            c = int(chan[lo])
+            kind = kind_of[c] = first.setdefault(b"".join(a[lo:hi].tobytes() for a in issued), c)
             weight[kind] = weight.get(kind, 0) + 1
         channels = np.fromiter(weight, np.int64, len(weight))
         counts = np.fromiter(weight.values(), np.int64, len(weight))
-        if len(weight) == len(np.unique(chan)):
-            return _ChannelKinds(stream.cmd, stream.node, stream.row, stream.column, None, channels, counts)
-        position = np.flatnonzero(np.isin(chan, channels))
+        if len(weight) == len(bounds) - 1:
+            return _ChannelKinds(stream.cmd, stream.node, stream.row, stream.column, None, channels, counts, kind_of)
+        position = np.flatnonzero(np.isin(tree[stream.node, N_ANC], channels))
         return _ChannelKinds(stream.cmd[position], stream.node[position], stream.row[position],
-                             stream.column[position], position, channels, counts)
+                             stream.column[position], position, channels, counts, kind_of)
+
+    def summed(self, per_channel: np.ndarray) -> np.ndarray:
+        """Rows of a state array per channel (counts, row outcomes), summed over the stream's channels: each
+        kind's row as many times as it has channels."""
+        return (per_channel[self.channels] * self.weight[:, None]).sum(axis=0)
 
     def check(self, compiled: Compiled, stream: Stream, err) -> None:
         """:func:`_check` of a run of these commands (a failing command named by its place in the stream)."""
@@ -429,11 +444,12 @@ class FastTiming:
             return _Known(0, 0, {}, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
         chans = _channels(self.compiled, stream)
         zero = np.zeros(1, np.int64)  # every command may issue from cycle 0
-        st, issue_at, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
-        _check(self.compiled, stream, err)
-        d0 = int(st.chan[chans, C_END].max())
+        kinds = self._kinds_of(stream)  # one channel of each kind issued, counted for all
+        st, issue_at, _, err = run_commands(self.spec_off, kinds.cmd, kinds.node, kinds.row, kinds.column, zero)
+        kinds.check(self.compiled, stream, err)
+        d0 = int(st.chan[kinds.channels, C_END].max())
         last_issue = int(issue_at.max())
-        counts = st.counts.sum(axis=0)
+        counts = kinds.summed(st.counts)
         cost, extra = 0.0, np.zeros(ncmd)
         landed = self.follow_clock and last_issue < LANDED_INTERVALS * self.nrefi
         if self.refresh and not landed:
@@ -453,7 +469,6 @@ class FastTiming:
                 st1 = new_state(self.spec)
                 st1.ref_due[:] = due
                 states.append(st1)
-            kinds = self._kinds_of(stream)  # one channel of each kind issued, counted for all
             args = (kinds.cmd, kinds.node, kinds.row, kinds.column, zero)
             if len(kinds.cmd) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
                 runs = run_commands_into(self.spec, states, *args)
@@ -464,15 +479,16 @@ class FastTiming:
                 ran = st1.counts[kinds.channels]
                 refreshes = max(int(ran[:, self.ref_id].max()), 1)  # on the slowest channel, about
                 costs.append(max(int(st1.chan[kinds.channels, C_END].max()) - d0, 0) / refreshes)
-                added += ((ran * kinds.weight[:, None]).sum(axis=0) - counts) / refreshes
+                added += (kinds.summed(st1.counts) - counts) / refreshes
             cost = sum(costs) / len(costs)
             if cost >= n:
                 raise PimsimError(self.compiled.stuck_message(f"a command of {stream.key[0]}"))
             extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
-        per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
-        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
-                      landed, bool((st.bank[:, B_OPEN] >= 0).any()))
+        per_channel = {int(c): int(st.chan[kinds.kind_of[int(c)], C_END]) for c in chans}
+        # (a bank of a channel not issued is idle, closed, like its kind's)
+        return _Known(d0, last_issue, per_channel, cost, counts, kinds.summed(st.chan[:, C_HITS:C_CONFLICTS + 1]),
+                      extra, landed, bool((st.bank[:, B_OPEN] >= 0).any()))
 
     def _landing(self, stream: Stream, use: _Use, lead: float) -> list:
         """What refreshes falling due from `lead` cycles into the stream on (one every nREFI) cost it:
@@ -510,10 +526,9 @@ class FastTiming:
         and the refreshes on its busiest channel (at least 1)."""
         kinds = self._kinds_of(stream)
         ran = self._landing_state(stream, kinds, due)
-        counts = ran.counts[kinds.channels]  # per kind of channel
-        added = ((counts * kinds.weight[:, None]).sum(axis=0) - k.commands).astype(np.float64)
+        added = (kinds.summed(ran.counts) - k.commands).astype(np.float64)
         added[self.ref_id] = 0  # REF is counted apart
-        refreshes = max(int(counts[:, self.ref_id].max()), 1)
+        refreshes = max(int(ran.counts[kinds.channels, self.ref_id].max()), 1)
         return max(int(ran.chan[kinds.channels, C_END].max()) - k.cycles, 0), added, refreshes
 
     def _landing_state(self, stream: Stream, kinds: _ChannelKinds, due: int) -> State:
