@@ -34,6 +34,11 @@ class ReferenceFastTiming(FastTiming):
         self._busy_refreshes: dict[tuple, float] = {}
         self._landings: dict[tuple, list] = {}
         self._exact_landings: dict[tuple, int] = {}
+        self._busy = [0.0] * self.compiled.hw.dram.organization.channels
+
+    @property
+    def busy_ps(self) -> np.ndarray:
+        return np.array(self._busy, np.float64)
 
     def _simulate(self, stream: Stream) -> _Known:
         ncmd = len(self.compiled.command_names)

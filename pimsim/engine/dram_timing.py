@@ -29,6 +29,7 @@ idle), and the exact cost of each refresh in a stream longer than 2 nREFI.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -80,6 +81,7 @@ EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected co
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
+BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming.busy_ps adds up at once
 # Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
 # a token issues about a dozen distinct streams (the weight GEMVs every token, attention's for some tokens)
 KEPT_STREAMS = 64
@@ -183,10 +185,11 @@ class _Use:
     every use (copied out: one attribute load each), its runs by operand format, the refreshes charged
     at its average cost, and its landings."""
 
-    __slots__ = ("stream", "known", "cycles", "last_issue", "cost", "landed", "leaves_open", "channels",
+    __slots__ = ("index", "stream", "known", "cycles", "last_issue", "cost", "landed", "leaves_open", "channels",
                  "channel_list", "runs", "busy_refreshes", "at", "bins", "exact")
 
-    def __init__(self, stream: Stream, known: _Known):
+    def __init__(self, index: int, stream: Stream, known: _Known):
+        self.index = index  # in the order of first runs
         self.stream = stream  # the first run's (for its MAC count)
         self.known = known
         self.cycles = known.cycles
@@ -414,7 +417,9 @@ class FastTiming:
         self._landings: list[list] = []  # every landing simulated (see _landing), in order
         self._kinds: dict[tuple, _ChannelKinds] = {}  # by the key of the commands simulated (landed streams)
         self._idle = new_state(self.spec)  # copied for each landing run
-        self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
+        self._busy = np.zeros(compiled.hw.dram.organization.channels)  # per channel, ps, up to the runs logged
+        # each run since: its stream's _Use.index and how refresh stretched it (busy_ps adds them up)
+        self._run_uses, self._run_scales = array("q"), array("d")
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
@@ -550,7 +555,23 @@ class FastTiming:
 
     @property
     def busy_ps(self) -> np.ndarray:
-        return np.array(self._busy, np.float64)
+        """Per channel: time spent running command streams. Each run adds each of its channels' refresh-free
+        cycles times its stretch times tCK, in the order of the runs: summed here, from the log the runs
+        keep (adding 0 for a channel a stream leaves idle changes no sum), by a running sum (numpy's
+        accumulate adds in order, as the loop over the runs did)."""
+        if len(self._run_uses):
+            uses = list(self._uses.values())
+            cycles = np.zeros((len(uses), len(self._busy)))  # per stream key, each channel's refresh-free cycles
+            for use in uses:
+                for c, cyc in use.channel_list:
+                    cycles[use.index, c] = cyc
+            which = np.frombuffer(self._run_uses, np.int64)
+            scales = np.frombuffer(self._run_scales, np.float64)
+            for lo in range(0, len(which), BUSY_BLOCK):  # (bounded memory)
+                added = cycles[which[lo:lo + BUSY_BLOCK]] * scales[lo:lo + BUSY_BLOCK, None] * self.tck_ps
+                self._busy = np.add.accumulate(np.vstack([self._busy, added]), axis=0)[-1]
+            self._run_uses, self._run_scales = array("q"), array("d")
+        return self._busy.copy()
 
     def run(self, stream: Stream, start_ps: int) -> int:
         return self.run_streams(((stream, None, 0),), start_ps, None)
@@ -567,7 +588,8 @@ class FastTiming:
         uses_of, formats = self._uses, self._formats
         tck, refresh, follow_clock = self.tck_ps, self.refresh, self.follow_clock
         n, nrfc, close_cycles = self.nrefi, self.nrfc, self.close_cycles
-        busy, channel_free = self._busy, self._channel_free
+        channel_free = self._channel_free
+        log_use, log_scale = self._run_uses.append, self._run_scales.append
         free_at = channel_free.__getitem__
         due, free, open_after = self.due, self.free, self.open_after
         t = start_ps
@@ -575,7 +597,7 @@ class FastTiming:
             for stream, part, after in steps:
                 use = uses_of.get(stream.key)
                 if use is None:
-                    use = uses_of[stream.key] = _Use(stream, self.known(stream))
+                    use = uses_of[stream.key] = _Use(len(uses_of), stream, self.known(stream))
                 runs, fmt = use.runs, stream.fmt
                 count = runs.get(fmt)
                 if count is None:
@@ -628,9 +650,9 @@ class FastTiming:
                     free = end
                 scale = (end - start) / cycles if cycles else 0.0
                 for c, cyc in use.channel_list:
-                    stretched = cyc * scale
-                    busy[c] += stretched * tck
-                    channel_free[c] = start + stretched
+                    channel_free[c] = start + cyc * scale
+                log_use(use.index)
+                log_scale(scale)
                 if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
                     self.channel_ends = {c: round((start + cyc * scale) * tck) for c, cyc in use.channel_list}
                 done = round(end * tck)
