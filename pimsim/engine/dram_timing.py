@@ -13,12 +13,15 @@ costs (rows open or closed, the row sweep's phase), so:
 - a stream whose last command issues within 2 nREFI (one or two refreshes land in it) is simulated
   again with the first refresh due where it lands (the rest every nREFI after) and pays exactly that:
   at that very cycle for its first 64 distinct landings (cached; a locked phase brings the same few
-  back), then per bin of its length (each such run issues one channel of each kind: channels that issue
-  the same commands run alike, see :class:`_ChannelKinds`);
+  back), then per bin of its length;
 - a longer one pays, per refresh, the average over runs with the first refresh due at SAMPLES
   points of its first nREFI (a golden-ratio sequence: evenly spaced points can fall on one phase of
   the row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
   later, so the count is solved for with that cost.
+
+Every run from an idle memory (refresh-free, the sampled ones, the landing ones) issues one channel of
+each kind and counts it for all the channels of that kind: channels that issue the same commands run
+alike (see :class:`_ChannelKinds`).
 
 Following the clock rather than charging each use an expected cost matters because the phase locks:
 a refresh that delays a stream's start puts everything after it a fixed distance behind that refresh,
@@ -81,7 +84,7 @@ EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected co
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
-BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming.busy_ps adds up at once
+BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming adds up at once (it logs at most about this many)
 # Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
 # a token issues about a dozen distinct streams (the weight GEMVs every token, attention's for some tokens)
 KEPT_STREAMS = 64
@@ -559,6 +562,11 @@ class FastTiming:
         cycles times its stretch times tCK, in the order of the runs: summed here, from the log the runs
         keep (adding 0 for a channel a stream leaves idle changes no sum), by a running sum (numpy's
         accumulate adds in order, as the loop over the runs did)."""
+        self._add_busy()
+        return self._busy.copy()
+
+    def _add_busy(self) -> None:
+        """Add the logged runs' busy time to each channel's and clear the log."""
         if len(self._run_uses):
             uses = list(self._uses.values())
             cycles = np.zeros((len(uses), len(self._busy)))  # per stream key, each channel's refresh-free cycles
@@ -571,7 +579,6 @@ class FastTiming:
                 added = cycles[which[lo:lo + BUSY_BLOCK]] * scales[lo:lo + BUSY_BLOCK, None] * self.tck_ps
                 self._busy = np.add.accumulate(np.vstack([self._busy, added]), axis=0)[-1]
             self._run_uses, self._run_scales = array("q"), array("d")
-        return self._busy.copy()
 
     def run(self, stream: Stream, start_ps: int) -> int:
         return self.run_streams(((stream, None, 0),), start_ps, None)
@@ -661,6 +668,8 @@ class FastTiming:
                 t = done + after
         finally:
             self.due, self.free, self.open_after = due, free, open_after
+        if len(self._run_uses) >= BUSY_BLOCK:  # (the log stays short on a long run)
+            self._add_busy()
         return t
 
     def counts(self) -> dict:
