@@ -95,7 +95,7 @@ class ReferenceFastTiming(FastTiming):
             if got is not None:
                 return got
             due = due // width * width + width // 2
-        chans = k.channel_ids
+        chans = np.fromiter(k.channel_cycles, np.int64)
         st1 = new_state(self.spec)
         st1.ref_due[:] = max(min(due, k.last_issue), 1)
         err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),

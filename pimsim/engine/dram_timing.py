@@ -176,11 +176,9 @@ class _Known:
     landed: bool = False  # refreshes landing in it are simulated where they land (not charged an average)
     leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
-    channel_ids: np.ndarray | None = None  # channel_cycles' channels, to index a kernel state (landing runs)
 
     def __post_init__(self):
         object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
-        object.__setattr__(self, "channel_ids", np.fromiter(self.channel_cycles, np.int64, len(self.channel_cycles)))
 
 
 class _Use:
@@ -511,20 +509,16 @@ class FastTiming:
         k = use.known
         if use.exact < EXACT_LANDINGS:
             use.exact += 1
-            kept = use.at
+            kept, slot, at = use.at, due, due
         else:
             width = max(k.last_issue // SHORT_BINS, 1) if 2 * k.last_issue < self.nrefi else LONG_BIN_CYCLES
-            kept = use.bins
-            got = kept.get(due // width)
+            kept, slot = use.bins, due // width
+            got = kept.get(slot)
             if got is not None:
                 return got
-            due = due // width
-            cycles, added, refreshes = self._land(stream, k, max(min(due * width + width // 2, k.last_issue), 1))
-            got = kept[due] = [cycles, added, 0, refreshes]
-            self._landings.append(got)
-            return got
-        cycles, added, refreshes = self._land(stream, k, max(min(due, k.last_issue), 1))
-        got = kept[due] = [cycles, added, 0, refreshes]
+            at = slot * width + width // 2  # the bin's middle
+        cycles, added, refreshes = self._land(stream, k, max(min(at, k.last_issue), 1))
+        got = kept[slot] = [cycles, added, 0, refreshes]
         self._landings.append(got)
         return got
 
