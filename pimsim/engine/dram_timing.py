@@ -19,6 +19,10 @@ costs (rows open or closed, the row sweep's phase), so:
   the row sweep every time), the rest every nREFI after; each refresh pushes the rest of the stream
   later, so the count is solved for with that cost.
 
+Every run from an idle memory (refresh-free, the sampled ones, the landing ones) issues one channel of
+each kind and counts it for all the channels of that kind: channels that issue the same commands run
+alike (see :class:`_ChannelKinds`).
+
 Following the clock rather than charging each use an expected cost matters because the phase locks:
 a refresh that delays a stream's start puts everything after it a fixed distance behind that refresh,
 so layers that take nearly a whole number of nREFI see refreshes land on the same ops again and
@@ -28,6 +32,7 @@ idle), and the exact cost of each refresh in a stream longer than 2 nREFI.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,9 +58,13 @@ from pimsim.dram.timing_state import (
     C_HITS,
     ERR_STUCK,
     K_DONE,
+    N_ANC,
+    N_LEVEL,
+    N_LO,
     P_PREA,
     P_REFRESH_ON,
     Spec,
+    State,
     first_refresh_due,
     new_state,
     rule_latency,
@@ -75,6 +84,7 @@ EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected co
 # Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
 # takes tens of microseconds, about what the kernel needs for a few thousand commands)
 PARALLEL_MIN_COMMANDS = 4096
+BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming adds up at once (it logs at most about this many)
 # Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
 # a token issues about a dozen distinct streams (the weight GEMVs every token, attention's for some tokens)
 KEPT_STREAMS = 64
@@ -112,10 +122,19 @@ class _MacTally:
     def add(self, stream: Stream) -> None:
         if not stream.fmt or not self._ids:
             return
+        self.by_format[stream.fmt] = self.by_format.get(stream.fmt, 0) + self.per_run(stream)
+
+    def per_run(self, stream: Stream) -> int:
+        """MAC commands in one run of the stream (counted once per stream key)."""
         n = self._per_stream.get(stream.key)
         if n is None:
             n = self._per_stream[stream.key] = int(np.isin(stream.cmd, self._ids).sum())
-        self.by_format[stream.fmt] = self.by_format.get(stream.fmt, 0) + n
+        return n
+
+    @property
+    def counted(self) -> bool:
+        """Whether the standard has MAC commands to count."""
+        return bool(self._ids)
 
 
 def _check(compiled: Compiled, stream: Stream, err) -> None:
@@ -157,11 +176,94 @@ class _Known:
     landed: bool = False  # refreshes landing in it are simulated where they land (not charged an average)
     leaves_open: bool = False  # a bank is still open after its last command (a refresh then closes it first)
     channel_list: tuple = ()  # channel_cycles as (channel, cycles) pairs, for the per-use loop
-    channel_ids: np.ndarray | None = None  # channel_cycles' channels, to index a kernel state (landing runs)
 
     def __post_init__(self):
         object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
-        object.__setattr__(self, "channel_ids", np.fromiter(self.channel_cycles, np.int64, len(self.channel_cycles)))
+
+
+class _Use:
+    """What :meth:`FastTiming.run` keeps per stream key: the figures of its :class:`_Known` it reads on
+    every use (copied out: one attribute load each), its runs by operand format, the refreshes charged
+    at its average cost, and its landings."""
+
+    __slots__ = ("index", "stream", "known", "cycles", "last_issue", "cost", "landed", "leaves_open", "channels",
+                 "channel_list", "runs", "busy_refreshes", "at", "bins", "exact")
+
+    def __init__(self, index: int, stream: Stream, known: _Known):
+        self.index = index  # in the order of first runs
+        self.stream = stream  # the first run's (for its MAC count)
+        self.known = known
+        self.cycles = known.cycles
+        self.last_issue = known.last_issue
+        self.cost = known.cost
+        self.landed = known.landed
+        self.leaves_open = known.leaves_open
+        self.channels = tuple(known.channel_cycles)
+        self.channel_list = known.channel_list
+        self.runs: dict[str, int] = {}  # operand format -> runs
+        self.busy_refreshes = 0  # refreshes charged at the average cost (long streams)
+        self.at: dict[int, list] = {}  # landings simulated at their very cycle: cycle -> see FastTiming._landing
+        self.bins: dict[int, list] = {}  # landings simulated per bin: bin -> the same
+        self.exact = 0  # landings simulated at their very cycle
+
+
+@dataclass(frozen=True)
+class _ChannelKinds:
+    """A stream's channels grouped by what they issue: channels that issue the same commands on the same
+    banks relative to their channel (same rows, same columns), in the same order, run alike from an
+    idle memory with refresh due at the same cycle on every rank, since no timing or bank state spans
+    two channels and every channel has the same organisation and rules (what lets the parallel kernel
+    split a stream by channel). A landing run issues one channel of each kind and counts it for all."""
+
+    cmd: np.ndarray  # the commands of one channel of each kind, in stream order
+    node: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    position: np.ndarray | None  # their positions in the stream (None: the whole stream, every channel a kind)
+    channels: np.ndarray  # the channel issued for each kind
+    weight: np.ndarray  # how many of the stream's channels are of each kind
+    kind_of: dict  # each channel of the stream -> the channel issued for its kind
+
+    @staticmethod
+    def of(tree: np.ndarray, stream: Stream) -> _ChannelKinds:
+        chan = tree[stream.node, N_ANC]
+        level = tree[stream.node, N_LEVEL]
+        relative = stream.node - tree[chan, N_LO + level]  # the node's index under its channel, at its level
+        # each channel's commands (kind, node under the channel, row, column) as one run of bytes
+        issued = (stream.cmd, relative, stream.row, stream.column)
+        step = np.diff(chan)
+        if (step < 0).any():  # channels interleaved: grouped first (in stream order within each)
+            order = np.argsort(chan, kind="stable")
+            chan = chan[order]
+            issued = tuple(a[order] for a in issued)
+            step = np.diff(chan)
+        bounds = [0, *(np.flatnonzero(step) + 1).tolist(), len(chan)]
+        first: dict[bytes, int] = {}  # what a channel issues -> the first channel issuing it
+        weight: dict[int, int] = {}
+        kind_of: dict[int, int] = {}
+        for lo, hi in zip(bounds, bounds[1:]):
+            c = int(chan[lo])
+            kind = kind_of[c] = first.setdefault(b"".join(a[lo:hi].tobytes() for a in issued), c)
+            weight[kind] = weight.get(kind, 0) + 1
+        channels = np.fromiter(weight, np.int64, len(weight))
+        counts = np.fromiter(weight.values(), np.int64, len(weight))
+        if len(weight) == len(bounds) - 1:
+            return _ChannelKinds(stream.cmd, stream.node, stream.row, stream.column, None, channels, counts, kind_of)
+        position = np.flatnonzero(np.isin(tree[stream.node, N_ANC], channels))
+        return _ChannelKinds(stream.cmd[position], stream.node[position], stream.row[position],
+                             stream.column[position], position, channels, counts, kind_of)
+
+    def summed(self, per_channel: np.ndarray) -> np.ndarray:
+        """Rows of a state array per channel (counts, row outcomes), summed over the stream's channels: each
+        kind's row as many times as it has channels."""
+        return (per_channel[self.channels] * self.weight[:, None]).sum(axis=0)
+
+    def check(self, compiled: Compiled, stream: Stream, err) -> None:
+        """:func:`_check` of a run of these commands (a failing command named by its place in the stream)."""
+        if err[0]:
+            if self.position is not None:
+                err[1] = self.position[err[1]]
+            _check(compiled, stream, err)
 
 
 class StreamTimer(Protocol):
@@ -311,11 +413,14 @@ class FastTiming:
         self.tck_ps = compiled.hw.dram.tCK_ps
         self._known: dict[tuple, _Known] = {}  # by stream key (distinct streams)
         self._by_commands: dict[tuple, _Known] = {}  # by the key of the commands simulated
-        self._uses: dict[tuple, int] = {}
-        self._busy_refreshes: dict[tuple, float] = {}  # long streams: refreshes charged at the average cost
-        self._landings: dict[tuple, list] = {}  # (stream key, "at" or "bin", cycle) -> see _landing
-        self._exact_landings: dict[tuple, int] = {}  # stream key -> landings simulated at their very cycle
-        self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
+        self._uses: dict[tuple, _Use] = {}  # by stream key, in the order of their first runs
+        self._formats: dict[str, None] = {}  # operand formats run, in the order of their first runs
+        self._landings: list[list] = []  # every landing simulated (see _landing), in order
+        self._kinds: dict[tuple, _ChannelKinds] = {}  # by the key of the commands simulated (landed streams)
+        self._idle = new_state(self.spec)  # copied for each landing run
+        self._busy = np.zeros(compiled.hw.dram.organization.channels)  # per channel, ps, up to the runs logged
+        # each run since: its stream's _Use.index and how refresh stretched it (busy_ps adds them up)
+        self._run_uses, self._run_scales = array("q"), array("d")
         self.track_channels = False
         self.channel_ends: dict[int, int] = {}
         self.free = 0.0  # cycle the memory finished its last stream
@@ -345,11 +450,12 @@ class FastTiming:
             return _Known(0, 0, {}, 0.0, np.zeros(ncmd, np.int64), np.zeros(3, np.int64), np.zeros(ncmd))
         chans = _channels(self.compiled, stream)
         zero = np.zeros(1, np.int64)  # every command may issue from cycle 0
-        st, issue_at, _, err = run_commands(self.spec_off, stream.cmd, stream.node, stream.row, stream.column, zero)
-        _check(self.compiled, stream, err)
-        d0 = int(st.chan[chans, C_END].max())
+        kinds = self._kinds_of(stream)  # one channel of each kind issued, counted for all
+        st, issue_at, _, err = run_commands(self.spec_off, kinds.cmd, kinds.node, kinds.row, kinds.column, zero)
+        kinds.check(self.compiled, stream, err)
+        d0 = int(st.chan[kinds.channels, C_END].max())
         last_issue = int(issue_at.max())
-        counts = st.counts.sum(axis=0)
+        counts = kinds.summed(st.counts)
         cost, extra = 0.0, np.zeros(ncmd)
         landed = self.follow_clock and last_issue < LANDED_INTERVALS * self.nrefi
         if self.refresh and not landed:
@@ -369,134 +475,213 @@ class FastTiming:
                 st1 = new_state(self.spec)
                 st1.ref_due[:] = due
                 states.append(st1)
-            args = (stream.cmd, stream.node, stream.row, stream.column, zero)
-            if len(stream) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
+            args = (kinds.cmd, kinds.node, kinds.row, kinds.column, zero)
+            if len(kinds.cmd) >= PARALLEL_MIN_COMMANDS and threads() > 1:  # independent runs: side by side
                 runs = run_commands_into(self.spec, states, *args)
             else:
                 runs = [(st1, run_commands(self.spec, *args, state=st1, issue_cycles=False)[3]) for st1 in states]
             for st1, err in runs:
-                _check(self.compiled, stream, err)
-                refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)  # on the slowest channel, about
-                costs.append(max(int(st1.chan[chans, C_END].max()) - d0, 0) / refreshes)
-                added += (st1.counts.sum(axis=0) - counts) / refreshes
+                kinds.check(self.compiled, stream, err)
+                ran = st1.counts[kinds.channels]
+                refreshes = max(int(ran[:, self.ref_id].max()), 1)  # on the slowest channel, about
+                costs.append(max(int(st1.chan[kinds.channels, C_END].max()) - d0, 0) / refreshes)
+                added += (kinds.summed(st1.counts) - counts) / refreshes
             cost = sum(costs) / len(costs)
             if cost >= n:
                 raise PimsimError(self.compiled.stuck_message(f"a command of {stream.key[0]}"))
             extra = added / len(points)  # PREA, reopening activates (REF is counted apart)
             extra[self.ref_id] = 0
-        per_channel = {int(c): int(st.chan[c, C_END]) for c in chans}
-        return _Known(d0, last_issue, per_channel, cost, counts, st.chan[:, C_HITS:C_CONFLICTS + 1].sum(axis=0), extra,
-                      landed, bool((st.bank[:, B_OPEN] >= 0).any()))
+        per_channel = {int(c): int(st.chan[kinds.kind_of[int(c)], C_END]) for c in chans}
+        # (a bank of a channel not issued is idle, closed, like its kind's)
+        return _Known(d0, last_issue, per_channel, cost, counts, kinds.summed(st.chan[:, C_HITS:C_CONFLICTS + 1]),
+                      extra, landed, bool((st.bank[:, B_OPEN] >= 0).any()))
 
-    def _landing(self, stream: Stream, k: _Known, lead: float) -> list:
+    def _landing(self, stream: Stream, use: _Use, lead: float) -> list:
         """What refreshes falling due from `lead` cycles into the stream on (one every nREFI) cost it:
         [cycles, commands they add, times charged, refreshes]. Simulated at that very cycle for the first
         EXACT_LANDINGS distinct ones of each stream (a locked phase brings the same few back again and
         again, and the cost jumps by a third of nRFC from one cycle to the next where a row opens or
         closes), then once per bin of its length."""
-        key, due = stream.key, int(lead)
-        got = self._landings.get((key, "at", due))
+        due = int(lead)
+        got = use.at.get(due)
         if got is not None:
             return got
-        exact = self._exact_landings.get(key, 0)
-        if exact < EXACT_LANDINGS:
-            self._exact_landings[key] = exact + 1
-            at = (key, "at", due)
+        k = use.known
+        if use.exact < EXACT_LANDINGS:
+            use.exact += 1
+            kept, slot, at = use.at, due, due
         else:
             width = max(k.last_issue // SHORT_BINS, 1) if 2 * k.last_issue < self.nrefi else LONG_BIN_CYCLES
-            at = (key, "bin", due // width)
-            got = self._landings.get(at)
+            kept, slot = use.bins, due // width
+            got = kept.get(slot)
             if got is not None:
                 return got
-            due = due // width * width + width // 2
-        chans = k.channel_ids
-        st1 = new_state(self.spec)
-        st1.ref_due[:] = max(min(due, k.last_issue), 1)
-        err = run_commands(self.spec, stream.cmd, stream.node, stream.row, stream.column, np.zeros(1, np.int64),
-                           state=st1, issue_cycles=False)[3]
-        _check(self.compiled, stream, err)
-        added = (st1.counts.sum(axis=0) - k.commands).astype(np.float64)
-        added[self.ref_id] = 0  # REF is counted apart
-        refreshes = max(int(st1.counts[chans, self.ref_id].max()), 1)
-        got = self._landings[at] = [max(int(st1.chan[chans, C_END].max()) - k.cycles, 0), added, 0, refreshes]
+            at = slot * width + width // 2  # the bin's middle
+        cycles, added, refreshes = self._land(stream, k, max(min(at, k.last_issue), 1))
+        got = kept[slot] = [cycles, added, 0, refreshes]
+        self._landings.append(got)
         return got
+
+    def _land(self, stream: Stream, k: _Known, due: int) -> tuple[int, np.ndarray, int]:
+        """The stream run from an idle memory with every rank's first refresh due at cycle `due` (the rest
+        every nREFI after): the cycles the refreshes add to it, the commands they add (REF counted apart)
+        and the refreshes on its busiest channel (at least 1)."""
+        kinds = self._kinds_of(stream)
+        ran = self._landing_state(stream, kinds, due)
+        added = (kinds.summed(ran.counts) - k.commands).astype(np.float64)
+        added[self.ref_id] = 0  # REF is counted apart
+        refreshes = max(int(ran.counts[kinds.channels, self.ref_id].max()), 1)
+        return max(int(ran.chan[kinds.channels, C_END].max()) - k.cycles, 0), added, refreshes
+
+    def _landing_state(self, stream: Stream, kinds: _ChannelKinds, due: int) -> State:
+        """The state after issuing one channel of each kind of the stream from an idle memory with refresh
+        due at cycle `due` on every rank (the kinds' channels hold what the whole stream's would)."""
+        st1 = State(*(a.copy() for a in self._idle))
+        st1.ref_due[:] = due
+        err = issue_into(self.spec, st1, kinds.cmd, kinds.node, kinds.row, kinds.column, 0)
+        kinds.check(self.compiled, stream, err)
+        return st1
+
+    def _kinds_of(self, stream: Stream) -> _ChannelKinds:
+        """The stream's channels by what they issue, one of each kind kept (cached per commands simulated)."""
+        same = stream.commands_key or stream.key
+        kinds = self._kinds.get(same)
+        if kinds is None:
+            kinds = self._kinds[same] = _ChannelKinds.of(self.spec.node, stream)
+        return kinds
 
     @property
     def busy_ps(self) -> np.ndarray:
-        return np.array(self._busy, np.float64)
+        """Per channel: time spent running command streams. Each run adds each of its channels' refresh-free
+        cycles times its stretch times tCK, in the order of the runs: summed here, from the log the runs
+        keep (adding 0 for a channel a stream leaves idle changes no sum), by a running sum (numpy's
+        accumulate adds in order, as the loop over the runs did)."""
+        self._add_busy()
+        return self._busy.copy()
+
+    def _add_busy(self) -> None:
+        """Add the logged runs' busy time to each channel's and clear the log."""
+        if len(self._run_uses):
+            uses = list(self._uses.values())
+            cycles = np.zeros((len(uses), len(self._busy)))  # per stream key, each channel's refresh-free cycles
+            for use in uses:
+                for c, cyc in use.channel_list:
+                    cycles[use.index, c] = cyc
+            which = np.frombuffer(self._run_uses, np.int64)
+            scales = np.frombuffer(self._run_scales, np.float64)
+            for lo in range(0, len(which), BUSY_BLOCK):  # (bounded memory)
+                added = cycles[which[lo:lo + BUSY_BLOCK]] * scales[lo:lo + BUSY_BLOCK, None] * self.tck_ps
+                self._busy = np.add.accumulate(np.vstack([self._busy, added]), axis=0)[-1]
+            self._run_uses, self._run_scales = array("q"), array("d")
 
     def run(self, stream: Stream, start_ps: int) -> int:
-        # called for every PIM step of every token: plain Python floats and lists (the same IEEE
-        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost)
-        key = stream.key
-        k = self._known.get(key)
-        if k is None:
-            k = self.known(stream)
-        self.macs.add(stream)
-        uses = self._uses
-        uses[key] = uses.get(key, 0) + 1
-        start = first = start_ps / self.tck_ps
-        end = start + k.cycles
-        if self.refresh and k.cycles and not self.follow_clock:
-            n, rfc = self.nrefi, self.nrfc
-            # a refresh that fell due in the idle time before the stream (uniformly, once per nREFI)
-            # holds the rank for nRFC from then: the expected wait
-            m = min(max(start - self.free, 0.0), rfc)
-            wait = (rfc * m - m * m / 2) / n
-            # refreshes due before its last command issues each cost what one cost it on average; they
-            # come once per nREFI, and each pushes the rest later (a geometric series)
-            hits = k.last_issue / (n - k.cost)
-            self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
-            end += wait + hits * k.cost
-        elif self.refresh and k.cycles:
-            n, due = self.nrefi, self.due
-            if due <= start:
-                # refreshes fell due while the stream's channels idled (or after their last command
-                # issued): they ran then, and the latest may still hold a rank (closing the banks the
-                # last stream left open first) when this stream comes
-                latest = due + ((start - due) // n) * n
-                free = max(self._channel_free[c] for c, _ in k.channel_list)
-                ready = max(latest, free) + self.nrfc + (self.close_cycles if self.open_after else 0)
-                if ready > first:
-                    first = ready
-                    end = ready + k.cycles
-                due = latest + n
-            lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
-            if lead <= k.last_issue:  # it lands before the last command issues
-                if k.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
-                    landing = self._landing(stream, k, lead)
-                    landing[2] += 1
-                    end += landing[0]
-                    due += n * landing[3]
+        return self.run_streams(((stream, None, 0),), start_ps, None)
+
+    def run_streams(self, steps, start_ps: int, breakdown: dict | None) -> int:
+        """Run each (stream, part, after) of `steps` in turn, the first from start_ps, each next one `after`
+        ps after the one before it ends (a serial plan's streams, :mod:`pimsim.engine.serial_plan`), adding
+        each stream's time to ``breakdown[part]`` (unless breakdown is None); returns the time the last
+        ends plus its `after`. Exactly `run` of each in turn."""
+        # every PIM step of every token comes here: plain Python floats and lists (the same IEEE
+        # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost), one look-up
+        # of the stream's key (hashing a key tuple costs about what the arithmetic does), and the timer's
+        # state in local variables for the whole list
+        uses_of, formats = self._uses, self._formats
+        tck, refresh, follow_clock = self.tck_ps, self.refresh, self.follow_clock
+        n, nrfc, close_cycles = self.nrefi, self.nrfc, self.close_cycles
+        channel_free = self._channel_free
+        log_use, log_scale = self._run_uses.append, self._run_scales.append
+        free_at = channel_free.__getitem__
+        due, free, open_after = self.due, self.free, self.open_after
+        t = start_ps
+        try:
+            for stream, part, after in steps:
+                use = uses_of.get(stream.key)
+                if use is None:
+                    use = uses_of[stream.key] = _Use(len(uses_of), stream, self.known(stream))
+                runs, fmt = use.runs, stream.fmt
+                count = runs.get(fmt)
+                if count is None:
+                    runs[fmt] = 1
+                    formats.setdefault(fmt)
                 else:
-                    # each costs what one cost it on average and pushes the rest of the stream later,
-                    # past more refreshes
-                    hits = (k.last_issue - lead) // (n - k.cost) + 1
-                    self._busy_refreshes[key] = self._busy_refreshes.get(key, 0.0) + hits
-                    end += hits * k.cost
-                    due += hits * n
-            self.due = due
-            self.open_after = k.leaves_open
-        if end > self.free:
-            self.free = end
-        scale = (end - start) / k.cycles if k.cycles else 0.0
-        busy, tck, channel_free = self._busy, self.tck_ps, self._channel_free
-        for c, cyc in k.channel_list:
-            busy[c] += cyc * scale * tck
-            channel_free[c] = start + cyc * scale
-        if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
-            self.channel_ends = {c: round((start + cyc * scale) * self.tck_ps) for c, cyc in k.channel_cycles.items()}
-        return round(end * self.tck_ps)
+                    runs[fmt] = count + 1
+                start = first = t / tck
+                cycles = use.cycles
+                end = start + cycles
+                if cycles and refresh:
+                    if follow_clock:
+                        if due <= start:
+                            # refreshes fell due while the stream's channels idled (or after their last
+                            # command issued): they ran then, and the latest may still hold a rank (closing
+                            # the banks the last stream left open first) when this stream comes
+                            latest = due + ((start - due) // n) * n
+                            ready = max(latest, max(map(free_at, use.channels))) + nrfc + \
+                                (close_cycles if open_after else 0)
+                            if ready > first:
+                                first = ready
+                                end = ready + cycles
+                            due = latest + n
+                        lead = due - first  # where the next refresh falls due, in the stream's refresh-free time
+                        if lead <= use.last_issue:  # it lands before the last command issues
+                            if use.landed:  # what the refresh due `lead` into it, and those every nREFI after, cost
+                                landing = self._landing(stream, use, lead)
+                                landing[2] += 1
+                                end += landing[0]
+                                due += n * landing[3]
+                            else:
+                                # each costs what one cost it on average and pushes the rest of the stream
+                                # later, past more refreshes
+                                hits = (use.last_issue - lead) // (n - use.cost) + 1
+                                use.busy_refreshes += hits
+                                end += hits * use.cost
+                                due += hits * n
+                        open_after = use.leaves_open
+                    else:
+                        # a refresh that fell due in the idle time before the stream (uniformly, once per
+                        # nREFI) holds the rank for nRFC from then: the expected wait
+                        m = min(max(start - free, 0.0), nrfc)
+                        wait = (nrfc * m - m * m / 2) / n
+                        # refreshes due before its last command issues each cost what one cost it on
+                        # average; they come once per nREFI, and each pushes the rest later (a geometric series)
+                        hits = use.last_issue / (n - use.cost)
+                        use.busy_refreshes += hits
+                        end += wait + hits * use.cost
+                if end > free:
+                    free = end
+                scale = (end - start) / cycles if cycles else 0.0
+                for c, cyc in use.channel_list:
+                    channel_free[c] = start + cyc * scale
+                log_use(use.index)
+                log_scale(scale)
+                if self.track_channels:  # each channel's share of the stream, stretched like the whole by refresh
+                    self.channel_ends = {c: round((start + cyc * scale) * tck) for c, cyc in use.channel_list}
+                done = round(end * tck)
+                if breakdown is not None:
+                    breakdown[part] += done - t
+                t = done + after
+        finally:
+            self.due, self.free, self.open_after = due, free, open_after
+        if len(self._run_uses) >= BUSY_BLOCK:  # (the log stays short on a long run)
+            self._add_busy()
+        return t
 
     def counts(self) -> dict:
         c = _Counts(self.compiled)
         extra = np.zeros(len(self.compiled.command_names))
-        for key, uses in self._uses.items():
-            k = self._known[key]
+        macs = {fmt: 0 for fmt in self._formats if fmt} if self.macs.counted else None
+        for use in self._uses.values():
+            k = use.known
+            uses = sum(use.runs.values())
             c.commands += k.commands * uses
             c.rows += k.rows * uses
-            extra += k.extra * self._busy_refreshes.get(key, 0)
-        for _, added, times, _ in self._landings.values():
+            extra += k.extra * use.busy_refreshes
+            if macs is not None and any(use.runs):
+                per_run = self.macs.per_run(use.stream)
+                for fmt, runs in use.runs.items():
+                    if fmt:
+                        macs[fmt] += per_run * runs
+        for _, added, times, _ in self._landings:
             extra += added * times
         c.commands += np.round(extra).astype(np.int64)
         if self.refresh:  # every rank refreshes every nREFI, busy or not
@@ -504,7 +689,7 @@ class FastTiming:
             c.commands[self.ref_id] += int(self.free // self.nrefi) * org.channels * org.ranks
         out = c.summary()
         out["distinct_streams"] = len(self._known)
-        out["macs_by_format"] = dict(self.macs.by_format)
+        out["macs_by_format"] = macs if macs is not None else {}
         return out
 
 
