@@ -1,7 +1,10 @@
 """FastTiming's per-use path as it was before it kept one record per stream key (pimsim.engine.dram_timing:
 a dictionary per tally, a look-up of the key for each) and before its refresh runs (landings, and the
 sampled refresh costs of long streams) issued one channel of each kind (the whole stream, every channel),
-kept only to hold the faster code to it: tests/test_landing_runs.py runs the same streams through both."""
+kept only to hold the faster code to it: tests/test_landing_runs.py runs the same streams through both.
+Only what this class defines (``run``, ``counts``, ``busy_ps``, ``_simulate``, ``_landing``) is the old code;
+anything else it inherits from FastTiming (``run_streams``, ``_land``, ``_kinds_of``) is the new code, so
+a test of the old way calls only those."""
 
 from __future__ import annotations
 

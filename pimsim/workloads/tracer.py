@@ -845,7 +845,7 @@ def _installed_version(name: str) -> str:
         if not line:  # the end of the headers
             break
         if line.startswith("Version:"):
-            return line[len("Version:"):].strip()
+            return line[len("Version:"):].lstrip(" \t")  # as the e-mail parser reads a header's value
     return dist.version
 
 
