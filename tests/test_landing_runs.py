@@ -143,16 +143,18 @@ def test_landing_runs_of_handmade_streams_match_whole_stream_runs(config):
     assert _assert_lands_alike(fast, s) == min(channels, 3)
 
 
-@pytest.mark.parametrize("config", ["gddr6-aim.yaml", "hbm-pim.yaml", "lpddr5-pim.yaml"])
+@pytest.mark.parametrize("config", [("gddr6-aim.yaml",), ("hbm-pim.yaml",), ("lpddr5-pim.yaml",),
+                                    ("hbm3-pim.yaml", "dram.refresh.policy=per-bank"),
+                                    ("gddr6-aim.yaml", "dram.refresh.enabled=false")], ids=lambda c: "+".join(c))
 @pytest.mark.parametrize("follow_clock", [True, False])
 def test_fast_timing_per_use_path_matches_the_one_it_replaced(config, follow_clock, tiny_graph, monkeypatch):
-    """Streams short and long, in two operand formats and none, from start times that leave the memory
-    busy, idle for part of a refresh interval or for several, one by one and as a serial plan's lists
-    (run_streams): every end time, channel end, busy time and count the same. One short stream comes back
-    often enough that its landings fall back to bins. Busy time is added up from short logs (as a long run's
-    is)."""
+    """Streams short and long, in two operand formats and none, empty ones among them, from start times
+    that leave the memory busy, idle for part of a refresh interval or for several, one by one and as a
+    serial plan's lists (run_streams): every end time, channel end, busy time and count the same. One short
+    stream comes back often enough that its landings fall back to bins. Busy time is added up from short
+    logs (as a long run's is). Per-bank refresh and refresh off too."""
     monkeypatch.setattr("pimsim.engine.dram_timing.BUSY_BLOCK", 37)
-    c = compiled(config)
+    c = compiled(*config)
     m = ModelMap(c.hw, c, tiny_graph, 64)
     tables = list(m.tables)
     streams = [m.gemv(t) for t in tables[:4]] + [m.embedding(tables[0], e) for e in (0, 9)]
@@ -161,6 +163,9 @@ def test_fast_timing_per_use_path_matches_the_one_it_replaced(config, follow_clo
     channels = min(c.hw.dram.organization.channels, 5)
     streams += [_handmade(c, channels), _handmade(c, channels, 2000)]  # the second spans several nREFI
     streams = [replace(s, fmt=fmt) for s in streams for fmt in ("", "bf16", "int8")]
+    empty = streams[0]
+    streams.insert(0, replace(empty, key=("empty",), cmd=empty.cmd[:0], node=empty.node[:0], row=empty.row[:0],
+                              column=empty.column[:0]))
     often = streams[-4]  # short, landed
     timers = [ReferenceFastTiming(c, follow_clock), FastTiming(c, follow_clock)]
     assert timers[1].known(streams[-1]).cycles > 2 * c.refresh_interval
@@ -193,7 +198,7 @@ def test_fast_timing_per_use_path_matches_the_one_it_replaced(config, follow_clo
             assert timers[0].busy_ps.tobytes() == timers[1].busy_ps.tobytes()
     assert timers[0].busy_ps.tobytes() == timers[1].busy_ps.tobytes()
     assert repr(timers[0].counts()) == repr(timers[1].counts())
-    if follow_clock:
+    if follow_clock and c.hw.dram.refresh.enabled:
         assert timers[1]._uses[often.key].bins  # landings past EXACT_LANDINGS went per bin
 
 

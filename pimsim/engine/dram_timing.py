@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -181,30 +181,32 @@ class _Known:
         object.__setattr__(self, "channel_list", tuple(self.channel_cycles.items()))
 
 
+@dataclass(slots=True, eq=False)
 class _Use:
     """What :meth:`FastTiming.run` keeps per stream key: the figures of its :class:`_Known` it reads on
     every use (copied out: one attribute load each), its runs by operand format, the refreshes charged
     at its average cost, and its landings."""
 
-    __slots__ = ("index", "stream", "known", "cycles", "last_issue", "cost", "landed", "leaves_open", "channels",
-                 "channel_list", "runs", "busy_refreshes", "at", "bins", "exact")
+    index: int  # in the order of first runs
+    stream: Stream  # the first run's (for its MAC count)
+    known: _Known
+    cycles: int
+    last_issue: int
+    cost: float
+    landed: bool
+    leaves_open: bool
+    channels: tuple  # the channels it issues on
+    channel_list: tuple  # (channel, refresh-free cycles) pairs
+    runs: dict = field(default_factory=dict)  # operand format -> runs
+    busy_refreshes: float = 0  # refreshes charged at the average cost (long streams)
+    at: dict = field(default_factory=dict)  # landings simulated at their very cycle: cycle -> see FastTiming._landing
+    bins: dict = field(default_factory=dict)  # landings simulated per bin: bin -> the same
+    exact: int = 0  # landings simulated at their very cycle
 
-    def __init__(self, index: int, stream: Stream, known: _Known):
-        self.index = index  # in the order of first runs
-        self.stream = stream  # the first run's (for its MAC count)
-        self.known = known
-        self.cycles = known.cycles
-        self.last_issue = known.last_issue
-        self.cost = known.cost
-        self.landed = known.landed
-        self.leaves_open = known.leaves_open
-        self.channels = tuple(known.channel_cycles)
-        self.channel_list = known.channel_list
-        self.runs: dict[str, int] = {}  # operand format -> runs
-        self.busy_refreshes = 0  # refreshes charged at the average cost (long streams)
-        self.at: dict[int, list] = {}  # landings simulated at their very cycle: cycle -> see FastTiming._landing
-        self.bins: dict[int, list] = {}  # landings simulated per bin: bin -> the same
-        self.exact = 0  # landings simulated at their very cycle
+    @classmethod
+    def of(cls, index: int, stream: Stream, known: _Known) -> _Use:
+        return cls(index, stream, known, known.cycles, known.last_issue, known.cost, known.landed, known.leaves_open,
+                   tuple(known.channel_cycles), known.channel_list)
 
 
 @dataclass(frozen=True)
@@ -416,7 +418,7 @@ class FastTiming:
         self._uses: dict[tuple, _Use] = {}  # by stream key, in the order of their first runs
         self._formats: dict[str, None] = {}  # operand formats run, in the order of their first runs
         self._landings: list[list] = []  # every landing simulated (see _landing), in order
-        self._kinds: dict[tuple, _ChannelKinds] = {}  # by the key of the commands simulated (landed streams)
+        self._kinds: dict[tuple, _ChannelKinds] = {}  # by the key of the commands simulated (every stream simulated)
         self._idle = new_state(self.spec)  # copied for each landing run
         self._busy = np.zeros(compiled.hw.dram.organization.channels)  # per channel, ps, up to the runs logged
         # each run since: its stream's _Use.index and how refresh stretched it (busy_ps adds them up)
@@ -482,10 +484,9 @@ class FastTiming:
                 runs = [(st1, run_commands(self.spec, *args, state=st1, issue_cycles=False)[3]) for st1 in states]
             for st1, err in runs:
                 kinds.check(self.compiled, stream, err)
-                ran = st1.counts[kinds.channels]
-                refreshes = max(int(ran[:, self.ref_id].max()), 1)  # on the slowest channel, about
-                costs.append(max(int(st1.chan[kinds.channels, C_END].max()) - d0, 0) / refreshes)
-                added += (kinds.summed(st1.counts) - counts) / refreshes
+                cycles, more, refreshes = self._refresh_effect(st1, kinds, d0, counts)
+                costs.append(cycles / refreshes)
+                added += more / refreshes
             cost = sum(costs) / len(costs)
             if cost >= n:
                 raise PimsimError(self.compiled.stuck_message(f"a command of {stream.key[0]}"))
@@ -527,11 +528,19 @@ class FastTiming:
         every nREFI after): the cycles the refreshes add to it, the commands they add (REF counted apart)
         and the refreshes on its busiest channel (at least 1)."""
         kinds = self._kinds_of(stream)
-        ran = self._landing_state(stream, kinds, due)
-        added = (kinds.summed(ran.counts) - k.commands).astype(np.float64)
+        cycles, added, refreshes = self._refresh_effect(self._landing_state(stream, kinds, due), kinds, k.cycles,
+                                                        k.commands)
         added[self.ref_id] = 0  # REF is counted apart
+        return cycles, added, refreshes
+
+    def _refresh_effect(self, ran: State, kinds: _ChannelKinds, cycles: int, commands: np.ndarray
+                        ) -> tuple[int, np.ndarray, int]:
+        """What the refreshes of a run from an idle memory (`ran`: its state) added to the refresh-free run
+        of `cycles` cycles and `commands` per kind: the cycles (to the channel that ends last), the commands
+        per kind (REF among them) and the refreshes on its busiest channel (at least 1)."""
         refreshes = max(int(ran.counts[kinds.channels, self.ref_id].max()), 1)
-        return max(int(ran.chan[kinds.channels, C_END].max()) - k.cycles, 0), added, refreshes
+        added = (kinds.summed(ran.counts) - commands).astype(np.float64)
+        return max(int(ran.chan[kinds.channels, C_END].max()) - cycles, 0), added, refreshes
 
     def _landing_state(self, stream: Stream, kinds: _ChannelKinds, due: int) -> State:
         """The state after issuing one channel of each kind of the stream from an idle memory with refresh
@@ -593,12 +602,13 @@ class FastTiming:
         log_use, log_scale = self._run_uses.append, self._run_scales.append
         free_at = channel_free.__getitem__
         due, free, open_after = self.due, self.free, self.open_after
+        done_due, done_free, done_open = due, free, open_after  # as of the last step finished
         t = start_ps
         try:
             for stream, part, after in steps:
                 use = uses_of.get(stream.key)
                 if use is None:
-                    use = uses_of[stream.key] = _Use(len(uses_of), stream, self.known(stream))
+                    use = uses_of[stream.key] = _Use.of(len(uses_of), stream, self.known(stream))
                 runs, fmt = use.runs, stream.fmt
                 count = runs.get(fmt)
                 if count is None:
@@ -660,8 +670,9 @@ class FastTiming:
                 if breakdown is not None:
                     breakdown[part] += done - t
                 t = done + after
-        finally:
-            self.due, self.free, self.open_after = due, free, open_after
+                done_due, done_free, done_open = due, free, open_after
+        finally:  # a step that raised (a stuck landing run) leaves the refresh clock where the last one did
+            self.due, self.free, self.open_after = done_due, done_free, done_open
         if len(self._run_uses) >= BUSY_BLOCK:  # (the log stays short on a long run)
             self._add_busy()
         return t
@@ -676,7 +687,7 @@ class FastTiming:
             c.commands += k.commands * uses
             c.rows += k.rows * uses
             extra += k.extra * use.busy_refreshes
-            if macs is not None and any(use.runs):
+            if macs is not None and any(fmt for fmt in use.runs):  # a run with an operand format: it has MACs
                 per_run = self.macs.per_run(use.stream)
                 for fmt, runs in use.runs.items():
                     if fmt:
