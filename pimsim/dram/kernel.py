@@ -18,6 +18,8 @@ from numba import prange
 
 from pimsim._numba_cache import njit
 from pimsim.dram.periods import (
+    A_PREV,
+    B_PREV,
     G_DROW,
     G_LEN,
     G_MORE,
@@ -65,6 +67,9 @@ from pimsim.dram.timing_state import (
     skip_idle_refreshes,
 )
 
+# a chain is dropped after this many group starts in a row that were not group g moved (its copies are
+# then taken afresh): assumed, a steady sweep comes back within a group or two of a refresh
+MAX_CHAIN_FAILS = 3
 NEG_DUE = -1  # placeholder refresh due time where refresh is off (never compared)
 
 # columns of the record of issued commands
@@ -187,7 +192,9 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
     ngroups = groups.shape[0] if tstride == 0 and not record else 0
     ga = 0  # the next group start at or after i
     check_at = -1  # where a snapshot waits to be compared (the start of the next group), -1 if none
-    snap_pos, snap_len, snap_more, snap_drow, snap_ch = 0, 0, 0, 0, 0
+    snap_pos, snap_len, snap_more, snap_drow, snap_ch, snapped = 0, 0, 0, 0, 0, False
+    # a chain whose group g (at snap_pos) proved periodic: period, next group start, end, failed tries
+    chain_on, chain_period, chain_next, chain_end, chain_fails = False, 0, 0, 0, 0
     snap = new_snapshot(node, rules, win, T, win_hist, bank, chan, ngroups > 0)
     if ngroups > 0:
         lo_g, hi_g = 0, ngroups  # the first group at or after lo
@@ -202,29 +209,53 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
     while i + 1 < n:  # a while loop: the fast path below consumes whole runs of commands at once
         i += 1
         if ngroups > 0:
-            if i == check_at:
+            skipped = 0
+            if chain_on:
+                # a chain proved periodic: each of its group starts is compared with group g's (copy A)
+                while chain_next < i:
+                    chain_next += snap_len
+                if node[node_of[i], N_ANC] != snap_ch or i >= chain_end or chain_fails >= MAX_CHAIN_FAILS:
+                    chain_on = False
+                elif i == chain_next:
+                    m = (i - snap_pos) // snap_len
+                    skipped = skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts,
+                                           ref_due, snap_ch, refresh_on, snap, snap_more - m + 1, chain_period,
+                                           chan[snap_ch, C_PREV] - snap[A_PREV][C_PREV], m * snap_drow, snap_drow,
+                                           False)
+                    chain_fails = 0 if skipped else chain_fails + 1
+                    chain_next += snap_len
+            elif i == check_at:
                 check_at = -1
-                period = chan[snap_ch, C_PREV] - snap[11][C_PREV]
-                k = skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
-                                 snap_ch, refresh_on, snap, snap_more, snap_drow)
-                if k > 0:
-                    if istride:  # group g + j issues each command j periods after group g did
-                        for u in range(k * snap_len):
-                            issue_at[i + u] = issue_at[snap_pos + u % snap_len] + (u // snap_len + 1) * period
-                    i += k * snap_len
-                    if i >= n:
-                        break
+                chain_period = chan[snap_ch, C_PREV] - snap[A_PREV][C_PREV]
+                skipped = skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+                                       snap_ch, refresh_on, snap, snap_more, chain_period, chain_period, snap_drow,
+                                       snap_drow, True)
+                if skipped:
+                    chain_on, chain_fails = True, 0
+                    chain_next, chain_end = i + snap_len, snap_pos + (snap_more + 1) * snap_len
+            if skipped:
+                if istride:  # the j-th group from here issues each command as group g did, moved q + j p
+                    q = chan[snap_ch, C_PREV] - snap[B_PREV][C_PREV] - (skipped - 1) * chain_period
+                    for u in range(skipped * snap_len):
+                        issue_at[i + u] = issue_at[snap_pos + u % snap_len] + q + (u // snap_len) * chain_period
+                i += skipped * snap_len
+                chain_next = i
+                if i >= n:
+                    break
             while ga < ngroups and groups[ga, G_POS] < i:
                 ga += 1
-            # a snapshot at each group start while none waits; a shorter period replaces a waiting one (a
-            # period spanning many rows rarely passes between two refreshes)
-            if ga < ngroups and groups[ga, G_POS] == i and (check_at < 0 or groups[ga, G_LEN] < snap_len):
+            # a snapshot at each group start while none waits (and no chain is followed); a shorter period
+            # replaces a waiting one (a period spanning many rows rarely passes between two refreshes)
+            if not chain_on and ga < ngroups and groups[ga, G_POS] == i and \
+                    (check_at < 0 or groups[ga, G_LEN] < snap_len):
                 ch0 = node[node_of[i], N_ANC]
                 # the start time must not bind any more, and no refresh-closed row may wait to reopen
                 if chan[ch0, C_PREV] + params[P_GAP] >= tmin[0] and chan[ch0, C_PENDING] == 0:
-                    snap_pos, snap_len = i, groups[ga, G_LEN]
+                    # the next group of the chain kept before reads and writes the same parts of the State
+                    same = snapped and i == snap_pos + snap_len and groups[ga, G_LEN] == snap_len and ch0 == snap_ch
+                    snap_pos, snap_len, snapped = i, groups[ga, G_LEN], True
                     take_snapshot(node, cmds, win, win_role, params, T, Tsub, win_hist, win_count, bank, chan,
-                                  counts, ch0, cmd, node_of, run_last, i, snap_len, snap)
+                                  counts, ch0, cmd, node_of, run_last, i, snap_len, snap, same)
                     snap_more, snap_drow, snap_ch = groups[ga, G_MORE], groups[ga, G_DROW], ch0
                     check_at = i + snap_len
         c, s = cmd[i], node_of[i]

@@ -74,6 +74,7 @@ from pimsim.dram.timing_state import (
     C_PENDING,
     C_PREV,
     E_NONE,
+    E_OPEN,
     K_EFFECT,
     N_ANC,
     N_HI,
@@ -181,9 +182,15 @@ def latency_from(rules, ncmd):
     return lat
 
 
+# the snapshot tuple (new_snapshot): what a group reads or writes, then two copies of it (A: the State
+# at the start of a group g, B: at the start of group g + 1), then the latencies per command
+SEL, WSEL, BSEL, NSEL, MARK, BMARK, BOPEN, A, B, LAT = 0, 1, 2, 3, 4, 5, 6, 7, 14, 21
+A_PREV, B_PREV = A + 5, B + 5  # the channel rows of the copies (C_PREV: the channel's previous issue)
+
+
 @njit(cache=True)
 def new_snapshot(node, rules, win, T, win_hist, bank, chan, used):
-    """Room for one channel's part of the State (see :func:`take_snapshot`); none unless ``used``."""
+    """Room for one channel's part of the State, twice (see :func:`take_snapshot`); none unless ``used``."""
     nodes, ncmd = T.shape
     nwin, wmax = win.shape[0], win_hist.shape[2]
     nn, nbank = 0, 0
@@ -194,25 +201,29 @@ def new_snapshot(node, rules, win, T, win_hist, bank, chan, used):
         nbank = node[0, N_HI + 3] - node[0, N_LO + 3]
     else:
         nodes = ncmd = 0
-    sel = np.empty(nn, np.int64)  # the nodes whose T and Tsub the group reads or writes
-    wsel = np.empty((nwin * nn + 1, 2), np.int64)  # the (window, node) histories it reads or writes
-    bsel = np.empty(nbank, np.int64)  # the banks whose state it reads or writes
-    counts = np.zeros(3, np.int64)  # how many of each
-    mark = np.zeros(nodes, np.int64)  # bit 0: node selected; bit 1 + w: window w's history at it
-    bmark = np.zeros(bank.shape[0] if used else 0, np.int64)
-    return (sel, wsel, bsel, counts, mark, bmark,
-            np.empty((nn, ncmd), np.int64), np.empty((nn, ncmd), np.int64),  # T, Tsub
-            np.empty((nwin * nn + 1, wmax), np.int64), np.empty(nwin * nn + 1, np.int64),  # histories, counts
+    nw = nwin * nn + 1
+    return (np.empty(nn, np.int64),  # the nodes whose T and Tsub the group reads or writes
+            np.empty((nw, 2), np.int64),  # the (window, node) histories it reads or writes
+            np.empty(nbank, np.int64),  # the banks whose state it reads or writes
+            np.zeros(3, np.int64),  # how many of each
+            np.zeros(nodes, np.int64),  # bit 0: node selected; bit 1 + w: window w's history at it
+            np.zeros(bank.shape[0] if used else 0, np.int64),
+            np.zeros(nbank, np.int64),  # per selected bank: the group opens it (writes its kind)
+            np.empty((nn, ncmd), np.int64), np.empty((nn, ncmd), np.int64),  # A: T, Tsub
+            np.empty((nw, wmax), np.int64), np.empty(nw, np.int64),  # histories, counts
             np.empty((nbank, 5), np.int64), np.empty(chan.shape[1], np.int64), np.empty(ncmd, np.int64),
-            latency_from(rules, ncmd) if used else np.zeros(0, np.int64), np.empty(wmax, np.int64))
+            np.empty((nn, ncmd), np.int64), np.empty((nn, ncmd), np.int64),  # B: the same
+            np.empty((nw, wmax), np.int64), np.empty(nw, np.int64),
+            np.empty((nbank, 5), np.int64), np.empty(chan.shape[1], np.int64), np.empty(ncmd, np.int64),
+            latency_from(rules, ncmd) if used else np.zeros(0, np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, length, snap):
     """Which parts of the State the commands of group [s0, s0 + length) read or write: the T and Tsub of
     their nodes and those nodes' ancestors, the window histories they count in or are delayed by, the
     banks under them. Nothing else of the State takes part in issuing them (the rest stays as it is)."""
-    sel, wsel, bsel, counts, mark, bmark = snap[0], snap[1], snap[2], snap[3], snap[4], snap[5]
+    sel, wsel, bsel, counts, mark, bmark, bopen = snap[0], snap[1], snap[2], snap[3], snap[4], snap[5], snap[6]
     ns = nw = nb = 0
     bank_base = params[P_BASE + 3]
     u = s0
@@ -235,12 +246,16 @@ def _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, lengt
                         mark[y] |= 2 << w
                         wsel[nw, 0], wsel[nw, 1] = w, y
                         nw += 1
-        if cmds[c, K_EFFECT] != E_NONE:
+        eff = cmds[c, K_EFFECT]
+        if eff != E_NONE:
             for b in range(node[s, N_LO + 3] - bank_base, node[s, N_HI + 3] - bank_base):
                 if not bmark[b]:
-                    bmark[b] = 1
+                    bmark[b] = nb + 1
                     bsel[nb] = b
+                    bopen[nb] = 0
                     nb += 1
+                if eff == E_OPEN:
+                    bopen[bmark[b] - 1] = 1
         # a run repeats one command on one node: its first stands for it
         u = (min(run_last[u], s0 + length - 1) if run_last.shape[0] > 0 else u) + 1
     for k in range(ns):
@@ -252,13 +267,16 @@ def _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, lengt
     counts[0], counts[1], counts[2] = ns, nw, nb
 
 
-@njit(cache=True)
-def take_snapshot(node, cmds, win, win_role, params, T, Tsub, win_hist, win_count, bank, chan, counts, ch,
-                  cmd, node_of, run_last, s0, length, snap):
-    """Keep what group [s0, s0 + length) of channel ch reads or writes of the State, as it is now."""
-    _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, length, snap)
+@njit(cache=True, inline="always")
+def _store(win, T, Tsub, win_hist, win_count, bank, chan, counts, ch, snap, at):
+    """Copy what the selection holds of the State into copy ``at`` (A or B)."""
     sel, wsel, bsel, n = snap[0], snap[1], snap[2], snap[3]
-    sT, sTsub, swin, swcnt, sbank, schan, scounts = snap[6], snap[7], snap[8], snap[9], snap[10], snap[11], snap[12]
+    if at == A:
+        sT, sTsub, swin, swcnt, sbank, schan, scounts = snap[7], snap[8], snap[9], snap[10], snap[11], snap[12], \
+            snap[13]
+    else:
+        sT, sTsub, swin, swcnt, sbank, schan, scounts = snap[14], snap[15], snap[16], snap[17], snap[18], snap[19], \
+            snap[20]
     for k in range(n[0]):
         y = sel[k]
         for c in range(T.shape[1]):
@@ -279,9 +297,19 @@ def take_snapshot(node, cmds, win, win_role, params, T, Tsub, win_hist, win_coun
 
 
 @njit(cache=True, inline="always")
+def take_snapshot(node, cmds, win, win_role, params, T, Tsub, win_hist, win_count, bank, chan, counts, ch,
+                  cmd, node_of, run_last, s0, length, snap, same):
+    """Keep what group [s0, s0 + length) of channel ch reads or writes of the State, as it is now (copy A);
+    ``same``: the group translates the one kept before (it reads and writes the same parts)."""
+    if not same:
+        _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, length, snap)
+    _store(win, T, Tsub, win_hist, win_count, bank, chan, counts, ch, snap, A)
+
+
+@njit(cache=True, inline="always")
 def _moved(x, x1, b0, b1, p, lat, gap0):
-    """Whether a recorded cycle x at the group start (previous issue b0) and x1 a period later (b1)
-    are equivalent: moved by the period, or both dead."""
+    """Whether a recorded cycle x at the group start (previous issue b0) and x1 at a later group's start
+    (b1) are equivalent: moved by p, or both dead."""
     if x > b0 or x1 > b1:  # a cycle after the channel's last issue: not a state this argument covers
         return False
     if x1 == x and gap0 == 0 and x == b0:  # a write at b0 in the group could leave it equal: ambiguous
@@ -298,102 +326,121 @@ def _row_moved(r, r1, d):
     return r1 == r + d and r1 >= 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due, ch, refresh_on,
-                 snap, more, d):
-    """With the snapshot taken at the start of a group and the State now at the start of the next one
-    (a translate of it by row shift d, followed by ``more - 1`` further translates): if the two are
-    equivalent (module docstring), commit the next K groups at once and return K; else 0, State untouched."""
-    sel, wsel, bsel, n = snap[0], snap[1], snap[2], snap[3]
-    sT, sTsub, swin, swcnt, sbank, schan, scounts = snap[6], snap[7], snap[8], snap[9], snap[10], snap[11], snap[12]
-    lat_from, scratch = snap[13], snap[14]
+                 snap, span, p, q, dm, d, pair):
+    """Copy A holds the State at the start of group g. The State now is at the start of group g + m of
+    the same chain, which translates group g by rows ``dm`` (m times the chain's row shift d): if it is
+    copy A moved by q cycles and dm rows (module docstring), commit up to ``span`` groups at once and
+    return how many; else 0, the State untouched.
+
+    ``pair``: m is 1 and this is the first comparison of the chain: if it holds, the State now becomes
+    copy B and group g's period is q. Otherwise copy B holds the start of group g + 1, group g's
+    period p (group g issued without a refresh or a reopen, and group g + 1 started as group g moved by
+    p: the groups of the chain repeat with period p once one starts as group g does)."""
+    sel, wsel, bsel, n, bopen = snap[SEL], snap[WSEL], snap[BSEL], snap[NSEL], snap[BOPEN]
+    sT, sTsub, swin, swcnt, sbank, schan = snap[7], snap[8], snap[9], snap[10], snap[11], snap[12]
+    lat_from = snap[LAT]
     gap0 = params[P_GAP]
     b0, b1 = schan[C_PREV], chan[ch, C_PREV]
-    p = b1 - b0
-    if p <= 0:
+    if q <= 0 or b1 - b0 != q:
         return 0
-    for f in (C_INSERTED, C_PENDING, C_LAST_CMD, C_LAST_NODE):
+    # group g itself must have issued with nothing added (no refresh, no reopen): checked on the pair
+    if pair and chan[ch, C_INSERTED] != schan[C_INSERTED]:
+        return 0
+    for f in (C_PENDING, C_LAST_CMD, C_LAST_NODE):
         if chan[ch, f] != schan[f]:
             return 0
-    if chan[ch, C_PENDING] != 0 or chan[ch, C_END] != schan[C_END] + p:
+    if chan[ch, C_PENDING] != 0 or chan[ch, C_END] != schan[C_END] + q:
         return 0
-    if not _row_moved(schan[C_LAST_ROW], chan[ch, C_LAST_ROW], d):
+    if not _row_moved(schan[C_LAST_ROW], chan[ch, C_LAST_ROW], dm):
         return 0
     low_row = chan[ch, C_LAST_ROW]  # the lowest non-negative row taking part (for a negative d)
     for k in range(n[2]):
         b = bsel[k]
         # the kind of the last activate is read only while its row has not been accessed (fresh): an
-        # activate writes it before it is read again, so otherwise it is left as it is now
+        # activate writes it before it is read again, so otherwise it may differ
         fresh = bank[b, B_FRESH]
         if fresh != sbank[k, B_FRESH] or (fresh and bank[b, B_KIND] != sbank[k, B_KIND]):
             return 0
         for f in (B_OPEN, B_WANT, B_LAST):
             r1 = bank[b, f]
-            if not _row_moved(sbank[k, f], r1, d):
+            if not _row_moved(sbank[k, f], r1, dm):
                 return 0
             if r1 >= 0 and (low_row < 0 or r1 < low_row):
                 low_row = r1
     for k in range(n[0]):
         y = sel[k]
         for c in range(T.shape[1]):
-            if not _moved(sT[k, c], T[y, c], b0, b1, p, lat_from[c], gap0):
+            if not _moved(sT[k, c], T[y, c], b0, b1, q, lat_from[c], gap0):
                 return 0
-            if not _moved(sTsub[k, c], Tsub[y, c], b0, b1, p, lat_from[c], gap0):
+            if not _moved(sTsub[k, c], Tsub[y, c], b0, b1, q, lat_from[c], gap0):
                 return 0
     for k in range(n[1]):
         w, y = wsel[k, 0], wsel[k, 1]
         size, lat = win[w, 1], win[w, 2]
         cnt, cnt1 = swcnt[k], win_count[w, y]
-        for q in range(size):
-            m, m1 = cnt - size + q, cnt1 - size + q
+        for u in range(size):
+            m, m1 = cnt - size + u, cnt1 - size + u
             x = swin[k, m % size] if m >= 0 else NEG
             x1 = win_hist[w, y, m1 % size] if m1 >= 0 else NEG
-            if not _moved(x, x1, b0, b1, p, lat, gap0):
+            if not _moved(x, x1, b0, b1, q, lat, gap0):
                 return 0
-    # how many of the following groups: the chain, the refresh due next, rows kept non-negative
-    K = more
+    if pair:
+        _store(win, T, Tsub, win_hist, win_count, bank, chan, counts, ch, snap, B)
+        p = q
+    tT, tTsub, twin, twcnt, tbank, tchan, tcounts = snap[14], snap[15], snap[16], snap[17], snap[18], snap[19], \
+        snap[20]
+    # how many groups: the chain, the refresh due next (group k from now issues its last command at
+    # group g's last issue, copy B's previous issue, plus q + k p), rows kept non-negative
+    K = span
     if refresh_on:
         for rk in range(node[ch, N_LO + 1], node[ch, N_HI + 1]):
             due = ref_due[rk - params[P_BASE + 1]]
-            if (due - 1 - b1) // p < K:
-                K = (due - 1 - b1) // p
+            room = due - 1 - tchan[C_PREV] - q
+            if room < 0:
+                return 0
+            if room // p + 1 < K:
+                K = room // p + 1
     if d < 0 and low_row >= 0 and low_row // -d < K:
         K = low_row // -d
     if K <= 0:
         return 0
-    shift = K * p
+    # commit: what group g wrote (B differs from A) as group g wrote it, moved to the K-th group's start
+    last = q + (K - 1) * p
     for k in range(n[0]):
         y = sel[k]
         for c in range(T.shape[1]):
-            if T[y, c] != sT[k, c]:
-                T[y, c] += shift
-            if Tsub[y, c] != sTsub[k, c]:
-                Tsub[y, c] += shift
+            if tT[k, c] != sT[k, c]:
+                T[y, c] = tT[k, c] + last
+            if tTsub[k, c] != sTsub[k, c]:
+                Tsub[y, c] = tTsub[k, c] + last
     for k in range(n[1]):
         w, y = wsel[k, 0], wsel[k, 1]
         size = win[w, 1]
-        cnt1 = win_count[w, y]
-        a = cnt1 - swcnt[k]
+        a = twcnt[k] - swcnt[k]  # entries per group
         if a == 0:
             continue
-        for q in range(size):
-            scratch[q] = win_hist[w, y, q]
-        final = cnt1 + K * a
-        for m in range(max(final - size, cnt1), final):
-            j = (m - cnt1) // a + 1  # the fewest groups back that land in group g
-            win_hist[w, y, m % size] = scratch[(m - j * a) % size] + j * p
+        now = win_count[w, y]
+        final = now + K * a
+        for m in range(max(final - size, now), final):
+            # the u-th entry of the k-th group from now is group g's u-th, moved by q + k p
+            j, u = (m - now) // a, (m - now) % a
+            win_hist[w, y, m % size] = twin[k, (swcnt[k] + u) % size] + q + j * p
         win_count[w, y] = final
     for k in range(n[2]):
         b = bsel[k]
         for f in (B_OPEN, B_WANT, B_LAST):
             if bank[b, f] >= 0:
                 bank[b, f] += K * d
+        if bopen[k]:
+            bank[b, B_KIND] = tbank[k, B_KIND]
     if chan[ch, C_LAST_ROW] >= 0:
         chan[ch, C_LAST_ROW] += K * d
-    chan[ch, C_PREV] += shift
-    chan[ch, C_END] += shift
+    chan[ch, C_PREV] = tchan[C_PREV] + last
+    chan[ch, C_END] = tchan[C_END] + last
     for f in range(C_HITS, C_CONFLICTS + 1):
-        chan[ch, f] += K * (chan[ch, f] - schan[f])
+        chan[ch, f] += K * (tchan[f] - schan[f])
     for c in range(counts.shape[1]):
-        counts[ch, c] += K * (counts[ch, c] - scounts[c])
+        counts[ch, c] += K * (tcounts[c] - snap[13][c])
     return K
