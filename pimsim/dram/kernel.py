@@ -24,7 +24,6 @@ from pimsim.dram.periods import (
     G_LEN,
     G_MORE,
     G_POS,
-    NO_GROUPS,
     new_snapshot,
     skip_periods,
     take_snapshot,
@@ -156,13 +155,12 @@ def _run_states(spec, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
     errs = np.zeros((runs, 4), np.int64)
     unread = np.zeros(runs, np.int64)
     no_runs = np.empty(0, np.int64)
-    no_groups = np.zeros((0, 4), np.int64)
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
     for j in prange(runs):
         _issue(node, rules, rule_ptr, win, win_role, cmds, params,
                T[j], Tsub[j], win_hist[j], win_count[j], bank[j], chan[j], counts[j], ref_due[j],
                cmd, node_of, row, col, tmin, tstride, 0, n, unread[j:j + 1], 0,
-               np.empty((1, 6), np.int64), errs[j], False, refresh_on, no_runs, no_groups)
+               np.empty((1, 6), np.int64), errs[j], False, refresh_on, no_runs, None)
     return errs
 
 
@@ -182,21 +180,24 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
     command of the run of the same command, node and row that holds it. With it and one start time, a
     run of repeats issues in closed form instead of command by command.
 
-    ``groups`` (from :func:`pimsim.dram.periods.period_groups`, or empty): stretches that repeat with a
+    ``groups`` (from :func:`pimsim.dram.periods.period_groups`, or None): stretches that repeat with a
     fixed period. With them and one start time, the channel's State is kept at the start of such a group
     and compared with the State at the start of the next; where the second is the first moved by one
     period, the groups after it are committed at once (:func:`pimsim.dram.periods.skip_periods`)."""
     nrec = 0
     rank_base = params[P_BASE + 1]
-    # period skipping: only with one start time (a per-command one breaks the shift) and nothing recorded
-    ngroups = groups.shape[0] if tstride == 0 and not record else 0
+    # Period skipping: only with one start time (a per-command one breaks the shift) and nothing recorded.
+    # ``groups`` is None where the caller has none: numba then compiles this function without any of it
+    # (it prunes the branches on ``groups is not None``), and the per-command path keeps its speed.
+    ngroups = 0
     ga = 0  # the next group start at or after i
     check_at = -1  # where a snapshot waits to be compared (the start of the next group), -1 if none
     snap_pos, snap_len, snap_more, snap_drow, snap_ch, snapped = 0, 0, 0, 0, 0, False
     # a chain whose group g (at snap_pos) proved periodic: period, next group start, end, failed tries
     chain_on, chain_period, chain_next, chain_end, chain_fails = False, 0, 0, 0, 0
-    snap = new_snapshot(node, rules, win, T, win_hist, bank, chan, ngroups > 0)
-    if ngroups > 0:
+    if groups is not None:
+        ngroups = groups.shape[0] if tstride == 0 and not record else 0
+        snap = new_snapshot(node, rules, win, T, win_hist, bank, chan, ngroups > 0)
         lo_g, hi_g = 0, ngroups  # the first group at or after lo
         while lo_g < hi_g:
             mid = (lo_g + hi_g) // 2
@@ -208,7 +209,7 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
     i = lo - 1
     while i + 1 < n:  # a while loop: the fast path below consumes whole runs of commands at once
         i += 1
-        if ngroups > 0:
+        if groups is not None and ngroups > 0:
             skipped = 0
             if chain_on:
                 # a chain proved periodic: each of its group starts is compared with group g's (copy A)
@@ -517,9 +518,9 @@ def _run_ends(runs, n: int) -> np.ndarray:
     return runs
 
 
-def _groups(periods, n: int) -> np.ndarray:
-    if periods is None:
-        return NO_GROUPS
+def _groups(periods, n: int) -> np.ndarray | None:
+    if periods is None or len(periods) == 0:
+        return None  # the kernel compiled without period skipping
     # the kernel reads them unchecked: refuse groups that would run past the stream
     if len(periods) and (periods.shape[1] != 4 or int((periods[:, G_POS] + (periods[:, G_MORE] + 1)
                                                        * periods[:, G_LEN]).max()) > n):

@@ -28,29 +28,40 @@ a recorded cycle ``x`` that does not move by P cannot bind any more: with ``B`` 
 issue, every later command issues at ``B + P_GAP`` or after, so ``x`` is dead once ``x + Lmax <= B + P_GAP``,
 ``Lmax`` the longest latency any rule (or window) attaches to that command.
 
-**The equivalence.** Let ``S_g`` be the channel's State at the start of group g and ``B_g`` its previous
-issue there, ``P = B_{g+1} - B_g > 0``. ``S_{g+1} ~ S_g`` when: every recorded cycle pair ``(x, x1)`` (T and
-Tsub of every node of the channel, every window's last ``size`` entries, a missing entry counting as
-never) has ``x1 = x + P``, or both dead (``x + Lmax <= B_g + P_GAP`` and ``x1 + Lmax <= B_{g+1} + P_GAP``);
-every row field (open, wanted and last row of each bank, the channel's last row) equals the earlier
-one moved by d; bank flags, the last command and node, the kernel-added count are equal; no reopen is
-pending; the channel's end moved by P. Then, by the invariance above applied command by command to
-group g+1 (the translate of group g), the dead entries stay dead (``B`` only grows), the moved ones stay
-moved, and ``S_{g+2} ~ S_{g+1}`` with the same P and d: by induction each of the next K groups issues its
-commands exactly P after the group before it did, while (b) holds for them, which is checked in
-closed form: group g+k's last command issues at ``B_{g+1} + kP``, so K is cut to the largest value with
-``B_{g+1} + K P`` below every due cycle of the channel's ranks (the group where a refresh falls due, and
-everything after it, is issued as before). A negative d is cut likewise so that no row goes negative.
+**The equivalence.** Let ``S_g`` be the State at the start of group g, restricted to what the group's
+commands read or write (the T and Tsub of their nodes and those nodes' ancestors, the window histories
+they count in or are delayed by, the banks under them, the channel's row and counts: nothing else takes
+part in issuing them, and nothing else changes), and ``B_g`` the channel's previous issue there. A later
+State ``S`` at the start of group g + m (which translates group g by ``m d`` rows), previous issue B,
+*matches* ``S_g`` moved by ``q = B - B_g > 0`` when: every recorded cycle pair ``(x, x1)`` (T and Tsub,
+each window's last ``size`` entries, a missing entry counting as never) has ``x1 = x + q``, or both are
+dead (``x + Lmax <= B_g + P_GAP`` and ``x1 + Lmax <= B + P_GAP``); every row field (open, wanted and last
+row of each bank, the channel's last row) equals the earlier one moved by ``m d``; the banks' fresh flags
+are equal, and the kind of their activate where fresh (otherwise an activate writes it before anything
+reads it); the last command and node are equal; no reopen is pending; the channel's end moved by q.
+By the invariance above, command by command, group g + m then issues exactly as group g did, q later,
+and the State at its end matches ``S_{g+1}`` moved by q (a dead entry stays dead: B only grows).
 
-**The commit.** After K skipped groups: a T/Tsub entry that group g wrote (its value changed from
-``S_g``; every cycle recorded before ``B_g`` is at most ``B_g`` and group g writes at ``B_g + P_GAP`` or later,
-so a change is exactly a write, and where ``P_GAP`` is 0 an entry equal to ``B_g`` in both is refused as
-ambiguous) holds its ``S_{g+1}`` value plus ``K P``, every other entry is unchanged; a window's history
-gains ``K a`` entries (``a`` per group), entry m (counted from the first) being entry ``m - j a`` plus
-``j P`` for the smallest j that lands in group g; rows move by ``K d``; the channel's previous issue and
-end move by ``K P``; command counts and row hits, misses and conflicts grow by K times group g's.
-The State is then exactly what issuing the K groups command by command leaves (``tests/test_kernel_periods.py``
-holds it to that on every bundled standard).
+*Proving a chain* (``pair``): ``S_{g+1}`` matches ``S_g`` moved by ``P = B_{g+1} - B_g``, and group g added
+no command (no refresh step, no reopen). Then the State at the start of any group g + m that matches
+``S_g`` moved by some q is followed by groups issuing at q, q + P, q + 2P, ... after group g's cycles: by
+induction, the start of group g + m + k matches ``S_{g+1}`` moved by ``q + (k - 1) P``, which matches
+``S_g`` moved by ``q + k P``. So the kernel keeps ``S_g`` (copy A) and ``S_{g+1}`` (copy B) and, at each
+later group start of the chain, also after a refresh, compares with copy A and skips. Each skip is cut
+to K groups so that (b) holds: group k from there issues its last command at ``B_{g+1} + q + k P``, which
+must stay below every due cycle of the channel's ranks (the group where a refresh falls due is issued
+as before, and the next group start is compared again); a negative d is cut likewise so that no row
+goes negative.
+
+**The commit.** After K groups: a T/Tsub entry that group g wrote (copy B differs from copy A: every
+cycle recorded before ``B_g`` is at most ``B_g`` and group g writes at ``B_g + P_GAP`` or later, so a change
+is exactly a write; where ``P_GAP`` is 0 an entry equal to ``B_g`` in both is refused as ambiguous) holds
+its copy-B value plus ``q + (K - 1) P``, every other entry is left as it is; a window's history gains
+``K a`` entries (``a`` per group), the u-th of group k from there being group g's u-th plus ``q + k P``;
+rows move by ``K d``; a bank the group opens takes group g's kind of activate; the channel's previous
+issue and end are copy B's plus ``q + (K - 1) P``; command counts and row hits, misses and conflicts grow
+by K times group g's. The State is then exactly what issuing the K groups command by command leaves
+(``tests/test_kernel_periods.py`` holds it to that on every bundled standard, refreshes inside groups).
 """
 
 from __future__ import annotations
