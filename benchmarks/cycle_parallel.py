@@ -11,9 +11,10 @@ with --prompt-len near the end of the range too to see the cost of late tokens).
 what numba was started with (NUMBA_NUM_THREADS, by default the core count) are skipped. Every thread
 count's run is checked to give the same per-token times as the first. A last line gives the CPU time of
 one CycleTiming.run call on a one-command stream: the engine-side cost paid per PIM stream (a gpt2-xl token
-issues 387). With --runs it first times each long stream of the first token on one thread with its runs
-of repeats issued in closed form and command by command (min of 15 each, alternating). Set
-OMP_WAIT_POLICY=PASSIVE on shared machines.
+issues 387). With --runs it first times each long stream of the first token on one thread: command by
+command, with its runs of repeats in closed form, and with its periodic row groups skipped as well
+(pimsim.dram.periods; min of 15 each, alternating, from an idle memory). Set OMP_WAIT_POLICY=PASSIVE
+on shared machines.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--hw", default="gddr6-aim.yaml")
     ap.add_argument("--model", default="gpt2-xl")
-    ap.add_argument("--runs", action="store_true", help="time the closed-form runs against command by command")
+    ap.add_argument("--runs", action="store_true",
+                    help="time the closed-form runs and period groups against command by command")
     args = ap.parse_args()
     try:
         counts = [int(x) for x in args.threads.split(",")]
@@ -100,6 +102,7 @@ def main() -> None:
 
 def closed_form_gain(hw, graph) -> None:
     from pimsim.dram.kernel import issue_into, repeat_runs
+    from pimsim.dram.periods import period_groups
     from pimsim.dram.timing_state import new_state
     from pimsim.engine.dram_timing import PARALLEL_MIN_COMMANDS
 
@@ -107,22 +110,25 @@ def closed_form_gain(hw, graph) -> None:
     streams, issue = {}, sim.timing.run
     sim.timing.run = lambda stream, start_ps: streams.setdefault(stream.key, stream) and issue(stream, start_ps)
     sim.run()
-    print("one thread, CPU ms per stream (min of 15): command by command / runs in closed form")
+    print("one thread, CPU ms per stream (min of 15): command by command / runs in closed form / "
+          "runs and period groups")
     spec = sim.compiled.spec
     for stream in streams.values():
         if len(stream) < PARALLEL_MIN_COMMANDS:
             continue
         cmd, node, row, col = stream.cmd, stream.node, stream.rows(), stream.column
-        runs = repeat_runs(cmd, node, row)
-        best = {None: float("inf"), "runs": float("inf")}
+        runs, groups = repeat_runs(cmd, node, row), period_groups(spec, cmd, node, row)
+        inputs = {"each": (None, None), "runs": (runs, None), "periods": (runs, groups)}
+        best = dict.fromkeys(inputs, float("inf"))
         for _ in range(15):
-            for kind in best:
+            for kind, (r, g) in inputs.items():
                 state = new_state(spec)
                 cpu = time.process_time()
-                issue_into(spec, state, cmd, node, row, col, 0, runs if kind else None)
+                issue_into(spec, state, cmd, node, row, col, 0, r, g)
                 best[kind] = min(best[kind], time.process_time() - cpu)
-        print(f"  {stream.key[0]} {stream.key[1]}x{stream.key[2]}, {len(stream):,} commands: {best[None] * 1e3:.3f} / "
-              f"{best['runs'] * 1e3:.3f} ms ({best['runs'] / best[None]:.2f}x)")
+        ms = {kind: f"{t * 1e3:.3f}" for kind, t in best.items()}
+        print(f"  {stream.key[0]} {stream.key[1]}x{stream.key[2]}, {len(stream):,} commands: {ms['each']} / "
+              f"{ms['runs']} / {ms['periods']} ms ({best['periods'] / best['each']:.2f}x)")
 
 
 def call_overhead_us(hw) -> float:

@@ -17,6 +17,17 @@ import numpy as np
 from numba import prange
 
 from pimsim._numba_cache import njit
+from pimsim.dram.periods import (
+    A_PREV,
+    B_PREV,
+    G_DROW,
+    G_LEN,
+    G_MORE,
+    G_POS,
+    new_snapshot,
+    skip_periods,
+    take_snapshot,
+)
 from pimsim.dram.timing_state import (
     C_HITS,
     C_INSERTED,
@@ -34,6 +45,7 @@ from pimsim.dram.timing_state import (
     N_ANC,
     N_LEVEL,
     P_BASE,
+    P_GAP,
     P_NREFI,
     P_RANKS,
     P_REF,
@@ -54,6 +66,9 @@ from pimsim.dram.timing_state import (
     skip_idle_refreshes,
 )
 
+# a chain is dropped after this many group starts in a row that were not group g moved (its copies are
+# then taken afresh): assumed, a steady sweep comes back within a group or two of a refresh
+MAX_CHAIN_FAILS = 3
 NEG_DUE = -1  # placeholder refresh due time where refresh is off (never compared)
 
 # columns of the record of issued commands
@@ -70,7 +85,7 @@ def _append(rec, nrec, t, c, s, row, col, src):
 
 
 @njit(cache=True)
-def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_cycles, run_last):
+def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_cycles, run_last, groups):
     node, rules, rule_ptr, win, win_role, cmds, params = spec
     T, Tsub, win_hist, win_count, bank, chan, counts, ref_due = state
     n = cmd.shape[0]
@@ -78,29 +93,32 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_
     rec = np.empty((n + 64 if record else 1, 6), np.int64)
     err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    tstride = 1 if tmin.shape[0] > 1 else 0
+    istride = 1 if issue_cycles else 0
     rec, nrec = _issue(node, rules, rule_ptr, win, win_role, cmds, params,
                        T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
-                       cmd, node_of, row, col, tmin, 1 if tmin.shape[0] > 1 else 0, 0, n,
-                       issue_at, 1 if issue_cycles else 0, rec, err, record, refresh_on, run_last)
+                       cmd, node_of, row, col, tmin, tstride, 0, n,
+                       issue_at, istride, rec, err, record, refresh_on, run_last, groups)
     return issue_at, rec[:nrec], err
 
 
 @njit(cache=True)
 def _run_into(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
-              ref_due, cmd, node_of, row, col, tmin, auto_refresh, run_last, err):
+              ref_due, cmd, node_of, row, col, tmin, auto_refresh, run_last, groups, err):
     """`_run` for a caller that needs only the state: no record, no issue cycles, the error into `err`,
     nothing returned. The arrays one by one, not as the Spec and State tuples: numba's dispatcher types
     a tuple argument in Python, an array in C, and returning arrays boxes them (on a short stream these
     cost more than issuing it)."""
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    tstride = 1 if tmin.shape[0] > 1 else 0
     _issue(node, rules, rule_ptr, win, win_role, cmds, params,
            T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
-           cmd, node_of, row, col, tmin, 1 if tmin.shape[0] > 1 else 0, 0, cmd.shape[0],
-           np.empty(1, np.int64), 0, np.empty((1, 6), np.int64), err, False, refresh_on, run_last)
+           cmd, node_of, row, col, tmin, tstride, 0, cmd.shape[0],
+           np.empty(1, np.int64), 0, np.empty((1, 6), np.int64), err, False, refresh_on, run_last, groups)
 
 
 @njit(cache=True, parallel=True)
-def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refresh, issue_cycles, run_last):
+def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refresh, issue_cycles, run_last, groups):
     """`_run` with each span bounds[g]:bounds[g + 1] of the stream (the commands of one or more whole
     channels, which share no state with the other spans) issued on its own thread; nothing recorded.
 
@@ -114,13 +132,14 @@ def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refres
     tstride = 1 if tmin.shape[0] > 1 else 0
     errs = np.zeros((spans, 4), np.int64)
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    istride = 1 if issue_cycles else 0
     for g in prange(spans):
         # without issue cycles each span writes its own unread slot, so no two threads share one
+        at = issue_at if issue_cycles else issue_at[g:g + 1]
         _issue(node, rules, rule_ptr, win, win_role, cmds, params,
                T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
-               cmd, node_of, row, col, tmin, tstride, bounds[g], bounds[g + 1],
-               issue_at if issue_cycles else issue_at[g:g + 1], 1 if issue_cycles else 0,
-               np.empty((1, 6), np.int64), errs[g], False, refresh_on, run_last)
+               cmd, node_of, row, col, tmin, tstride, bounds[g], bounds[g + 1], at, istride,
+               np.empty((1, 6), np.int64), errs[g], False, refresh_on, run_last, groups)
     return issue_at, errs
 
 
@@ -141,14 +160,14 @@ def _run_states(spec, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
         _issue(node, rules, rule_ptr, win, win_role, cmds, params,
                T[j], Tsub[j], win_hist[j], win_count[j], bank[j], chan[j], counts[j], ref_due[j],
                cmd, node_of, row, col, tmin, tstride, 0, n, unread[j:j + 1], 0,
-               np.empty((1, 6), np.int64), errs[j], False, refresh_on, no_runs)
+               np.empty((1, 6), np.int64), errs[j], False, refresh_on, no_runs, None)
     return errs
 
 
 @njit(cache=True)
 def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
            ref_due, cmd, node_of, row, col, tmin, tstride, lo, n, issue_at, istride, rec, err, record,
-           refresh_on, run_last):
+           refresh_on, run_last, groups):
     """Issue commands lo..n-1 of the stream in order; returns the record and its length. Stops at the
     first command that breaks the bank protocol or cannot fit between refreshes (err filled).
 
@@ -159,12 +178,87 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
 
     ``run_last`` (from :func:`repeat_runs`, or empty): for each command, the stream index of the last
     command of the run of the same command, node and row that holds it. With it and one start time, a
-    run of repeats issues in closed form instead of command by command."""
+    run of repeats issues in closed form instead of command by command.
+
+    ``groups`` (from :func:`pimsim.dram.periods.period_groups`, or None): stretches that repeat with a
+    fixed period. With them and one start time, the channel's State is kept at the start of such a group
+    and compared with the State at the start of the next; where the second is the first moved by one
+    period, the groups after it are committed at once (:func:`pimsim.dram.periods.skip_periods`)."""
     nrec = 0
     rank_base = params[P_BASE + 1]
+    # Period skipping: only with one start time (a per-command one breaks the shift) and nothing recorded.
+    # ``groups`` is None where the caller has none: numba then compiles this function without any of it
+    # (it prunes the branches on ``groups is not None``), and the per-command path keeps its speed.
+    ngroups = 0
+    ga = 0  # the next group start at or after i
+    check_at = -1  # where a snapshot waits to be compared (the start of the next group), -1 if none
+    snap_pos, snap_len, snap_more, snap_drow, snap_ch, snapped = 0, 0, 0, 0, 0, False
+    # a chain whose group g (at snap_pos) proved periodic: period, next group start, end, failed tries
+    chain_on, chain_period, chain_next, chain_end, chain_fails = False, 0, 0, 0, 0
+    if groups is not None:
+        ngroups = groups.shape[0] if tstride == 0 and not record else 0
+        snap = new_snapshot(node, rules, win, T, win_hist, bank, chan, ngroups > 0)
+        lo_g, hi_g = 0, ngroups  # the first group at or after lo
+        while lo_g < hi_g:
+            mid = (lo_g + hi_g) // 2
+            if groups[mid, G_POS] < lo:
+                lo_g = mid + 1
+            else:
+                hi_g = mid
+        ga = lo_g
     i = lo - 1
     while i + 1 < n:  # a while loop: the fast path below consumes whole runs of commands at once
         i += 1
+        if groups is not None and ngroups > 0:
+            skipped = 0
+            if chain_on:
+                # a chain proved periodic: each of its group starts is compared with group g's (copy A)
+                while chain_next < i:
+                    chain_next += snap_len
+                if node[node_of[i], N_ANC] != snap_ch or i >= chain_end or chain_fails >= MAX_CHAIN_FAILS:
+                    chain_on = False
+                elif i == chain_next:
+                    m = (i - snap_pos) // snap_len
+                    skipped = skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts,
+                                           ref_due, snap_ch, refresh_on, snap, snap_more - m + 1, chain_period,
+                                           chan[snap_ch, C_PREV] - snap[A_PREV][C_PREV], m * snap_drow, snap_drow,
+                                           False)
+                    chain_fails = 0 if skipped else chain_fails + 1
+                    chain_next += snap_len
+            elif i == check_at:
+                check_at = -1
+                chain_period = chan[snap_ch, C_PREV] - snap[A_PREV][C_PREV]
+                skipped = skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+                                       snap_ch, refresh_on, snap, snap_more, chain_period, chain_period, snap_drow,
+                                       snap_drow, True)
+                if skipped:
+                    chain_on, chain_fails = True, 0
+                    chain_next, chain_end = i + snap_len, snap_pos + (snap_more + 1) * snap_len
+            if skipped:
+                if istride:  # the j-th group from here issues each command as group g did, moved q + j p
+                    q = chan[snap_ch, C_PREV] - snap[B_PREV][C_PREV] - (skipped - 1) * chain_period
+                    for u in range(skipped * snap_len):
+                        issue_at[i + u] = issue_at[snap_pos + u % snap_len] + q + (u // snap_len) * chain_period
+                i += skipped * snap_len
+                chain_next = i
+                if i >= n:
+                    break
+            while ga < ngroups and groups[ga, G_POS] < i:
+                ga += 1
+            # a snapshot at each group start while none waits (and no chain is followed); a shorter period
+            # replaces a waiting one (a period spanning many rows rarely passes between two refreshes)
+            if not chain_on and ga < ngroups and groups[ga, G_POS] == i and \
+                    (check_at < 0 or groups[ga, G_LEN] < snap_len):
+                ch0 = node[node_of[i], N_ANC]
+                # the start time must not bind any more, and no refresh-closed row may wait to reopen
+                if chan[ch0, C_PREV] + params[P_GAP] >= tmin[0] and chan[ch0, C_PENDING] == 0:
+                    # the next group of the chain kept before reads and writes the same parts of the State
+                    same = snapped and i == snap_pos + snap_len and groups[ga, G_LEN] == snap_len and ch0 == snap_ch
+                    snap_pos, snap_len, snapped = i, groups[ga, G_LEN], True
+                    take_snapshot(node, cmds, win, win_role, params, T, Tsub, win_hist, win_count, bank, chan,
+                                  counts, ch0, cmd, node_of, run_last, i, snap_len, snap, same)
+                    snap_more, snap_drow, snap_ch = groups[ga, G_MORE], groups[ga, G_DROW], ch0
+                    check_at = i + snap_len
         c, s = cmd[i], node_of[i]
         ch = node[s, N_ANC]
         rk = node[s, N_ANC + 1] if node[s, N_LEVEL] >= 1 else rank_base + ch * params[P_RANKS]
@@ -294,7 +388,8 @@ def repeat_runs(cmd: np.ndarray, node: np.ndarray, row: np.ndarray) -> np.ndarra
 
 
 def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, auto_refresh: bool = True,
-                 state: State | None = None, issue_cycles: bool = True, runs: np.ndarray | None = None):
+                 state: State | None = None, issue_cycles: bool = True, runs: np.ndarray | None = None,
+                 periods: np.ndarray | None = None):
     """Issue a command stream; returns (state, issue cycle per command, record of all issued, error).
 
     ``tmin``: the earliest issue cycle of each command, or one for all of them. ``issue_cycles=False``
@@ -307,6 +402,8 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     such as a replayed ``--emit-commands`` file), even where the config enables refresh.
 
     ``runs``: :func:`repeat_runs` of the stream where the caller keeps it (the same result, sooner).
+    ``periods``: :func:`pimsim.dram.periods.period_groups` of the stream (the same result, sooner again,
+    where rows repeat with a fixed period; used only with one start cycle for every command).
 
     ``err[0]`` is 0 on success, else an error code of :mod:`pimsim.dram.timing_state` with the stream
     index in ``err[1]``; the state then holds the commands issued before it.
@@ -314,18 +411,18 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     state = new_state(spec) if state is None else state
     tmin = _start_times(tmin, len(cmd))
     issue_at, rec, err = _run(spec, state, cmd, node, row, col, tmin, record, auto_refresh, issue_cycles,
-                              _run_ends(runs, len(cmd)))
+                              _run_ends(runs, len(cmd)), _groups(periods, len(cmd)))
     return state, issue_at if issue_cycles else None, rec, err
 
 
-def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, runs: np.ndarray | None = None
-               ) -> np.ndarray:
+def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, runs: np.ndarray | None = None,
+               periods: np.ndarray | None = None) -> np.ndarray:
     """:func:`run_commands` of a stream whose commands may all issue from ``start_cycle``, into ``state``,
     for a caller that needs only the state (nothing recorded, no issue cycles): returns the error row
     (``err[0]`` 0 on success). The engine's path: it issues hundreds of streams per token."""
     err = np.zeros(4, np.int64)
     _run_into(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), True,
-              _run_ends(runs, len(cmd)), err)
+              _run_ends(runs, len(cmd)), _groups(periods, len(cmd)), err)
     return err
 
 
@@ -370,7 +467,8 @@ def threads() -> int:
 
 
 def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, tmin, state: State,
-                          auto_refresh: bool = True, issue_cycles: bool = True, runs: np.ndarray | None = None):
+                          auto_refresh: bool = True, issue_cycles: bool = True, runs: np.ndarray | None = None,
+                          periods: np.ndarray | None = None):
     """:func:`run_commands` with the stream's channels issued on numba's threads (nothing recorded).
 
     Channels share no timing or bank state, and each is issued exactly as the serial kernel issues it,
@@ -378,7 +476,8 @@ def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, 
     serial kernel's (the failing command earliest in the stream), but after an error the other
     channels have carried on to their own end: use it where an error ends the run.
 
-    ``runs``: :func:`repeat_runs` of the stream as the split orders it (``split.order`` applied).
+    ``runs``, ``periods``: :func:`repeat_runs` and :func:`pimsim.dram.periods.period_groups` of the stream as
+    the split orders it (``split.order`` applied).
     """
     tmin = _start_times(tmin, len(cmd))
     order = split.order
@@ -386,7 +485,7 @@ def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, 
         cmd, node, row, col = cmd[order], node[order], row[order], col[order]
         tmin = tmin[order] if len(tmin) > 1 else tmin
     issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh, issue_cycles,
-                                   _run_ends(runs, len(cmd)))
+                                   _run_ends(runs, len(cmd)), _groups(periods, len(cmd)))
     err = np.zeros(4, np.int64)
     failed = np.flatnonzero(errs[:, 0])
     if order is not None and issue_cycles:
@@ -417,6 +516,16 @@ def _run_ends(runs, n: int) -> np.ndarray:
     if len(runs) != n:  # the kernel reads them unchecked
         raise ValueError(f"runs holds {len(runs)} run ends for {n} commands (repeat_runs of the same stream)")
     return runs
+
+
+def _groups(periods, n: int) -> np.ndarray | None:
+    if periods is None or len(periods) == 0:
+        return None  # the kernel compiled without period skipping
+    # the kernel reads them unchecked: refuse groups that would run past the stream
+    if len(periods) and (periods.shape[1] != 4 or int((periods[:, G_POS] + (periods[:, G_MORE] + 1)
+                                                       * periods[:, G_LEN]).max()) > n):
+        raise ValueError(f"periods do not fit a stream of {n} commands (period_groups of the same stream)")
+    return periods
 
 
 def _start_times(tmin, n: int) -> np.ndarray:

@@ -50,6 +50,7 @@ from pimsim.dram.kernel import (
     split_by_channel,
     threads,
 )
+from pimsim.dram.periods import period_groups
 from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
     B_OPEN,
@@ -159,6 +160,7 @@ class _KernelInputs:
     row: np.ndarray
     split: ChannelSplit | None  # its channel spans for the threads; None where it runs on one
     runs: np.ndarray  # repeat_runs of the stream in the order the kernel issues it (split.order applied)
+    periods: np.ndarray  # period_groups of the stream in that order
 
     def of(self, stream: Stream) -> bool:
         return self.cmd is stream.cmd and self.node is stream.node and self.row is stream.row
@@ -321,16 +323,17 @@ class CycleTiming:
             # channels on numba's threads: the same state as the serial kernel
             _, _, err = run_commands_parallel(self.spec, inputs.split, stream.cmd, stream.node, stream.rows(),
                                               stream.column, np.full(1, start, np.int64), self.state,
-                                              issue_cycles=False, runs=inputs.runs)
+                                              issue_cycles=False, runs=inputs.runs, periods=inputs.periods)
         elif self.record:
             _, _, rec, err = run_commands(self.spec, stream.cmd, stream.node, stream.rows(), stream.column,
                                           np.full(1, start, np.int64), record=True, state=self.state,
                                           issue_cycles=False)
             self.records.append(rec.copy())
         else:
-            runs = inputs.runs if inputs is not None and (inputs.split is None or inputs.split.order is None) \
-                else None  # (runs in stream order only)
-            err = issue_into(self.spec, self.state, stream.cmd, stream.node, stream.rows(), stream.column, start, runs)
+            in_order = inputs is not None and (inputs.split is None or inputs.split.order is None)
+            runs, periods = (inputs.runs, inputs.periods) if in_order else (None, None)  # (in stream order only)
+            err = issue_into(self.spec, self.state, stream.cmd, stream.node, stream.rows(), stream.column, start, runs,
+                             periods)
         if err[0]:
             _check(self.compiled, stream, err)
         chans = self._channels.get(stream.key)
@@ -346,20 +349,22 @@ class CycleTiming:
         return int(max(ends) * tck)
 
     def _kernel_inputs(self, stream: Stream) -> _KernelInputs | None:
-        """The stream's channel split and runs of repeats, derived once per stream key; None for a short
-        stream (its kernel run costs about what deriving them would) or where every issued command is
+        """The stream's channel split, runs of repeats and periodic groups, derived once per stream key; None
+        for a short stream (its kernel run costs about what deriving them would) or where every issued command is
         recorded, in stream order, for the protocol checker (one thread, command by command)."""
         if self.record or len(stream) < PARALLEL_MIN_COMMANDS:
             return None
         known = self._inputs.get(stream.key)
         if known is None or not known.of(stream):
             split = split_by_channel(self.compiled.channel_of(stream.node))
-            cmd, node, row = stream.cmd, stream.node, stream.row  # runs are the same for any row_offset
+            # runs and periods are the same for any row_offset (it moves every non-negative row alike)
+            cmd, node, row = stream.cmd, stream.node, stream.row
             if split.order is not None:
                 cmd, node, row = cmd[split.order], node[split.order], row[split.order]
             known = self._inputs[stream.key] = _KernelInputs(stream.cmd, stream.node, stream.row,
                                                              split if split.spans > 1 else None,
-                                                             repeat_runs(cmd, node, row))
+                                                             repeat_runs(cmd, node, row),
+                                                             period_groups(self.spec, cmd, node, row))
             if len(self._inputs) > KEPT_STREAMS:
                 self._inputs.popitem(last=False)
         else:
