@@ -2,6 +2,7 @@
 
     python benchmarks/cycle_parallel.py [--threads 1,2,4,8,16] [--tokens 16] [--prompt-len 0]
                                         [--repeat 3] [--hw gddr6-aim.yaml] [--model gpt2-xl]
+                                        [--runs] [--split-min N]
 
 Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity:
 every command of every token through the kernel, each PIM stream's channels split over the threads
@@ -47,6 +48,9 @@ def main() -> None:
     ap.add_argument("--model", default="gpt2-xl")
     ap.add_argument("--runs", action="store_true",
                     help="time the closed-form runs and period groups against command by command")
+    ap.add_argument("--split-min", type=int, default=None, metavar="N",
+                    help="split a stream's channels over the threads only from N commands (default: the engine's "
+                         "SPLIT_MIN_COMMANDS); for finding where the split pays on a machine")
     args = ap.parse_args()
     try:
         counts = [int(x) for x in args.threads.split(",")]
@@ -54,9 +58,16 @@ def main() -> None:
         ap.error(f"--threads takes comma-separated integers, not {args.threads!r}")
     if any(n < 1 for n in counts) or args.tokens < 1 or args.repeat < 1:
         ap.error("--threads, --tokens and --repeat must be at least 1")
+    if args.split_min is not None and args.split_min < 1:
+        ap.error("--split-min must be at least 1")
+    import pimsim.engine.dram_timing as dram_timing
+
+    if args.split_min is not None:
+        dram_timing.SPLIT_MIN_COMMANDS = args.split_min
     print(describe())
     print(f"numba {numba.__version__}, threading layer {numba.config.THREADING_LAYER}, "
-          f"at most {numba.config.NUMBA_NUM_THREADS} threads")
+          f"at most {numba.config.NUMBA_NUM_THREADS} threads; a stream's channels split over them from "
+          f"{dram_timing.SPLIT_MIN_COMMANDS} commands")
     card = load_card(args.model)
     hw = hardware_for(load_hardware(args.hw), card, None)
     graph = traced_graph(card)
@@ -107,7 +118,7 @@ def closed_form_gain(hw, graph) -> None:
     from pimsim.engine.dram_timing import PARALLEL_MIN_COMMANDS
 
     sim = DecodeSimulation(hw, graph, 0, 1, fidelity="cycle")
-    streams, issue = {}, sim.timing.run
+    streams, issue = {}, sim.timing.run  # (CycleTiming.run_streams calls run: a plan's streams come here too)
     sim.timing.run = lambda stream, start_ps: streams.setdefault(stream.key, stream) and issue(stream, start_ps)
     sim.run()
     print("one thread, CPU ms per stream (min of 15): command by command / runs in closed form / "

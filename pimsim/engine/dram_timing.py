@@ -82,9 +82,13 @@ LONG_BIN_CYCLES = 8  # a longer one in bins of this many cycles (a fraction of a
 SAMPLES = 16  # refresh positions sampled per distinct long stream for its average refresh cost
 GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the first nREFI
 EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected cost (follow_clock=False)
-# Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads
-# takes tens of microseconds, about what the kernel needs for a few thousand commands)
+# Streams shorter than this are issued on one thread, command by command, with no runs or period groups
+# derived (assumed, not measured: waking numba's threads takes tens of microseconds, about what the kernel
+# needed for a few thousand commands before runs and period groups made long streams cheaper)
 PARALLEL_MIN_COMMANDS = 4096
+# of the longer ones, streams shorter than this run on one thread (with their runs and groups) where numba
+# has several (assumed like the one above; benchmarks/cycle_parallel.py --split-min measures where it pays)
+SPLIT_MIN_COMMANDS = PARALLEL_MIN_COMMANDS
 BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming adds up at once (it logs at most about this many)
 # Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
 # a token issues about a dozen distinct streams (the weight GEMVs every token, attention's for some tokens)
@@ -274,7 +278,9 @@ class StreamTimer(Protocol):
     """What the engines need of a fidelity: how long a PIM command stream takes from a start time, and
     what the run's streams did (commands, row outcomes, per-channel busy time for the energy model).
     :class:`CycleTiming` and :class:`FastTiming` are the two; the engines never look behind this (only
-    ``--check-protocol`` asks a CycleTiming that recorded its commands for ``protocol_violations()``)."""
+    ``--check-protocol`` asks a CycleTiming that recorded its commands for ``protocol_violations()``).
+    ``run_streams`` is ``run`` of each stream in turn; a timer may give it its own loop (FastTiming does),
+    so a wrapper that watches streams wraps both."""
 
     fidelity: str
     track_channels: bool  # record each channel's end of the last stream (timelines)
@@ -283,6 +289,12 @@ class StreamTimer(Protocol):
 
     def run(self, stream: Stream, start_ps: int) -> int:
         """The time the stream's last command is done, issued no earlier than start_ps."""
+
+    def run_streams(self, steps, start_ps: int, breakdown: dict | None) -> int:
+        """Run each (stream, part, after) of `steps` in turn, the first from start_ps, each next one `after`
+        ps after the one before it ends (a serial plan's streams, :mod:`pimsim.engine.serial_plan`), adding
+        each stream's time to ``breakdown[part]`` (unless breakdown is None); returns the time the last
+        ends plus its `after`."""
 
     def counts(self) -> dict:
         """Commands by kind, row hits/misses/conflicts, bytes over the pins, MACs by format, streams."""
@@ -319,7 +331,7 @@ class CycleTiming:
         self.macs.add(stream)
         start = -(-start_ps // self.tck_ps)  # one start cycle for every command
         inputs = self._kernel_inputs(stream)
-        if inputs is not None and inputs.split is not None and threads() > 1:
+        if inputs is not None and inputs.split is not None and len(stream) >= SPLIT_MIN_COMMANDS and threads() > 1:
             # channels on numba's threads: the same state as the serial kernel
             _, _, err = run_commands_parallel(self.spec, inputs.split, stream.cmd, stream.node, stream.rows(),
                                               stream.column, np.full(1, start, np.int64), self.state,
@@ -347,6 +359,16 @@ class CycleTiming:
         if self.track_channels:
             self.channel_ends = {c: int(e * tck) for c, e in zip(chans, ends)}
         return int(max(ends) * tck)
+
+    def run_streams(self, steps, start_ps: int, breakdown: dict | None) -> int:
+        """:meth:`StreamTimer.run_streams`: :meth:`run` of each in turn."""
+        t = start_ps
+        for stream, part, after in steps:
+            end = self.run(stream, t)
+            if breakdown is not None:
+                breakdown[part] += end - t
+            t = end + after
+        return t
 
     def _kernel_inputs(self, stream: Stream) -> _KernelInputs | None:
         """The stream's channel split, runs of repeats and periodic groups, derived once per stream key; None
@@ -592,10 +614,8 @@ class FastTiming:
         return self.run_streams(((stream, None, 0),), start_ps, None)
 
     def run_streams(self, steps, start_ps: int, breakdown: dict | None) -> int:
-        """Run each (stream, part, after) of `steps` in turn, the first from start_ps, each next one `after`
-        ps after the one before it ends (a serial plan's streams, :mod:`pimsim.engine.serial_plan`), adding
-        each stream's time to ``breakdown[part]`` (unless breakdown is None); returns the time the last
-        ends plus its `after`. Exactly `run` of each in turn."""
+        """:meth:`StreamTimer.run_streams` in one loop: exactly `run` of each in turn (which is this loop over
+        one stream)."""
         # every PIM step of every token comes here: plain Python floats and lists (the same IEEE
         # arithmetic as numpy's float64, in the same order, without numpy's per-scalar cost), one look-up
         # of the stream's key (hashing a key tuple costs about what the arithmetic does), and the timer's

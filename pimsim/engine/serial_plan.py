@@ -4,8 +4,8 @@ one list of PIM streams, each with the fixed (ASIC and link) time that follows i
 Under the serial schedule a fixed step only adds its integer picoseconds to the clock and to its part
 of the breakdown, so any run of them between two streams can be added up beforehand: a :class:`Plan`
 keeps, for a sequence of steps, the fixed time before its first stream, every stream with its part and
-the fixed time after it, and the fixed time and work by part, summed. Running a plan is then one
-``timing.run`` per stream and an integer addition; the streams are timed in the same order and from the
+the fixed time after it, and the fixed time and work by part, summed. Running a plan is then the timer's
+``run_streams`` (one ``run`` per stream) and an integer addition; the streams are timed in the same order and from the
 same start times as step by step, so every figure is the same (a test holds the two together).
 
 At fast fidelity every layer of a model's decode step shares one op's steps at a position (ops of one
@@ -92,16 +92,7 @@ EMPTY = Plan(0, (), (), (0, 0, 0, 0))
 def run_plan(plan: Plan, start_ps: int, timing, breakdown: dict, tally) -> int:
     """Run the plan's steps from `start_ps` (the serial schedule); returns the end time, adds each step's
     time to `breakdown` and its work to `tally` (a WorkTally)."""
-    t = start_ps + plan.lead
-    run_streams = getattr(timing, "run_streams", None)
-    if run_streams is not None:  # the timer's own loop (FastTiming's: its state in local variables)
-        t = run_streams(plan.pims, t, breakdown)
-    else:
-        run = timing.run
-        for stream, part, after in plan.pims:
-            end = run(stream, t)
-            breakdown[part] += end - t
-            t = end + after
+    t = timing.run_streams(plan.pims, start_ps + plan.lead, breakdown)
     for part, ps in plan.fixed:
         breakdown[part] += ps
     link, lanes, sram, macs = plan.work
