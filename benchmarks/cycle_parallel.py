@@ -2,7 +2,7 @@
 
     python benchmarks/cycle_parallel.py [--threads 1,2,4,8,16] [--tokens 16] [--prompt-len 0]
                                         [--repeat 3] [--hw gddr6-aim.yaml] [--model gpt2-xl]
-                                        [--runs] [--split-min N]
+                                        [--runs] [--split-min-ms MS]
 
 Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity:
 every command of every token through the kernel, each PIM stream's channels split over the threads
@@ -48,9 +48,10 @@ def main() -> None:
     ap.add_argument("--model", default="gpt2-xl")
     ap.add_argument("--runs", action="store_true",
                     help="time the closed-form runs and period groups against command by command")
-    ap.add_argument("--split-min", type=int, default=None, metavar="N",
-                    help="split a stream's channels over the threads only from N commands (default: the engine's "
-                         "SPLIT_MIN_COMMANDS); for finding where the split pays on a machine")
+    ap.add_argument("--split-min-ms", type=float, default=None, metavar="MS",
+                    help="split a stream's channels over the threads only where its first run on one took MS "
+                         "milliseconds or more (default: the engine's SPLIT_MIN_SECONDS); 0 splits every long "
+                         "stream: for finding where the split pays on a machine")
     args = ap.parse_args()
     try:
         counts = [int(x) for x in args.threads.split(",")]
@@ -58,16 +59,17 @@ def main() -> None:
         ap.error(f"--threads takes comma-separated integers, not {args.threads!r}")
     if any(n < 1 for n in counts) or args.tokens < 1 or args.repeat < 1:
         ap.error("--threads, --tokens and --repeat must be at least 1")
-    if args.split_min is not None and args.split_min < 1:
-        ap.error("--split-min must be at least 1")
+    if args.split_min_ms is not None and args.split_min_ms < 0:
+        ap.error("--split-min-ms must be at least 0")
     import pimsim.engine.dram_timing as dram_timing
 
-    if args.split_min is not None:
-        dram_timing.SPLIT_MIN_COMMANDS = args.split_min
+    if args.split_min_ms is not None:
+        dram_timing.SPLIT_MIN_SECONDS = args.split_min_ms / 1e3
     print(describe())
     print(f"numba {numba.__version__}, threading layer {numba.config.THREADING_LAYER}, "
           f"at most {numba.config.NUMBA_NUM_THREADS} threads; a stream's channels split over them from "
-          f"{dram_timing.SPLIT_MIN_COMMANDS} commands")
+          f"{dram_timing.PARALLEL_MIN_COMMANDS} commands where its first run took "
+          f"{dram_timing.SPLIT_MIN_SECONDS * 1e3:g} ms or more on one")
     card = load_card(args.model)
     hw = hardware_for(load_hardware(args.hw), card, None)
     graph = traced_graph(card)

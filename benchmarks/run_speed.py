@@ -112,8 +112,9 @@ def main() -> None:
                   args.repeat)
     per = statistics.median(times) / n
     show(f"(c) gpt2-xl on gddr6-aim, {n} tokens, cycle fidelity (in-process)", times,
-         f"\n  -> {per:.3f} s per token; about {per * 1024:.0f} s for 1024 tokens "
-         f"(CPU {statistics.median(CPU) / n:.3f} s per token)")
+         f"\n  -> {per:.3f} s per token at positions 0-{n - 1}, the first token's mapping included "
+         f"(CPU {statistics.median(CPU) / n:.3f} s per token); later tokens cost more, as attention grows with "
+         f"the context: time a whole run, e.g. pimsim run --fidelity cycle --prompt-len 0 --gen-tokens 1024")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ def test_cycle_run_is_identical_on_one_and_two_threads(threads, monkeypatch):
     import pimsim.engine.dram_timing as dram_timing
     from pimsim.runs import run_model
 
+    monkeypatch.setattr(dram_timing, "SPLIT_MIN_SECONDS", 0.0)  # every long stream after its first run
     calls = []
     real = dram_timing.run_commands_parallel
     monkeypatch.setattr(dram_timing, "run_commands_parallel", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -175,3 +176,32 @@ def test_a_process_forked_after_parallel_runs_uses_the_serial_kernel(threads):
     parent = _fast_gpt2()  # gpt2's GEMV streams are long enough for the parallel refresh samples
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         assert list(pool.map(_fast_gpt2, [0])) == [parent]
+
+
+def test_a_stream_goes_to_the_threads_only_where_its_first_run_took_long_enough(threads, monkeypatch):
+    """CycleTiming runs a long stream on one thread the first time, timed, and splits its channels over the
+    threads from then on only if that run took SPLIT_MIN_SECONDS or more: never with a limit no run reaches,
+    every later use with none; the figures the same either way."""
+    import pimsim.engine.dram_timing as dram_timing
+    from pimsim.runs import run_model
+
+    if max(THREADS) < 2:
+        pytest.skip("numba has one thread here")
+    numba.set_num_threads(2)
+    splits, firsts = [], []
+    parallel, serial = dram_timing.run_commands_parallel, dram_timing.issue_into
+    monkeypatch.setattr(dram_timing, "run_commands_parallel", lambda *a, **k: splits.append(1) or parallel(*a, **k))
+    monkeypatch.setattr(dram_timing, "issue_into", lambda *a, **k: firsts.append(len(a[2])) or serial(*a, **k))
+    out = {}
+    for limit in (1e9, 0.0):
+        monkeypatch.setattr(dram_timing, "SPLIT_MIN_SECONDS", limit)
+        splits.clear()
+        firsts.clear()
+        out[limit] = json.dumps(run_model("hbm-pim.yaml", "gpt2", prompt_len=3, gen_tokens=3, fidelity="cycle"),
+                                sort_keys=True, default=str)
+        long_serial = sum(n >= dram_timing.PARALLEL_MIN_COMMANDS for n in firsts)
+        if limit:
+            assert not splits and long_serial
+        else:  # each long stream key once on one thread (the weight GEMVs repeat over layers and tokens)
+            assert splits and long_serial < len(splits)
+    assert out[0.0] == out[1e9]
