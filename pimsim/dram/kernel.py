@@ -70,6 +70,11 @@ from pimsim.dram.timing_state import (
 # then taken afresh): assumed, a steady sweep comes back within a group or two of a refresh
 MAX_CHAIN_FAILS = 3
 NEG_DUE = -1  # placeholder refresh due time where refresh is off (never compared)
+# the error row every run returns: code, stream index, bank node, open row (an error's), and two counters
+# of period groups committed at once (what tests read to see the skip taken): in all, and those after
+# the channel's first inserted command (a refresh, a reopen)
+ERR_SLOTS = 6
+E_GROUPS_SKIPPED, E_GROUPS_SKIPPED_AFTER_INSERT = 4, 5
 
 # columns of the record of issued commands
 REC_CYCLE, REC_CMD, REC_NODE, REC_ROW, REC_COL, REC_SRC = range(6)
@@ -91,7 +96,7 @@ def _run(spec, state, cmd, node_of, row, col, tmin, record, auto_refresh, issue_
     n = cmd.shape[0]
     issue_at = np.full(n if issue_cycles else 1, -1, np.int64)
     rec = np.empty((n + 64 if record else 1, 6), np.int64)
-    err = np.zeros(4, np.int64)  # code, stream index, bank node, open row
+    err = np.zeros(ERR_SLOTS, np.int64)
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
     tstride = 1 if tmin.shape[0] > 1 else 0
     istride = 1 if issue_cycles else 0
@@ -130,7 +135,7 @@ def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refres
     spans = bounds.shape[0] - 1
     issue_at = np.full(n if issue_cycles else spans, -1, np.int64)
     tstride = 1 if tmin.shape[0] > 1 else 0
-    errs = np.zeros((spans, 4), np.int64)
+    errs = np.zeros((spans, ERR_SLOTS), np.int64)
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
     istride = 1 if issue_cycles else 0
     for g in prange(spans):
@@ -152,7 +157,7 @@ def _run_states(spec, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
     runs = T.shape[0]
     n = cmd.shape[0]
     tstride = 1 if tmin.shape[0] > 1 else 0
-    errs = np.zeros((runs, 4), np.int64)
+    errs = np.zeros((runs, ERR_SLOTS), np.int64)
     unread = np.zeros(runs, np.int64)
     no_runs = np.empty(0, np.int64)
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
@@ -235,6 +240,9 @@ def _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist
                     chain_on, chain_fails = True, 0
                     chain_next, chain_end = i + snap_len, snap_pos + (snap_more + 1) * snap_len
             if skipped:
+                err[E_GROUPS_SKIPPED] += skipped
+                if chan[snap_ch, C_INSERTED] > 0:
+                    err[E_GROUPS_SKIPPED_AFTER_INSERT] += skipped
                 if istride:  # the j-th group from here issues each command as group g did, moved q + j p
                     q = chan[snap_ch, C_PREV] - snap[B_PREV][C_PREV] - (skipped - 1) * chain_period
                     for u in range(skipped * snap_len):
@@ -406,7 +414,8 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
     where rows repeat with a fixed period; used only with one start cycle for every command).
 
     ``err[0]`` is 0 on success, else an error code of :mod:`pimsim.dram.timing_state` with the stream
-    index in ``err[1]``; the state then holds the commands issued before it.
+    index in ``err[1]``; the state then holds the commands issued before it. ``err[E_GROUPS_SKIPPED]``
+    counts the period groups committed at once (see ERR_SLOTS).
     """
     state = new_state(spec) if state is None else state
     tmin = _start_times(tmin, len(cmd))
@@ -420,7 +429,7 @@ def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, 
     """:func:`run_commands` of a stream whose commands may all issue from ``start_cycle``, into ``state``,
     for a caller that needs only the state (nothing recorded, no issue cycles): returns the error row
     (``err[0]`` 0 on success). The engine's path: it issues hundreds of streams per token."""
-    err = np.zeros(4, np.int64)
+    err = np.zeros(ERR_SLOTS, np.int64)
     _run_into(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), True,
               _run_ends(runs, len(cmd)), _groups(periods, len(cmd)), err)
     return err
@@ -486,7 +495,7 @@ def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, 
         tmin = tmin[order] if len(tmin) > 1 else tmin
     issue_at, errs = _run_channels(spec, state, cmd, node, row, col, tmin, split.bounds, auto_refresh, issue_cycles,
                                    _run_ends(runs, len(cmd)), _groups(periods, len(cmd)))
-    err = np.zeros(4, np.int64)
+    err = np.zeros(ERR_SLOTS, np.int64)
     failed = np.flatnonzero(errs[:, 0])
     if order is not None and issue_cycles:
         unordered = np.empty_like(issue_at)
@@ -495,7 +504,8 @@ def run_commands_parallel(spec: Spec, split: ChannelSplit, cmd, node, row, col, 
     if order is not None:
         errs[failed, 1] = order[errs[failed, 1]]
     if len(failed):
-        err[:] = errs[failed[np.argmin(errs[failed, 1])]]
+        err[:E_GROUPS_SKIPPED] = errs[failed[np.argmin(errs[failed, 1])], :E_GROUPS_SKIPPED]
+    err[E_GROUPS_SKIPPED:] = errs[:, E_GROUPS_SKIPPED:].sum(axis=0)
     return state, issue_at if issue_cycles else None, err
 
 
