@@ -87,12 +87,13 @@ EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected co
 # derived (assumed, not measured: waking numba's threads takes tens of microseconds, about what the kernel
 # needed for a few thousand commands before runs and period groups made long streams cheaper)
 PARALLEL_MIN_COMMANDS = 4096
-# Of the longer ones, a stream goes to numba's threads (where there are several) only if its first run, on
-# one thread, took at least this long: starting the threads of a parallel region costs about 0.1 ms on a
-# 2-core machine (OpenMP, passive wait), while runs of repeats and period groups made a gddr6-aim weight GEMV
-# take 0.1-0.4 ms. Measured there with benchmarks/cycle_parallel.py (gpt2-xl, 2 threads against 1): split
-# by length alone (from 4096 commands), 0.68x on gddr6-aim and 1.10x on hbm-pim; only the 346,420-command
-# LM head split, 1.04x and 0.99x. The figure itself is assumed between those; --split-min-ms sets it.
+# Of the longer ones, a stream goes to numba's threads (where there are several) only if two runs on one
+# thread took at least this long (a process's first kernel call includes loading the kernel). Starting the
+# threads of a parallel region costs about 0.1 ms on a 2-core machine (OpenMP, passive wait), while runs of
+# repeats and period groups made a gddr6-aim weight GEMV take 0.1-0.4 ms. Measured there with
+# benchmarks/cycle_parallel.py (gpt2-xl, 2 threads against 1): split by length alone (from 4096 commands),
+# 0.68x on gddr6-aim and 1.10x on hbm-pim; only the 346,420-command LM head split, 1.04x and 0.99x. The
+# figure itself is assumed between those; --split-min-ms sets it.
 SPLIT_MIN_SECONDS = 1e-3
 BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming adds up at once (it logs at most about this many)
 # Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
@@ -170,9 +171,10 @@ class _KernelInputs:
     split: ChannelSplit | None  # its channel spans for the threads; None where it runs on one
     runs: np.ndarray  # repeat_runs of the stream in the order the kernel issues it (split.order applied)
     periods: np.ndarray  # period_groups of the stream in that order
-    # whether its channels go to numba's threads: decided by how long its first run took on one (None: not
-    # run yet). Where a stream runs changes no result (the kernels agree for any thread count), only speed.
+    # whether its channels go to numba's threads: decided by how long its first runs took on one (None: not
+    # yet). Where a stream runs changes no result (the kernels agree for any thread count), only speed.
     split_pays: bool | None = None
+    timed_once: bool = False  # one run took SPLIT_MIN_SECONDS or more (the first may include loading the kernel)
 
     def of(self, stream: Stream) -> bool:
         return self.cmd is stream.cmd and self.node is stream.node and self.row is stream.row
@@ -353,13 +355,19 @@ class CycleTiming:
         else:
             in_order = inputs is not None and (inputs.split is None or inputs.split.order is None)
             runs, periods = (inputs.runs, inputs.periods) if in_order else (None, None)  # (in stream order only)
-            # a stream that could go to the threads runs on one the first time, timed, to decide for the rest
+            # a stream that could go to the threads runs on one until decided, timed: it splits once two runs
+            # took SPLIT_MIN_SECONDS or more (a process's first kernel call also loads the kernel), else never
             timed = could_split and inputs.split_pays is None
             cpu = time.thread_time() if timed else 0.0
             err = issue_into(self.spec, self.state, stream.cmd, stream.node, stream.rows(), stream.column, start, runs,
                              periods)
             if timed:
-                inputs.split_pays = time.thread_time() - cpu >= SPLIT_MIN_SECONDS
+                if time.thread_time() - cpu < SPLIT_MIN_SECONDS:
+                    inputs.split_pays = False
+                elif inputs.timed_once:
+                    inputs.split_pays = True
+                else:
+                    inputs.timed_once = True
         if err[0]:
             _check(self.compiled, stream, err)
         chans = self._channels.get(stream.key)
