@@ -96,7 +96,8 @@ PARALLEL_MIN_COMMANDS = 4096
 # figure itself is assumed between those; --split-min-ms sets it.
 SPLIT_MIN_SECONDS = 1e-3
 BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming adds up at once (it logs at most about this many)
-# Streams whose kernel inputs (channel split, runs of repeats) CycleTiming keeps, the most recently used:
+# Streams whose kernel inputs (channel split, runs of repeats, period groups, whether the split pays)
+# CycleTiming keeps, the most recently used:
 # a token issues about a dozen distinct streams (the weight GEMVs every token, attention's for some tokens)
 KEPT_STREAMS = 64
 
