@@ -1,11 +1,13 @@
 """The command-by-command GEMV builder that pimsim.mapper.gemv replaced (its _Builder emitting one command at a
-time), kept only to hold the run-based builder to it: tests/test_stream_reuse.py compares the two."""
+time), kept only to hold the run-based builder to it: tests/test_stream_reuse.py compares the two, each run
+by the mapper's own drivers (gemv_program, gemv_program_wave_major)."""
 from __future__ import annotations
 
 import numpy as np
 
 from pimsim.dram.compile import Compiled
 from pimsim.dram.modes import ModeTracker
+from pimsim.mapper import gemv
 from pimsim.mapper.gemv import GemvProgram
 from pimsim.mapper.placement import GemvPlacement
 from pimsim.pim.formats import CODE_BITS, SCALE_BYTES
@@ -162,109 +164,21 @@ class _Builder:
                            self.extra_vector_macs)
 
 
-def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
-                 groups: list[tuple[int, int]] | None = None, rows_active: int | None = None,
-                 vectors: int = 1, buffer_vectors: int = 1, vectors_per_mac: int = 1) -> GemvProgram:
-    """Build the command streams; `lanes_out` is how many accumulators each unit returns per RDMAC.
-
-    ``groups`` splits the columns into independent dot products, as (first column access, number of
-    accesses) over the padded input: each group gets its own RDMAC (attention reads one score per
-    head from a row holding all heads). Columns in no group are never read. Default: one group of all
-    columns. ``rows_active`` limits the work to the first output rows (a KV cache filled so far).
-
-    ``vectors`` > 1 multiplies W by several input vectors (a speculative verify step's k + 1 tokens)
-    reusing each activated row: the row opens once and every vector's MACs and RDMAC run on it. A global
-    buffer that holds ``buffer_vectors`` >= ``vectors`` inputs side by side (a wider buffer) gets each
-    vector's block once; a one-vector buffer gets the next vector's block written in while the row
-    stays open. Timing only for several vectors: the commands name no vector (a real device would need a
-    buffer-select field), so the functional bank model cannot run such a program.
-
-    ``vectors_per_mac`` > 1 (a multi-vector datapath, ``pim.vectors_per_mac``): one MAC command multiplies
-    the open row's burst by that many buffered vectors, so the vectors go through each row in
-    ceil(vectors / vectors_per_mac) passes of MACs; every vector still gets its own RDMAC (its own
-    accumulator's results).
-    """
-    b = _Builder(compiled, placement, lanes_out, groups, rows_active, vectors)
-    g = b.g
-    resident = vectors == 1 or buffer_vectors >= vectors
-    for ch, rank, chan, part, first_slot, waves in b.channels():
-        b.begin_channel(chan)
-        for seg in range(placement.segments):
-            ncol = placement.segment_columns(seg, part)
-            for b0 in range(0, ncol, g.gb_chunks):
-                parts = b.parts(part, seg, b0, min(ncol, b0 + g.gb_chunks))
-                if not parts:
-                    continue
-                if resident:
-                    for v in range(vectors):
-                        for _, lo, hi in parts:
-                            b.emit_buffer(chan, part, seg, range(lo, hi), v)
-                for row_waves in b.by_dram_row(waves):
-                    r = b.row_of(row_waves[0], seg)
-                    b.open_row(rank, r)
-                    for first in range(0, vectors, vectors_per_mac):
-                        batch = range(first, min(vectors, first + vectors_per_mac))  # one MAC pass
-                        if not resident:
-                            for v in batch:
-                                for _, lo, hi in parts:
-                                    b.emit_buffer(chan, part, seg, range(lo, hi), v)
-                        for w in row_waves:
-                            off = placement.access_offset(w)
-                            for sel, base in b.selects(w, first_slot):
-                                for gi, lo, hi in parts:
-                                    b.emit_macs(rank, r, off + lo, off + hi, sel, len(batch))
-                                    for _ in batch:
-                                        b.read(rank, ch, w, seg, sel, gi, base)
-                    b.close_row(rank)
-        b.end_channel()
-    return b.program()
+def gemv_program(*args, **kwargs) -> GemvProgram:
+    """:func:`pimsim.mapper.gemv.gemv_program` with this builder: the drivers are shared, the builders differ."""
+    return _with_this_builder(gemv.gemv_program, *args, **kwargs)
 
 
-def gemv_program_wave_major(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 1,
-                            groups: list[tuple[int, int]] | None = None,
-                            rows_active: int | None = None) -> GemvProgram:
-    """The ``wave_major`` strategy: the same placement, but each wave's row stays open while every
-    global-buffer block of its segment goes through, and the units accumulate across blocks.
-
-    Where a segment fits the global buffer (GDDR6-AiM: always) this is the same program as
-    ``row_partition``. Where it does not (HBM-PIM: 8 of the 32 column accesses of a row), x is written
-    into the buffer again for every wave and bank of a unit, but each row opens once and each output
-    takes one RDMAC per segment instead of one per block: fewer activations, fewer partial sums for
-    the ASIC, more global-buffer writes. Arguments as for :func:`gemv_program`.
-    """
-    b = _Builder(compiled, placement, lanes_out, groups, rows_active)
-    g = b.g
-    for ch, rank, chan, part, first_slot, waves in b.channels():
-        b.begin_channel(chan)
-        for seg in range(placement.segments):
-            parts = b.parts(part, seg, 0, placement.segment_columns(seg, part))
-            if not parts:
-                continue
-            used = sorted({k for _, lo, hi in parts for k in range(lo, hi)})
-            fits = len({k // g.gb_chunks for k in used}) == 1
-            if fits:  # the whole segment in the buffer at once: write it once for all waves
-                b.emit_buffer(chan, part, seg, used)
-            for row_waves in b.by_dram_row(waves):
-                r = b.row_of(row_waves[0], seg)
-                b.open_row(rank, r)
-                for w in row_waves:
-                    off = placement.access_offset(w)
-                    for sel, base in b.selects(w, first_slot):
-                        loaded = used[0] // g.gb_chunks if fits else -1
-                        for gi, lo, hi in parts:
-                            k = lo
-                            while k < hi:
-                                block = k // g.gb_chunks
-                                if block != loaded:  # bring this block of x into the buffer
-                                    b.emit_buffer(chan, part, seg,
-                                                  [kk for kk in used if kk // g.gb_chunks == block])
-                                    loaded = block
-                                end = min(hi, (block + 1) * g.gb_chunks)
-                                b.emit_macs(rank, r, off + k, off + end, sel)
-                                k = end
-                            b.read(rank, ch, w, seg, sel, gi, base)
-                b.close_row(rank)
-        b.end_channel()
-    return b.program()
+def gemv_program_wave_major(*args, **kwargs) -> GemvProgram:
+    """:func:`pimsim.mapper.gemv.gemv_program_wave_major` with this builder."""
+    return _with_this_builder(gemv.gemv_program_wave_major, *args, **kwargs)
 
 
+def _with_this_builder(driver, *args, **kwargs) -> GemvProgram:
+    if kwargs.get("pieces") is not None:
+        raise ValueError("the reference builder keeps no channel pieces")
+    run_based, gemv._Builder = gemv._Builder, _Builder
+    try:
+        return driver(*args, **kwargs)
+    finally:
+        gemv._Builder = run_based

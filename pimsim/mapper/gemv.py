@@ -330,7 +330,7 @@ def gemv_program(compiled: Compiled, placement: GemvPlacement, lanes_out: int = 
             if key in pieces:
                 b.add_piece(pieces[key])
                 continue
-        mark = b.mark()
+        mark = b.mark() if key is not None else None  # (only a remembered channel needs its start)
         b.begin_channel(chan)
         for seg in range(placement.segments):
             ncol = placement.segment_columns(seg, part)
