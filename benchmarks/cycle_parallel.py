@@ -2,7 +2,7 @@
 
     python benchmarks/cycle_parallel.py [--threads 1,2,4,8,16] [--tokens 16] [--prompt-len 0]
                                         [--repeat 3] [--hw gddr6-aim.yaml] [--model gpt2-xl]
-                                        [--runs] [--split-min-ms MS]
+                                        [--runs] [--split-min-ms MS] [--twins on|off]
 
 Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity:
 every command of every token through the kernel, each PIM stream's channels split over the threads
@@ -14,8 +14,10 @@ count's run is checked to give the same per-token times as the first. A last lin
 one CycleTiming.run call on a one-command stream: the engine-side cost paid per PIM stream (a gpt2-xl token
 issues 387). With --runs it first times each long stream of the first token on one thread: command by
 command, with its runs of repeats in closed form, and with its periodic row groups skipped as well
-(pimsim.dram.periods; min of 15 each, alternating, from an idle memory). Set OMP_WAIT_POLICY=PASSIVE
-on shared machines.
+(pimsim.dram.periods; min of 15 each, alternating, from an idle memory). Channels that start a stream
+alike and issue alike are issued once and copied (pimsim.dram.twins), as pimsim runs; --twins off issues
+every channel (the figure before them); the channels copied per token are printed. Set
+OMP_WAIT_POLICY=PASSIVE on shared machines.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def main() -> None:
     ap.add_argument("--model", default="gpt2-xl")
     ap.add_argument("--runs", action="store_true",
                     help="time the closed-form runs and period groups against command by command")
+    ap.add_argument("--twins", choices=("on", "off"), default="on",
+                    help="issue channels that start a stream alike and issue alike once (pimsim.dram.twins; "
+                         "default on, as pimsim runs): off issues every channel, for the figure before")
     ap.add_argument("--split-min-ms", type=float, default=None, metavar="MS",
                     help="split a stream's channels over the threads only where its first run on one took MS "
                          "milliseconds or more (default: the engine's SPLIT_MIN_SECONDS); 0 splits every long "
@@ -65,6 +70,7 @@ def main() -> None:
 
     if args.split_min_ms is not None:
         dram_timing.SPLIT_MIN_SECONDS = args.split_min_ms / 1e3
+    dram_timing.TWIN_CHANNELS = args.twins == "on"
     print(describe())
     print(f"numba {numba.__version__}, threading layer {numba.config.THREADING_LAYER}, "
           f"at most {numba.config.NUMBA_NUM_THREADS} threads; a stream's channels split over them from "
@@ -74,10 +80,13 @@ def main() -> None:
     hw = hardware_for(load_hardware(args.hw), card, None)
     graph = traced_graph(card)
 
+    copied = []
+
     def run_once() -> tuple[float, float, list[int]]:
         sim = DecodeSimulation(hw, graph, args.prompt_len, args.tokens, fidelity="cycle")
         t, cpu = time.perf_counter(), time.process_time()
         result = sim.run()
+        copied.append(sim.timing.twin_channels)
         return time.perf_counter() - t, time.process_time() - cpu, result.per_token_ps
 
     numba.set_num_threads(1)
@@ -110,6 +119,8 @@ def main() -> None:
         base = base or median
         print(f"{n:>7}  {median:8.4f}  {min(per):8.4f}  {max(per):8.4f}  {statistics.median(cpus):8.4f}  "
               f"{base / median:7.2f}x  {median * 1024:9.1f} s")
+    print(f"twin channels {args.twins}: {copied[-1] / args.tokens:.0f} channels per token copied from a twin "
+          f"instead of issued")
     print(f"CycleTiming.run of a one-command stream: {call_overhead_us(hw):.1f} us CPU per call (median of 5 x 2000)")
 
 

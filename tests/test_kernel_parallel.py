@@ -113,6 +113,8 @@ def test_cycle_run_is_identical_on_one_and_two_threads(threads, monkeypatch):
     from pimsim.runs import run_model
 
     monkeypatch.setattr(dram_timing, "SPLIT_MIN_SECONDS", 0.0)  # every long stream after its first run
+    # channels of a kind issue once where twins are on (tests/test_twins.py): every channel here, as the split has it
+    monkeypatch.setattr(dram_timing, "TWIN_CHANNELS", False)
     calls = []
     real = dram_timing.run_commands_parallel
     monkeypatch.setattr(dram_timing, "run_commands_parallel", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -189,6 +191,7 @@ def test_a_stream_goes_to_the_threads_only_where_its_first_run_took_long_enough(
     if max(THREADS) < 2:
         pytest.skip("numba has one thread here")
     numba.set_num_threads(2)
+    monkeypatch.setattr(dram_timing, "TWIN_CHANNELS", False)  # (with twins on, a kind's channels issue once)
     splits, firsts = [], []
     parallel, serial = dram_timing.run_commands_parallel, dram_timing.issue_into
     monkeypatch.setattr(dram_timing, "run_commands_parallel", lambda *a, **k: splits.append(1) or parallel(*a, **k))

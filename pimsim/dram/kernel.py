@@ -65,6 +65,7 @@ from pimsim.dram.timing_state import (
     rule_latency,
     skip_idle_refreshes,
 )
+from pimsim.dram.twins import catch_up, copy_run, equivalent, keep
 
 # a chain is dropped after this many group starts in a row that were not group g moved (its copies are
 # then taken afresh): assumed, a steady sweep comes back within a group or two of a refresh
@@ -146,6 +147,60 @@ def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refres
                cmd, node_of, row, col, tmin, tstride, bounds[g], bounds[g + 1], at, istride,
                np.empty((1, 6), np.int64), errs[g], False, refresh_on, run_last, groups)
     return issue_at, errs
+
+
+@njit(cache=True)
+def _run_twins(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
+               ref_due, cmd, node_of, row, col, tmin, bounds, span_ch, rep, uses, lat_from, auto_refresh, run_last,
+               groups, err):
+    """`_run_into` of a stream grouped by channel (span g: positions bounds[g]:bounds[g + 1], channel
+    span_ch[g]) where span g issues what span rep[g] issues: a span whose channel starts equivalent to its
+    representative's is not issued but copied from it afterwards (:mod:`pimsim.dram.twins`; ``uses[g]``:
+    :func:`pimsim.dram.twins.bank_uses` of span g). Each span's channel first catches up with the refreshes
+    due before it can start (what its first command would do first). Spans are issued in order and the first
+    error stops the run. Returns how many spans were copied."""
+    refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    spans = bounds.shape[0] - 1
+    twin = np.zeros(spans, np.bool_)
+    copied = 0
+    if refresh_on:
+        for g in range(spans):
+            catch_up(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan,
+                     counts, ref_due, span_ch[g], tmin[0])
+    for g in range(spans):
+        if rep[g] != g:
+            first = bounds[rep[g]]
+            twin[g] = equivalent(node, cmds, params, win, lat_from, T, Tsub, win_hist, win_count, bank, chan, ref_due,
+                                 span_ch[rep[g]], span_ch[g], tmin[0], uses[rep[g]], row, cmd[first],
+                                 node_of[first], row[first])
+            copied += twin[g]
+    has_twins = np.zeros(spans, np.bool_)
+    for g in range(spans):
+        if twin[g]:
+            has_twins[rep[g]] = True
+    unread = np.empty(1, np.int64)
+    no_record = np.empty((1, 6), np.int64)
+    for g in range(spans):
+        if twin[g]:
+            continue
+        if not has_twins[g]:
+            _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan,
+                   counts, ref_due, cmd, node_of, row, col, tmin, 0, bounds[g], bounds[g + 1], unread, 0,
+                   no_record, err, False, refresh_on, run_last, groups)
+            if err[0]:
+                return 0
+            continue
+        kept = keep(node, T, Tsub, win_count, chan, counts, span_ch[g])
+        _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan,
+               counts, ref_due, cmd, node_of, row, col, tmin, 0, bounds[g], bounds[g + 1], unread, 0,
+               no_record, err, False, refresh_on, run_last, groups)
+        if err[0]:
+            return 0
+        for h in range(g + 1, spans):
+            if twin[h] and rep[h] == g:
+                copy_run(node, params, win, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
+                         span_ch[g], span_ch[h], kept, uses[g])
+    return copied
 
 
 @njit(cache=True, parallel=True)
@@ -433,6 +488,23 @@ def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, 
     _run_into(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), True,
               _run_ends(runs, len(cmd)), _groups(periods, len(cmd)), err)
     return err
+
+
+def issue_twins(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, bounds: np.ndarray,
+                span_channel: np.ndarray, representative: np.ndarray, uses: np.ndarray, latency_from: np.ndarray,
+                runs: np.ndarray | None = None, periods: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """:func:`issue_into` of a stream grouped by channel, each channel's commands issued only where it does not
+    start equivalent to its kind's representative (:mod:`pimsim.dram.twins`): span g (positions
+    ``bounds[g]:bounds[g + 1]``, all on channel ``span_channel[g]``) issues what span ``representative[g]``
+    issues, a span of its own kind naming itself; ``uses[g]``: :func:`pimsim.dram.twins.bank_uses` of span g
+    (read for representatives only). The same State as :func:`issue_into`. ``latency_from``:
+    :func:`pimsim.dram.periods.latency_from` of the spec's rules. Returns the error row (its index, if any,
+    a position in the stream as given) and how many channels were copied."""
+    err = np.zeros(ERR_SLOTS, np.int64)
+    copied = _run_twins(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), bounds, span_channel,
+                        representative, uses, latency_from, True, _run_ends(runs, len(cmd)), _groups(periods, len(cmd)),
+                        err)
+    return err, int(copied)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """How long a PIM command stream takes: the two fidelities.
 
 ``CycleTiming`` issues every command of every stream through the numba kernel, into one DRAM state
-that lives for the whole run: open rows, bank timing and refresh carry from one stream to the next.
+that lives for the whole run: open rows, bank timing and refresh carry from one stream to the next. A
+channel that starts a stream in a state equivalent to another's that issues the same commands is given
+what issuing them leaves instead (:mod:`pimsim.dram.twins`: the same State, byte for byte).
 
 ``FastTiming`` simulates each distinct stream (by its key: what it computes, not where it sits) once
 from an idle memory with refresh off, and follows the refresh clock: refreshes fall due every nREFI
@@ -44,6 +46,7 @@ from pimsim.dram.compile import Compiled
 from pimsim.dram.kernel import (
     ChannelSplit,
     issue_into,
+    issue_twins,
     repeat_runs,
     run_commands,
     run_commands_into,
@@ -51,7 +54,7 @@ from pimsim.dram.kernel import (
     split_by_channel,
     threads,
 )
-from pimsim.dram.periods import period_groups
+from pimsim.dram.periods import latency_from, period_groups
 from pimsim.dram.standard import PimRole
 from pimsim.dram.timing_state import (
     B_OPEN,
@@ -61,6 +64,7 @@ from pimsim.dram.timing_state import (
     ERR_STUCK,
     K_DONE,
     N_ANC,
+    N_HI,
     N_LEVEL,
     N_LO,
     P_PREA,
@@ -71,6 +75,7 @@ from pimsim.dram.timing_state import (
     new_state,
     rule_latency,
 )
+from pimsim.dram.twins import bank_uses, representatives
 from pimsim.errors import PimsimError
 from pimsim.mapper.model import Stream
 
@@ -95,6 +100,9 @@ PARALLEL_MIN_COMMANDS = 4096
 # 0.68x on gddr6-aim and 1.10x on hbm-pim; only the 346,420-command LM head split, 1.04x and 0.99x. The
 # figure itself is assumed between those; --split-min-ms sets it.
 SPLIT_MIN_SECONDS = 1e-3
+# Channels that start a stream alike and issue alike are issued once, the others given the same State
+# (pimsim.dram.twins; the result is the same either way): benchmarks/cycle_parallel.py --twins off turns it off
+TWIN_CHANNELS = True
 BUSY_BLOCK = 1 << 16  # runs whose busy time FastTiming adds up at once (it logs at most about this many)
 # Streams whose kernel inputs (channel split, runs of repeats, period groups, whether the split pays)
 # CycleTiming keeps, the most recently used:
@@ -176,9 +184,49 @@ class _KernelInputs:
     # yet). Where a stream runs changes no result (the kernels agree for any thread count), only speed.
     split_pays: bool | None = None
     timed_once: bool = False  # one run took SPLIT_MIN_SECONDS or more (the first may include loading the kernel)
+    # channels that issue alike (pimsim.dram.twins): per span of the split, its channel and the span issuing
+    # what it issues (its kind's first); None where every channel issues something of its own
+    twins: _Twins | None = None
 
     def of(self, stream: Stream) -> bool:
         return self.cmd is stream.cmd and self.node is stream.node and self.row is stream.row
+
+
+@dataclass(frozen=True)
+class _Twins:
+    """A stream grouped by channel in which some channels issue the same commands (:mod:`pimsim.dram.twins`):
+    the grouped arrays, and per channel span its channel and the first span issuing what it issues."""
+
+    order: np.ndarray | None  # the split's order (None: the stream already lies grouped)
+    cmd: np.ndarray
+    node: np.ndarray
+    column: np.ndarray
+    bounds: np.ndarray
+    span_channel: np.ndarray
+    representative: np.ndarray
+    uses: np.ndarray  # per span, twins.bank_uses of its commands (filled for representatives)
+
+    @staticmethod
+    def of(spec: Spec, stream: Stream, split: ChannelSplit) -> _Twins | None:
+        tree, order = spec.node, split.order
+        cmd, node, row, column = stream.cmd, stream.node, stream.row, stream.column
+        if order is not None:
+            cmd, node, row, column = cmd[order], node[order], row[order], column[order]
+        representative = representatives(tree, cmd, node, row, column, split.bounds)
+        kinds = np.unique(representative).tolist()
+        if len(kinds) == len(representative):
+            return None
+        span_channel = tree[node[split.bounds[:-1]], N_ANC]
+        uses = np.zeros((len(representative), tree[0, N_HI + 3] - tree[0, N_LO + 3], 3), np.int64)
+        bounds = split.bounds.tolist()
+        for g in kinds:
+            lo, hi = bounds[g], bounds[g + 1]
+            uses[g] = bank_uses(tree, spec.cmds, cmd, node, lo, hi, int(span_channel[g]))
+        return _Twins(order, cmd, node, column, split.bounds, span_channel, representative, uses)
+
+    def rows(self, stream: Stream) -> np.ndarray:
+        rows = stream.rows()
+        return rows if self.order is None else rows[self.order]
 
 
 @dataclass(frozen=True)
@@ -327,6 +375,9 @@ class CycleTiming:
         self.channel_ends: dict[int, int] = {}
         self._busy = [0.0] * compiled.hw.dram.organization.channels  # per channel, ps (busy_ps)
         self.macs = _MacTally(compiled)
+        self.twins = TWIN_CHANNELS
+        self.twin_channels = 0  # channels copied from a twin instead of issued
+        self._latency_from = latency_from(self.spec.rules, self.spec.cmds.shape[0])
 
     @property
     def busy_ps(self) -> np.ndarray:
@@ -343,7 +394,16 @@ class CycleTiming:
         start = -(-start_ps // self.tck_ps)  # one start cycle for every command
         inputs = self._kernel_inputs(stream)
         could_split = inputs is not None and inputs.split is not None and threads() > 1
-        if could_split and inputs.split_pays:
+        if self.twins and inputs is not None and inputs.twins is not None:
+            # channels that start alike issue once (pimsim.dram.twins): the same state
+            tw = inputs.twins
+            err, copied = issue_twins(self.spec, self.state, tw.cmd, tw.node, tw.rows(stream), tw.column, start,
+                                      tw.bounds, tw.span_channel, tw.representative, tw.uses, self._latency_from,
+                                      inputs.runs, inputs.periods)
+            self.twin_channels += copied
+            if err[0] and tw.order is not None:
+                err[1] = tw.order[err[1]]
+        elif could_split and inputs.split_pays:
             # channels on numba's threads: the same state as the serial kernel
             _, _, err = run_commands_parallel(self.spec, inputs.split, stream.cmd, stream.node, stream.rows(),
                                               stream.column, np.full(1, start, np.int64), self.state,
@@ -409,7 +469,9 @@ class CycleTiming:
             known = self._inputs[stream.key] = _KernelInputs(stream.cmd, stream.node, stream.row,
                                                              split if split.spans > 1 else None,
                                                              repeat_runs(cmd, node, row),
-                                                             period_groups(self.spec, cmd, node, row))
+                                                             period_groups(self.spec, cmd, node, row),
+                                                             twins=_Twins.of(self.spec, stream, split)
+                                                             if self.twins and split.spans > 1 else None)
             if len(self._inputs) > KEPT_STREAMS:
                 self._inputs.popitem(last=False)
         else:

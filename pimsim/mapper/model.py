@@ -25,6 +25,7 @@ what the ``fast`` fidelity reuses timings by.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -39,6 +40,13 @@ from pimsim.mapper.gemv import RD_CHANNEL, STRATEGIES
 from pimsim.mapper.placement import GemvPlacement, Geometry, RowAllocator, auto_pack, auto_split, place_gemv
 from pimsim.pim.formats import stored_bytes
 from pimsim.workloads.opgraph import OpGraph, expert_tensor
+
+# Shifted streams (a prototype placed at a layer's rows) kept, the most recently used. A token asks again
+# for each layer's weight GEMVs and, for a few tokens, for attention's; a KV append (one per position) or
+# the scores of a shorter context never again, and at cycle fidelity each holds its own row arguments
+# (Stream.rows()): kept for good, gpt2-xl's 1024 tokens grew the process by some 3 GB. A stream made
+# afresh costs a Stream object (its arrays are the prototype's) and, at cycle fidelity, its rows once more.
+SHIFTED_KEPT = 4096
 
 
 @dataclass
@@ -110,7 +118,7 @@ class ModelMap:
         alloc.next_row = self.base_row
         meta = self.graph.meta
         self._programs: dict = {}
-        self._shifts: dict = {}
+        self._shifts: OrderedDict = OrderedDict()  # the SHIFTED_KEPT most recently used
         self._channel_pieces: dict = {}  # attention scores' channels, shared by the programs of growing contexts
         self._cross_layers = sorted({op.layer for op in self.graph.ops if op.kind == "scores" and op.cross})
         if self._cross_layers and self.source_len < 1:
@@ -346,11 +354,19 @@ class ModelMap:
         key = (proto.key, first_row, asic_adds, outputs)
         got = self._shifts.get(key)
         if got is None:
-            got = self._shifts[key] = Stream(
+            got = self._keep_shifted(key, Stream(
                 proto.key, proto.cmd, proto.node, proto.row, proto.column, proto.to_pim_bytes, proto.from_pim_bytes,
                 proto.asic_adds if asic_adds is None else asic_adds, proto.outputs if outputs is None else outputs,
-                first_row, proto.fmt, proto.extra_vector_macs)
+                first_row, proto.fmt, proto.extra_vector_macs))
+        else:
+            self._shifts.move_to_end(key)
         return got
+
+    def _keep_shifted(self, key, stream: Stream) -> Stream:
+        self._shifts[key] = stream
+        if len(self._shifts) > SHIFTED_KEPT:
+            self._shifts.popitem(last=False)
+        return stream
 
     def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None,
                      vectors: int = 1, pieces: dict | None = None) -> Stream:
@@ -503,8 +519,10 @@ class ModelMap:
         row_offset = t.first_row + rounds * t.segments
         got = self._shifts.get((key, row_offset))
         if got is None:
-            got = self._shifts[(key, row_offset)] = replace(proto, key=key, row_offset=row_offset,
-                                                            commands_key=proto_key, _rows=None)
+            got = self._keep_shifted((key, row_offset), replace(proto, key=key, row_offset=row_offset,
+                                                                 commands_key=proto_key, _rows=None))
+        else:
+            self._shifts.move_to_end((key, row_offset))
         return got
 
     def _proto_kv(self, cross: bool = False, tokens: int | None = None) -> KVLayout:
