@@ -2,7 +2,7 @@
 
     python benchmarks/cycle_parallel.py [--threads 1,2,4,8,16] [--tokens 16] [--prompt-len 0]
                                         [--repeat 3] [--hw gddr6-aim.yaml] [--model gpt2-xl]
-                                        [--runs] [--split-min-ms MS] [--twins on|off]
+                                        [--runs] [--by-kind] [--split-min-ms MS] [--twins on|off]
 
 Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity:
 every command of every token through the kernel, each PIM stream's channels split over the threads
@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--twins", choices=("on", "off"), default="on",
                     help="issue channels that start a stream alike and issue alike once (pimsim.dram.twins; "
                          "default on, as pimsim runs): off issues every channel, for the figure before")
+    ap.add_argument("--by-kind", action="store_true",
+                    help="first time the last token's streams one by one, by kind (weight GEMVs, K/V appends, "
+                         "scores, context), each from the DRAM state the run gave it, twins on and off")
     ap.add_argument("--split-min-ms", type=float, default=None, metavar="MS",
                     help="split a stream's channels over the threads only where its first run on one took MS "
                          "milliseconds or more (default: the engine's SPLIT_MIN_SECONDS); 0 splits every long "
@@ -93,6 +96,8 @@ def main() -> None:
     run_once()  # compile / load the kernels and fill the tracing cache
     if args.runs:
         closed_form_gain(hw, graph)
+    if args.by_kind:
+        by_kind(hw, graph, args.prompt_len, args.tokens)
     print(f"{args.model} on {args.hw}, tokens at positions {args.prompt_len}..{args.prompt_len + args.tokens - 1}, "
           f"cycle fidelity, median of {args.repeat}")
     print("s/token: wall seconds per token (median, min, max); cpu: CPU seconds of all threads per token "
@@ -153,6 +158,45 @@ def closed_form_gain(hw, graph) -> None:
         ms = {kind: f"{t * 1e3:.3f}" for kind, t in best.items()}
         print(f"  {stream.key[0]} {stream.key[1]}x{stream.key[2]}, {len(stream):,} commands: {ms['each']} / "
               f"{ms['runs']} / {ms['periods']} ms ({best['periods'] / best['each']:.2f}x)")
+
+
+def by_kind(hw, graph, prompt_len: int, tokens: int) -> None:
+    """CPU ms per token by stream kind: the last token's CycleTiming.run calls, each replayed from a copy
+    of the state the run gave it (min of 3), with twin channels on and off, and the channels copied."""
+    from collections import defaultdict
+
+    from pimsim.dram.timing_state import State
+
+    sim = DecodeSimulation(hw, graph, prompt_len, tokens, fidelity="cycle")
+    timing, calls = sim.timing, []
+    issue = timing.run
+    timing.run = lambda stream, start_ps: calls.append((stream, start_ps, State(*(a.copy() for a in timing.state)))) \
+        or issue(stream, start_ps)
+    sim.run()
+    last = calls[-len(calls) // tokens:]
+    table: dict = defaultdict(lambda: defaultdict(float))
+    for twins in (False, True):
+        timing.twins = twins
+        for stream, start_ps, state in last:
+            best = float("inf")
+            for _ in range(3):
+                timing.state = State(*(a.copy() for a in state))
+                before, cpu = timing.twin_channels, time.process_time()
+                issue(stream, start_ps)
+                best = min(best, time.process_time() - cpu)
+            row = table[str(stream.key[0])]
+            row["ms on" if twins else "ms off"] += best * 1e3
+            if twins:
+                row["streams"] += 1
+                row["commands"] += len(stream)
+                row["copied"] += timing.twin_channels - before
+    print(f"the last token's streams (position {prompt_len + tokens - 1}) by kind, CPU ms (min of 3 each), "
+          "every channel issued / twins copied:")
+    for kind, row in sorted(table.items(), key=lambda kv: -kv[1]["ms off"]):
+        print(f"  {kind:10s} {row['streams']:4.0f} streams {row['commands']:10,.0f} commands  "
+              f"{row['ms off']:7.2f} / {row['ms on']:6.2f} ms  {row['copied']:5.0f} channels copied")
+    print(f"  {'all':10s} {sum(r['ms off'] for r in table.values()):45.2f} / "
+          f"{sum(r['ms on'] for r in table.values()):6.2f} ms")
 
 
 def call_overhead_us(hw) -> float:

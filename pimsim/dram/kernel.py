@@ -151,15 +151,16 @@ def _run_channels(spec, state, cmd, node_of, row, col, tmin, bounds, auto_refres
 
 @njit(cache=True)
 def _run_twins(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
-               ref_due, cmd, node_of, row, col, tmin, bounds, span_ch, rep, uses, lat_from, auto_refresh, run_last,
+               ref_due, cmd, node_of, row, col, start, bounds, span_ch, rep, uses, lat_from, auto_refresh, run_last,
                groups, err):
-    """`_run_into` of a stream grouped by channel (span g: positions bounds[g]:bounds[g + 1], channel
-    span_ch[g]) where span g issues what span rep[g] issues: a span whose channel starts equivalent to its
-    representative's is not issued but copied from it afterwards (:mod:`pimsim.dram.twins`; ``uses[g]``:
-    :func:`pimsim.dram.twins.bank_uses` of span g). Each span's channel first catches up with the refreshes
-    due before it can start (what its first command would do first). Spans are issued in order and the first
-    error stops the run. Returns how many spans were copied."""
+    """`_run_into` from one start cycle of a stream grouped by channel (span g: positions
+    bounds[g]:bounds[g + 1], channel span_ch[g]) where span g issues what span rep[g] issues: a span whose
+    channel starts equivalent to its representative's is not issued but copied from it afterwards
+    (:mod:`pimsim.dram.twins`; ``uses[g]``: :func:`pimsim.dram.twins.bank_uses` of span g). Each span's
+    channel first catches up with the refreshes due before it can start (what its first command would do
+    first). Spans are issued in order and the first error stops the run. Returns how many spans were copied."""
     refresh_on = params[P_REFRESH_ON] != 0 and auto_refresh
+    tmin = np.full(1, start, np.int64)
     spans = bounds.shape[0] - 1
     twin = np.zeros(spans, np.bool_)
     copied = 0
@@ -480,30 +481,34 @@ def run_commands(spec: Spec, cmd, node, row, col, tmin, record: bool = False, au
 
 
 def issue_into(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, runs: np.ndarray | None = None,
-               periods: np.ndarray | None = None) -> np.ndarray:
+               periods: np.ndarray | None = None, checked: bool = False) -> np.ndarray:
     """:func:`run_commands` of a stream whose commands may all issue from ``start_cycle``, into ``state``,
     for a caller that needs only the state (nothing recorded, no issue cycles): returns the error row
-    (``err[0]`` 0 on success). The engine's path: it issues hundreds of streams per token."""
+    (``err[0]`` 0 on success). The engine's path: it issues hundreds of streams per token. ``checked``:
+    ``runs`` and ``periods`` are :func:`repeat_runs` and :func:`pimsim.dram.periods.period_groups` of these
+    very commands (a caller that derived them once and issues the stream again and again), so their fit
+    is not checked again (the check costs about what issuing a short stream does)."""
     err = np.zeros(ERR_SLOTS, np.int64)
     _run_into(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), True,
-              _run_ends(runs, len(cmd)), _groups(periods, len(cmd)), err)
+              _run_ends(runs, len(cmd)), _groups(periods, len(cmd), checked), err)
     return err
 
 
 def issue_twins(spec: Spec, state: State, cmd, node, row, col, start_cycle: int, bounds: np.ndarray,
                 span_channel: np.ndarray, representative: np.ndarray, uses: np.ndarray, latency_from: np.ndarray,
-                runs: np.ndarray | None = None, periods: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                runs: np.ndarray | None = None, periods: np.ndarray | None = None, checked: bool = False
+                ) -> tuple[np.ndarray, int]:
     """:func:`issue_into` of a stream grouped by channel, each channel's commands issued only where it does not
     start equivalent to its kind's representative (:mod:`pimsim.dram.twins`): span g (positions
     ``bounds[g]:bounds[g + 1]``, all on channel ``span_channel[g]``) issues what span ``representative[g]``
     issues, a span of its own kind naming itself; ``uses[g]``: :func:`pimsim.dram.twins.bank_uses` of span g
     (read for representatives only). The same State as :func:`issue_into`. ``latency_from``:
-    :func:`pimsim.dram.periods.latency_from` of the spec's rules. Returns the error row (its index, if any,
-    a position in the stream as given) and how many channels were copied."""
+    :func:`pimsim.dram.periods.latency_from` of the spec's rules; ``checked``: as :func:`issue_into`'s.
+    Returns the error row (its index, if any, a position in the stream as given) and how many channels
+    were copied."""
     err = np.zeros(ERR_SLOTS, np.int64)
-    copied = _run_twins(*spec, *state, cmd, node, row, col, np.full(1, start_cycle, np.int64), bounds, span_channel,
-                        representative, uses, latency_from, True, _run_ends(runs, len(cmd)), _groups(periods, len(cmd)),
-                        err)
+    copied = _run_twins(*spec, *state, cmd, node, row, col, start_cycle, bounds, span_channel, representative, uses,
+                        latency_from, True, _run_ends(runs, len(cmd)), _groups(periods, len(cmd), checked), err)
     return err, int(copied)
 
 
@@ -600,12 +605,12 @@ def _run_ends(runs, n: int) -> np.ndarray:
     return runs
 
 
-def _groups(periods, n: int) -> np.ndarray | None:
+def _groups(periods, n: int, checked: bool = False) -> np.ndarray | None:
     if periods is None or len(periods) == 0:
         return None  # the kernel compiled without period skipping
     # the kernel reads them unchecked: refuse groups that would run past the stream
-    if len(periods) and (periods.shape[1] != 4 or int((periods[:, G_POS] + (periods[:, G_MORE] + 1)
-                                                       * periods[:, G_LEN]).max()) > n):
+    if not checked and (periods.shape[1] != 4 or int((periods[:, G_POS] + (periods[:, G_MORE] + 1)
+                                                      * periods[:, G_LEN]).max()) > n):
         raise ValueError(f"periods do not fit a stream of {n} commands (period_groups of the same stream)")
     return periods
 

@@ -393,16 +393,16 @@ class CycleTiming:
         self.macs.add(stream)
         start = -(-start_ps // self.tck_ps)  # one start cycle for every command
         inputs = self._kernel_inputs(stream)
-        could_split = inputs is not None and inputs.split is not None and threads() > 1
-        if self.twins and inputs is not None and inputs.twins is not None:
+        twins = inputs.twins if self.twins and inputs is not None else None
+        could_split = twins is None and inputs is not None and inputs.split is not None and threads() > 1
+        if twins is not None:
             # channels that start alike issue once (pimsim.dram.twins): the same state
-            tw = inputs.twins
-            err, copied = issue_twins(self.spec, self.state, tw.cmd, tw.node, tw.rows(stream), tw.column, start,
-                                      tw.bounds, tw.span_channel, tw.representative, tw.uses, self._latency_from,
-                                      inputs.runs, inputs.periods)
+            err, copied = issue_twins(self.spec, self.state, twins.cmd, twins.node, twins.rows(stream), twins.column,
+                                      start, twins.bounds, twins.span_channel, twins.representative, twins.uses,
+                                      self._latency_from, inputs.runs, inputs.periods, checked=True)
             self.twin_channels += copied
-            if err[0] and tw.order is not None:
-                err[1] = tw.order[err[1]]
+            if err[0] and twins.order is not None:
+                err[1] = twins.order[err[1]]
         elif could_split and inputs.split_pays:
             # channels on numba's threads: the same state as the serial kernel
             _, _, err = run_commands_parallel(self.spec, inputs.split, stream.cmd, stream.node, stream.rows(),
@@ -421,7 +421,7 @@ class CycleTiming:
             timed = could_split and inputs.split_pays is None
             cpu = time.thread_time() if timed else 0.0
             err = issue_into(self.spec, self.state, stream.cmd, stream.node, stream.rows(), stream.column, start, runs,
-                             periods)
+                             periods, checked=True)
             if timed:
                 if time.thread_time() - cpu < SPLIT_MIN_SECONDS:
                     inputs.split_pays = False
