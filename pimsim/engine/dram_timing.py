@@ -88,9 +88,15 @@ LONG_BIN_CYCLES = 8  # a longer one in bins of this many cycles (a fraction of a
 SAMPLES = 16  # refresh positions sampled per distinct long stream for its average refresh cost
 GOLDEN = (5 ** 0.5 - 1) / 2  # the sample points are k + 1/2 times this, modulo 1, of the first nREFI
 EXPECTED_SAMPLES = 8  # evenly spaced, where each use is charged the expected cost (follow_clock=False)
-# Streams shorter than this are issued on one thread, command by command, with no runs or period groups
-# derived (assumed, not measured: waking numba's threads takes tens of microseconds, about what the kernel
-# needed for a few thousand commands before runs and period groups made long streams cheaper)
+# Streams shorter than this are issued command by command, with no runs, period groups or twin channels
+# derived (those cost a few hundred microseconds once per stream key). Measured with benchmarks/cycle_parallel.py
+# --by-kind (gpt2-xl on gddr6-aim, position 1, twins on): 21.4 ms per token from 4096 commands, 19.3 from
+# 1024, 18.4 from 256 (the K/V appends, scores and context streams of a short context then issue one channel
+# of each kind)
+INPUTS_MIN_COMMANDS = 256
+# Streams shorter than this are issued on one thread (assumed, not measured: waking numba's threads takes tens
+# of microseconds, about what the kernel needed for a few thousand commands before runs and period groups
+# made long streams cheaper)
 PARALLEL_MIN_COMMANDS = 4096
 # Of the longer ones, a stream goes to numba's threads (where there are several) only if two runs on one
 # thread took at least this long (a process's first kernel call includes loading the kernel). Starting the
@@ -178,8 +184,9 @@ class _KernelInputs:
     node: np.ndarray
     row: np.ndarray
     split: ChannelSplit | None  # its channel spans for the threads; None where it runs on one
-    runs: np.ndarray  # repeat_runs of the stream in the order the kernel issues it (split.order applied)
+    runs: np.ndarray  # repeat_runs of the stream grouped by channel (a ChannelSplit's order applied)
     periods: np.ndarray  # period_groups of the stream in that order
+    in_stream_order: bool  # that order is the stream's own (its channels already lie together)
     # whether its channels go to numba's threads: decided by how long its first runs took on one (None: not
     # yet). Where a stream runs changes no result (the kernels agree for any thread count), only speed.
     split_pays: bool | None = None
@@ -414,7 +421,7 @@ class CycleTiming:
                                           issue_cycles=False)
             self.records.append(rec.copy())
         else:
-            in_order = inputs is not None and (inputs.split is None or inputs.split.order is None)
+            in_order = inputs is not None and inputs.in_stream_order
             runs, periods = (inputs.runs, inputs.periods) if in_order else (None, None)  # (in stream order only)
             # a stream that could go to the threads runs on one until decided, timed: it splits once two runs
             # took SPLIT_MIN_SECONDS or more (a process's first kernel call also loads the kernel), else never
@@ -454,10 +461,11 @@ class CycleTiming:
         return t
 
     def _kernel_inputs(self, stream: Stream) -> _KernelInputs | None:
-        """The stream's channel split, runs of repeats and periodic groups, derived once per stream key; None
-        for a short stream (its kernel run costs about what deriving them would) or where every issued command is
-        recorded, in stream order, for the protocol checker (one thread, command by command)."""
-        if self.record or len(stream) < PARALLEL_MIN_COMMANDS:
+        """The stream's channel split (a long stream's), runs of repeats, periodic groups and twin channels,
+        derived once per stream key; None for a short stream (its kernel run costs about what deriving them
+        would) or where every issued command is recorded, in stream order, for the protocol checker (one
+        thread, command by command)."""
+        if self.record or len(stream) < INPUTS_MIN_COMMANDS:
             return None
         known = self._inputs.get(stream.key)
         if known is None or not known.of(stream):
@@ -467,9 +475,11 @@ class CycleTiming:
             if split.order is not None:
                 cmd, node, row = cmd[split.order], node[split.order], row[split.order]
             known = self._inputs[stream.key] = _KernelInputs(stream.cmd, stream.node, stream.row,
-                                                             split if split.spans > 1 else None,
+                                                             split if split.spans > 1
+                                                             and len(stream) >= PARALLEL_MIN_COMMANDS else None,
                                                              repeat_runs(cmd, node, row),
                                                              period_groups(self.spec, cmd, node, row),
+                                                             split.order is None,
                                                              twins=_Twins.of(self.spec, stream, split)
                                                              if self.twins and split.spans > 1 else None)
             if len(self._inputs) > KEPT_STREAMS:
