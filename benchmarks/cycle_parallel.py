@@ -4,20 +4,21 @@
                                         [--repeat 3] [--hw gddr6-aim.yaml] [--model gpt2-xl]
                                         [--runs] [--by-kind] [--split-min-ms MS] [--twins on|off]
 
-Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity:
-every command of every token through the kernel, each PIM stream's channels split over the threads
-(pimsim.engine.dram_timing.CycleTiming). Prints the median seconds per token per thread count, the
-speed-up over one thread, and the projection to 1024 tokens (attention grows with the context, so run
-with --prompt-len near the end of the range too to see the cost of late tokens). Thread counts above
-what numba was started with (NUMBA_NUM_THREADS, by default the core count) are skipped. Every thread
-count's run is checked to give the same per-token times as the first. A last line gives the CPU time of
-one CycleTiming.run call on a one-command stream: the engine-side cost paid per PIM stream (a gpt2-xl token
-issues 387). With --runs it first times each long stream of the first token on one thread: command by
-command, with its runs of repeats in closed form, and with its periodic row groups skipped as well
-(pimsim.dram.periods; min of 15 each, alternating, from an idle memory). Channels that start a stream
-alike and issue alike are issued once and copied (pimsim.dram.twins), as pimsim runs; --twins off issues
-every channel (the figure before them); the channels copied per token are printed. Set
-OMP_WAIT_POLICY=PASSIVE on shared machines.
+Each repeat builds the run (mapping, untimed) and times only its token generation at cycle fidelity: every
+command of every token through the kernel (a twin channel's by its kind's first), a long PIM stream's
+channels split over the threads where it pays (pimsim.engine.dram_timing.CycleTiming). Prints the median
+seconds per token per thread count, the speed-up over one thread, and the projection to 1024 tokens
+(attention grows with the context, so run with --prompt-len near the end of the range too to see the cost of
+late tokens). Thread counts above what numba was started with (NUMBA_NUM_THREADS, by default the core count)
+are skipped. Every thread count's run is checked to give the same per-token times as the first. A last line
+gives the CPU time of one CycleTiming.run call on a one-command stream: the engine-side cost paid per PIM
+stream (a gpt2-xl token issues 387). With --runs it first times each long stream of the first token on one
+thread: command by command, with its runs of repeats in closed form, and with its periodic row groups
+skipped as well (pimsim.dram.periods; min of 15 each, alternating, from an idle memory). Channels that start
+a stream alike and issue alike are issued once and copied (pimsim.dram.twins), as pimsim runs; --twins off
+issues every channel (the figure before them); the channels copied per token are printed. With --by-kind
+it first times the last token's streams by kind, each from the state the run gave it, twins on and off.
+Set OMP_WAIT_POLICY=PASSIVE on shared machines.
 """
 
 from __future__ import annotations

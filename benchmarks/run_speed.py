@@ -5,8 +5,8 @@
 (a) the README's run, as a user types it (a fresh process: Python, numba cache load, tracing cache);
 (b) gpt2-xl on gddr6-aim, 1024 tokens, fast fidelity (in-process, after a warm-up run);
 (c) gpt2-xl on gddr6-aim at cycle fidelity: seconds per token over --cycle-tokens tokens, and the
-    projection to 1024 tokens (every command of every token goes through the kernel, so the cost per
-    token is flat apart from attention's growth with the context).
+    projection to 1024 tokens (every command of every token goes through the kernel, a twin channel's by
+    its kind's first, so the cost per token is flat apart from attention's growth with the context).
 
 Medians of --repeat runs, wall-clock and, for (b) and (c), the CPU time of this process (all its threads:
 on a shared machine the steadier figure). ``--parts`` splits (b)'s CPU time into building the steps of
