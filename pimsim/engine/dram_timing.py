@@ -65,7 +65,6 @@ from pimsim.dram.timing_state import (
     K_DONE,
     N_ANC,
     N_HI,
-    N_LEVEL,
     N_LO,
     P_PREA,
     P_REFRESH_ON,
@@ -300,28 +299,21 @@ class _ChannelKinds:
 
     @staticmethod
     def of(tree: np.ndarray, stream: Stream) -> _ChannelKinds:
-        chan = tree[stream.node, N_ANC]
-        level = tree[stream.node, N_LEVEL]
-        relative = stream.node - tree[chan, N_LO + level]  # the node's index under its channel, at its level
-        # each channel's commands (kind, node under the channel, row, column) as one run of bytes
-        issued = (stream.cmd, relative, stream.row, stream.column)
-        step = np.diff(chan)
-        if (step < 0).any():  # channels interleaved: grouped first (in stream order within each)
-            order = np.argsort(chan, kind="stable")
-            chan = chan[order]
-            issued = tuple(a[order] for a in issued)
-            step = np.diff(chan)
-        bounds = [0, *(np.flatnonzero(step) + 1).tolist(), len(chan)]
-        first: dict[bytes, int] = {}  # what a channel issues -> the first channel issuing it
-        weight: dict[int, int] = {}
+        split = split_by_channel(tree[stream.node, N_ANC])  # channels interleaved: grouped, in stream order each
+        issued = (stream.cmd, stream.node, stream.row, stream.column)
+        if split.order is not None:
+            issued = tuple(a[split.order] for a in issued)
+        # each channel's first span issuing what it issues (its commands, nodes under the channel, rows, columns)
+        first = representatives(tree, *issued, split.bounds)
+        span_channel = tree[issued[1][split.bounds[:-1]], N_ANC].tolist()
+        weight: dict[int, int] = {}  # the kinds by their first channel, in channel order
         kind_of: dict[int, int] = {}
-        for lo, hi in zip(bounds, bounds[1:]):
-            c = int(chan[lo])
-            kind = kind_of[c] = first.setdefault(b"".join(a[lo:hi].tobytes() for a in issued), c)
+        for c, g in zip(span_channel, first.tolist()):
+            kind = kind_of[c] = span_channel[g]
             weight[kind] = weight.get(kind, 0) + 1
         channels = np.fromiter(weight, np.int64, len(weight))
         counts = np.fromiter(weight.values(), np.int64, len(weight))
-        if len(weight) == len(bounds) - 1:
+        if len(weight) == len(span_channel):
             return _ChannelKinds(stream.cmd, stream.node, stream.row, stream.column, None, channels, counts, kind_of)
         position = np.flatnonzero(np.isin(tree[stream.node, N_ANC], channels))
         return _ChannelKinds(stream.cmd[position], stream.node[position], stream.row[position],
