@@ -306,3 +306,27 @@ def test_scores_programs_built_from_remembered_channels_equal_programs_built_afr
         _same_gemv(gemv_program(c, layout.k, g.lanes_out, layout.k_groups(), rows, pieces=pieces),
                    gemv_program(c, layout.k, g.lanes_out, layout.k_groups(), rows))
     assert pieces
+
+
+@pytest.mark.parametrize("fidelity", ["fast", "cycle"])
+def test_the_memo_of_shifted_streams_is_bounded_and_changes_no_result(fidelity, monkeypatch):
+    """The mapper keeps the SHIFTED_KEPT most recently used shifted streams: kept for good, a KV append per
+    position and layer (each holding its rows at cycle fidelity) grew a 1024-token gpt2-xl run to 3.2 GB.
+    A stream made again is the same stream, so a tiny memo gives the same run."""
+    import json
+
+    import pimsim.mapper.model as model
+    from pimsim.runs import run_model
+
+    def run():
+        return json.dumps(run_model("gddr6-aim.yaml", "gpt2", prompt_len=3, gen_tokens=3, fidelity=fidelity),
+                          sort_keys=True, default=str)
+
+    unbounded = run()
+    sizes = []
+    keep = model.ModelMap._keep_shifted
+    monkeypatch.setattr(model, "SHIFTED_KEPT", 8)
+    monkeypatch.setattr(model.ModelMap, "_keep_shifted",
+                        lambda self, key, stream: (keep(self, key, stream), sizes.append(len(self._shifts)))[0])
+    assert run() == unbounded
+    assert max(sizes) == 8 and len(sizes) > 8  # streams were dropped (and some made again)

@@ -102,12 +102,16 @@ from pimsim.dram.timing_state import (
     skip_idle_refreshes,
 )
 
-LEVELS = 4
+LEVELS = 4  # channel, rank, bank group, bank (pimsim.dram.compile.NLEVELS)
 # columns of bank_uses: the stream position of its first activate of the bank where that comes before its first
 # close (else NONE; a position, since the rows a stream is issued at may be moved), whether the stream itself
 # activates the bank, whether it closes it
 U_FIRST_OPEN, U_OPENS, U_CLOSES = range(3)
 NONE = -1
+# the channel fields a twin takes from its representative (of the rest, the end is the larger of a's and b's
+# own, and the counters grow alike)
+_TAKEN = (C_PREV, C_PENDING, C_LAST_CMD, C_LAST_ROW)
+_COUNTERS = (C_INSERTED, C_HITS, C_HITS + 1, C_CONFLICTS)
 
 
 def representatives(node: np.ndarray, cmd: np.ndarray, node_of: np.ndarray, row: np.ndarray, column: np.ndarray,
@@ -143,10 +147,6 @@ def bank_uses(node: np.ndarray, cmds: np.ndarray, cmd: np.ndarray, node_of: np.n
             uses[b0:b1, U_CLOSES] = 1
         seen[b0:b1] = True
     return uses
-# the channel fields a twin takes from its representative (of the rest, the end is the larger of a's and b's
-# own, and the counters grow alike)
-_TAKEN = (C_PREV, C_PENDING, C_LAST_CMD, C_LAST_ROW)
-_COUNTERS = (C_INSERTED, C_HITS, C_HITS + 1, C_CONFLICTS)
 
 
 @njit(cache=True)
@@ -165,11 +165,12 @@ def channel_nodes(node, ch):
 
 
 @njit(cache=True, inline="always")
-def _same(x, y, lat, horizon):
-    """Recorded cycles x and y are the same, or both dead (neither can bind a command from `horizon`)."""
+def _same(x, y, lat, h):
+    """Recorded cycles x and y are the same, or both dead (neither can bind a command issued at h or later;
+    one at h exactly counts as live: see the copy in the module docstring)."""
     if x == y:
         return True
-    return x + lat <= horizon and y + lat <= horizon and x != horizon and y != horizon
+    return x + lat <= h and y + lat <= h and x != h and y != h
 
 
 @njit(cache=True)
