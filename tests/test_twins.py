@@ -198,26 +198,32 @@ def test_any_histories_leave_the_state_issuing_every_channel_leaves(config, hist
     assert _same_state(reference, twins)
 
 
-def test_cycle_fidelity_run_is_the_same_without_twins(monkeypatch):
+# every bundled PIM system, and HBM3-PIM's per-bank refresh
+RUN_CONFIGS = [("gddr6-aim.yaml",), ("hbm-pim.yaml",), ("hbm3-pim.yaml",),
+               ("hbm3-pim.yaml", "dram.refresh.policy=per-bank"), ("lpddr5-pim.yaml",), ("aimx.yaml",), ("cent.yaml",),
+               ("pim-gpt.yaml",)]
+
+
+@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda x: "-".join(x))
+def test_cycle_fidelity_run_is_the_same_without_twins(config, monkeypatch):
     """End to end: a model run at cycle fidelity with channels copied and with every channel issued."""
     import pimsim.engine.dram_timing as dram_timing
     from pimsim.runs import run_model
 
-    out, copied = [], []
+    timings, results = [], []
     real = dram_timing.CycleTiming.__init__
 
-    def init(self, *args, twins, **kw):
+    def init(self, *args, **kw):
         real(self, *args, **kw)
-        self.twins = twins
-        copied.append(self)
+        timings.append(self)
 
-    for hw in ("gddr6-aim.yaml", "hbm-pim.yaml"):
-        results = []
-        for twins in (True, False):
-            monkeypatch.setattr(dram_timing.CycleTiming, "__init__",
-                                lambda self, *a, _t=twins, **kw: init(self, *a, twins=_t, **kw))
-            results.append(json.dumps(run_model(hw, "gpt2", prompt_len=3, gen_tokens=2, fidelity="cycle"),
-                                      sort_keys=True, default=str))
-        assert results[0] == results[1]
-        out.append(results[0])
-    assert sum(t.twin_channels for t in copied if t.twins) > 100  # the weight GEMVs' channels were copied
+    monkeypatch.setattr(dram_timing.CycleTiming, "__init__", init)
+    copied = []
+    for twins in (True, False):
+        monkeypatch.setattr(dram_timing, "TWIN_CHANNELS", twins)
+        timings.clear()
+        results.append(json.dumps(run_model(config[0], "gpt2", prompt_len=3, gen_tokens=2, fidelity="cycle",
+                                            overrides=list(config[1:])), sort_keys=True, default=str))
+        copied.append(sum(t.twin_channels for t in timings))
+    assert results[0] == results[1]
+    assert copied[0] > 20 and copied[1] == 0  # channels were copied, and then none
