@@ -112,7 +112,7 @@ def test_channels_alike_are_copied_and_leave_the_same_state(config):
 def test_a_channel_whose_past_still_binds_is_issued_itself(config):
     c = compiled(*config)
     if c.hw.dram.organization.channels < 3:
-        pytest.skip("one channel")
+        pytest.skip("fewer than three channels")
     tmin = int(2.5 * c.refresh_interval)
     before = _state(c, ["same", "late", "same"], tmin, 8)
     if before.chan[1, C_PREV] != tmin - 3:  # its floor is to bind nothing: the precharge's cycle is to decide
@@ -164,7 +164,7 @@ def test_last_rows_differing_count_the_same_only_where_the_first_activate_sees_i
     outcome counts differ by channel as command by command."""
     c = compiled(*config)
     tmin = 3 * c.refresh_interval + 17
-    reference, twins, copied, uses = _both(c, ["same", "other-rows"], tmin)
+    reference, twins, copied, _ = _both(c, ["same", "other-rows"], tmin)
     assert copied == 1 and _same_state(reference, twins)
     assert (reference.bank[:, B_LAST] >= 0).any()
     reference, twins, copied, _ = _both(c, ["same", "first-row"], tmin)
