@@ -323,10 +323,10 @@ def test_the_memo_of_shifted_streams_is_bounded_and_changes_no_result(fidelity, 
                           sort_keys=True, default=str)
 
     unbounded = run()
-    sizes = []
-    keep = model.ModelMap._keep_shifted
+    sizes, made = [], []
+    memo = model.ModelMap._memo_shifted
     monkeypatch.setattr(model, "SHIFTED_KEPT", 8)
-    monkeypatch.setattr(model.ModelMap, "_keep_shifted",
-                        lambda self, key, stream: (keep(self, key, stream), sizes.append(len(self._shifts)))[0])
+    monkeypatch.setattr(model.ModelMap, "_memo_shifted", lambda self, key, make: (
+        memo(self, key, lambda: made.append(key) or make()), sizes.append(len(self._shifts)))[0])
     assert run() == unbounded
-    assert max(sizes) == 8 and len(sizes) > 8  # streams were dropped (and some made again)
+    assert max(sizes) == 8 and len(made) > 8  # streams were dropped (and some made again)

@@ -175,23 +175,12 @@ def _run_twins(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_
                                  span_ch[rep[g]], span_ch[g], tmin[0], uses[rep[g]], row, cmd[first],
                                  node_of[first], row[first])
             copied += twin[g]
-    has_twins = np.zeros(spans, np.bool_)
-    for g in range(spans):
-        if twin[g]:
-            has_twins[rep[g]] = True
     unread = np.empty(1, np.int64)
     no_record = np.empty((1, 6), np.int64)
     for g in range(spans):
         if twin[g]:
             continue
-        if not has_twins[g]:
-            _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan,
-                   counts, ref_due, cmd, node_of, row, col, tmin, 0, bounds[g], bounds[g + 1], unread, 0,
-                   no_record, err, False, refresh_on, run_last, groups)
-            if err[0]:
-                return 0
-            continue
-        kept = keep(node, T, Tsub, win_count, chan, counts, span_ch[g])
+        kept = keep(node, T, Tsub, win_count, chan, counts, span_ch[g])  # (a few hundred numbers)
         _issue(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan,
                counts, ref_due, cmd, node_of, row, col, tmin, 0, bounds[g], bounds[g + 1], unread, 0,
                no_record, err, False, refresh_on, run_last, groups)

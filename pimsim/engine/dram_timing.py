@@ -213,11 +213,11 @@ class _Twins:
     uses: np.ndarray  # per span, twins.bank_uses of its commands (filled for representatives)
 
     @staticmethod
-    def of(spec: Spec, stream: Stream, split: ChannelSplit) -> _Twins | None:
+    def of(spec: Spec, stream: Stream, split: ChannelSplit, cmd: np.ndarray, node: np.ndarray, row: np.ndarray
+           ) -> _Twins | None:
+        """``cmd``, ``node``, ``row``: the stream's, grouped by channel (split.order applied)."""
         tree, order = spec.node, split.order
-        cmd, node, row, column = stream.cmd, stream.node, stream.row, stream.column
-        if order is not None:
-            cmd, node, row, column = cmd[order], node[order], row[order], column[order]
+        column = stream.column if order is None else stream.column[order]
         representative = representatives(tree, cmd, node, row, column, split.bounds)
         kinds = np.unique(representative).tolist()
         if len(kinds) == len(representative):
@@ -472,7 +472,7 @@ class CycleTiming:
                                                              repeat_runs(cmd, node, row),
                                                              period_groups(self.spec, cmd, node, row),
                                                              split.order is None,
-                                                             twins=_Twins.of(self.spec, stream, split)
+                                                             twins=_Twins.of(self.spec, stream, split, cmd, node, row)
                                                              if self.twins and split.spans > 1 else None)
             if len(self._inputs) > KEPT_STREAMS:
                 self._inputs.popitem(last=False)

@@ -351,22 +351,21 @@ class ModelMap:
     def _shifted(self, proto: Stream, first_row: int, asic_adds: int | None = None, outputs: int | None = None
                  ) -> Stream:
         """The prototype's stream for a tensor placed at `first_row` (memoised: layers repeat)."""
-        key = (proto.key, first_row, asic_adds, outputs)
-        got = self._shifts.get(key)
-        if got is None:
-            got = self._keep_shifted(key, Stream(
-                proto.key, proto.cmd, proto.node, proto.row, proto.column, proto.to_pim_bytes, proto.from_pim_bytes,
-                proto.asic_adds if asic_adds is None else asic_adds, proto.outputs if outputs is None else outputs,
-                first_row, proto.fmt, proto.extra_vector_macs))
-        else:
-            self._shifts.move_to_end(key)
-        return got
+        return self._memo_shifted((proto.key, first_row, asic_adds, outputs), lambda: Stream(
+            proto.key, proto.cmd, proto.node, proto.row, proto.column, proto.to_pim_bytes, proto.from_pim_bytes,
+            proto.asic_adds if asic_adds is None else asic_adds, proto.outputs if outputs is None else outputs,
+            first_row, proto.fmt, proto.extra_vector_macs))
 
-    def _keep_shifted(self, key, stream: Stream) -> Stream:
-        self._shifts[key] = stream
+    def _memo_shifted(self, key, make) -> Stream:
+        """The shifted stream kept under `key`, else `make()`'s, kept (the SHIFTED_KEPT most recently used)."""
+        got = self._shifts.get(key)
+        if got is not None:
+            self._shifts.move_to_end(key)
+            return got
+        got = self._shifts[key] = make()
         if len(self._shifts) > SHIFTED_KEPT:
             self._shifts.popitem(last=False)
-        return stream
+        return got
 
     def _gemv_stream(self, key, placement: GemvPlacement, repeat: int = 1, groups=None, rows_active=None,
                      vectors: int = 1, pieces: dict | None = None) -> Stream:
@@ -517,13 +516,8 @@ class ModelMap:
             return self._shifted(proto, t.first_row)
         key = ("embedding", t.rows_out, t.cols_in, entry, self.ns)
         row_offset = t.first_row + rounds * t.segments
-        got = self._shifts.get((key, row_offset))
-        if got is None:
-            got = self._keep_shifted((key, row_offset), replace(proto, key=key, row_offset=row_offset,
-                                                                 commands_key=proto_key, _rows=None))
-        else:
-            self._shifts.move_to_end((key, row_offset))
-        return got
+        return self._memo_shifted((key, row_offset), lambda: replace(proto, key=key, row_offset=row_offset,
+                                                                      commands_key=proto_key, _rows=None))
 
     def _proto_kv(self, cross: bool = False, tokens: int | None = None) -> KVLayout:
         """The KV layout of a layer placed at row 0 (every layer's programs are this one's, shifted);
