@@ -145,7 +145,18 @@ def discard_damaged(target: Path) -> list[Path]:
     return removed
 
 
-def njit(*args, **kwargs):
-    """``numba.njit`` with the cache directory configured first (numba reads it when a kernel is defined)."""
+def njit(*args, allocates: bool = True, **kwargs):
+    """``numba.njit`` with the cache directory configured first (numba reads it when a kernel is defined).
+
+    ``allocates=False`` is for the kernel's helpers that only read and write the arrays they are given
+    (constraint checks, commits, state comparisons): they are compiled without numba's runtime (its ``_nrt``
+    option), so numba refuses to compile one that allocates, and they no longer count references. With the
+    runtime, every array argument is counted up on entry and down on return, each an atomic add (numba
+    also does this for a function inlined at its own level, ``inline="always"``): replaying gpt2-xl's
+    weight GEMVs, perf found 71% of the time spent in compiled code in ``NRT_incref``/``NRT_decref``
+    (README, "Cycle fidelity: the kernel's helpers without reference counts"). Results are the same:
+    reference counts only decide when memory is freed, and these helpers neither make nor free any."""
     configure()
+    if not allocates:
+        kwargs["_nrt"] = False
     return numba.njit(*args, **kwargs)

@@ -232,7 +232,7 @@ def new_snapshot(node, rules, win, T, win_hist, bank, chan, used):
             latency_from(rules, ncmd) if used else np.zeros(0, np.int64))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, length, snap):
     """Which parts of the State the commands of group [s0, s0 + length) read or write: the T and Tsub of
     their nodes and those nodes' ancestors, the window histories they count in or are delayed by, the
@@ -281,7 +281,7 @@ def _select(node, cmds, win, win_role, params, cmd, node_of, run_last, s0, lengt
     counts[0], counts[1], counts[2] = ns, nw, nb
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def _store(win, T, Tsub, win_hist, win_count, bank, chan, counts, ch, snap, at):
     """Copy what the selection holds of the State into copy ``at`` (A or B)."""
     sel, wsel, bsel, n = snap[0], snap[1], snap[2], snap[3]
@@ -310,7 +310,7 @@ def _store(win, T, Tsub, win_hist, win_count, bank, chan, counts, ch, snap, at):
         scounts[c] = counts[ch, c]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def take_snapshot(node, cmds, win, win_role, params, T, Tsub, win_hist, win_count, bank, chan, counts, ch,
                   cmd, node_of, run_last, s0, length, snap, same):
     """Keep what group [s0, s0 + length) of channel ch reads or writes of the State, as it is now (copy A);
@@ -340,7 +340,7 @@ def _row_moved(r, r1, d):
     return r1 == r + d and r1 >= 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def skip_periods(node, win, params, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due, ch, refresh_on,
                  snap, span, p, q, dm, d, pair):
     """Copy A holds the State at the start of group g. The State now is at the start of group g + m of

@@ -124,13 +124,13 @@ def _new_chan(channels: int) -> np.ndarray:
     return chan
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def channel_floor(params, chan, ch):
     """No command may issue before the channel's previous one, plus the command-bus gap."""
     return max(chan[ch, C_PREV] + params[P_GAP], 0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count, c, s, tmin):
     """Earliest cycle >= tmin at which command c scoped at node s satisfies every constraint."""
     e = tmin
@@ -159,7 +159,7 @@ def earliest(node, rules, rule_ptr, win, win_role, T, Tsub, win_hist, win_count,
     return e
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts, c, s, t):
     """Record that command c scoped at node s issued at cycle t (t never decreases per channel)."""
     commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t)
@@ -178,7 +178,7 @@ def commit(node, win, win_role, cmds, T, Tsub, win_hist, win_count, chan, counts
     chan[ch, C_LAST_NODE] = s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t):
     """The part of `commit` that a command repeated right after itself on the same node needs: the
     last command and node stay, and it is in no window rule (the fast path's precondition)."""
@@ -193,13 +193,13 @@ def commit_repeat(node, cmds, T, Tsub, chan, counts, c, s, t):
         chan[ch, C_END] = done
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def bank_range(node, params, s):
     base = params[P_BASE + 3]
     return node[s, N_LO + 3] - base, node[s, N_HI + 3] - base
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def check_state(node, cmds, params, bank, c, s, row, err):
     """Whether command c at node s is legal in the stream's view of bank state; fills err if not."""
     eff = cmds[c, K_EFFECT]
@@ -224,7 +224,7 @@ def check_state(node, cmds, params, bank, c, s, row, err):
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, allocates=False)
 def apply_effect(node, cmds, params, bank, chan, c, s, row, internal):
     """Change bank state for command c; ``internal`` marks refresh-related commands the kernel added."""
     eff = cmds[c, K_EFFECT]
@@ -265,7 +265,7 @@ def apply_effect(node, cmds, params, bank, chan, c, s, row, internal):
         chan[ch, C_HITS + kind] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def reopen_step(node, cmds, params, bank, s):
     """The next activate needed to reopen rows a refresh closed under node s: (cmd, node, row), cmd -1 if none.
 
@@ -289,7 +289,7 @@ def reopen_step(node, cmds, params, bank, s):
     return params[P_ACT], params[P_BASE + 3] + first, bank[first, B_WANT]
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def refresh_step(node, params, bank, rk, due):
     """The next command of the refresh of rank node rk due at cycle `due`, and the node it addresses.
 
@@ -309,7 +309,7 @@ def refresh_step(node, params, bank, rk, due):
     return params[P_REF], rk
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def rule_latency(rules, rule_ptr, c, p):
     """The longest delay command p imposes on command c (any level), 0 if none."""
     lat = 0
@@ -321,7 +321,7 @@ def rule_latency(rules, rule_ptr, c, p):
     return lat
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def skip_idle_refreshes(node, win, win_role, cmds, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due,
                         params, rk, until):
     """Account for every refresh falling due before cycle `until` on an idle, closed rank at once.

@@ -173,7 +173,7 @@ def _same(x, y, lat, h):
     return x + lat <= h and y + lat <= h and x != h and y != h
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def horizon(node, params, ref_due, ch, tmin):
     """No command of a stream starting at tmin, nor a refresh step, issues on channel ch before this."""
     h = tmin
@@ -184,7 +184,7 @@ def horizon(node, params, ref_due, ch, tmin):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def equivalent(node, cmds, params, win, lat_from, T, Tsub, win_hist, win_count, bank, chan, ref_due, a, b, tmin, uses,
                row, c0, s0, r0):
     """Whether channels a and b start a stream from tmin in equivalent states (module docstring). ``uses``: per
@@ -254,7 +254,7 @@ def equivalent(node, cmds, params, win, lat_from, T, Tsub, win_hist, win_count, 
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def catch_up(node, rules, rule_ptr, win, win_role, cmds, params, T, Tsub, win_hist, win_count, bank, chan, counts,
              ref_due, ch, tmin):
     """Issue the refreshes of channel ch's rank that fall due before a stream starting at tmin can issue there:
@@ -290,7 +290,7 @@ def keep(node, T, Tsub, win_count, chan, counts, a):
     return T[nodes], Tsub[nodes], win_count[:, nodes], chan[a].copy(), counts[a].copy()
 
 
-@njit(cache=True)
+@njit(cache=True, allocates=False)
 def copy_run(node, params, win, T, Tsub, win_hist, win_count, bank, chan, counts, ref_due, a, b, kept, uses):
     """Give twin b what issuing representative a's commands gave a (``kept``: :func:`keep` of a before)."""
     T0, Tsub0, count0, chan0, counts0 = kept
