@@ -2,8 +2,10 @@
 
 It shares the standard's constraint table (and the latencies evaluated from the config) with the
 kernel, but none of the kernel's code or data structures: touched nodes are enumerated explicitly,
-histories are plain deques, everything is straightforward Python. Slow, and meant to be obviously
-right, so that it can judge the fast kernel.
+histories are plain deques, everything is straightforward Python. Slow (about 100,000 commands a second),
+and meant to be obviously right, so that it can judge the fast kernel; the one thing it does for speed is
+to list the constraints and histories a kind of command at an address meets once, not per command
+(``tests/test_checker_reference.py`` holds it to the scan of the whole table it replaced).
 """
 
 from __future__ import annotations
@@ -70,8 +72,17 @@ def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = 
     org = compiled.hw.dram.organization
     if check_refresh is None:
         check_refresh = compiled.hw.dram.refresh.enabled
-    constraints = [(c, lat) for c, lat in compiled.constraints]
+    constraints = list(enumerate(compiled.constraints))
+    # the history of each constraint at each node: the last `window` commands of its earlier kind there
     history: dict[tuple[int, tuple], deque] = {}
+
+    def queues(idx: int, c, nodes: list[tuple]) -> list[deque]:
+        return [history.setdefault((idx, node), deque(maxlen=c.window)) for node in nodes]
+
+    # per command and the nodes it touches: the histories of the constraints it is the later command of
+    # (in table order, with their latency) and of those it is an earlier command of; what scanning the
+    # whole table and looking up each node's history finds, listed once per kind of command and address
+    plans: dict[tuple, tuple[list, list, list[tuple]]] = {}
     open_rows: dict[tuple, int] = {}
     # per bank, the cycle it was last refreshed (an all-bank refresh covers every bank of the rank, a
     # per-bank one its bank); per channel, the oldest of those
@@ -88,26 +99,32 @@ def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = 
         elif command.mode and command.mode != modes[x.channel]:
             violations.append(Violation(f"needs {command.mode} mode, but the channel is in {modes[x.channel]} "
                                         f"mode (a missing {std.mode_change})", x, None, None, None))
-        touched = _touched(command.scope, x, org.bankgroups, org.banks_per_group)
-        for idx, (c, lat) in enumerate(constraints):
-            if x.command not in c.following:
-                continue
-            for node in touched[c.level]:
-                past = history.get((idx, node))
-                if past is not None and len(past) >= c.window:
+        key = (x.command, command.scope, x.channel, x.bankgroup, x.bank)
+        plan = plans.get(key)
+        if plan is None:
+            touched = _touched(command.scope, x, org.bankgroups, org.banks_per_group)
+            plan = plans[key] = (
+                [(c, lat, queues(idx, c, touched[c.level])) for idx, (c, lat) in constraints
+                 if x.command in c.following],
+                [queues(idx, c, touched[c.level]) for idx, (c, _lat) in constraints if x.command in c.preceding],
+                touched[Level.BANK])
+        follows, precedes, banks = plan
+        for c, lat, pasts in follows:
+            for past in pasts:
+                if len(past) >= c.window:
                     earlier = past[-c.window]
                     if x.cycle - earlier.cycle < lat:
                         name = f"{'/'.join(c.preceding)} -> {'/'.join(c.following)} at {c.level.name.lower()} " \
                                f"level ({c.latency}{f', window {c.window}' if c.window > 1 else ''})"
                         violations.append(Violation(name, x, earlier, lat, x.cycle - earlier.cycle))
                         break
-        for idx, (c, _lat) in enumerate(constraints):
-            if x.command in c.preceding:
-                for node in touched[c.level]:
-                    history.setdefault((idx, node), deque(maxlen=c.window)).append(x)
-        violations += _check_state(command, x, touched[Level.BANK], open_rows)
+        for pasts in precedes:
+            for past in pasts:
+                past.append(x)
+        if command.effect != Effect.NONE:
+            violations += _check_state(command, x, banks, open_rows)
         if command.effect == Effect.REFRESH:
-            for b in touched[Level.BANK]:
+            for b in banks:
                 last_refresh[b] = x.cycle
             oldest_refresh[x.channel] = min(last_refresh[(x.channel, *b)] for b in channel_banks)
         if check_refresh and n_refi:
@@ -124,43 +141,63 @@ def check(compiled: Compiled, trace: list[Issued], check_refresh: bool | None = 
 
 def _check_state(command, x: Issued, banks: list[tuple], open_rows: dict) -> list[Violation]:
     out = []
-    for b in banks:
-        current = open_rows.get(b, -1)
-        if command.effect == Effect.OPEN:
-            if current >= 0:
-                out.append(Violation(f"activates bank {b[2]}.{b[3]}, which has row {current} open",
-                                     x, None, None, None))
+    effect = command.effect
+    if effect in (Effect.OPEN, Effect.ACCESS, Effect.REFRESH):
+        for b in banks:
+            current = open_rows.get(b, -1)
+            if effect == Effect.OPEN:
+                if current >= 0:
+                    out.append(Violation(f"activates bank {b[2]}.{b[3]}, which has row {current} open",
+                                         x, None, None, None))
+                    break
+            elif effect == Effect.ACCESS:
+                if current < 0:
+                    out.append(Violation(f"accesses bank {b[2]}.{b[3]}, which has no open row", x, None, None,
+                                         None))
+                    break
+                if x.row >= 0 and x.row != current:
+                    out.append(Violation(f"accesses row {x.row} of bank {b[2]}.{b[3]}, but row {current} is open",
+                                         x, None, None, None))
+                    break
+            elif current >= 0:  # a refresh
+                out.append(Violation(f"refreshes while bank {b[2]}.{b[3]} has row {current} open", x, None, None,
+                                     None))
                 break
-        elif command.effect == Effect.ACCESS:
-            if current < 0:
-                out.append(Violation(f"accesses bank {b[2]}.{b[3]}, which has no open row", x, None, None, None))
-                break
-            if x.row >= 0 and x.row != current:
-                out.append(Violation(f"accesses row {x.row} of bank {b[2]}.{b[3]}, but row {current} is open",
-                                     x, None, None, None))
-                break
-        elif command.effect == Effect.REFRESH and current >= 0:
-            out.append(Violation(f"refreshes while bank {b[2]}.{b[3]} has row {current} open", x, None, None, None))
-            break
-    for b in banks:
-        if command.effect == Effect.OPEN:
+    if effect == Effect.OPEN:
+        for b in banks:
             open_rows[b] = x.row
-        elif command.effect == Effect.CLOSE:
+    elif effect == Effect.CLOSE:
+        for b in banks:
             open_rows[b] = -1
     return out
+
+
+def _addresses(compiled: Compiled):
+    """Per node, (channel, bank group, bank) as the checker names them (bank group and bank -1 above a bank)."""
+    known: dict[int, tuple[int, int, int]] = {}
+
+    def address(node: int) -> tuple[int, int, int]:
+        got = known.get(node)
+        if got is None:
+            ch = int(compiled.channel_of(node) - compiled.level_base[Level.CHANNEL])
+            bg = bank = -1
+            if compiled.node_level(node) == Level.BANK:
+                _, _, bg, bank = compiled.bank_address(node)
+            got = known[node] = (ch, bg, bank)
+        return got
+
+    return address
 
 
 def issued_from_record(compiled: Compiled, rec) -> list[Issued]:
     """The kernel's record of issued commands as checker input."""
     names = compiled.command_names
+    address = _addresses(compiled)
     out = []
     for pos, (cycle, cmd, node, row, _col, src) in enumerate(rec.tolist()):
-        ch = int(compiled.channel_of(node) - compiled.level_base[Level.CHANNEL])
-        bg = bank = -1
-        if compiled.node_level(node) == Level.BANK:
-            _, _, bg, bank = compiled.bank_address(node)
         # stream commands are named by their 1-based position in the stream, kernel-added ones by
         # their negated position in the record
+        ch, bg, bank = address(node)
         out.append(Issued(cycle, ch, names[cmd], bg, bank, row, src + 1 if src >= 0 else -(pos + 1)))
     return out
 
@@ -168,12 +205,10 @@ def issued_from_record(compiled: Compiled, rec) -> list[Issued]:
 def issued_from_trace(compiled: Compiled, trace) -> list[Issued]:
     """A timed command trace (read by :func:`pimsim.trace.files.read_command_trace`) as checker input."""
     names = compiled.command_names
+    address = _addresses(compiled)
     out = []
     for line, cycle, cmd, node, row in zip(trace.line.tolist(), trace.cycle.tolist(), trace.cmd.tolist(),
                                            trace.node.tolist(), trace.row.tolist()):
-        ch = int(compiled.channel_of(node) - compiled.level_base[Level.CHANNEL])
-        bg = bank = -1
-        if compiled.node_level(node) == Level.BANK:
-            _, _, bg, bank = compiled.bank_address(node)
+        ch, bg, bank = address(node)
         out.append(Issued(cycle, ch, names[cmd], bg, bank, row, line))
     return out
