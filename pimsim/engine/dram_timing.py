@@ -174,6 +174,22 @@ def _channels(compiled: Compiled, stream: Stream) -> np.ndarray:
     return np.unique(compiled.channel_of(stream.node))
 
 
+@dataclass(frozen=True)
+class _ChannelList:
+    """A stream's channels, and how to pick them out of the State's channel rows: a slice where they are
+    consecutive (numpy takes a slice in a fraction of the time of a list of indices: run() does it for
+    every stream of every token)."""
+
+    channels: list[int]
+    index: slice | np.ndarray
+
+    @staticmethod
+    def of(channels: np.ndarray) -> _ChannelList:
+        listed = channels.tolist()
+        consecutive = listed == list(range(listed[0], listed[-1] + 1))
+        return _ChannelList(listed, slice(listed[0], listed[-1] + 1) if consecutive else channels)
+
+
 @dataclass(eq=False)
 class _KernelInputs:
     """What CycleTiming derives from a stream for the kernel, kept per stream key: layers and tokens issue
@@ -368,7 +384,7 @@ class CycleTiming:
         self.spec = compiled.spec
         self.state = new_state(self.spec)
         self.tck_ps = compiled.hw.dram.tCK_ps
-        self._channels: dict[tuple, np.ndarray] = {}
+        self._channels: dict[tuple, _ChannelList] = {}
         self._inputs: OrderedDict[tuple, _KernelInputs] = OrderedDict()  # per stream key, the KEPT_STREAMS latest
         self.track_channels = False  # record each channel's end of the last stream (for timelines)
         self.channel_ends: dict[int, int] = {}
@@ -430,10 +446,11 @@ class CycleTiming:
                     inputs.timed_once = True
         if err[0]:
             _check(self.compiled, stream, err)
-        chans = self._channels.get(stream.key)
-        if chans is None:
-            chans = self._channels[stream.key] = _channels(self.compiled, stream).tolist()
-        ends = self.state.chan[chans, C_END].tolist()
+        known = self._channels.get(stream.key)
+        if known is None:
+            known = self._channels[stream.key] = _ChannelList.of(_channels(self.compiled, stream))
+        chans = known.channels
+        ends = self.state.chan[known.index, C_END].tolist()
         busy, tck = self._busy, self.tck_ps
         for c, e in zip(chans, ends):
             if e * tck - start_ps > 0:  # what numpy's busy[chans] += max(ends * tck - start_ps, 0) adds
