@@ -129,6 +129,16 @@ def lowers(*kinds: str):
     return register
 
 
+@dataclass(frozen=True, slots=True)
+class _Links:
+    """A stream's link times (ps, the busiest channel's bytes) and bytes in all, each way."""
+
+    to_pim_ps: int
+    from_pim_ps: int
+    to_pim_bytes: int
+    from_pim_bytes: int
+
+
 class Lowerer:
     """Lowers ops onto one model's placement (`model_map`) and ASIC; memoises link times per stream."""
 
@@ -151,12 +161,14 @@ class Lowerer:
         """The links run side by side: the channel with the most bytes sets the time."""
         return link_ps(self.asic, int(per_channel.max())) if len(per_channel) else 0
 
-    def stream_links(self, stream: Stream) -> tuple[int, int]:
-        """Link times to and from the channels of a stream (memoised by the stream's contents)."""
+    def stream_links(self, stream: Stream) -> _Links:
+        """Link times to and from the channels of a stream, and the bytes each way (memoised by the stream's
+        contents: a model's GEMV streams come back every token)."""
         key = (stream.key, id(stream.to_pim_bytes), id(stream.from_pim_bytes))
         got = self._links.get(key)
         if got is None:
-            got = self._links[key] = (self.link(stream.to_pim_bytes), self.link(stream.from_pim_bytes))
+            got = self._links[key] = _Links(self.link(stream.to_pim_bytes), self.link(stream.from_pim_bytes),
+                                            int(stream.to_pim_bytes.sum()), int(stream.from_pim_bytes.sum()))
         return got
 
     def quantized(self, op: Op) -> bool:
@@ -212,7 +224,7 @@ def _lower_router(lw: Lowerer, op: Op, position: int, context: int, vectors: int
 def _product_steps(lw: Lowerer, op: Op, stream: Stream, vectors: int) -> list[Step]:
     """A PIM product's steps: its input over the links, the stream, the partial sums back, their sum."""
     asic = lw.asic
-    to_pim, from_pim = lw.stream_links(stream)
+    links = lw.stream_links(stream)
     quantized = op.kind == "gemv" and lw.quantized(op)
     # integer outputs of quantized activations are scaled back: one multiply each
     adds = stream.asic_adds + (op.rows * vectors if op.bias else 0) + (op.rows * vectors if quantized else 0)
@@ -221,10 +233,10 @@ def _product_steps(lw: Lowerer, op: Op, stream: Stream, vectors: int) -> list[St
         cycles = vector_cycles(asic, "quantize", op.cols * vectors, vectors)
         first = [Step("asic", "quantize", cycles_to_ps(asic, cycles), None,
                       lw.vector_work(cycles, QUANTIZE_BUFFER_BYTES_PER_ELEMENT * op.cols * vectors))]
-    return first + [Step("link", "transfers", to_pim, None, Work(int(stream.to_pim_bytes.sum()))),
+    return first + [Step("link", "transfers", links.to_pim_ps, None, Work(links.to_pim_bytes)),
                     Step("pim", op.part, 0, stream,
                          Work(extra_vector_macs=stream.extra_vector_macs) if stream.extra_vector_macs else NO_WORK),
-                    Step("link", "transfers", from_pim, None, Work(int(stream.from_pim_bytes.sum()))),
+                    Step("link", "transfers", links.from_pim_ps, None, Work(links.from_pim_bytes)),
                     Step("asic", op.part, cycles_to_ps(asic, reduce_cycles(asic, adds)), None,
                          Work(0, adds, reduce_sram_bytes(adds, stream.outputs)))]
 
@@ -232,15 +244,17 @@ def _product_steps(lw: Lowerer, op: Op, stream: Stream, vectors: int) -> list[St
 @lowers("kv_append")
 def _lower_kv_append(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
     stream = lw.map.append(op.layer, position, op.which, op.cross)
-    return [Step("link", "transfers", lw.stream_links(stream)[0], None, Work(int(stream.to_pim_bytes.sum()))),
+    links = lw.stream_links(stream)
+    return [Step("link", "transfers", links.to_pim_ps, None, Work(links.to_pim_bytes)),
             Step("pim", op.part, 0, stream, NO_WORK)]
 
 
 @lowers("embedding")
 def _lower_embedding(lw: Lowerer, op: Op, position: int, context: int, vectors: int) -> list[Step]:
     stream = lw.map.embedding(op.tensor, position % op.rows)
+    links = lw.stream_links(stream)
     return [Step("pim", op.part, 0, stream, NO_WORK),
-            Step("link", "transfers", lw.stream_links(stream)[1], None, Work(int(stream.from_pim_bytes.sum())))]
+            Step("link", "transfers", links.from_pim_ps, None, Work(links.from_pim_bytes))]
 
 
 @lowers("matmul")
